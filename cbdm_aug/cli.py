@@ -1,0 +1,84 @@
+"""The ``cbdm-aug`` command line. Each command lives in its own module and is imported only when
+it runs, so ``cbdm-aug --help`` is fast and one command's heavy imports do not slow another."""
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import click
+
+# command name -> "module:function"; each function is a click.Command.
+COMMANDS = {
+    "fit-generator": "cbdm_aug.generator.cli:fit_generator",
+    "generate": "cbdm_aug.cache.cli:generate",
+    "inspect": "cbdm_aug.cache.cli:inspect",
+    "merge-shards": "cbdm_aug.cache.cli:merge_shards",
+    "train-classifier": "cbdm_aug.classify.cli:train_classifier",
+    "compare": "cbdm_aug.classify.cli:compare",
+}
+
+HELP = {
+    "fit-generator": "Train a class-balancing diffusion model on a long-tailed dataset.",
+    "generate": "Generate a class-balanced synthetic cache (HDF5) from a generator run.",
+    "inspect": "Show a cache's provenance and per-class counts; optionally a PNG grid.",
+    "merge-shards": "Join the shards of a sharded `generate` into one cache.",
+    "train-classifier": "Train and evaluate a timm classifier from a YAML recipe.",
+    "compare": "Compare classifier runs side by side, with the gains.",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        module, attr = COMMANDS[name].split(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx, formatter):
+        # Describe commands without importing them all.
+        rows = [(name, HELP.get(name, "")) for name in COMMANDS]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="cbdm-aug")
+@click.option("-v", "--verbose", is_flag=True, help="Show debug logging.")
+def cli(verbose: bool):
+    """cbdm-aug: class-balanced synthetic images for long-tailed classification."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+def main():
+    # User errors (ValueError subclasses raised from our own validation) become one-line messages.
+    from cbdm_aug.data.sources import DataError
+    from cbdm_aug.generator.run_dir import RunDirError
+
+    user_errors = (DataError, RunDirError)
+    try:
+        extra = importlib.import_module("cbdm_aug.cache.schema").CacheError
+        user_errors = (*user_errors, extra)
+    except (ImportError, AttributeError):
+        pass
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except user_errors as e:
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(2)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+
+
+if __name__ == "__main__":
+    main()

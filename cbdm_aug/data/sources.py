@@ -1,0 +1,289 @@
+"""Readers that turn a user's data into one in-memory ``LabeledImages``: image folders, npz
+files and scikit-learn's bundled 8x8 digits.
+
+Everything is held as uint8 (N, H, W, C) in memory. That suits the datasets this project trains
+generators on from scratch (CIFAR-, MNIST- and digits-sized sets); a 50k-image 32x32 RGB folder is
+150 MB.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+# Decoding a 20000x20000 image needs 1.2 GB; refuse anything above this many pixels instead.
+MAX_IMAGE_PIXELS = 4096 * 4096
+
+
+class DataError(ValueError):
+    """Bad user data. The message names the file or value and says what is accepted."""
+
+
+@dataclass
+class LabeledImages:
+    """Images with integer labels and class names.
+
+    images: uint8 array (N, H, W, C), C in {1, 3}.
+    labels: int64 array (N,), values in [0, len(class_names)).
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    class_names: list[str]
+    source: str = ""
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[-1] not in (1, 3):
+            raise DataError(f"{self.source or 'images'}: expected uint8 (N, H, W, 1|3), "
+                            f"got {self.images.dtype} {self.images.shape}")
+        if self.labels.shape != (len(self.images),):
+            raise DataError(f"{self.source or 'labels'}: {len(self.labels)} labels for {len(self.images)} images")
+        self.labels = self.labels.astype(np.int64, copy=False)
+        if len(self.labels) and (self.labels.min() < 0 or self.labels.max() >= len(self.class_names)):
+            raise DataError(f"{self.source or 'labels'}: labels must lie in [0, {len(self.class_names) - 1}], "
+                            f"found range [{self.labels.min()}, {self.labels.max()}]")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.images.shape[1])
+
+    @property
+    def channels(self) -> int:
+        return int(self.images.shape[-1])
+
+    def counts(self) -> np.ndarray:
+        """Images per class, int64 (num_classes,)."""
+        return np.bincount(self.labels, minlength=self.num_classes)
+
+    def subset(self, index: np.ndarray, source: str | None = None) -> "LabeledImages":
+        return LabeledImages(self.images[index], self.labels[index], list(self.class_names),
+                             source or self.source)
+
+
+def _list_class_folders(root: Path) -> list[Path]:
+    classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DataError(f"{root}: no class folders; expected {root}/<class name>/*.png|jpg|...")
+    return classes
+
+
+def _list_images(class_dir: Path, root: Path, skipped: Counter) -> list[Path]:
+    files = []
+    root_real = root.resolve()
+    for dirpath, _dirs, names in os.walk(class_dir, followlinks=False):
+        for name in sorted(names):
+            if not name.lower().endswith(IMAGE_EXTENSIONS):
+                continue
+            path = Path(dirpath) / name
+            if path.is_symlink():
+                try:
+                    target = path.resolve(strict=True)
+                except (OSError, RuntimeError):
+                    skipped["broken or looping symlink"] += 1
+                    log.warning("skipping %s: broken or looping symlink", path)
+                    continue
+                if root_real not in target.parents:
+                    skipped["symlink outside the data folder"] += 1
+                    log.warning("skipping %s: symlink points outside %s", path, root)
+                    continue
+            files.append(path)
+    return sorted(files)
+
+
+def _decode(path: Path, size: int, channels: int) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        if im.width * im.height > MAX_IMAGE_PIXELS:
+            raise DataError(f"{path}: {im.width}x{im.height} pixels is above the limit of "
+                            f"{MAX_IMAGE_PIXELS} pixels; downscale it first")
+        if im.format == "JPEG":  # decode at reduced scale when the file is much larger than needed
+            im.draft("RGB" if channels == 3 else "L", (size, size))
+        im.load()
+        if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey: scale to 8 bits, not clip
+            arr = np.asarray(im, dtype=np.float64)
+            peak = 65535.0 if arr.max() > 255 else 255.0
+            im = Image.fromarray(np.round(arr / peak * 255).astype(np.uint8))
+        if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+            im = im.convert("RGBA")
+            background = Image.new("RGBA", im.size, (0, 0, 0, 255))
+            im = Image.alpha_composite(background, im)
+        im = im.convert("RGB" if channels == 3 else "L")
+        if im.size != (size, size):
+            im = im.resize((size, size), Image.BICUBIC)
+        arr = np.asarray(im, dtype=np.uint8)
+    return arr[..., None] if arr.ndim == 2 else arr
+
+
+def _peek(path: Path) -> tuple[tuple[int, int], str]:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.size, im.mode
+
+
+def load_image_folder(root: str | os.PathLike, image_size: int | None = None,
+                      channels: int | None = None, skip_bad: bool = False,
+                      progress: bool = False) -> LabeledImages:
+    """Read ``root/<class name>/*.{png,jpg,jpeg,bmp,webp}``; class ids follow sorted folder names.
+
+    Images are converted to ``channels`` (1 or 3; default: 3 if any image has colour) and resized
+    to ``image_size`` squares (default: the most common width). Unreadable images raise
+    ``DataError`` naming the file, or are skipped and counted when ``skip_bad`` is set.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    root = Path(root)
+    if not root.exists():
+        raise DataError(f"{root}: no such file or folder")
+    if not root.is_dir():
+        raise DataError(f"{root}: not a folder (expected an image folder or an .npz file)")
+    skipped: Counter = Counter()
+    classes = _list_class_folders(root)
+    files_per_class = [_list_images(c, root, skipped) for c in classes]
+    empty = [c.name for c, f in zip(classes, files_per_class) if not f]
+    if empty:
+        raise DataError(f"{root}: class folder(s) with no images: {', '.join(map(repr, empty))}; "
+                        f"remove them or add images ({', '.join(IMAGE_EXTENSIONS)})")
+    bad_errors = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+    # First pass reads only headers, to pick the default size and channel count.
+    headers: dict[Path, tuple[tuple[int, int], str]] = {}
+    for files in files_per_class:
+        for path in files:
+            try:
+                headers[path] = _peek(path)
+            except bad_errors as e:
+                if not skip_bad:
+                    raise DataError(f"{path}: cannot read image ({type(e).__name__}: {e}); "
+                                    f"pass --skip-bad to skip unreadable files") from None
+                skipped["unreadable image"] += 1
+                log.warning("skipping unreadable image %s", path)
+    if not headers:
+        raise DataError(f"{root}: no readable images")
+    if image_size is None:
+        image_size = Counter(size[0] for size, _ in headers.values()).most_common(1)[0][0]
+    if channels is None:
+        colour = {"RGB", "RGBA", "P", "CMYK", "YCbCr", "LAB", "HSV", "PA", "RGBX"}
+        channels = 3 if any(mode in colour for _, mode in headers.values()) else 1
+
+    images, labels = [], []
+    iterator = [(label, p) for label, files in enumerate(files_per_class) for p in files if p in headers]
+    if progress:
+        from tqdm.auto import tqdm
+        iterator = tqdm(iterator, desc=f"reading {root.name}", unit="img")
+    for label, path in iterator:
+        try:
+            images.append(_decode(path, image_size, channels))
+        except DataError:
+            if not skip_bad:
+                raise
+            skipped["too large"] += 1
+            continue
+        except bad_errors as e:
+            if not skip_bad:
+                raise DataError(f"{path}: cannot decode image ({type(e).__name__}: {e}); "
+                                f"pass --skip-bad to skip unreadable files") from None
+            skipped["unreadable image"] += 1
+            log.warning("skipping undecodable image %s", path)
+            continue
+        labels.append(label)
+    if not images:
+        raise DataError(f"{root}: no readable images")
+    data = LabeledImages(np.stack(images), np.asarray(labels, dtype=np.int64),
+                         [c.name for c in classes], str(root), dict(skipped))
+    missing = [data.class_names[i] for i in np.flatnonzero(data.counts() == 0)]
+    if missing:
+        raise DataError(f"{root}: no readable images left in class(es) {', '.join(map(repr, missing))}")
+    return data
+
+
+_NPZ_KEYS = {"train": [("x_train", "y_train"), ("images", "labels"), ("x", "y")],
+             "test": [("x_test", "y_test")]}
+
+
+def load_npz(path: str | os.PathLike, split: str = "train") -> LabeledImages:
+    """Read images and labels from an ``.npz`` file.
+
+    Accepted keys: ``x_train``/``y_train`` (``x_test``/``y_test`` for ``split='test'``),
+    ``images``/``labels`` or ``x``/``y``; optional ``class_names``. Images are uint8
+    (N, H, W), (N, H, W, C) or (N, C, H, W) with C in {1, 3}.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except Exception as e:  # noqa: BLE001 - any failure to parse means "not an npz we can read"
+        raise DataError(f"{path}: not a readable .npz file ({type(e).__name__}: {e})") from None
+    with npz:
+        if split not in _NPZ_KEYS:
+            raise DataError(f"split must be one of {sorted(_NPZ_KEYS)}, got {split!r}")
+        keys = next((k for k in _NPZ_KEYS[split] if k[0] in npz and k[1] in npz), None)
+        if keys is None:
+            raise DataError(f"{path}: no image/label arrays for split {split!r}; expected one of "
+                            f"{_NPZ_KEYS[split]}, found {sorted(npz.files)}")
+        x, y = npz[keys[0]], npz[keys[1]]
+        names = [str(n) for n in npz["class_names"]] if "class_names" in npz else None
+    if x.dtype != np.uint8:
+        raise DataError(f"{path}: {keys[0]} has dtype {x.dtype}; expected uint8 pixels in [0, 255]")
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim == 4 and x.shape[1] in (1, 3) and x.shape[-1] not in (1, 3):
+        x = x.transpose(0, 2, 3, 1)
+    if x.ndim != 4 or x.shape[-1] not in (1, 3) or x.shape[1] != x.shape[2]:
+        raise DataError(f"{path}: {keys[0]} has shape {x.shape}; expected square images "
+                        f"(N, H, W), (N, H, W, C) or (N, C, H, W) with C in {{1, 3}}")
+    if y.ndim != 1 or len(y) != len(x):
+        raise DataError(f"{path}: {keys[1]} has shape {y.shape}; expected ({len(x)},)")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"{path}: {keys[1]} has dtype {y.dtype}; expected integer class ids")
+    if len(y) == 0:
+        raise DataError(f"{path}: no images")
+    if y.min() < 0:
+        raise DataError(f"{path}: {keys[1]} has negative label {y.min()}")
+    num_classes = int(y.max()) + 1 if names is None else len(names)
+    if y.max() >= num_classes:
+        raise DataError(f"{path}: label {y.max()} out of range for {num_classes} class_names")
+    names = names or [str(i) for i in range(num_classes)]
+    return LabeledImages(np.ascontiguousarray(x), y.astype(np.int64), names, f"{path}[{split}]")
+
+
+def load_digits() -> LabeledImages:
+    """scikit-learn's bundled 8x8 digits (1,797 images), scaled from 0..16 to uint8 0..255."""
+    from sklearn.datasets import load_digits as _sk_digits
+
+    d = _sk_digits()
+    x = np.clip(np.round(d.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)[..., None]
+    return LabeledImages(x, d.target.astype(np.int64), [str(i) for i in range(10)], "sklearn-digits")
+
+
+def open_data(spec: str | os.PathLike, split: str = "train", image_size: int | None = None,
+              channels: int | None = None, skip_bad: bool = False,
+              progress: bool = False) -> LabeledImages:
+    """Open ``spec``: ``digits`` (scikit-learn's bundled set), an ``.npz`` file or an image folder."""
+    if str(spec) == "digits":
+        data = load_digits()
+    elif str(spec).endswith(".npz"):
+        data = load_npz(spec, split=split)
+    else:
+        data = load_image_folder(spec, image_size=image_size, channels=channels,
+                                 skip_bad=skip_bad, progress=progress)
+    if data.num_classes < 2 or np.count_nonzero(data.counts()) < 2:
+        raise DataError(f"{data.source}: found a single class; a class-conditional model needs at least 2")
+    return data

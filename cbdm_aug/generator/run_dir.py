@@ -1,0 +1,155 @@
+"""The generator run folder: what ``fit-generator`` writes and everything else reads.
+
+    RUN_DIR/generator.json     model config, classes, counts, loss and schedule settings, step
+    RUN_DIR/ema.safetensors    EMA weights of the UNet (the weights used for sampling)
+    RUN_DIR/checkpoints/       Lightning resume checkpoints (training only)
+    RUN_DIR/logs/, samples/    CSV log and per-class PNG grids
+
+Both sampling files are written to a temporary name and renamed, so a reader never sees half of
+one. Loading never unpickles anything: weights are safetensors and the config is JSON.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+FORMAT = "cbdm-aug-generator"
+FORMAT_VERSION = 1
+CONFIG_NAME = "generator.json"
+WEIGHTS_NAME = "ema.safetensors"
+
+
+class RunDirError(ValueError):
+    """A run folder that is missing, unfinished, foreign or from a newer version."""
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_generator(run_dir: str | os.PathLike, unet: torch.nn.Module, meta: dict) -> Path:
+    """Write ``unet``'s weights and ``meta`` (must hold ``model``, ``class_names``...) atomically."""
+    from safetensors.torch import save
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in unet.state_dict().items()}
+    _atomic_write_bytes(run_dir / WEIGHTS_NAME, save(state))
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta,
+            "weights_sha256": sha256_file(run_dir / WEIGHTS_NAME)}
+    _atomic_write_bytes(run_dir / CONFIG_NAME, json.dumps(meta, indent=2).encode())
+    return run_dir
+
+
+def read_meta(run_dir: str | os.PathLike) -> dict:
+    """The run's ``generator.json``, checked for format and version."""
+    run_dir = Path(run_dir)
+    path = run_dir / CONFIG_NAME
+    if not run_dir.is_dir():
+        raise RunDirError(f"{run_dir}: no such generator run folder")
+    if not path.exists():
+        raise RunDirError(f"{run_dir}: no {CONFIG_NAME}; not a finished generator run "
+                          f"(resume training with `cbdm-aug fit-generator ... --out {run_dir} --resume`)")
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RunDirError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise RunDirError(f"{path}: not a cbdm-aug generator config")
+    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+        raise RunDirError(f"{path}: format version {meta['format_version']} is newer than this "
+                          f"cbdm-aug understands ({FORMAT_VERSION}); upgrade cbdm-aug")
+    return meta
+
+
+@dataclass
+class Generator:
+    """A trained class-conditional denoiser and what is needed to sample from it.
+
+    ``unet(x_t, t, class_labels=y).sample`` predicts the noise epsilon for images x_t in [-1, 1],
+    float (N, channels, image_size, image_size). Label ``null_class`` means "no label".
+    """
+
+    unet: torch.nn.Module
+    meta: dict
+    run_dir: Path | None = None
+    class_names: list[str] = field(init=False)
+
+    def __post_init__(self):
+        self.class_names = list(self.meta["class_names"])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def null_class(self) -> int:
+        return self.num_classes
+
+    @property
+    def image_size(self) -> int:
+        return int(self.meta["image_size"])
+
+    @property
+    def channels(self) -> int:
+        return int(self.meta["channels"])
+
+    @property
+    def schedule(self) -> dict:
+        return dict(self.meta["schedule"])
+
+    @property
+    def weights_sha256(self) -> str:
+        return self.meta["weights_sha256"]
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+
+def load_generator(run_dir: str | os.PathLike, device: str | torch.device | None = None) -> Generator:
+    """Load a ready-to-sample generator (EMA weights, eval mode) from a run folder.
+
+    Only JSON and safetensors are read, so a run folder from an untrusted source cannot run code.
+    """
+    from safetensors import SafetensorsError
+    from safetensors.torch import load_file
+
+    from cbdm_aug.diffusion.unet import build_unet
+
+    run_dir = Path(run_dir)
+    meta = read_meta(run_dir)
+    weights = run_dir / WEIGHTS_NAME
+    if not weights.exists():
+        raise RunDirError(f"{run_dir}: no {WEIGHTS_NAME}")
+    if sha256_file(weights) != meta.get("weights_sha256"):
+        raise RunDirError(f"{weights}: weights do not match the hash in {CONFIG_NAME}; "
+                          f"the file is corrupt or from another run")
+    unet = build_unet(meta["model"])
+    try:
+        state = load_file(weights)
+    except (SafetensorsError, OSError) as e:
+        raise RunDirError(f"{weights}: unreadable safetensors file ({e})") from None
+    unet.load_state_dict(state)
+    unet.eval().requires_grad_(False)
+    if device is not None:
+        unet.to(device)
+    return Generator(unet, meta, run_dir)

@@ -1,0 +1,140 @@
+"""Write a synthetic cache: create the preallocated file, append images in order, mark it complete.
+
+Like the reader, this imports only h5py and numpy, so tests and other tools can build caches
+from arrays (``write_cache``) without a generator.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from cbdm_aug.cache.reader import check_header, open_cache
+from cbdm_aug.cache.schema import IMAGES, LABELS, SCHEMA, SCHEMA_VERSION, SEEDS, CacheError
+
+
+def _package_version() -> str:
+    from cbdm_aug import __version__
+
+    return __version__
+
+
+def create_cache(path: str | os.PathLike, *, labels, seeds, image_shape: tuple[int, int, int],
+                 class_names: list[str], generator: dict, sampler: dict, plan: dict,
+                 shard: dict | None = None, command: str = "") -> Path:
+    """Create an empty (``complete=False``, ``num_done=0``) cache for ``len(labels)`` images.
+
+    ``labels`` and ``seeds`` (ints, one per image) are written now; images are written later by
+    ``CacheWriter``. The file is built under a temporary name and renamed, so ``path`` is either
+    absent or a valid file. Its whole layout is allocated here (see ``schema``).
+    """
+    path = Path(path)
+    labels = np.asarray(labels, dtype=np.int64)
+    seeds = np.asarray(seeds, dtype=np.int64)
+    if labels.ndim != 1 or labels.shape != seeds.shape:
+        raise ValueError(f"need one seed per label, got labels {labels.shape} and seeds {seeds.shape}")
+    if len(labels) and not (0 <= labels.min() and labels.max() < len(class_names)):
+        raise ValueError(f"labels must lie in [0, {len(class_names)}), got [{labels.min()}, {labels.max()}]")
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with h5py.File(tmp, "w") as f:
+            dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+            dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+            dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)  # every byte is written by generation
+            f.create_dataset(IMAGES, shape=(len(labels), *image_shape), dtype=np.uint8, dcpl=dcpl)
+            f.create_dataset(LABELS, data=labels)
+            f.create_dataset(SEEDS, data=seeds)
+            f.attrs.update({
+                "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
+                "class_names": json.dumps(list(class_names)), "complete": False, "num_done": 0,
+                "generator": json.dumps(generator, sort_keys=True),
+                "sampler": json.dumps(sampler, sort_keys=True),
+                "plan": json.dumps(plan, sort_keys=True), "shard": json.dumps(shard, sort_keys=True),
+                "package_version": _package_version(), "command": command,
+            })
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+class CacheWriter:
+    """Append images, in index order, to a cache made by ``create_cache``.
+
+    After each ``write`` the images are flushed before the ``num_done`` counter moves past them,
+    so a killed writer leaves a file whose first ``num_done`` images are final.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._f = open_cache(self.path, "r+")
+        try:
+            self.attrs = check_header(self._f, self.path, require_complete=False)
+        except CacheError:
+            self._f.close()
+            raise
+        self.total = int(self._f[IMAGES].shape[0])
+
+    @property
+    def num_done(self) -> int:
+        return int(self._f.attrs["num_done"])
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.asarray(self._f[LABELS][()], dtype=np.int64)
+
+    @property
+    def seeds(self) -> np.ndarray:
+        return np.asarray(self._f[SEEDS][()], dtype=np.int64)
+
+    def write(self, images: np.ndarray) -> None:
+        """Write uint8 (n, H, W, C) ``images`` at indices [num_done, num_done + n)."""
+        start = self.num_done
+        images = np.asarray(images)
+        if images.dtype != np.uint8 or images.shape[1:] != self._f[IMAGES].shape[1:]:
+            raise ValueError(f"expected uint8 images of shape (n, {self._f[IMAGES].shape[1:]}), "
+                             f"got {images.dtype} {images.shape}")
+        if start + len(images) > self.total:
+            raise ValueError(f"{len(images)} images at {start} overflow a cache of {self.total}")
+        self._f[IMAGES][start:start + len(images)] = images
+        self._f.flush()
+        self._f.attrs["num_done"] = start + len(images)
+        self._f.flush()
+
+    def finish(self) -> None:
+        """Mark the file complete; every image must have been written."""
+        if self.num_done != self.total:
+            raise CacheError(f"{self.path}: only {self.num_done} of {self.total} images written")
+        self._f.attrs["complete"] = True
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def write_cache(path: str | os.PathLike, images: np.ndarray, labels, *, class_names: list[str],
+                seeds=None, generator: dict | None = None, sampler: dict | None = None,
+                plan: dict | None = None) -> Path:
+    """Write a complete cache from uint8 (N, H, W, C) ``images`` in one go (fixtures, tools)."""
+    images = np.asarray(images)
+    labels = np.asarray(labels, dtype=np.int64)
+    seeds = np.arange(len(labels)) if seeds is None else seeds
+    counts = np.bincount(labels, minlength=len(class_names))
+    plan = plan or {"policy": "explicit", "counts": dict(zip(class_names, map(int, counts))),
+                    "real_counts": None, "total": int(len(labels))}
+    create_cache(path, labels=labels, seeds=seeds, image_shape=images.shape[1:],
+                 class_names=class_names, generator=generator or {}, sampler=sampler or {}, plan=plan)
+    with CacheWriter(path) as w:
+        if len(images):
+            w.write(images)
+        w.finish()
+    return Path(path)

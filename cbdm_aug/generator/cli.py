@@ -1,0 +1,72 @@
+"""``cbdm-aug fit-generator``."""
+from __future__ import annotations
+
+import click
+
+from cbdm_aug.diffusion.unet import PRESETS
+
+
+@click.command("fit-generator")
+@click.argument("data", metavar="DATA")
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Run folder to write.")
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), default="cpu", show_default=True,
+              help="UNet size: cifar-paper (35.7M, GPU), small, cpu (~1M), tiny (tests).")
+@click.option("--image-size", type=int, default=None, help="Model resolution [default: the data's].")
+@click.option("--channels", type=click.Choice(["1", "3"]), default=None, help="1 (grey) or 3 (RGB) [default: the data's].")
+@click.option("--split", default="train", show_default=True, help="Split of an .npz file (train or test).")
+@click.option("--longtail", type=click.Choice(["exp", "step"]), default=None,
+              help="Build a long-tailed view of a balanced set with this profile.")
+@click.option("--imbalance", type=float, default=None, help="Imbalance ratio rho of --longtail [default: 100].")
+@click.option("--max-per-class", type=int, default=None, help="Head-class count n_max of --longtail.")
+@click.option("--data-seed", type=int, default=0, show_default=True, help="Seed choosing the --longtail subset.")
+@click.option("--skip-bad", is_flag=True, help="Skip unreadable image files (and report how many) instead of failing.")
+@click.option("--tau", type=float, default=1.0, show_default=True, help="CBDM regulariser weight; 0 = plain DDPM.")
+@click.option("--gamma", type=float, default=0.25, show_default=True, help="Commitment-term weight.")
+@click.option("--target", type=click.Choice(["train", "uniform"]), default=None,
+              help="q(y'): training label frequencies or uniform [default: train; uniform with --init-from].")
+@click.option("--p-uncond", type=float, default=0.1, show_default=True, help="Per-sample label-drop probability (CFG).")
+@click.option("--max-steps", type=int, default=2000, show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--lr", type=float, default=2e-4, show_default=True)
+@click.option("--warmup-steps", type=int, default=None, help="LR warm-up [default: min(5000, max_steps/10)].")
+@click.option("--ema-decay", type=float, default=0.9999, show_default=True, help="Cap of the warmed-up EMA decay.")
+@click.option("--hflip/--no-hflip", default=None, help="Random horizontal flips [default: on for RGB, off for grey].")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--num-workers", type=int, default=0, show_default=True, help="DataLoader workers (data is in memory).")
+@click.option("--accelerator", default="auto", show_default=True, help="Lightning accelerator: auto, cpu, gpu.")
+@click.option("--devices", default="auto", show_default=True, help="Lightning devices, e.g. 1, 4 or auto.")
+@click.option("--num-nodes", type=int, default=1, show_default=True)
+@click.option("--strategy", default="auto", show_default=True, help="Lightning strategy, e.g. ddp.")
+@click.option("--precision", default=None, help="Lightning precision [default: bf16-mixed on GPU, 32-true on CPU].")
+@click.option("--sample-every", type=int, default=500, show_default=True, help="Steps between PNG sample grids.")
+@click.option("--checkpoint-every", type=int, default=250, show_default=True, help="Steps between resume checkpoints.")
+@click.option("--init-from", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Fine-tune an existing generator run with the regulariser.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+def fit_generator(data, out, preset, image_size, channels, split, longtail, imbalance, max_per_class,
+                  data_seed, skip_bad, tau, gamma, target, p_uncond, max_steps, batch_size, lr,
+                  warmup_steps, ema_decay, hflip, seed, num_workers, accelerator, devices, num_nodes,
+                  strategy, precision, sample_every, checkpoint_every, init_from, resume):
+    """Train a class-balancing diffusion model on DATA.
+
+    DATA is an image folder (DATA/<class>/*.png|jpg|...), an .npz file with image and label
+    arrays, or `digits` (scikit-learn's bundled 8x8 digits). --longtail builds a long-tailed view
+    of a balanced set, e.g. `--longtail exp --imbalance 100 --max-per-class 5000`.
+    """
+    from cbdm_aug.diffusion.loss import CBDMLossConfig
+    from cbdm_aug.generator.fit import DataConfig, FitConfig, TrainConfig, fit
+
+    if longtail is None and (imbalance is not None or max_per_class is not None):
+        raise click.UsageError("--imbalance and --max-per-class need --longtail exp|step")
+    try:
+        cfg = FitConfig(
+            DataConfig(data, split, longtail, 100.0 if imbalance is None else imbalance, max_per_class,
+                       data_seed, image_size, int(channels) if channels else None, skip_bad),
+            TrainConfig(preset, max_steps, batch_size, lr, warmup_steps, 1.0, ema_decay, hflip, seed,
+                        num_workers, accelerator, devices, num_nodes, strategy, precision, sample_every,
+                        checkpoint_every, init_from),
+            CBDMLossConfig(tau, gamma, target or ("uniform" if init_from else "train"), p_uncond),
+        )
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    fit(cfg, out, resume=resume, echo=click.echo)

@@ -1,0 +1,247 @@
+"""Fit a CBDM generator: load the data, check the run folder, train with Lightning, export the EMA
+weights. ``cbdm-aug fit-generator`` is a thin layer over ``fit``."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+
+from cbdm_aug import __version__
+from cbdm_aug.data import LabeledImages, count_table, make_longtail, open_data
+from cbdm_aug.data.convert import convert_images
+from cbdm_aug.diffusion.loss import CBDMLossConfig
+from cbdm_aug.diffusion.sampling import DEFAULT_SCHEDULE
+from cbdm_aug.diffusion.unet import unet_config
+from cbdm_aug.generator.run_dir import CONFIG_NAME, RunDirError, _atomic_write_bytes, load_generator, save_generator
+
+log = logging.getLogger(__name__)
+
+RUN_CONFIG = "run.json"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    path: str
+    split: str = "train"
+    longtail: str | None = None        # None, "exp" or "step"
+    imbalance: float = 100.0
+    max_per_class: int | None = None
+    data_seed: int = 0
+    image_size: int | None = None      # default: the data's
+    channels: int | None = None        # default: the data's
+    skip_bad: bool = False
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    preset: str = "cpu"
+    max_steps: int = 2000
+    batch_size: int = 64
+    lr: float = 2e-4
+    warmup_steps: int | None = None    # default: min(5000, max_steps // 10)
+    grad_clip: float = 1.0
+    ema_decay: float = 0.9999
+    hflip: bool | None = None          # default: on for RGB, off for grey (digits are not symmetric)
+    seed: int = 0
+    num_workers: int = 0
+    accelerator: str = "auto"
+    devices: str = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str | None = None       # default: bf16-mixed on GPU, 32-true on CPU
+    sample_every: int = 500
+    checkpoint_every: int = 250
+    init_from: str | None = None
+
+    def __post_init__(self):
+        for name in ("max_steps", "batch_size", "sample_every", "checkpoint_every", "num_nodes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0 or self.lr > 1:
+            raise ValueError(f"--lr must be in (0, 1], got {self.lr}")
+        if self.num_workers < 0:
+            raise ValueError(f"--num-workers must be >= 0, got {self.num_workers}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    data: DataConfig
+    train: TrainConfig = field(default_factory=TrainConfig)
+    loss: CBDMLossConfig = field(default_factory=CBDMLossConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FitConfig":
+        return cls(DataConfig(**d["data"]), TrainConfig(**d["train"]), CBDMLossConfig(**d["loss"]))
+
+
+# Settings that may change when a run resumes: they do not change what is being trained.
+_RESUMABLE = {("train", k) for k in ("max_steps", "num_workers", "accelerator", "devices", "num_nodes",
+                                     "strategy", "sample_every", "checkpoint_every")} | {("data", "skip_bad")}
+
+
+def load_training_data(cfg: DataConfig, progress: bool = True) -> LabeledImages:
+    """The long-tailed training set, at the model's resolution and channel count."""
+    if cfg.longtail is None and (cfg.max_per_class is not None):
+        raise ValueError("--max-per-class only applies with --longtail exp|step")
+    data = open_data(cfg.path, split=cfg.split, image_size=cfg.image_size, channels=cfg.channels,
+                     skip_bad=cfg.skip_bad, progress=progress)
+    if data.skipped:
+        log.warning("skipped %s", ", ".join(f"{n} {why}" for why, n in data.skipped.items()))
+    if cfg.longtail is not None:
+        data = make_longtail(data, cfg.longtail, cfg.imbalance, cfg.max_per_class, cfg.data_seed)
+    size = cfg.image_size or data.image_size
+    channels = cfg.channels or data.channels
+    if channels not in (1, 3):
+        raise ValueError(f"--channels must be 1 or 3, got {channels}")
+    if size < 4 or size > 1024:
+        raise ValueError(f"--image-size must be in [4, 1024], got {size}")
+    images = convert_images(data.images, size, channels)
+    return LabeledImages(images, data.labels, data.class_names, data.source, data.skipped)
+
+
+def _diff(a: dict, b: dict, prefix=()) -> list[str]:
+    out = []
+    for k in sorted(set(a) | set(b)):
+        key = (*prefix, k)
+        if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
+            out += _diff(a[k], b[k], key)
+        elif a.get(k) != b.get(k) and key not in _RESUMABLE:
+            out.append(f"{'.'.join(key)}: {a.get(k)!r} != {b.get(k)!r}")
+    return out
+
+
+def prepare_run_dir(out: Path, cfg: FitConfig, resume: bool) -> Path | None:
+    """Check ``out`` against ``cfg``; returns the checkpoint to resume from, if any."""
+    last = out / "checkpoints" / "last.ckpt"
+    existing = out / RUN_CONFIG
+    if existing.exists():
+        try:
+            old = json.loads(existing.read_text())["config"]
+        except (json.JSONDecodeError, KeyError, UnicodeDecodeError):
+            raise RunDirError(f"{existing}: unreadable run config; choose another --out") from None
+        diffs = _diff(old, cfg.to_dict())
+        if diffs:
+            raise RunDirError(f"{out} already holds a different run ({'; '.join(diffs[:3])}); "
+                              f"choose another --out")
+        if not resume:
+            raise RunDirError(f"{out} already holds this run; pass --resume to continue it, "
+                              f"or choose another --out")
+        return last if last.exists() else None
+    if out.exists() and any(out.iterdir()):
+        raise RunDirError(f"{out} is not empty and holds no cbdm-aug run; choose another --out")
+    return None
+
+
+def _resolved_train(cfg: TrainConfig, channels: int) -> TrainConfig:
+    from dataclasses import replace
+
+    on_gpu = torch.cuda.is_available() and cfg.accelerator in ("auto", "gpu", "cuda")
+    return replace(cfg,
+                   warmup_steps=cfg.warmup_steps if cfg.warmup_steps is not None
+                   else min(5000, max(1, cfg.max_steps // 10)),
+                   hflip=cfg.hflip if cfg.hflip is not None else channels == 3,
+                   precision=cfg.precision or ("bf16-mixed" if on_gpu else "32-true"))
+
+
+def _quiet_lightning():
+    import warnings
+
+    # Lightning's tips and this module's intentionally-eval EMA copy are not news to our users.
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+
+
+def fit(cfg: FitConfig, out: str | os.PathLike, resume: bool = False, progress: bool = True,
+        echo=print) -> Path:
+    """Train a generator as ``cfg`` says and write its run folder to ``out``; returns ``out``."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ModelCheckpoint
+    from pytorch_lightning.loggers import CSVLogger
+
+    from cbdm_aug.generator.callbacks import ExportCallback, SampleGridCallback
+    from cbdm_aug.generator.module import CBDMModule
+
+    out = Path(out)
+    _quiet_lightning()
+    if cfg.train.init_from and resume and (out / "checkpoints" / "last.ckpt").exists():
+        raise ValueError("--init-from starts a new run from another generator; with --resume the run "
+                         "continues from its own checkpoint. Drop one of them")
+    data = load_training_data(cfg.data, progress=progress)
+    train = _resolved_train(cfg.train, data.channels)
+    cfg = FitConfig(cfg.data, train, cfg.loss)
+    model_config = unet_config(train.preset, data.image_size, data.channels, data.num_classes)
+    counts = data.counts().tolist()
+    echo(f"training data: {data.source}, {len(data)} images, {data.image_size}x{data.image_size}x{data.channels}")
+    echo(count_table(data.class_names, ("train", counts)))
+    ckpt = prepare_run_dir(out, cfg, resume)
+
+    pl.seed_everything(train.seed, workers=True, verbose=False)
+    init_meta = None
+    if train.init_from:
+        base = load_generator(train.init_from)
+        if base.class_names != data.class_names or base.meta["model"] != model_config:
+            raise RunDirError(f"--init-from {train.init_from}: its classes or model "
+                              f"({base.meta['preset']}, {base.image_size}px) differ from this run's")
+        init_meta = {"run": str(train.init_from), "weights_sha256": base.weights_sha256,
+                     "step": base.meta.get("step")}
+    module = CBDMModule(model_config, counts, asdict(cfg.loss), DEFAULT_SCHEDULE, lr=train.lr,
+                        warmup_steps=train.warmup_steps, ema_decay=train.ema_decay, hflip=train.hflip)
+    if train.init_from:
+        module.unet.load_state_dict(base.unet.state_dict())
+        module.ema.module.load_state_dict(base.unet.state_dict())
+
+    meta = {
+        "preset": train.preset, "model": model_config, "class_names": data.class_names,
+        "class_counts": counts, "image_size": data.image_size, "channels": data.channels,
+        "loss": asdict(cfg.loss), "schedule": DEFAULT_SCHEDULE, "data": data.source,
+        "train": {k: getattr(train, k) for k in ("max_steps", "batch_size", "lr", "warmup_steps",
+                                                  "ema_decay", "hflip", "seed", "precision")},
+        "init_from": init_meta, "package_version": __version__,
+    }
+    is_rank_zero = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0))) == 0
+    if is_rank_zero and not (out / RUN_CONFIG).exists():
+        out.mkdir(parents=True, exist_ok=True)
+        _atomic_write_bytes(out / RUN_CONFIG, json.dumps(
+            {"config": cfg.to_dict(), "package_version": __version__}, indent=2).encode())
+
+    images = torch.from_numpy(data.images)
+    labels = torch.from_numpy(data.labels)
+    dataset = torch.utils.data.TensorDataset(images, labels)
+    sampler_gen = torch.Generator().manual_seed(train.seed)
+    # Enough indices per epoch that a tiny tail-only set still fills whole batches.
+    sampler = torch.utils.data.RandomSampler(dataset, num_samples=max(len(dataset), train.batch_size),
+                                             generator=sampler_gen)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=train.batch_size, sampler=sampler,
+                                         drop_last=True, num_workers=train.num_workers,
+                                         persistent_workers=train.num_workers > 0)
+    checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", every_n_train_steps=train.checkpoint_every,
+                                 save_last=True, save_top_k=0, enable_version_counter=False)
+    trainer = pl.Trainer(
+        max_steps=train.max_steps, max_epochs=-1, accelerator=train.accelerator,
+        devices=int(train.devices) if str(train.devices).isdigit() else train.devices,
+        num_nodes=train.num_nodes, strategy=train.strategy, precision=train.precision,
+        gradient_clip_val=train.grad_clip, default_root_dir=out,
+        logger=CSVLogger(out, name="logs", version=""), log_every_n_steps=10,
+        callbacks=[checkpoint, ExportCallback(out, meta), SampleGridCallback(out, train.sample_every)],
+        enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
+    )
+    if ckpt is not None:
+        echo(f"resuming from {ckpt}")
+    trainer.fit(module, train_dataloaders=loader, ckpt_path=str(ckpt) if ckpt else None)
+    if trainer.global_step < train.max_steps and not trainer.interrupted:
+        log.warning("training stopped at step %d of %d", trainer.global_step, train.max_steps)
+    echo(f"generator written to {out} ({CONFIG_NAME}, ema.safetensors); samples in {out / 'samples'}")
+    return out
+

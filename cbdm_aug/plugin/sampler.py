@@ -1,0 +1,271 @@
+"""``BalancedSyntheticSampler``: class-balanced epochs that fill each class's deficit of real
+images with synthetic ones.
+
+What an epoch is. The sampler draws an *epoch plan* of ``num_samples`` dataset indices, then
+each rank takes its shard of it. Class ``c`` gets ``k_c = round(p_c * num_samples)`` places
+(``p`` is the target distribution; the rounding is largest-remainder, so the counts sum exactly).
+The places of class ``c`` are filled in this order:
+
+1. its real images, each once (a random subset of them if ``k_c`` is smaller than their number);
+2. its synthetic images, each at most once, up to the synthetic-share bound;
+3. the rest by repeating its real images (or its synthetic ones if the class has no real image).
+
+The plan is then shuffled, so a batch is a uniform random draw from it: with the uniform target
+every class is equally likely in every position. Randomness comes only from a numpy Generator
+seeded with ``(seed, epoch)``; nothing reads the global RNG.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+
+import numpy as np
+from torch.utils.data import Sampler
+
+__all__ = ["BalancedSyntheticSampler"]
+
+
+def _dist_world() -> tuple[int, int]:
+    """(num_replicas, rank) from torch.distributed when it is initialised, else (1, 0)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
+
+
+def _dataset_labels(dataset) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
+    """(labels int64 (N,), is_synthetic bool (N,), class names or None) of a dataset."""
+    if hasattr(dataset, "labels") and hasattr(dataset, "is_synthetic"):
+        labels = np.asarray(dataset.labels, dtype=np.int64)
+        synthetic = np.asarray(dataset.is_synthetic, dtype=bool)
+    else:
+        from cbdm_aug.plugin.dataset import real_labels
+
+        labels = real_labels(dataset)
+        synthetic = np.zeros(len(labels), dtype=bool)
+    if labels.ndim != 1 or synthetic.shape != labels.shape:
+        raise ValueError(f"dataset labels must be 1-D with one is_synthetic flag each; got labels "
+                         f"{labels.shape} and is_synthetic {synthetic.shape}")
+    if len(labels) and labels.min() < 0:
+        raise ValueError(f"dataset labels must be >= 0, found {labels.min()}")
+    names = getattr(dataset, "class_names", None) or getattr(dataset, "classes", None)
+    return labels, synthetic, (list(names) if names is not None else None)
+
+
+def _per_class(value, num_classes: int, class_names, what: str, fill: float) -> np.ndarray:
+    """A float vector (C,) from a sequence of length C or a {class name: value} mapping."""
+    if isinstance(value, Mapping):
+        if class_names is None:
+            raise ValueError(f"{what} given by class name, but the dataset has no class_names/classes")
+        index = {n: i for i, n in enumerate(class_names)}
+        unknown = [k for k in value if k not in index]
+        if unknown:
+            raise ValueError(f"{what} names unknown classes {unknown}; known: {list(class_names)}")
+        out = np.full(num_classes, fill, dtype=np.float64)
+        for k, v in value.items():
+            out[index[k]] = float(v)
+        return out
+    out = np.asarray(value, dtype=np.float64)
+    if out.shape != (num_classes,):
+        raise ValueError(f"{what} needs one value per class ({num_classes}), got shape {out.shape}")
+    return out
+
+
+def _largest_remainder(p: np.ndarray, total: int, rng: np.random.Generator) -> np.ndarray:
+    """Integer counts proportional to ``p`` that sum to ``total``; ties are broken at random."""
+    exact = p * total
+    k = np.floor(exact).astype(np.int64)
+    short = total - int(k.sum())
+    if short:
+        order = rng.permutation(len(p))
+        order = order[np.argsort(-(exact - k)[order], kind="stable")]
+        k[order[:short]] += 1
+    return k
+
+
+def _draw(pool: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` items of ``pool``: each once while possible, then whole repeats plus a random part."""
+    if n <= 0 or len(pool) == 0:
+        return pool[:0]
+    q, r = divmod(n, len(pool))
+    part = pool[rng.choice(len(pool), r, replace=False)] if r else pool[:0]
+    return np.concatenate([np.tile(pool, q), part]) if q else part
+
+
+def _water_fill(deficit: np.ndarray, quota: np.ndarray, budget: int) -> np.ndarray:
+    """Synthetic counts ``<= deficit`` summing to ``min(budget, deficit.sum())`` under the smallest
+    common per-class share cap ``t`` (``n_c = min(deficit_c, t * quota_c)``)."""
+    if deficit.sum() <= budget:
+        return deficit.copy()
+    share = np.where(quota > 0, deficit / np.maximum(quota, 1), 0.0)
+    lo, hi = 0.0, float(share.max())
+    for _ in range(60):  # bisection on t; the fill is monotone in t
+        t = (lo + hi) / 2
+        if np.minimum(deficit, np.floor(t * quota)).sum() > budget:
+            hi = t
+        else:
+            lo = t
+    n = np.minimum(deficit, np.floor(lo * quota)).astype(np.int64)
+    room = np.flatnonzero(n < deficit)
+    extra = budget - int(n.sum())
+    n[room[np.argsort(n[room] / np.maximum(quota[room], 1), kind="stable")[:extra]]] += 1
+    return n
+
+
+class BalancedSyntheticSampler(Sampler[int]):
+    """Class-balanced sampler over real + synthetic images, seeded, epoch-aware and DDP-aware.
+
+    Args:
+        dataset: a ``RealSyntheticDataset`` (anything with ``labels`` and ``is_synthetic``), or
+            any real dataset whose labels ``real_labels`` finds (``targets``, ImageFolder
+            ``samples``, a ``Subset``): then every index is real and the sampler oversamples.
+        target: class distribution of the epoch: ``"uniform"`` (default), a vector of length C,
+            or a ``{class name: weight}`` mapping (unnamed classes get 0). Normalised to sum 1.
+        num_samples: epoch length over all ranks. Default ``C * max_c n_real_c``: every class gets
+            as many places as the largest real class has images (the "balanced epoch").
+        max_synthetic_share: ``None`` (no bound); a float in [0, 1] bounding the synthetic share
+            of the whole epoch (met with the smallest common per-class cap); or a per-class
+            vector / ``{class name: share}`` mapping bounding each class's share.
+        seed: the plan of epoch ``e`` is a pure function of ``(seed, e)``.
+        num_replicas, rank: the DDP world; read from ``torch.distributed`` when initialised and
+            not given, else 1 and 0.
+        drop_last: ``False`` pads the plan by repeating its start so every rank gets
+            ``ceil(num_samples / num_replicas)`` indices (like ``DistributedSampler``); ``True``
+            drops the tail instead.
+
+    ``len(sampler)`` is the length of this rank's shard. Call ``set_epoch(e)`` before each epoch.
+    """
+
+    def __init__(self, dataset, target="uniform", num_samples: int | None = None,
+                 max_synthetic_share=None, seed: int = 0, num_replicas: int | None = None,
+                 rank: int | None = None, drop_last: bool = False):
+        labels, synthetic, names = _dataset_labels(dataset)
+        C = len(names) if names is not None else (int(labels.max()) + 1 if len(labels) else 0)
+        if len(labels) == 0 or C == 0:
+            raise ValueError("cannot sample from an empty dataset")
+        if labels.max() >= C:
+            raise ValueError(f"label {labels.max()} out of range for {C} class names")
+        self.class_names = names
+        self.num_classes = C
+        # One index array grouped by class, real before synthetic: the pools are slices of it.
+        self._order = np.lexsort((synthetic, labels)).astype(np.int64 if len(labels) >= 2**31 else np.int32)
+        self.real_counts = np.bincount(labels[~synthetic], minlength=C)
+        self.synthetic_counts = np.bincount(labels[synthetic], minlength=C)
+        self._starts = np.concatenate([[0], np.cumsum(self.real_counts + self.synthetic_counts)])
+
+        if isinstance(target, str):
+            if target != "uniform":
+                raise ValueError(f"target must be 'uniform', a vector of {C} weights or a "
+                                 f"{{class name: weight}} mapping, got {target!r}")
+            p = np.ones(C)
+        else:
+            p = _per_class(target, C, names, "target", 0.0)
+        if not np.all(np.isfinite(p)) or (p < 0).any() or p.sum() <= 0:
+            raise ValueError(f"target weights must be finite, >= 0 and not all 0, got {p.tolist()}")
+        self.target = p / p.sum()
+        empty = np.flatnonzero((self.target > 0) & (self.real_counts + self.synthetic_counts == 0))
+        if len(empty):
+            raise ValueError(f"classes {[self._name(c) for c in empty]} have target > 0 but no images")
+
+        if num_samples is None:
+            n_max = self.real_counts.max() or (self.real_counts + self.synthetic_counts).max()
+            num_samples = int(C * n_max)
+        if int(num_samples) < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        self.num_samples = int(num_samples)
+
+        self._share_overall = None
+        self._share_class = None
+        if max_synthetic_share is not None:
+            if isinstance(max_synthetic_share, (int, float)):
+                self._share_overall = float(max_synthetic_share)
+                bounds = np.array([self._share_overall])
+            else:
+                self._share_class = _per_class(max_synthetic_share, C, names, "max_synthetic_share", 1.0)
+                bounds = self._share_class
+            if not np.all((bounds >= 0) & (bounds <= 1)):
+                raise ValueError(f"max_synthetic_share must lie in [0, 1], got {max_synthetic_share!r}")
+            no_real = np.flatnonzero((self.target > 0) & (self.real_counts == 0))
+            if len(no_real):
+                raise ValueError(f"classes {[self._name(c) for c in no_real]} have no real images, so "
+                                 "their synthetic share cannot be bounded; give them target 0 or drop "
+                                 "max_synthetic_share")
+
+        if num_replicas is None or rank is None:
+            world, world_rank = _dist_world()
+            num_replicas = world if num_replicas is None else num_replicas
+            rank = world_rank if rank is None else rank
+        if num_replicas < 1 or not 0 <= rank < num_replicas:
+            raise ValueError(f"need num_replicas >= 1 and 0 <= rank < num_replicas, got {num_replicas}, {rank}")
+        self.num_replicas, self.rank, self.drop_last = int(num_replicas), int(rank), bool(drop_last)
+        if drop_last and self.num_samples < self.num_replicas:
+            raise ValueError(f"num_samples={self.num_samples} < num_replicas={self.num_replicas} with drop_last")
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def _name(self, c: int) -> str:
+        return repr(self.class_names[c]) if self.class_names is not None else str(c)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the plan of epoch ``epoch``; call it before iterating each epoch."""
+        self.epoch = int(epoch)
+
+    def quotas(self, epoch: int | None = None) -> dict[str, np.ndarray]:
+        """Per-class composition of an epoch: int64 (C,) arrays ``total``, ``real`` (distinct
+        real images), ``synthetic`` (distinct synthetic images) and ``repeated``."""
+        return self._composition(self._rng(epoch))[0]
+
+    def _rng(self, epoch: int | None) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch if epoch is None else int(epoch)])
+
+    def _composition(self, rng: np.random.Generator):
+        k = _largest_remainder(self.target, self.num_samples, rng)
+        real = np.minimum(k, self.real_counts)
+        deficit = k - real
+        avail = np.minimum(deficit, self.synthetic_counts)
+        if self._share_class is not None:
+            syn = np.minimum(avail, np.floor(self._share_class * k).astype(np.int64))
+        elif self._share_overall is not None:
+            syn = _water_fill(avail, k, int(math.floor(self._share_overall * self.num_samples)))
+        else:
+            syn = avail
+        repeated = k - real - syn
+        return {"total": k, "real": real, "synthetic": syn, "repeated": repeated}, k
+
+    def plan(self, epoch: int | None = None) -> np.ndarray:
+        """The whole epoch plan (all ranks, before padding): ``num_samples`` shuffled indices."""
+        rng = self._rng(epoch)
+        comp, _ = self._composition(rng)
+        parts = []
+        for c in range(self.num_classes):  # a loop over classes; all per-sample work is numpy
+            s, r = self._starts[c], self.real_counts[c]
+            real_pool = self._order[s:s + r]
+            syn_pool = self._order[s + r:self._starts[c + 1]]
+            parts.append(_draw(real_pool, int(comp["real"][c]), rng))
+            parts.append(_draw(syn_pool, int(comp["synthetic"][c]), rng))
+            rep_pool = real_pool if r else syn_pool
+            parts.append(_draw(rep_pool, int(comp["repeated"][c]), rng))
+        plan = np.concatenate(parts)
+        assert len(plan) == self.num_samples
+        return plan[rng.permutation(len(plan))]
+
+    def __len__(self) -> int:
+        if self.drop_last:
+            return self.num_samples // self.num_replicas
+        return math.ceil(self.num_samples / self.num_replicas)
+
+    def shard(self, epoch: int | None = None) -> np.ndarray:
+        """This rank's indices of an epoch: positions ``rank, rank + R, ...`` of the padded plan."""
+        plan = self.plan(epoch)
+        total = len(self) * self.num_replicas
+        if total > len(plan):
+            plan = np.resize(plan, total)  # pads by repeating from the start, as DistributedSampler
+        return plan[self.rank:total:self.num_replicas]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.shard().tolist())
+
+    def __repr__(self) -> str:
+        return (f"BalancedSyntheticSampler(num_classes={self.num_classes}, num_samples={self.num_samples}, "
+                f"seed={self.seed}, epoch={self.epoch}, rank={self.rank}/{self.num_replicas})")

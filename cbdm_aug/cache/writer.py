@@ -12,7 +12,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from cbdm_aug.cache.reader import check_header, open_cache
+from cbdm_aug.cache.reader import check_header, open_cache, read_header
 from cbdm_aug.cache.schema import IMAGES, LABELS, SCHEMA, SCHEMA_VERSION, SEEDS, CacheError
 
 
@@ -138,3 +138,62 @@ def write_cache(path: str | os.PathLike, images: np.ndarray, labels, *, class_na
             w.write(images)
         w.finish()
     return Path(path)
+
+
+def merge_shards(out: str | os.PathLike, shards, *, overwrite: bool = False, block: int = 4096) -> Path:
+    """Join the complete shards of one sharded ``generate`` into one cache at ``out``.
+
+    The shards may be given in any order; together they must cover the plan exactly once. The
+    result holds the same images, labels and seeds, in the same order, as an unsharded run.
+    """
+    out = Path(out)
+    shards = [Path(p) for p in shards]
+    if not shards:
+        raise CacheError("no shard files given")
+    headers = []
+    for p in shards:
+        h = read_header(p)
+        if h["shard"] is None:
+            raise CacheError(f"{p}: not a shard (it was generated without --shard)")
+        headers.append((h["shard"]["index"], p, h))
+    headers.sort(key=lambda t: t[0])
+    first = headers[0][2]
+    for _, p, h in headers[1:]:
+        differ = [k for k in ("class_names", "generator", "sampler", "plan") if h[k] != first[k]]
+        if h["shard"]["count"] != first["shard"]["count"]:
+            differ.append("shard count")
+        if differ:
+            raise CacheError(f"{p}: not a shard of the same run as {headers[0][1]} "
+                             f"(differs in {', '.join(differ)})")
+    n = first["shard"]["count"]
+    indices = [i for i, _, _ in headers]
+    if indices != list(range(n)):
+        missing = sorted(set(range(n)) - set(indices))
+        dupes = sorted({i for i in indices if indices.count(i) > 1})
+        raise CacheError(f"need each of the {n} shards exactly once; missing {missing}, repeated {dupes}")
+    if out.exists() and not overwrite:
+        raise CacheError(f"{out}: already exists; pass --overwrite to replace it")
+    if out.resolve() in {p.resolve() for p in shards}:
+        raise CacheError(f"{out}: the output must not be one of the shards")
+    labels, seeds = [], []
+    for _, p, _ in headers:
+        with open_cache(p) as f:
+            labels.append(f[LABELS][()])
+            seeds.append(f[SEEDS][()])
+            image_shape = f[IMAGES].shape[1:]
+    command = "cbdm-aug merge-shards " + " ".join(map(str, [out, *(p for _, p, _ in headers)]))
+    tmp = out.with_name(f".{out.name}.merging{os.getpid()}")
+    try:
+        create_cache(tmp, labels=np.concatenate(labels), seeds=np.concatenate(seeds), image_shape=image_shape,
+                     class_names=first["class_names"], generator=first["generator"],
+                     sampler=first["sampler"], plan=first["plan"], shard=None, command=command)
+        with CacheWriter(tmp) as w:
+            for _, p, _ in headers:
+                with open_cache(p) as f:
+                    for i in range(0, f[IMAGES].shape[0], block):
+                        w.write(f[IMAGES][i:i + block])
+            w.finish()
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out

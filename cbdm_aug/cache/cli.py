@@ -1,0 +1,210 @@
+"""``cbdm-aug generate``, ``cbdm-aug inspect`` and ``cbdm-aug merge-shards``."""
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+from cbdm_aug.cache.plan import POLICIES
+
+SAMPLER_NAMES = ("ddpm", "ddim", "dpmpp")  # cbdm_aug.diffusion.sampling.SAMPLERS, without importing torch
+
+
+def _parse_shard(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        i, n = (int(v) for v in value.split("/"))
+    except ValueError:
+        raise click.BadParameter(f"expected i/n such as 0/4, got {value!r}", param_hint="--shard") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise click.BadParameter(f"need 0 <= i < n, got {value!r}", param_hint="--shard")
+    return i, n
+
+
+def _pick_device(device: str | None):
+    import torch
+
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        d = torch.device(device)
+    except RuntimeError:
+        raise click.BadParameter(f"unknown device {device!r}; try cpu, cuda or cuda:1", param_hint="--device") from None
+    if d.type == "cuda" and not torch.cuda.is_available():
+        raise click.BadParameter("cuda is not available on this machine; use --device cpu", param_hint="--device")
+    return d
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The HDF5 cache to write.")
+@click.option("--policy", type=click.Choice(POLICIES), default=None,
+              help="How many images per class: fill up to the largest class (default), fixed "
+                   "(--per-class), target (--target) or file (--counts-file).")
+@click.option("--per-class", type=int, default=None, help="Generate N images of every class (policy fixed).")
+@click.option("--target", default=None,
+              help="Top up to a target distribution: 'uniform' or a JSON/CSV file of class weights.")
+@click.option("--counts-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="JSON object or CSV (class,count) of synthetic counts per class (policy file).")
+@click.option("--sampler", type=click.Choice(SAMPLER_NAMES), default="dpmpp", show_default=True,
+              help="ddpm is the paper's 1000-step reference; ddim and dpmpp (DPM-Solver++ 2M) are fast.")
+@click.option("--steps", type=click.IntRange(min=1), default=None,
+              help="Sampling steps [default: ddpm 1000, ddim 50, dpmpp 20].")
+@click.option("--guidance", type=click.FloatRange(min=0), default=1.6, show_default=True,
+              help="Classifier-free guidance w: eps = (1+w) eps(x,y) - w eps(x,null); 1.6 is the CBDM paper's.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Images per forward pass; does not change the images.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Base seed of the run.")
+@click.option("--device", default=None, help="torch device [default: cuda if available, else cpu].")
+@click.option("--shard", default=None, metavar="i/n", help="Generate only slice i of n (join with merge-shards).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing cache instead of refusing or resuming.")
+def generate(run_dir, out, policy, per_class, target, counts_file, sampler, steps, guidance, batch_size,
+             seed, device, shard, overwrite):
+    """Generate a class-balanced synthetic cache from the generator in RUN_DIR.
+
+    Rerunning the same command resumes a killed run.
+    """
+    from cbdm_aug.cache.generate import SamplerSettings, generate_cache
+    from cbdm_aug.cache.plan import make_plan
+    from cbdm_aug.data.longtail import count_table
+    from cbdm_aug.diffusion.sampling import DEFAULT_STEPS
+    from cbdm_aug.generator.run_dir import load_generator
+
+    shard_t = _parse_shard(shard)
+    if policy is None:
+        chosen = [p for p, v in (("fixed", per_class), ("target", target), ("file", counts_file)) if v is not None]
+        if len(chosen) > 1:
+            raise click.UsageError("give only one of --per-class, --target and --counts-file")
+        policy = chosen[0] if chosen else "fill"
+    steps = steps or DEFAULT_STEPS[sampler]
+    torch_device = _pick_device(device)
+    try:
+        gen = load_generator(run_dir, torch_device)
+        real = gen.meta.get("class_counts")
+        plan = make_plan(policy, gen.class_names, real, per_class=per_class, target=target,
+                         counts_file=counts_file)
+        settings = SamplerSettings(sampler, steps, guidance, seed)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+
+    columns = ([("real", real)] if real is not None else []) + [("synthetic", plan.counts)]
+    click.echo(f"plan ({policy}):")
+    click.echo(count_table(gen.class_names, *columns))
+    words = [f"cbdm-aug generate {shlex.quote(str(run_dir))} --out {shlex.quote(str(out))}",
+             f"--policy {policy}"]
+    if policy != "fill":
+        opt = {"fixed": ("--per-class", per_class), "target": ("--target", target),
+               "file": ("--counts-file", counts_file)}[policy]
+        words.append(f"{opt[0]} {shlex.quote(str(opt[1]))}")
+    words.append(f"--sampler {sampler} --steps {steps} --guidance {guidance:g} --seed {seed}")
+    if shard_t:
+        words.append(f"--shard {shard_t[0]}/{shard_t[1]}")
+    command = " ".join(words)
+    where = f", shard {shard_t[0]}/{shard_t[1]}" if shard_t else ""
+    click.echo(f"sampler {sampler}, {steps} steps, guidance {guidance:g}, seed {seed}, "
+               f"batch {batch_size}, device {torch_device}{where}")
+    t0 = time.perf_counter()
+    try:
+        path = generate_cache(gen, out, plan, settings, batch_size=batch_size, shard=shard_t,
+                              overwrite=overwrite, command=command)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    from cbdm_aug.cache.reader import SyntheticCache
+
+    n = len(SyntheticCache(path))
+    dt = time.perf_counter() - t0
+    click.echo(f"wrote {path}: {n} images, complete ({dt:.1f} s this run)")
+
+
+def _grid(cache_path: Path, header: dict, per_row: int) -> np.ndarray:
+    """uint8 (H', W', C) grid: row c holds the first ``per_row`` written images of class c."""
+    from cbdm_aug.cache.reader import open_cache
+    from cbdm_aug.cache.schema import IMAGES, LABELS
+
+    with open_cache(cache_path) as f:
+        done = int(header["num_done"])
+        labels = f[LABELS][:done]
+        images = f[IMAGES]
+        h, w, c = images.shape[1:]
+        pad = 2
+        scale = max(1, 48 // h)  # small images are enlarged so the grid is viewable
+        grid = np.zeros((len(header["class_names"]) * (h + pad) + pad, per_row * (w + pad) + pad, c), np.uint8)
+        for row in range(len(header["class_names"])):
+            for col, i in enumerate(np.flatnonzero(labels == row)[:per_row]):
+                y, x = pad + row * (h + pad), pad + col * (w + pad)
+                grid[y:y + h, x:x + w] = images[int(i)]
+    return grid.repeat(scale, 0).repeat(scale, 1)
+
+
+@click.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--grid", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write a PNG with one row of samples per class.")
+@click.option("--per-row", type=click.IntRange(min=1), default=8, show_default=True, help="Samples per row of the grid.")
+def inspect(file, grid, per_row):
+    """Show a cache's provenance and per-class counts (unfinished files too)."""
+    from cbdm_aug.cache.reader import open_cache, read_header
+    from cbdm_aug.cache.schema import IMAGES, LABELS
+    from cbdm_aug.data.longtail import count_table
+
+    try:
+        h = read_header(file, require_complete=False)
+        with open_cache(file) as f:
+            n, shape = f[IMAGES].shape[0], f[IMAGES].shape[1:]
+            labels = f[LABELS][()]
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    gen, smp, plan = h["generator"], h["sampler"], h["plan"]
+    status = "complete" if h["complete"] else f"UNFINISHED ({h['num_done']} of {n} written; rerun its command to resume)"
+    model = gen.get("model", {})
+    lines = [
+        f"file:        {file}",
+        f"schema:      {h['schema']} v{h['schema_version']}, written by cbdm-aug {h['package_version']}",
+        f"status:      {status}",
+        f"images:      {n} x {shape[0]}x{shape[1]}x{shape[2]} uint8",
+        f"generator:   weights sha256 {str(gen.get('weights_sha256', '?'))[:16]}..., preset {gen.get('preset', '?')}, "
+        f"channels {model.get('block_out_channels', '?')}, trained from {gen.get('data', '?')}",
+        f"sampler:     {smp.get('sampler')} {smp.get('steps')} steps, guidance {smp.get('guidance')}, seed {smp.get('seed')}",
+        f"plan:        {plan.get('policy')}, {plan.get('total')} images in all",
+    ]
+    if h["shard"] is not None:
+        s = h["shard"]
+        lines.append(f"shard:       {s['index']}/{s['count']} (images {s['start']}..{s['stop'] - 1} of the plan)")
+    if h.get("command"):
+        lines.append(f"command:     {h['command']}")
+    click.echo("\n".join(lines))
+    names = h["class_names"]
+    columns = []
+    if plan.get("real_counts"):
+        columns.append(("real", [plan["real_counts"][c] for c in names]))
+    columns.append(("in file", np.bincount(labels, minlength=len(names)).tolist()))
+    columns.append(("written", np.bincount(labels[:h["num_done"]], minlength=len(names)).tolist()))
+    click.echo(count_table(names, *columns))
+    if grid is not None:
+        from PIL import Image
+
+        img = _grid(file, h, per_row)
+        Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(grid)
+        click.echo(f"wrote {grid}: one row per class, top to bottom: {json.dumps(names)}")
+
+
+@click.command("merge-shards")
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("shards", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+def merge_shards(out, shards, overwrite):
+    """Join the shard files of a sharded `generate` into the cache OUT."""
+    from cbdm_aug.cache.writer import merge_shards as merge
+
+    try:
+        path = merge(out, shards, overwrite=overwrite)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    from cbdm_aug.cache.reader import SyntheticCache
+
+    click.echo(f"wrote {path}: {len(SyntheticCache(path))} images from {len(shards)} shards, complete")

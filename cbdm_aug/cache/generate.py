@@ -1,0 +1,160 @@
+"""The resumable generation loop: a generator + a plan -> a complete synthetic cache.
+
+Image order is class-major: all images of class 0, then class 1, and so on. Image ``k`` of class
+``c`` is sampled from its own seed ``image_seed(seed, c, k)``, a hash of the three numbers, so it
+does not depend on the batch size, the shard, the other classes' counts, or how often the run
+was interrupted; growing a class's count later keeps its first images.
+
+A run writes images in index order and flushes after every batch (see ``CacheWriter``), so
+rerunning the same command resumes from the file's ``num_done``. With the same batch size the
+resumed file is bitwise identical to an uninterrupted one, because every batch holds the same
+images. A different batch size (or a shard boundary) puts images in other batches; the images are
+the same up to float rounding of batched kernels (about 1e-6 on CPU), which a trained model and a
+non-chaotic sampler turn into at most one uint8 level here and there.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cbdm_aug.cache.plan import Plan
+from cbdm_aug.cache.reader import read_header
+from cbdm_aug.cache.schema import RESUME_KEYS, CacheError
+from cbdm_aug.cache.writer import CacheWriter, create_cache
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """What decides the images, besides the generator and the plan (not batch size or device)."""
+
+    sampler: str = "dpmpp"
+    steps: int = 20
+    guidance: float = 1.6
+    seed: int = 0
+
+    def __post_init__(self):
+        from cbdm_aug.diffusion.sampling import SAMPLERS
+
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {self.sampler!r}; choose one of {SAMPLERS}")
+        if not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"steps must be an integer >= 1, got {self.steps!r}")
+        if not self.guidance >= 0:
+            raise ValueError(f"guidance must be >= 0, got {self.guidance!r}")
+        if not isinstance(self.seed, int) or not 0 <= self.seed < 2 ** 62:
+            raise ValueError(f"seed must be an integer in [0, 2**62), got {self.seed!r}")
+
+
+def image_seed(seed: int, label: int, k: int) -> int:
+    """The seed of image ``k`` of class ``label`` in a run with base ``seed``: 63 bits of BLAKE2b."""
+    digest = hashlib.blake2b(f"cbdm-aug/{seed}/{label}/{k}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def plan_images(plan: Plan, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """int64 labels and seeds of every image of ``plan``, in cache order (class-major)."""
+    labels = np.repeat(np.arange(len(plan.counts), dtype=np.int64), plan.counts)
+    seeds = np.array([image_seed(seed, c, k) for c, n in enumerate(plan.counts) for k in range(n)],
+                     dtype=np.int64)
+    return labels, seeds
+
+
+def shard_range(total: int, index: int, count: int) -> tuple[int, int]:
+    """Global image range [start, stop) of shard ``index`` of ``count``: contiguous, disjoint,
+    covering [0, total), sizes differing by at most one."""
+    if not (isinstance(count, int) and count >= 1 and isinstance(index, int) and 0 <= index < count):
+        raise ValueError(f"shard must be i/n with 0 <= i < n, got {index}/{count}")
+    return index * total // count, (index + 1) * total // count
+
+
+def generator_identity(meta: dict) -> dict:
+    """What identifies a generator: its whole config (model, classes, schedule, ...) and weights hash."""
+    return {k: v for k, v in meta.items() if k not in ("format", "format_version")}
+
+
+def _check_resumable(out: Path, expected: dict) -> int:
+    """For an existing ``out``: the number of images already done, or a CacheError saying why not."""
+    attrs = read_header(out, require_complete=False)
+    if attrs["complete"]:
+        raise CacheError(f"{out}: a complete cache already exists; pass --overwrite to replace it")
+    differ = [k for k in RESUME_KEYS if attrs[k] != expected[k]]
+    if differ:
+        detail = "; ".join(f"{k}: file has {attrs[k]}, command asks for {expected[k]}" for k in differ
+                           if k != "generator") + ("; generator: another run or weights" if "generator" in differ else "")
+        raise CacheError(f"{out}: a partial cache made with other settings ({detail}); rerun its "
+                         f"command `{attrs.get('command', '?')}` to resume it, or pass --overwrite to start again")
+    return int(attrs["num_done"])
+
+
+def generate_cache(generator, out: str | os.PathLike, plan: Plan, settings: SamplerSettings, *,
+                   batch_size: int = 64, shard: tuple[int, int] | None = None, overwrite: bool = False,
+                   progress: bool = True, command: str = "", on_batch=None) -> Path:
+    """Sample ``plan``'s images from ``generator`` (a ``cbdm_aug.generator.run_dir.Generator``) into ``out``.
+
+    Creates the file, or resumes a partial one made with the same settings. ``shard=(i, n)``
+    writes only the i-th of n contiguous slices (join them with ``merge_shards``). Images are
+    sampled on the generator's device. ``on_batch(num_done)`` is called after each batch is on disk.
+    """
+    import torch
+
+    from cbdm_aug.diffusion.sampling import sample, to_uint8
+
+    out = Path(out)
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    if tuple(plan.class_names) != tuple(generator.class_names):
+        raise ValueError(f"the plan's classes {list(plan.class_names)} are not the generator's "
+                         f"{generator.class_names}")
+    labels, seeds = plan_images(plan, settings.seed)
+    shard_info = None
+    if shard is not None:
+        start, stop = shard_range(plan.total, *shard)
+        shard_info = {"index": shard[0], "count": shard[1], "start": start, "stop": stop}
+        labels, seeds = labels[start:stop], seeds[start:stop]
+    expected = {"class_names": list(generator.class_names), "generator": generator_identity(generator.meta),
+                "sampler": asdict(settings), "plan": plan.to_dict(), "shard": shard_info}
+    expected = json.loads(json.dumps(expected))  # compare as the file stores them
+    if out.exists() and overwrite:
+        out.unlink()
+    if out.exists():
+        done = _check_resumable(out, expected)
+        log.info("resuming %s at image %d of %d", out, done, len(labels))
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        create_cache(out, labels=labels, seeds=seeds,
+                     image_shape=(generator.image_size, generator.image_size, generator.channels),
+                     command=command, **expected)
+
+    device = generator.device
+    with CacheWriter(out) as writer:
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=writer.total, initial=writer.num_done, unit="img", desc=f"generate {out.name}",
+                       dynamic_ncols=True, smoothing=0.1)
+        try:
+            while writer.num_done < writer.total:
+                i = writer.num_done
+                j = min(i + batch_size, writer.total)
+                x = sample(generator.unet, torch.as_tensor(labels[i:j], device=device), seeds[i:j].tolist(),
+                           image_size=generator.image_size, channels=generator.channels,
+                           null_class=generator.null_class, sampler=settings.sampler, steps=settings.steps,
+                           guidance=settings.guidance, schedule=generator.schedule)
+                writer.write(to_uint8(x).numpy())
+                if bar is not None:
+                    bar.update(j - i)
+                if on_batch is not None:
+                    on_batch(writer.num_done)
+        finally:
+            if bar is not None:
+                bar.close()
+        writer.finish()
+    return out

@@ -1,1 +1,11 @@
+"""The plugin a classifier's training script imports: ``RealSyntheticDataset`` joins a real
+dataset to synthetic caches, ``BalancedSyntheticSampler`` draws class-balanced epochs from it.
 
+Light on purpose: this package imports torch, numpy and (when a cache is opened) h5py, never
+Lightning, diffusers or click. The timm and Lightning helpers live in ``cbdm_aug.plugin.loaders``
+and import those libraries inside the functions that need them.
+"""
+from cbdm_aug.plugin.dataset import RealSyntheticDataset
+from cbdm_aug.plugin.sampler import BalancedSyntheticSampler
+
+__all__ = ["BalancedSyntheticSampler", "RealSyntheticDataset"]

@@ -164,6 +164,7 @@ class RealSyntheticDataset(Dataset):
         self.is_synthetic = np.zeros(len(self.labels), dtype=bool)
         self.is_synthetic[len(real_y):] = True
         self._offsets = np.cumsum([len(real_y), *(len(c) for c in self.caches)])
+        self._starts = [int(x) for x in self._offsets]  # Python ints: cheap to compare per item
 
     def _target_shape(self, real_shape, resize, convert) -> tuple[int, int, int]:
         """The (H, W, C) synthetic images are brought to; checks each cache against the real set."""
@@ -186,9 +187,13 @@ class RealSyntheticDataset(Dataset):
         return int(self._offsets[-1])
 
     def _synthetic(self, i: int):
-        k = int(np.searchsorted(self._offsets, i, side="right")) - 1
-        image, _ = self.caches[k][i - int(self._offsets[k])]
+        k = 1 if len(self.caches) == 1 else int(np.searchsorted(self._offsets, i, side="right"))
+        image, _ = self.caches[k - 1][i - self._starts[k - 1]]
         H, W, C = self._out_shape
+        if self._kind == "pil" and image.shape == (H, W, 3) and self._mode == "RGB":  # the common case
+            from PIL import Image
+
+            return Image.fromarray(image)
         if image.shape != (H, W, C) or self._kind == "pil":
             from PIL import Image
 
@@ -212,7 +217,7 @@ class RealSyntheticDataset(Dataset):
         if not -n <= i < n:
             raise IndexError(f"index {i} out of range for a dataset of {n} items")
         i %= n
-        if i < self._offsets[0]:
+        if i < self._starts[0]:
             image = self.real[i][0]
         else:
             image = self._synthetic(i)

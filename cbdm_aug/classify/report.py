@@ -1,0 +1,161 @@
+"""Reports of classifier runs: a run's summary and plot, the aggregate over seeds, and the
+side-by-side comparison of several runs. Accuracies are stored as fractions and shown as %.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+HEADLINE = ("top1", "balanced", "many", "medium", "few")
+LABELS = {"top1": "overall", "balanced": "balanced", "many": "many", "medium": "medium", "few": "few"}
+
+
+class RunError(ValueError):
+    """A folder that holds no classifier run."""
+
+
+def _pct(v, std=None) -> str:
+    if v is None:
+        return "n/a"
+    return f"{100 * v:.2f}" + (f" ± {100 * std:.2f}" if std is not None else "")
+
+
+def _md_table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(r[j]) for r in [headers, *rows]) for j in range(len(headers))]
+    fmt = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+    return "\n".join([fmt(headers), "| " + " | ".join("-" * w for w in widths) + " |", *map(fmt, rows)])
+
+
+def _plot(series: list[tuple[str, list[int], list]], path: Path, thresholds: dict | None, title: str) -> None:
+    """Per-class accuracy against training images per class (log x), one marker series per run."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for name, counts, acc in series:
+        order = np.argsort(counts)
+        x = np.asarray(counts, dtype=float)[order]
+        y = np.array([np.nan if a is None else 100 * a for a in np.asarray(acc, dtype=object)[order]], dtype=float)
+        ax.plot(x, y, "o-", ms=4, lw=1, alpha=0.85, label=name)
+    if thresholds:
+        for t in thresholds.values():
+            ax.axvline(t, color="grey", ls=":", lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("real training images of the class")
+    ax.set_ylabel("test accuracy of the class (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _threshold_values(metrics: dict) -> dict:
+    t = metrics["thresholds"]
+    return {"many": float(t["many"].split()[-1]), "few": float(t["few"].split()[-1])}
+
+
+def write_run_report(result: dict, out: Path) -> None:
+    """summary.md and per_class.png of one run."""
+    m, tc = result["metrics"], result["train_counts"]
+    head = _md_table([LABELS[k] for k in HEADLINE], [[_pct(m[k]) for k in HEADLINE]])
+    rows = [[name, str(tc["real"][c]), str(tc["synthetic_available"][c]),
+             str(tc["epoch0_draws"]["real"][c]), str(tc["epoch0_draws"]["synthetic"][c]),
+             str(m["test_counts"][c]), _pct(m["per_class"][c]),
+             next(g for g, ids in m["groups"].items() if c in ids)]
+            for c, name in enumerate(result["class_names"])]
+    per_class = _md_table(["class", "real train", "synthetic in cache", "real drawn/epoch",
+                           "synthetic drawn/epoch", "test", "accuracy %", "group"], rows)
+    groups = ", ".join(f"{g} {t}" for g, t in m["thresholds"].items())
+    text = (f"# {result['recipe']} (seed {result['seed']})\n\n"
+            f"Train: {result['data']['train']}; test: {result['data']['test']}; "
+            f"{result['run']['device']}, {result['run']['seconds']} s.\n\n"
+            f"Accuracy (%) on the test split; groups by real training images: {groups}.\n\n"
+            f"{head}\n\n{per_class}\n")
+    (out / "summary.md").write_text(text)
+    _plot([(f"{result['recipe']} seed {result['seed']}", tc["real"], m["per_class"])], out / "per_class.png",
+          _threshold_values(m), f"{result['recipe']}: top-1 {_pct(m['top1'])}%")
+
+
+def aggregate_runs(runs: list[dict]) -> dict:
+    """Mean, sample std (ddof=1; 0 for one run), min and max of the headline metrics over seeds."""
+    stats = {}
+    for k in HEADLINE:
+        vals = [r["metrics"][k] for r in runs]
+        if any(v is None for v in vals):
+            stats[k] = None
+            continue
+        a = np.asarray(vals, dtype=float)
+        stats[k] = {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0,
+                    "min": float(a.min()), "max": float(a.max()), "values": a.tolist()}
+    per_class = np.array([[np.nan if v is None else v for v in r["metrics"]["per_class"]] for r in runs])
+    first = runs[0]
+    return {"recipe": first["recipe"], "seeds": [r["seed"] for r in runs], "aggregate": stats,
+            "per_class_mean": [None if np.isnan(col).all() else float(np.nanmean(col)) for col in per_class.T],
+            "class_names": first["class_names"], "train_counts": first["train_counts"],
+            "thresholds": first["metrics"]["thresholds"], "groups": first["metrics"]["groups"]}
+
+
+def write_aggregate_report(agg: dict, out: Path) -> None:
+    """aggregate.json and aggregate.md: mean ± std over seeds."""
+    (out / "aggregate.json").write_text(json.dumps(agg, indent=1))
+    s = agg["aggregate"]
+    rows = [[LABELS[k], "n/a" if s[k] is None else _pct(s[k]["mean"], s[k]["std"]),
+             "n/a" if s[k] is None else f"{100 * s[k]['min']:.2f}..{100 * s[k]['max']:.2f}"] for k in HEADLINE]
+    (out / "aggregate.md").write_text(
+        f"# {agg['recipe']}: {len(agg['seeds'])} seeds {agg['seeds']}\n\n"
+        f"Accuracy (%), mean ± sample std over seeds, and the range.\n\n"
+        + _md_table(["metric", "mean ± std", "range"], rows) + "\n")
+
+
+def load_run(path: str | Path) -> dict:
+    """A run folder (metrics.json) or a seeds folder (aggregate.json) as one comparable record:
+    ``name``, ``mean`` and ``std`` per headline metric, ``per_class``, ``counts``, ``seeds``."""
+    p = Path(path)
+    if (p / "aggregate.json").is_file():
+        a = json.loads((p / "aggregate.json").read_text())
+        s = a["aggregate"]
+        return {"name": p.name, "recipe": a["recipe"], "seeds": a["seeds"],
+                "mean": {k: None if s[k] is None else s[k]["mean"] for k in HEADLINE},
+                "std": {k: None if s[k] is None else s[k]["std"] for k in HEADLINE},
+                "per_class": a["per_class_mean"], "counts": a["train_counts"]["real"],
+                "class_names": a["class_names"], "thresholds": a["thresholds"]}
+    if (p / "metrics.json").is_file():
+        r = json.loads((p / "metrics.json").read_text())
+        m = r["metrics"]
+        return {"name": p.name, "recipe": r["recipe"], "seeds": [r["seed"]],
+                "mean": {k: m[k] for k in HEADLINE}, "std": {k: None for k in HEADLINE},
+                "per_class": m["per_class"], "counts": r["train_counts"]["real"],
+                "class_names": r["class_names"], "thresholds": m["thresholds"]}
+    raise RunError(f"{p}: not a classifier run (no metrics.json or aggregate.json); "
+                   "pass folders written by `cbdm-aug train-classifier --out`")
+
+
+def compare_table(runs: list[dict]) -> str:
+    """One row per run: each headline metric (mean ± std over seeds when there are several), and
+    for every run after the first its gain over the first in points."""
+    base = runs[0]
+    headers = ["run", "seeds", *(LABELS[k] for k in HEADLINE)]
+    rows = []
+    for i, r in enumerate(runs):
+        cells = [r["name"], str(len(r["seeds"]))]
+        for k in HEADLINE:
+            v, cell = r["mean"][k], _pct(r["mean"][k], r["std"][k])
+            if i and v is not None and base["mean"][k] is not None:
+                cell += f" ({100 * (v - base['mean'][k]):+.2f})"
+            cells.append(cell)
+        rows.append(cells)
+    return (_md_table(headers, rows) + f"\n\nAccuracy (%); (+x.xx) is the gain over {base['name']} in points. "
+            f"Groups by real training images: " + ", ".join(f"{g} {t}" for g, t in base["thresholds"].items()))
+
+
+def compare_plot(runs: list[dict], path: str | Path) -> None:
+    """One per-class accuracy plot of all runs."""
+    t = runs[0]["thresholds"]
+    _plot([(r["name"], r["counts"], r["per_class"]) for r in runs], Path(path),
+          {"many": float(t["many"].split()[-1]), "few": float(t["few"].split()[-1])},
+          "per-class accuracy: " + " vs ".join(r["name"] for r in runs))

@@ -1,0 +1,292 @@
+"""Train and evaluate one classifier from a ``Recipe``: a plain PyTorch loop over in-memory uint8
+images, evaluated on a balanced test split.
+
+The trainer is the application layer, so it is the one place that picks a device (``cuda`` when
+available, else ``cpu``, unless the recipe names one) and seeds torch's global RNG: torchvision's
+random transforms draw from it. Samplers get their own seeds.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import platform
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+
+from cbdm_aug.classify.recipe import DataConfig, Recipe, RecipeError, save_recipe
+
+log = logging.getLogger(__name__)
+
+
+class ArrayDataset(Dataset):
+    """uint8 (N, H, W, C) images with int64 labels; items are ``(transform(image HWC uint8), label)``.
+
+    Has torchvision's ``targets`` and ``classes`` so the plugin finds labels and class names
+    without loading images, and a settable ``transform``.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, classes: list[str], transform=None):
+        self.images, self.targets, self.classes, self.transform = images, labels, list(classes), transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int):
+        x = self.images[i]
+        return (self.transform(x) if self.transform else x), int(self.targets[i])
+
+
+def make_transform(image_size: int, channels: int, crop_padding: int = 0, hflip: bool = False):
+    """uint8 HWC array -> float (C, H, W) in [-1, 1], with the recipe's random crop and flip.
+
+    Images of another size or channel count (a synthetic cache) are first converted to
+    ``image_size`` and ``channels``.
+    """
+    from torchvision.transforms import v2
+
+    from cbdm_aug.data.convert import convert_images
+
+    def to_tensor(x):
+        x = np.asarray(x)
+        x = x[..., None] if x.ndim == 2 else x
+        if x.shape != (image_size, image_size, channels):
+            x = convert_images(x[None], image_size, channels)[0]
+        return torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)
+
+    steps = [to_tensor]
+    if crop_padding:
+        steps.append(v2.RandomCrop(image_size, padding=crop_padding))
+    if hflip:
+        steps.append(v2.RandomHorizontalFlip())
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize([0.5] * channels, [0.5] * channels)]
+    return v2.Compose(steps)
+
+
+def _to_input(images: np.ndarray) -> torch.Tensor:
+    """uint8 (N, H, W, C) -> float (N, C, H, W) in [-1, 1]: the evaluation form of ``make_transform``."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def load_data(cfg: DataConfig):
+    """(train, test) ``LabeledImages`` of a recipe: hold-out, long-tail view, then resizing."""
+    from cbdm_aug.data import DataError, balanced_holdout, make_longtail, open_data
+    from cbdm_aug.data.convert import convert_images
+
+    train = open_data(cfg.train, split="train", image_size=cfg.image_size, channels=cfg.channels)
+    if cfg.holdout_per_class:
+        train, test = balanced_holdout(train, cfg.holdout_per_class, cfg.split_seed)
+    elif cfg.test:
+        test = open_data(cfg.test, split="test", image_size=cfg.image_size or train.image_size,
+                         channels=cfg.channels or train.channels)
+    elif str(cfg.train).endswith(".npz"):
+        test = open_data(cfg.train, split="test")
+    else:
+        raise RecipeError(f"data.train={cfg.train!r} has no test split: set data.test=PATH or "
+                          "data.holdout_per_class=N")
+    if test.class_names != train.class_names:
+        raise DataError(f"test classes {test.class_names} differ from training classes {train.class_names}")
+    if cfg.longtail != "none":
+        train = make_longtail(train, cfg.longtail, cfg.imbalance, cfg.max_per_class, cfg.split_seed)
+    size, channels = cfg.image_size or train.image_size, cfg.channels or train.channels
+    for d in (train, test):
+        d.images = convert_images(d.images, size, channels)
+    return train, test
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise RecipeError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RecipeError(f"device {name!r} asked for, but CUDA is not available; use device=auto or cpu")
+    return device
+
+
+def build_model(recipe: Recipe, num_classes: int, in_chans: int) -> torch.nn.Module:
+    import timm
+
+    import cbdm_aug.classify.models  # noqa: F401 - registers the *_cifar models with timm
+
+    if not timm.is_model(recipe.model.name):
+        raise RecipeError(f"model.name {recipe.model.name!r} is not a timm model; try resnet32_cifar, "
+                          "resnet8_cifar or a name from timm.list_models()")
+    return timm.create_model(recipe.model.name, pretrained=False, num_classes=num_classes,
+                             in_chans=in_chans, drop_rate=recipe.model.drop_rate)
+
+
+def _lr_factor(recipe: Recipe, steps_per_epoch: int):
+    """Multiplier of the base lr before optimizer step ``step`` (0-based): linear warm-up, then
+    step decay at epoch milestones, cosine to 0, or constant."""
+    s = recipe.schedule
+    warm = round(s.warmup_epochs * steps_per_epoch)
+    total = s.epochs * steps_per_epoch
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if s.kind == "step":
+            return s.gamma ** sum(step // steps_per_epoch >= m for m in s.milestones)
+        if s.kind == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+        return 1.0
+    return factor
+
+
+def _build_training_set(recipe: Recipe, train, transform):
+    """(dataset, sampler) for the recipe's sampling mode."""
+    real = ArrayDataset(train.images, train.labels, train.class_names)
+    smp = recipe.sampling
+    num_samples = smp.num_samples or len(real)  # same epoch length as the baseline: a fair comparison
+    if smp.mode == "none":
+        real.transform = transform
+        gen = torch.Generator().manual_seed(recipe.seed)
+        return real, RandomSampler(real, generator=gen)
+    from cbdm_aug.plugin.sampler import BalancedSyntheticSampler
+
+    if smp.mode == "class-balanced":
+        real.transform = transform
+        return real, BalancedSyntheticSampler(real, target=smp.target_weights(), num_samples=num_samples,
+                                              seed=recipe.seed)
+    from cbdm_aug.plugin.dataset import RealSyntheticDataset
+
+    if not smp.cache_paths():
+        raise RecipeError("sampling.mode 'synthetic' needs a cache: --set sampling.cache=PATH.h5")
+    missing = [p for p in smp.cache_paths() if not Path(p).exists()]
+    if missing:
+        raise RecipeError(f"sampling.cache: no such file {missing[0]}; make one with `cbdm-aug generate`")
+    ds = RealSyntheticDataset(real, smp.cache_paths(), transform=transform, resize=True, convert=True)
+    sampler = BalancedSyntheticSampler(ds, target=smp.target_weights(), num_samples=num_samples,
+                                       max_synthetic_share=smp.max_synthetic_share, seed=recipe.seed)
+    return ds, sampler
+
+
+def _epoch_draws(dataset, sampler, num_classes: int) -> dict[str, list[int]]:
+    """Per-class images drawn in epoch 0, split into real and synthetic."""
+    if hasattr(sampler, "plan"):
+        idx = sampler.plan(0)
+    else:
+        idx = np.arange(len(dataset))
+    labels = np.asarray(getattr(dataset, "labels", getattr(dataset, "targets", None)))[idx]
+    syn = np.asarray(getattr(dataset, "is_synthetic", np.zeros(len(dataset), bool)))[idx]
+    return {"real": np.bincount(labels[~syn], minlength=num_classes).tolist(),
+            "synthetic": np.bincount(labels[syn], minlength=num_classes).tolist()}
+
+
+@torch.inference_mode()
+def predict(model: torch.nn.Module, images: np.ndarray, batch_size: int, device: torch.device) -> torch.Tensor:
+    """Predicted class ids int64 (N,) for uint8 (N, H, W, C) images."""
+    model.eval()
+    out = [model(_to_input(images[i:i + batch_size]).to(device)).argmax(1).cpu()
+           for i in range(0, len(images), batch_size)]
+    return torch.cat(out)
+
+
+def train_run(recipe: Recipe, out_dir: str | Path, progress: bool = True, command: str = "") -> dict:
+    """Train, evaluate and write one run folder; returns the metrics.json content."""
+    from tqdm.auto import tqdm
+
+    from cbdm_aug.classify.losses import ClassifierLoss
+    from cbdm_aug.classify.metrics import classification_metrics
+    from cbdm_aug.classify.report import write_run_report
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_recipe(recipe, out / "recipe.yaml", header=f"resolved recipe\n{command}".strip())
+    t0 = time.time()
+    torch.manual_seed(recipe.seed)
+    device = pick_device(recipe.device)
+    train, test = load_data(recipe.data)
+    C = train.num_classes
+    size, channels = train.image_size, train.channels
+    real_counts = train.counts().tolist()
+    log.info("train %s: %d images %s; test %d images; device %s", train.source, len(train), real_counts,
+             len(test), device)
+
+    d = recipe.data
+    transform = make_transform(size, channels, d.crop_padding, d.hflip)
+    dataset, sampler = _build_training_set(recipe, train, transform)
+    synthetic_available = (np.bincount(np.asarray(dataset.labels)[np.asarray(dataset.is_synthetic)],
+                                       minlength=C).tolist() if hasattr(dataset, "is_synthetic") else [0] * C)
+    draws = _epoch_draws(dataset, sampler, C)
+    bs = recipe.schedule.batch_size
+    g = torch.Generator().manual_seed(recipe.seed)
+    loader = DataLoader(dataset, batch_size=bs, sampler=sampler, num_workers=recipe.num_workers,
+                        drop_last=len(sampler) >= bs, generator=g, pin_memory=device.type == "cuda",
+                        persistent_workers=recipe.num_workers > 0)
+
+    model = build_model(recipe, C, channels).to(device)
+    criterion = ClassifierLoss(recipe.loss.kind, real_counts, recipe.loss.tau, recipe.loss.label_smoothing).to(device)
+    o = recipe.optim
+    if o.name == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,
+                              weight_decay=o.weight_decay)
+    else:
+        opt = torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_factor(recipe, len(loader)))
+
+    ev = recipe.eval
+    history = []
+    for epoch in range(recipe.schedule.epochs):
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        model.train()
+        total_loss, correct, seen = 0.0, 0, 0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{recipe.schedule.epochs}", leave=False, disable=not progress)
+        for x, y in bar:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            logits = model(x)
+            loss = criterion(logits, y).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total_loss += float(loss.detach()) * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(y)
+            bar.set_postfix(loss=f"{total_loss / seen:.3f}", lr=f"{opt.param_groups[0]['lr']:.3g}")
+        row = {"epoch": epoch + 1, "loss": total_loss / max(seen, 1), "train_acc": correct / max(seen, 1),
+               "lr": opt.param_groups[0]["lr"]}
+        if ev.every and (epoch + 1) % ev.every == 0 and epoch + 1 < recipe.schedule.epochs:
+            row["test_top1"] = classification_metrics(predict(model, test.images, ev.batch_size, device),
+                                                      test.labels, real_counts)["top1"]
+        history.append(row)
+        log.info("epoch %d/%d loss %.4f train acc %.3f%s", epoch + 1, recipe.schedule.epochs, row["loss"],
+                 row["train_acc"], f" test top1 {row['test_top1']:.3f}" if "test_top1" in row else "")
+
+    preds = predict(model, test.images, ev.batch_size, device)
+    metrics = classification_metrics(preds, test.labels, real_counts, ev.many_threshold, ev.few_threshold)
+    result = {
+        "recipe": recipe.name, "seed": recipe.seed, "metrics": metrics, "class_names": train.class_names,
+        "train_counts": {"real": real_counts, "synthetic_available": synthetic_available,
+                         "epoch0_draws": draws},
+        "data": {"train": train.source, "test": test.source, "image_size": size, "channels": channels},
+        "history": history,
+        "run": {"device": str(device), "seconds": round(time.time() - t0, 1), "command": command,
+                "torch": torch.__version__, "python": platform.python_version(), "machine": platform.node()},
+    }
+    torch.save({"state_dict": model.state_dict(), "model": recipe.model.name, "num_classes": C,
+                "in_chans": channels}, out / "model.pt")
+    (out / "metrics.json").write_text(json.dumps(result, indent=1))
+    write_run_report(result, out)
+    return result
+
+
+def train_seeds(recipe: Recipe, seeds: list[int], out_dir: str | Path, progress: bool = True,
+                command: str = "") -> dict:
+    """Run ``recipe`` once per seed into ``out_dir/seed<N>`` and write the aggregate there."""
+    from cbdm_aug.classify.report import aggregate_runs, write_aggregate_report
+
+    out = Path(out_dir)
+    runs = [train_run(replace(recipe, seed=s), out / f"seed{s}", progress, command) for s in seeds]
+    agg = aggregate_runs(runs)
+    write_aggregate_report(agg, out)
+    return agg

@@ -1,0 +1,96 @@
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cbdm_aug.classify.cli import compare, train_classifier
+
+
+@pytest.fixture
+def tiny_npz(tmp_path):
+    """3 classes of 8x8 grey images, each a bright row at a class-specific height plus noise."""
+    rng = np.random.default_rng(0)
+
+    def make(n_per_class):
+        x = rng.integers(0, 60, size=(3 * n_per_class, 8, 8), dtype=np.uint8)
+        y = np.repeat(np.arange(3), n_per_class)
+        for i, c in enumerate(y):
+            x[i, 1 + 3 * c] = 250
+        return x, y
+
+    x_train, y_train = make(40)
+    x_test, y_test = make(10)
+    path = tmp_path / "tiny.npz"
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    return path
+
+
+def _recipe(tmp_path, npz, **extra):
+    text = f"""
+name: tiny
+data: {{train: {npz}, longtail: exp, imbalance: 4, max_per_class: 40}}
+model: {{name: resnet8_cifar}}
+optim: {{lr: 0.05}}
+schedule: {{epochs: 2, batch_size: 16, kind: cosine, warmup_epochs: 0.5}}
+eval: {{many_threshold: 30, few_threshold: 15}}
+"""
+    path = tmp_path / "tiny.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_a_tiny_recipe_trains_end_to_end_and_writes_every_output(tmp_path, tiny_npz):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(train_classifier, [str(_recipe(tmp_path, tiny_npz)), "--out", str(out),
+                                                   "--no-progress", "--set", "loss.kind=balanced-softmax"])
+    assert result.exit_code == 0, result.output
+    for name in ("recipe.yaml", "metrics.json", "summary.md", "per_class.png", "model.pt"):
+        assert (out / name).is_file(), name
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["train_counts"]["real"] == [40, 20, 10]
+    assert m["train_counts"]["synthetic_available"] == [0, 0, 0]
+    assert m["metrics"]["groups"] == {"many": [0], "medium": [1], "few": [2]}
+    assert 0 <= m["metrics"]["top1"] <= 1 and len(m["metrics"]["per_class"]) == 3
+    assert "balanced-softmax" in (out / "recipe.yaml").read_text()
+    assert "overall" in result.output
+
+
+def test_seeds_repeat_the_recipe_and_compare_reports_the_gain(tmp_path, tiny_npz):
+    recipe = str(_recipe(tmp_path, tiny_npz))
+    runner = CliRunner()
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert runner.invoke(train_classifier, [recipe, "--out", str(a), "--seeds", "0,1", "--no-progress",
+                                            "--set", "schedule.epochs=1"]).exit_code == 0
+    agg = json.loads((a / "aggregate.json").read_text())
+    assert agg["seeds"] == [0, 1] and (a / "seed0" / "metrics.json").is_file() and (a / "seed1").is_dir()
+    assert set(agg["aggregate"]["top1"]) >= {"mean", "std", "min", "max"}
+    result = runner.invoke(train_classifier, [recipe, "--out", str(b), "--no-progress", "--set",
+                                              "sampling.mode=class-balanced", "--set", "schedule.epochs=1"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(compare, [str(a), str(b), "--out", str(tmp_path / "cmp.png")])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "few" in out and "±" in out and ("(+" in out or "(-" in out)
+    assert (tmp_path / "cmp.png").is_file() and (tmp_path / "cmp.md").is_file()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["missing.yaml", "--out", "x"], "no such recipe file"),
+    (["{recipe}", "--out", "x", "--set", "schedule.epoch=1"], "unknown recipe key 'schedule.epoch'"),
+    (["{recipe}", "--out", "x", "--set", "data.train=nowhere.npz"], "nowhere.npz"),
+    (["{recipe}", "--out", "x", "--set", "sampling.mode=synthetic"], "needs a cache"),
+])
+def test_bad_input_is_a_one_line_error_not_a_traceback(tmp_path, tiny_npz, args, message):
+    recipe = str(_recipe(tmp_path, tiny_npz))
+    args = [a.replace("{recipe}", recipe).replace("x", str(tmp_path / "out")) if a in ("{recipe}", "x") else a
+            for a in args]
+    result = CliRunner().invoke(train_classifier, args + ["--no-progress"])
+    assert result.exit_code != 0
+    assert message in result.output and "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_compare_rejects_a_folder_without_a_run(tmp_path):
+    result = CliRunner().invoke(compare, [str(tmp_path)])
+    assert result.exit_code != 0 and "not a classifier run" in result.output

@@ -94,3 +94,24 @@ def test_bad_input_is_a_one_line_error_not_a_traceback(tmp_path, tiny_npz, args,
 def test_compare_rejects_a_folder_without_a_run(tmp_path):
     result = CliRunner().invoke(compare, [str(tmp_path)])
     assert result.exit_code != 0 and "not a classifier run" in result.output
+
+
+def test_the_synthetic_mode_mixes_a_cache_in_through_the_plugin(tmp_path, tiny_npz):
+    from cbdm_aug.cache.writer import write_cache
+
+    # 16x16 synthetic images for the two tail classes: the trainer resizes them to the real 8x8.
+    rng = np.random.default_rng(1)
+    labels = np.array([1] * 10 + [2] * 25)
+    write_cache(tmp_path / "syn.h5", rng.integers(0, 255, (35, 16, 16, 1), dtype=np.uint8), labels,
+                class_names=["0", "1", "2"])
+    out = tmp_path / "run"
+    result = CliRunner().invoke(train_classifier, [str(_recipe(tmp_path, tiny_npz)), "--out", str(out),
+                                                   "--no-progress", "--set", "schedule.epochs=1",
+                                                   "--set", "sampling.mode=synthetic",
+                                                   "--set", f"sampling.cache={tmp_path / 'syn.h5'}"])
+    assert result.exit_code == 0, result.output
+    counts = json.loads((out / "metrics.json").read_text())["train_counts"]
+    assert counts["synthetic_available"] == [0, 10, 25]
+    draws = counts["epoch0_draws"]
+    assert sum(draws["real"]) + sum(draws["synthetic"]) == 70  # the real set's size, as the baseline
+    assert draws["synthetic"][0] == 0 and draws["synthetic"][2] > 0

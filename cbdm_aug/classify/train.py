@@ -57,7 +57,7 @@ def make_transform(image_size: int, channels: int, crop_padding: int = 0, hflip:
         x = x[..., None] if x.ndim == 2 else x
         if x.shape != (image_size, image_size, channels):
             x = convert_images(x[None], image_size, channels)[0]
-        return torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)
+        return torch.from_numpy(np.array(x, dtype=np.uint8)).permute(2, 0, 1)  # a copy: cache arrays are read-only
 
     steps = [to_tensor]
     if crop_padding:

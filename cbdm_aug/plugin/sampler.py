@@ -42,7 +42,11 @@ def _dataset_labels(dataset) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
     else:
         from cbdm_aug.plugin.dataset import real_labels
 
-        labels = real_labels(dataset)
+        try:
+            labels = real_labels(dataset)
+        except TypeError as e:
+            raise TypeError(f"{e}; for the sampler, wrap the dataset first: "
+                            "RealSyntheticDataset(ds, caches, labels=...)") from None
         synthetic = np.zeros(len(labels), dtype=bool)
     if labels.ndim != 1 or synthetic.shape != labels.shape:
         raise ValueError(f"dataset labels must be 1-D with one is_synthetic flag each; got labels "

@@ -56,10 +56,9 @@ def cli(verbose: bool):
 
 def main():
     # User errors (ValueError subclasses raised from our own validation) become one-line messages.
-    from cbdm_aug.data.sources import DataError
-    from cbdm_aug.generator.run_dir import RunDirError
+    from cbdm_aug.errors import UserError
 
-    user_errors = (DataError, RunDirError)
+    user_errors = (UserError,)
     try:
         extra = importlib.import_module("cbdm_aug.cache.schema").CacheError
         user_errors = (*user_errors, extra)

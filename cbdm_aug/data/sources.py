@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cbdm_aug.errors import UserError
+
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -22,7 +24,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 MAX_IMAGE_PIXELS = 4096 * 4096
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """Bad user data. The message names the file or value and says what is accepted."""
 
 

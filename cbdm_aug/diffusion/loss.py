@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from cbdm_aug.errors import ConfigError
+
 TARGETS = ("train", "uniform")
 
 
@@ -26,13 +28,13 @@ class CBDMLossConfig:
 
     def __post_init__(self):
         if self.tau < 0:
-            raise ValueError(f"tau must be >= 0, got {self.tau}")
+            raise ConfigError(f"tau must be >= 0, got {self.tau}")
         if self.gamma < 0:
-            raise ValueError(f"gamma must be >= 0, got {self.gamma}")
+            raise ConfigError(f"gamma must be >= 0, got {self.gamma}")
         if self.target not in TARGETS:
-            raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
+            raise ConfigError(f"target must be one of {TARGETS}, got {self.target!r}")
         if not 0 <= self.p_uncond < 1:
-            raise ValueError(f"p_uncond must be in [0, 1), got {self.p_uncond}")
+            raise ConfigError(f"p_uncond must be in [0, 1), got {self.p_uncond}")
 
 
 def target_distribution(target: str, class_counts) -> torch.Tensor:

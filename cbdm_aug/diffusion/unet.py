@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from cbdm_aug.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class UNetPreset:
@@ -36,11 +38,11 @@ PRESETS: dict[str, UNetPreset] = {
 def unet_config(preset: str, image_size: int, channels: int, num_classes: int) -> dict:
     """The ``UNet2DModel`` config (a JSON-able dict) for ``preset`` at this data shape."""
     if preset not in PRESETS:
-        raise ValueError(f"unknown UNet preset {preset!r}; choose one of {sorted(PRESETS)}")
+        raise ConfigError(f"unknown UNet preset {preset!r}; choose one of {sorted(PRESETS)}")
     p = PRESETS[preset]
     levels = len(p.channel_mult)
     if image_size % 2 ** (levels - 1):
-        raise ValueError(f"preset {preset!r} halves the image {levels - 1} times, so --image-size "
+        raise ConfigError(f"preset {preset!r} halves the image {levels - 1} times, so --image-size "
                          f"must be a multiple of {2 ** (levels - 1)}; got {image_size}")
     resolutions = [image_size // 2 ** i for i in range(levels)]
     attn = [r in p.attention_resolutions for r in resolutions]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -16,6 +16,7 @@ from cbdm_aug.data.convert import convert_images
 from cbdm_aug.diffusion.loss import CBDMLossConfig
 from cbdm_aug.diffusion.sampling import DEFAULT_SCHEDULE
 from cbdm_aug.diffusion.unet import unet_config
+from cbdm_aug.errors import ConfigError
 from cbdm_aug.generator.run_dir import CONFIG_NAME, RunDirError, _atomic_write_bytes, load_generator, save_generator
 
 log = logging.getLogger(__name__)
@@ -60,13 +61,13 @@ class TrainConfig:
     def __post_init__(self):
         for name in ("max_steps", "batch_size", "sample_every", "checkpoint_every", "num_nodes"):
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0 or self.lr > 1:
-            raise ValueError(f"--lr must be in (0, 1], got {self.lr}")
+            raise ConfigError(f"--lr must be in (0, 1], got {self.lr}")
         if self.num_workers < 0:
-            raise ValueError(f"--num-workers must be >= 0, got {self.num_workers}")
+            raise ConfigError(f"--num-workers must be >= 0, got {self.num_workers}")
         if not 0 <= self.ema_decay < 1:
-            raise ValueError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
+            raise ConfigError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
 
 
 @dataclass(frozen=True)
@@ -91,19 +92,17 @@ _RESUMABLE = {("train", k) for k in ("max_steps", "num_workers", "accelerator", 
 def load_training_data(cfg: DataConfig, progress: bool = True) -> LabeledImages:
     """The long-tailed training set, at the model's resolution and channel count."""
     if cfg.longtail is None and (cfg.max_per_class is not None):
-        raise ValueError("--max-per-class only applies with --longtail exp|step")
+        raise ConfigError("--max-per-class only applies with --longtail exp|step")
     data = open_data(cfg.path, split=cfg.split, image_size=cfg.image_size, channels=cfg.channels,
                      skip_bad=cfg.skip_bad, progress=progress)
-    if data.skipped:
-        log.warning("skipped %s", ", ".join(f"{n} {why}" for why, n in data.skipped.items()))
     if cfg.longtail is not None:
         data = make_longtail(data, cfg.longtail, cfg.imbalance, cfg.max_per_class, cfg.data_seed)
     size = cfg.image_size or data.image_size
     channels = cfg.channels or data.channels
     if channels not in (1, 3):
-        raise ValueError(f"--channels must be 1 or 3, got {channels}")
+        raise ConfigError(f"--channels must be 1 or 3, got {channels}")
     if size < 4 or size > 1024:
-        raise ValueError(f"--image-size must be in [4, 1024], got {size}")
+        raise ConfigError(f"--image-size must be in [4, 1024], got {size}")
     images = convert_images(data.images, size, channels)
     return LabeledImages(images, data.labels, data.class_names, data.source, data.skipped)
 
@@ -142,8 +141,6 @@ def prepare_run_dir(out: Path, cfg: FitConfig, resume: bool) -> Path | None:
 
 
 def _resolved_train(cfg: TrainConfig, channels: int) -> TrainConfig:
-    from dataclasses import replace
-
     on_gpu = torch.cuda.is_available() and cfg.accelerator in ("auto", "gpu", "cuda")
     return replace(cfg,
                    warmup_steps=cfg.warmup_steps if cfg.warmup_steps is not None
@@ -161,6 +158,7 @@ def _quiet_lightning():
     warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
 
 
 def fit(cfg: FitConfig, out: str | os.PathLike, resume: bool = False, progress: bool = True,
@@ -176,16 +174,21 @@ def fit(cfg: FitConfig, out: str | os.PathLike, resume: bool = False, progress: 
     out = Path(out)
     _quiet_lightning()
     if cfg.train.init_from and resume and (out / "checkpoints" / "last.ckpt").exists():
-        raise ValueError("--init-from starts a new run from another generator; with --resume the run "
+        raise ConfigError("--init-from starts a new run from another generator; with --resume the run "
                          "continues from its own checkpoint. Drop one of them")
+    ckpt = prepare_run_dir(out, cfg, resume)  # before the (slow) data load: fail fast
     data = load_training_data(cfg.data, progress=progress)
     train = _resolved_train(cfg.train, data.channels)
-    cfg = FitConfig(cfg.data, train, cfg.loss)
+    if (out / RUN_CONFIG).exists():  # resuming: keep the schedule the run started with
+        first = json.loads((out / RUN_CONFIG).read_text())["resolved"]["train"]
+        train = replace(train, **{k: first[k] for k in ("warmup_steps", "hflip", "precision")})
+    resolved = FitConfig(cfg.data, train, cfg.loss)
     model_config = unet_config(train.preset, data.image_size, data.channels, data.num_classes)
     counts = data.counts().tolist()
     echo(f"training data: {data.source}, {len(data)} images, {data.image_size}x{data.image_size}x{data.channels}")
     echo(count_table(data.class_names, ("train", counts)))
-    ckpt = prepare_run_dir(out, cfg, resume)
+    if data.skipped:
+        echo("skipped " + ", ".join(f"{n} {why}" for why, n in data.skipped.items()) + " (see the log for names)")
 
     pl.seed_everything(train.seed, workers=True, verbose=False)
     init_meta = None
@@ -214,7 +217,8 @@ def fit(cfg: FitConfig, out: str | os.PathLike, resume: bool = False, progress: 
     if is_rank_zero and not (out / RUN_CONFIG).exists():
         out.mkdir(parents=True, exist_ok=True)
         _atomic_write_bytes(out / RUN_CONFIG, json.dumps(
-            {"config": cfg.to_dict(), "package_version": __version__}, indent=2).encode())
+            {"config": cfg.to_dict(), "resolved": resolved.to_dict(), "package_version": __version__},
+            indent=2).encode())
 
     images = torch.from_numpy(data.images)
     labels = torch.from_numpy(data.labels)
@@ -233,7 +237,7 @@ def fit(cfg: FitConfig, out: str | os.PathLike, resume: bool = False, progress: 
         devices=int(train.devices) if str(train.devices).isdigit() else train.devices,
         num_nodes=train.num_nodes, strategy=train.strategy, precision=train.precision,
         gradient_clip_val=train.grad_clip, default_root_dir=out,
-        logger=CSVLogger(out, name="logs", version=""), log_every_n_steps=10,
+        logger=CSVLogger(out, name="logs"), log_every_n_steps=10,  # logs/version_N per (re)start
         callbacks=[checkpoint, ExportCallback(out, meta), SampleGridCallback(out, train.sample_every)],
         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
     )

@@ -18,13 +18,15 @@ from pathlib import Path
 
 import torch
 
+from cbdm_aug.errors import UserError
+
 FORMAT = "cbdm-aug-generator"
 FORMAT_VERSION = 1
 CONFIG_NAME = "generator.json"
 WEIGHTS_NAME = "ema.safetensors"
 
 
-class RunDirError(ValueError):
+class RunDirError(UserError):
     """A run folder that is missing, unfinished, foreign or from a newer version."""
 
 
@@ -130,7 +132,7 @@ def load_generator(run_dir: str | os.PathLike, device: str | torch.device | None
 
     Only JSON and safetensors are read, so a run folder from an untrusted source cannot run code.
     """
-    from safetensors import SafetensorsError
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from cbdm_aug.diffusion.unet import build_unet
@@ -146,7 +148,7 @@ def load_generator(run_dir: str | os.PathLike, device: str | torch.device | None
     unet = build_unet(meta["model"])
     try:
         state = load_file(weights)
-    except (SafetensorsError, OSError) as e:
+    except (SafetensorError, OSError) as e:
         raise RunDirError(f"{weights}: unreadable safetensors file ({e})") from None
     unet.load_state_dict(state)
     unet.eval().requires_grad_(False)

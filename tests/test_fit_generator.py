@@ -1,0 +1,157 @@
+"""fit-generator end to end on tiny data, resume, load_generator, and clear errors for bad input."""
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cbdm_aug import load_generator
+from cbdm_aug.cli import main
+from cbdm_aug.diffusion.sampling import sample
+
+FAST = ["--preset", "tiny", "--batch-size", "8", "--sample-every", "1000", "--checkpoint-every", "4"]
+
+
+def run_cli(args, capsys):
+    """Run ``cbdm-aug ARGS`` in-process; returns (exit code, stdout, stderr)."""
+    old = sys.argv
+    sys.argv = ["cbdm-aug", *map(str, args)]
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code or 0
+    finally:
+        sys.argv = old
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def make_folder(root, counts=(12, 6, 3), size=16, mode="L"):
+    rng = np.random.default_rng(0)
+    for c, n in enumerate(counts):
+        d = root / f"class {c}"
+        d.mkdir(parents=True)
+        for i in range(n):
+            arr = rng.integers(0, 255, (size, size) if mode == "L" else (size, size, 3), dtype=np.uint8)
+            Image.fromarray(arr).save(d / f"{i}.png")
+    return root
+
+
+@pytest.fixture
+def folder(tmp_path):
+    return make_folder(tmp_path / "data")
+
+
+def test_a_short_run_writes_a_run_folder_that_loads_and_samples(folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, stdout, err = run_cli(["fit-generator", folder, "--out", out, "--max-steps", 6, *FAST], capsys)
+    assert code == 0, err
+    assert "class 2" in stdout and "total" in stdout  # the class-count table
+    meta = json.loads((out / "generator.json").read_text())
+    assert meta["class_names"] == ["class 0", "class 1", "class 2"]
+    assert meta["class_counts"] == [12, 6, 3]
+    assert meta["loss"] == {"tau": 1.0, "gamma": 0.25, "target": "train", "p_uncond": 0.1}
+    assert meta["step"] == 6 and meta["finished"] is True
+    assert (out / "samples" / "latest.png").exists()
+    gen = load_generator(out)
+    x = sample(gen.unet, torch.arange(3), [0, 1, 2], image_size=gen.image_size, channels=gen.channels,
+               null_class=gen.null_class, sampler="ddim", steps=3, guidance=1.0)
+    assert x.shape == (3, 1, 16, 16) and x.abs().max() <= 1
+
+
+def test_an_interrupted_run_resumes_from_its_last_checkpoint(folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_cli(["fit-generator", folder, "--out", out, "--max-steps", 4, *FAST], capsys)[0] == 0
+    code, stdout, err = run_cli(["fit-generator", folder, "--out", out, "--max-steps", 8, "--resume", *FAST], capsys)
+    assert code == 0, err
+    assert "resuming from" in stdout
+    assert json.loads((out / "generator.json").read_text())["step"] == 8
+
+
+def test_tau_zero_trains_the_plain_ddpm_baseline(folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_cli(["fit-generator", folder, "--out", out, "--max-steps", 2, "--tau", 0, *FAST], capsys)[0] == 0
+    assert json.loads((out / "generator.json").read_text())["loss"]["tau"] == 0
+
+
+def test_fine_tuning_starts_from_another_run_with_a_uniform_target(folder, tmp_path, capsys):
+    base, tuned = tmp_path / "base", tmp_path / "tuned"
+    assert run_cli(["fit-generator", folder, "--out", base, "--max-steps", 2, "--tau", 0, *FAST], capsys)[0] == 0
+    code, _, err = run_cli(["fit-generator", folder, "--out", tuned, "--max-steps", 2, "--init-from", base, *FAST], capsys)
+    assert code == 0, err
+    meta = json.loads((tuned / "generator.json").read_text())
+    assert meta["loss"]["target"] == "uniform"
+    assert meta["init_from"]["weights_sha256"] == load_generator(base).weights_sha256
+
+
+def _error(args, capsys):
+    code, _, err = run_cli(args, capsys)
+    assert code != 0
+    lines = [l for l in err.strip().splitlines() if l.strip()]
+    assert "Traceback" not in err
+    return lines[-1]
+
+
+def test_a_missing_path_is_one_clear_line(tmp_path, capsys):
+    assert "no such file" in _error(["fit-generator", tmp_path / "nope", "--out", tmp_path / "r"], capsys)
+
+
+def test_an_empty_folder_is_one_clear_line(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert "no class folders" in _error(["fit-generator", tmp_path / "empty", "--out", tmp_path / "r"], capsys)
+
+
+def test_a_class_folder_without_images_is_named(folder, tmp_path, capsys):
+    (folder / "hollow").mkdir()
+    assert "'hollow'" in _error(["fit-generator", folder, "--out", tmp_path / "r"], capsys)
+
+
+def test_a_corrupt_image_is_named_and_can_be_skipped(folder, tmp_path, capsys):
+    (folder / "class 0" / "bad.png").write_bytes(b"not a png at all")
+    (folder / "class 1" / "empty.jpg").write_bytes(b"")
+    msg = _error(["fit-generator", folder, "--out", tmp_path / "r"], capsys)
+    assert "bad.png" in msg or "empty.jpg" in msg
+    assert "--skip-bad" in msg
+    code, out, err = run_cli(["fit-generator", folder, "--out", tmp_path / "r", "--skip-bad",
+                            "--max-steps", 1, *FAST], capsys)
+    assert code == 0, err
+    assert "skipped 2 unreadable image" in out
+
+
+def test_a_single_class_is_refused(tmp_path, capsys):
+    make_folder(tmp_path / "one", counts=(5,))
+    assert "single class" in _error(["fit-generator", tmp_path / "one", "--out", tmp_path / "r"], capsys)
+
+
+def test_a_folder_holding_a_different_run_is_refused(folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_cli(["fit-generator", folder, "--out", out, "--max-steps", 1, *FAST], capsys)[0] == 0
+    msg = _error(["fit-generator", folder, "--out", out, "--max-steps", 1, "--tau", 0, "--resume", *FAST], capsys)
+    assert "different run" in msg and "tau" in msg
+    msg = _error(["fit-generator", folder, "--out", out, "--max-steps", 1, *FAST], capsys)
+    assert "--resume" in msg
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--imbalance", "10"], "--longtail"),
+    (["--max-steps", "0"], "max-steps"),
+    (["--batch-size", "-3"], "batch-size"),
+    (["--tau", "-1"], "tau"),
+    (["--image-size", "15"], "multiple of 2"),
+])
+def test_contradictory_or_absurd_options_are_one_clear_line(folder, tmp_path, capsys, args, needle):
+    assert needle in _error(["fit-generator", folder, "--out", tmp_path / "r", *FAST, *args], capsys)
+
+
+def test_a_long_tailed_view_follows_the_exponential_profile(tmp_path, capsys):
+    x = np.zeros((200, 8, 8), dtype=np.uint8)
+    y = np.repeat(np.arange(4), 50)
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=y)
+    code, stdout, err = run_cli(["fit-generator", tmp_path / "d.npz", "--out", tmp_path / "r", "--longtail", "exp",
+                                 "--imbalance", 10, "--max-per-class", 40, "--max-steps", 1, *FAST], capsys)
+    assert code == 0, err
+    counts = json.loads((tmp_path / "r" / "generator.json").read_text())["class_counts"]
+    assert counts == [40, 18, 8, 4]  # int(40 * 0.1 ** (i / 3))

@@ -1,0 +1,40 @@
+"""Machine, versions and commit, recorded next to every benchmark result."""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+
+def environment() -> dict:
+    import torch
+
+    def version(mod):
+        try:
+            return __import__(mod).__version__
+        except Exception:  # noqa: BLE001 - a missing optional package is reported as such
+            return None
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent, check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                    capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip())
+    except (OSError, subprocess.CalledProcessError):
+        commit, dirty = None, None
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "machine": {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+                    "platform": platform.platform()},
+        "versions": {m: version(m) for m in ("torch", "diffusers", "pytorch_lightning", "timm", "h5py", "numpy")},
+        "commit": commit, "dirty_tree": dirty,
+    }

@@ -149,8 +149,9 @@ def compare_table(runs: list[dict]) -> str:
                 cell += f" ({100 * (v - base['mean'][k]):+.2f})"
             cells.append(cell)
         rows.append(cells)
-    return (_md_table(headers, rows) + f"\n\nAccuracy (%); (+x.xx) is the gain over {base['name']} in points. "
-            f"Groups by real training images: " + ", ".join(f"{g} {t}" for g, t in base["thresholds"].items()))
+    gains = f"; (+x.xx) is the gain over {base['name']} in points" if len(runs) > 1 else ""
+    return (_md_table(headers, rows) + f"\n\nAccuracy (%){gains}. Groups by real training images: "
+            + ", ".join(f"{g} {t}" for g, t in base["thresholds"].items()))
 
 
 def compare_plot(runs: list[dict], path: str | Path) -> None:

@@ -158,15 +158,22 @@ def _build_training_set(recipe: Recipe, train, transform):
                                               seed=recipe.seed)
     from cbdm_aug.plugin.dataset import RealSyntheticDataset
 
+    ds = RealSyntheticDataset(real, smp.cache_paths(), transform=transform, resize=True, convert=True)
+    sampler = BalancedSyntheticSampler(ds, target=smp.target_weights(), num_samples=num_samples,
+                                       max_synthetic_share=smp.max_synthetic_share, seed=recipe.seed)
+    return ds, sampler
+
+
+def _check_sampling(recipe: Recipe) -> None:
+    """Fail before the data is loaded when a +synthetic run has no cache to read."""
+    smp = recipe.sampling
+    if smp.mode != "synthetic":
+        return
     if not smp.cache_paths():
         raise RecipeError("sampling.mode 'synthetic' needs a cache: --set sampling.cache=PATH.h5")
     missing = [p for p in smp.cache_paths() if not Path(p).exists()]
     if missing:
         raise RecipeError(f"sampling.cache: no such file {missing[0]}; make one with `cbdm-aug generate`")
-    ds = RealSyntheticDataset(real, smp.cache_paths(), transform=transform, resize=True, convert=True)
-    sampler = BalancedSyntheticSampler(ds, target=smp.target_weights(), num_samples=num_samples,
-                                       max_synthetic_share=smp.max_synthetic_share, seed=recipe.seed)
-    return ds, sampler
 
 
 def _epoch_draws(dataset, sampler, num_classes: int) -> dict[str, list[int]]:
@@ -201,6 +208,7 @@ def train_run(recipe: Recipe, out_dir: str | Path, progress: bool = True, comman
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_recipe(recipe, out / "recipe.yaml", header=f"resolved recipe\n{command}".strip())
+    _check_sampling(recipe)
     t0 = time.time()
     torch.manual_seed(recipe.seed)
     device = pick_device(recipe.device)

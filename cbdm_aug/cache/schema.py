@@ -21,8 +21,8 @@ Attributes of the root group:
 
 Why contiguous and uncompressed: every image sits at a fixed byte offset, so a random read by a
 DataLoader worker is one ``pread`` (the reader even memory-maps it) with no chunk index lookup and
-no decompression. Synthetic images compress poorly with HDF5's lossless filters, so compression
-would buy little space for a decode on every read. And because the whole layout is allocated when
+no decompression. Small images compress only modestly with HDF5's lossless filters, so
+compression would buy little space for a decode on every read. And because the whole layout is allocated when
 the file is created, generating only overwrites raw bytes and one counter attribute: a killed run
 leaves a file whose metadata is intact and whose ``num_done`` prefix is final. Files that tools
 such as ``h5repack`` rewrite with chunks or compression still read correctly (through h5py).

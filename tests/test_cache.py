@@ -299,13 +299,7 @@ def test_importing_the_reader_does_not_import_torch_diffusers_lightning_or_click
 
 
 @pytest.fixture
-def cli(monkeypatch):
-    import safetensors
-
-    # run_dir.py imports `SafetensorsError`, which safetensors spells `SafetensorError`; remove
-    # this once run_dir.py is fixed.
-    if not hasattr(safetensors, "SafetensorsError"):
-        monkeypatch.setattr(safetensors, "SafetensorsError", safetensors.SafetensorError, raising=False)
+def cli():
     from cbdm_aug.cli import cli
     return cli
 
@@ -348,8 +342,7 @@ def test_the_cli_sampler_choices_are_the_samplers():
 @pytest.mark.slow
 def test_a_generate_killed_with_sigkill_resumes_to_the_identical_file(run_dir, tmp_path):
     args = [sys.executable, "-c", textwrap.dedent("""
-        import safetensors, sys
-        safetensors.SafetensorsError = getattr(safetensors, "SafetensorsError", safetensors.SafetensorError)
+        import sys
         from cbdm_aug.cli import main
         sys.argv = ["cbdm-aug", *sys.argv[1:]]
         main()

@@ -16,6 +16,8 @@ COMMANDS = {
     "merge-shards": "cbdm_aug.cache.cli:merge_shards",
     "train-classifier": "cbdm_aug.classify.cli:train_classifier",
     "compare": "cbdm_aug.classify.cli:compare",
+    "evaluate-generator": "cbdm_aug.evaluate.cli:evaluate_generator",
+    "filter-cache": "cbdm_aug.evaluate.cli:filter_cache",
 }
 
 HELP = {
@@ -25,6 +27,8 @@ HELP = {
     "merge-shards": "Join the shards of a sharded `generate` into one cache.",
     "train-classifier": "Train and evaluate a timm classifier from a YAML recipe.",
     "compare": "Compare classifier runs side by side, with the gains.",
+    "evaluate-generator": "Per-class and tail metrics of a generator (FID/KID, precision/recall, copies, CAS).",
+    "filter-cache": "Drop low-confidence images and near-copies of training images from a cache.",
 }
 
 

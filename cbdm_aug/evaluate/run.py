@@ -1,0 +1,292 @@
+"""``evaluate_generator``: sample (or read) a balanced set of images, compare it with real images
+in one feature space, and write the report. ``cbdm-aug evaluate-generator`` is a thin layer over it."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cbdm_aug.errors import UserError
+from cbdm_aug.evaluate import metrics as M
+from cbdm_aug.evaluate.features import NOT_COMPARABLE, FeatureSpace
+
+log = logging.getLogger(__name__)
+
+
+class EvaluateError(UserError):
+    """Options or inputs that an evaluation cannot use."""
+
+
+@dataclass(frozen=True)
+class RealData:
+    """Where the real images come from, and how the generator's long-tailed split was built."""
+
+    path: str
+    split: str = "train"
+    longtail: str | None = None
+    imbalance: float = 100.0
+    max_per_class: int | None = None
+    data_seed: int = 0
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    samples_per_class: int = 100
+    real_per_class: int | None = None      # reference images per class; None: samples_per_class
+    k: int = M.DEFAULT_K
+    near_copy_threshold: float = M.NEAR_COPY_THRESHOLD
+    sampler: str = "dpmpp"
+    steps: int = 20
+    guidance: float = 1.6
+    seed: int = 0
+    batch_size: int = 64
+    feature_epochs: int = 4
+    cas_epochs: int = 4
+    tail_share: float = 0.3
+
+    def __post_init__(self):
+        if self.samples_per_class < self.k + 1:
+            raise EvaluateError(f"--samples-per-class must be > --k ({self.k}) for precision/recall, "
+                                f"got {self.samples_per_class}")
+        if self.k < 1:
+            raise EvaluateError(f"--k must be >= 1, got {self.k}")
+        if self.real_per_class is not None and self.real_per_class < self.k + 1:
+            raise EvaluateError(f"--real-per-class must be > --k ({self.k}), got {self.real_per_class}")
+        if not 0 < self.near_copy_threshold < 1:
+            raise EvaluateError(f"--near-copy-threshold must be in (0, 1), got {self.near_copy_threshold}")
+
+
+def load_real(real: RealData, image_size: int, channels: int, class_names: list[str]):
+    """(all real images, the long-tailed training split), both as ``LabeledImages`` at the
+    generator's resolution, with the generator's classes."""
+    from cbdm_aug.data import make_longtail, open_data
+    from cbdm_aug.data.convert import convert_images
+
+    data = open_data(real.path, split=real.split, image_size=image_size, channels=channels)
+    if list(data.class_names) != list(class_names):
+        raise EvaluateError(f"{real.path}: classes {data.class_names} differ from the generator's {class_names}")
+    data.images = convert_images(data.images, image_size, channels)
+    train = (make_longtail(data, real.longtail, real.imbalance, real.max_per_class, real.data_seed)
+             if real.longtail else data)
+    return data, train
+
+
+def real_from_run(run_dir: Path) -> dict:
+    """The data settings the generator was fitted with (its run.json), or {}."""
+    path = Path(run_dir) / "run.json"
+    try:
+        return json.loads(path.read_text())["config"]["data"]
+    except (OSError, KeyError, ValueError, TypeError):
+        return {}
+
+
+def _per_class_take(labels: np.ndarray, n: int, num_classes: int, seed: int) -> np.ndarray:
+    """Indices of at most ``n`` images of every class, drawn with ``seed``, in class order."""
+    rng = np.random.default_rng(seed)
+    return np.concatenate([np.sort(rng.permutation(np.flatnonzero(labels == c))[:n]) for c in range(num_classes)])
+
+
+def synthetic_images(out: Path, *, run_dir: Path | None, cache: Path | None, class_names, image_size: int,
+                     channels: int, opts: EvalOptions, device, progress: bool) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(uint8 images, labels, provenance) of ``samples_per_class`` generated images per class:
+    read from ``cache``, or sampled from the run into ``out/samples.h5`` (resumable)."""
+    from cbdm_aug.cache.reader import SyntheticCache
+    from cbdm_aug.data.convert import convert_images
+
+    if cache is None:
+        from cbdm_aug.cache.generate import SamplerSettings, generate_cache
+        from cbdm_aug.cache.plan import fixed_plan
+        from cbdm_aug.generator.run_dir import load_generator
+
+        gen = load_generator(run_dir, device)
+        settings = SamplerSettings(opts.sampler, opts.steps, opts.guidance, opts.seed)
+        plan = fixed_plan(gen.class_names, opts.samples_per_class, gen.meta.get("class_counts"))
+        cache = out / "samples.h5"
+        try:
+            generate_cache(gen, cache, plan, settings, batch_size=opts.batch_size, progress=progress,
+                           command=f"cbdm-aug evaluate-generator {run_dir} --out {out}")
+        except Exception as e:
+            from cbdm_aug.cache.schema import CacheError
+
+            if isinstance(e, CacheError) and "other settings" in str(e):
+                raise EvaluateError(f"{cache} holds samples made with other settings; delete it or "
+                                    f"use another --out") from None
+            if isinstance(e, CacheError) and "complete cache already exists" in str(e):
+                pass  # a finished earlier evaluation with the same settings: reuse its samples
+            else:
+                raise
+    with SyntheticCache(cache) as syn:
+        if list(syn.class_names) != list(class_names):
+            raise EvaluateError(f"{cache}: classes {syn.class_names} differ from {list(class_names)}")
+        idx = _per_class_take(syn.labels, opts.samples_per_class, len(class_names), opts.seed)
+        short = {class_names[c]: int(n) for c, n in enumerate(np.bincount(syn.labels[idx], minlength=len(class_names)))
+                 if n < opts.k + 1}
+        if short:
+            raise EvaluateError(f"{cache}: too few images for precision/recall with k={opts.k} in classes {short}")
+        images = np.stack([syn[int(i)][0] for i in idx])
+        labels = syn.labels[idx].copy()
+        provenance = {"cache": str(cache), "sampler": syn.attrs["sampler"],
+                      "weights_sha256": syn.attrs["generator"].get("weights_sha256")}
+    return convert_images(images, image_size, channels), labels, provenance
+
+
+def _class_block(c, fake_f, fake_l, ref_f, ref_l, opts):
+    f, r = fake_f[fake_l == c], ref_f[ref_l == c]
+    row = {"generated": int(len(f)), "reference": int(len(r))}
+    try:
+        row["kid"], row["kid_std"] = M.kid(r, f, subsets=50, seed=opts.seed)
+    except ValueError:
+        row["kid"] = row["kid_std"] = None
+    try:
+        row["precision"], row["recall"] = M.precision_recall(r, f, opts.k)
+    except ValueError:
+        row["precision"] = row["recall"] = None
+    return row
+
+
+def evaluate_generator(out: str | Path, real: RealData, opts: EvalOptions, *, run_dir: str | Path | None = None,
+                       cache: str | Path | None = None, test: str | None = None,
+                       inception_weights: str | Path | None = None, feature_net: str | Path | None = None,
+                       device: str | torch.device = "cpu", progress: bool = True, command: str = "") -> dict:
+    """Evaluate a generator run (or a synthetic cache) against real images; writes ``out/report.json``,
+    ``out/report.md`` and PNGs, and returns the report."""
+    from cbdm_aug.evaluate import features as F
+    from cbdm_aug.evaluate.report import write_report
+
+    t0 = time.time()
+    out = Path(out)
+    if run_dir is None and cache is None:
+        raise EvaluateError("give a generator RUN_DIR or --cache")
+    if cache is not None and not Path(cache).is_file():
+        raise EvaluateError(f"--cache {cache}: no such file")
+    if inception_weights is not None and not Path(inception_weights).is_file():
+        raise EvaluateError(f"--inception-weights {inception_weights}: no such file")
+    if run_dir is not None:
+        from cbdm_aug.generator.run_dir import read_meta
+
+        meta = read_meta(run_dir)
+        class_names, image_size, channels = list(meta["class_names"]), int(meta["image_size"]), int(meta["channels"])
+        train_counts_meta = meta.get("class_counts")
+    else:
+        from cbdm_aug.cache.reader import read_header
+
+        h = read_header(cache)
+        from cbdm_aug.cache.reader import SyntheticCache
+
+        with SyntheticCache(cache) as syn:
+            image_size, _, channels = syn.image_shape
+        class_names, train_counts_meta = list(h["class_names"]), h["generator"].get("class_counts")
+    out.mkdir(parents=True, exist_ok=True)
+
+    data, train = load_real(real, image_size, channels, class_names)
+    C = len(class_names)
+    train_counts = train.counts().tolist()
+    if train_counts_meta is not None and list(train_counts_meta) != train_counts:
+        log.warning("the rebuilt training split has counts %s but the generator was fitted on %s; "
+                    "memorisation is measured against the rebuilt split (check --longtail, "
+                    "--imbalance, --max-per-class, --data-seed)", train_counts, train_counts_meta)
+    ref_idx = _per_class_take(data.labels, opts.real_per_class or opts.samples_per_class, C, opts.seed + 1)
+    ref_x, ref_l = data.images[ref_idx], data.labels[ref_idx]
+
+    fake_x, fake_l, provenance = synthetic_images(out, run_dir=Path(run_dir) if run_dir else None,
+                                                  cache=Path(cache) if cache else None, class_names=class_names,
+                                                  image_size=image_size, channels=channels, opts=opts,
+                                                  device=device, progress=progress)
+    test_data = None
+    if test is not None:
+        from cbdm_aug.data import open_data
+        from cbdm_aug.data.convert import convert_images
+
+        test_data = open_data(test, split="test", image_size=image_size, channels=channels)
+        if list(test_data.class_names) != class_names:
+            raise EvaluateError(f"--test {test}: classes {test_data.class_names} differ from {class_names}")
+        test_data.images = convert_images(test_data.images, image_size, channels)
+
+    if inception_weights is not None:
+        space = F.inception_space(inception_weights)
+        space.network.to(device)
+    elif feature_net is not None:
+        space = F.load_classifier_space(feature_net, device)
+    else:
+        space = F.train_classifier_space(ref_x, ref_l, class_names, out / "feature_net",
+                                         test=(test_data.images, test_data.labels) if test_data else None,
+                                         epochs=opts.feature_epochs, seed=opts.seed, progress=progress,
+                                         device=str(device))
+    if space.class_names is not None and space.class_names != class_names:
+        raise EvaluateError(f"feature network classes {space.class_names} differ from {class_names}")
+
+    ref_f = space.extract(ref_x, progress=progress, desc="real features")
+    fake_f = space.extract(fake_x, progress=progress, desc="generated features")
+    train_f = space.extract(train.images, progress=progress, desc="training-set features")
+
+    whole = {"fid": M.fid(ref_f, fake_f)}
+    whole["kid"], whole["kid_std"] = M.kid(ref_f, fake_f, seed=opts.seed)
+    whole["precision"], whole["recall"] = M.precision_recall(ref_f, fake_f, opts.k)
+
+    per_class, near_copies = [], []
+    train_pix = M.pixel_vectors(train.images)
+    fake_pix = M.pixel_vectors(fake_x)
+    for c in range(C):
+        row = {"class": class_names[c], "train_count": int(train_counts[c]),
+               **_class_block(c, fake_f, fake_l, ref_f, ref_l, opts)}
+        fm, tm = fake_l == c, train.labels == c
+        mem = M.memorisation(fake_pix[fm], fake_f[fm], train_pix[tm], train_f[tm], opts.near_copy_threshold)
+        row["nn_pixel"] = M.summarise(mem["pixel"])
+        row["nn_feature"] = M.summarise(mem["feature"])
+        row["train_nn_median_pixel"] = mem["train_nn_median_pixel"]
+        row["near_copy_share"] = float(mem["near_copy"].float().mean())
+        per_class.append(row)
+        near_copies.append(mem["near_copy"])
+    whole["near_copy_share"] = float(torch.cat(near_copies).float().mean())
+    whole["nn_pixel_median"] = float(np.median([r["nn_pixel"]["median"] for r in per_class]))
+
+    tail = M.tail_classes(train_counts, opts.tail_share)
+    tail_summary = {key: _mean([per_class[c][key] for c in tail])
+                    for key in ("kid", "precision", "recall", "near_copy_share")}
+    tail_summary["classes"] = [class_names[c] for c in tail]
+
+    cas = None
+    if test_data is not None:
+        from cbdm_aug.evaluate.cas import classification_accuracy_score
+
+        cas = classification_accuracy_score(fake_x, fake_l, class_names, test_data.images, test_data.labels,
+                                            train_counts, out / "cas", epochs=opts.cas_epochs, seed=opts.seed,
+                                            progress=progress, device=str(device))
+        cas = {k: cas[k] for k in ("top1", "balanced", "many", "medium", "few", "per_class", "groups")}
+        tail_summary["cas"] = _mean([cas["per_class"][c] for c in tail])
+
+    report = {
+        "format": "cbdm-aug-generator-eval", "format_version": 1,
+        "feature_space": {"name": space.name, "description": space.description, "dims": space.num_features,
+                          "source": space.source, "note": NOT_COMPARABLE},
+        "generator": {"run_dir": str(run_dir) if run_dir else None, **provenance},
+        "real": {**asdict(real), "reference_per_class": np.bincount(ref_l, minlength=C).tolist(),
+                 "train_counts": train_counts, "test": test},
+        "options": asdict(opts),
+        "class_names": class_names,
+        "whole_set": whole,
+        "tail": tail_summary,
+        "per_class": per_class,
+        "cas": cas,
+        "definitions": {
+            "precision_recall": f"improved precision/recall (Kynkaanniemi et al. 2019), k={opts.k} nearest-neighbour radii",
+            "kid": "KID (polynomial kernel, unbiased MMD^2), mean over random subsets; per class with all images of the class",
+            "fid": "FID of the whole balanced set (not per class: biased with few images)",
+            "near_copy": f"a generated image whose RMS pixel distance (0..1 scale) to the nearest same-class "
+                         f"training image is below {opts.near_copy_threshold}",
+            "tail": f"the {len(tail)} classes with the fewest training images",
+        },
+        "run": {"seconds": round(time.time() - t0, 1), "command": command, "torch": torch.__version__},
+    }
+    write_report(report, out, fake_x, fake_l, train.images, train.labels)
+    return report
+
+
+def _mean(values):
+    vals = [v for v in values if v is not None]
+    return float(np.mean(vals)) if vals else None

@@ -132,4 +132,4 @@ def test_filter_cache_drops_near_copies_and_records_the_counts_and_criteria(data
         record = json.loads(f.attrs["filter"])
     assert record["removed_near_copy"] == {"a": 2, "b": 1, "c": 0}
     assert record["criteria"]["classifier_confidence_min"] == 0
-    assert record["criteria"]["near_copy_threshold"] == 0.05
+    assert record["criteria"]["near_copy_ratio"] == 0.5

@@ -64,7 +64,7 @@ def test_exact_copies_of_training_images_are_flagged_as_near_copies():
     assert mem["near_copy"].tolist() == [True] * 3 + [False] * 5
     assert mem["nearest"][:3].tolist() == [3, 7, 11]
     assert torch.all(mem["pixel"][:3] == 0) and torch.all(mem["feature"][:3] == 0)
-    assert mem["train_nn_median_pixel"] > M.NEAR_COPY_THRESHOLD
+    assert torch.all(mem["pixel"][3:] > 0.5 * mem["sibling"][3:])
 
 
 def test_tail_classes_are_the_rarest_ones_rarest_first():

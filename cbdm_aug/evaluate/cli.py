@@ -69,8 +69,9 @@ def _real_data(real, split, longtail, imbalance, max_per_class, data_seed, run_d
               help="Reuse a classifier run folder (e.g. OUT/feature_net of an earlier evaluation) as the feature "
                    "space, so two generators are compared in the same space.")
 @click.option("--k", type=click.IntRange(min=1), default=3, show_default=True, help="k of the precision/recall radii.")
-@click.option("--near-copy-threshold", type=float, default=0.05, show_default=True,
-              help="RMS pixel distance (0..1) below which a generated image counts as a copy of a training image.")
+@click.option("--near-copy-ratio", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="A generated image is a near-copy when closer to a training image than this times that "
+                   "image's distance to its nearest same-class neighbour.")
 @click.option("--sampler", type=click.Choice(SAMPLER_NAMES), default="dpmpp", show_default=True)
 @click.option("--steps", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--guidance", type=click.FloatRange(min=0), default=1.6, show_default=True)
@@ -83,7 +84,7 @@ def _real_data(real, split, longtail, imbalance, max_per_class, data_seed, run_d
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def evaluate_generator(run_dir, real, split, longtail, imbalance, max_per_class, data_seed, cache, out,
                        samples_per_class, real_per_class, test, inception_weights, feature_net, k,
-                       near_copy_threshold, sampler, steps, guidance, seed, batch_size, feature_epochs,
+                       near_copy_ratio, sampler, steps, guidance, seed, batch_size, feature_epochs,
                        cas_epochs, device, quiet):
     """Evaluate a generator RUN_DIR (or a --cache) against real images, per class and on the tail.
 
@@ -97,7 +98,7 @@ def evaluate_generator(run_dir, real, split, longtail, imbalance, max_per_class,
         raise click.UsageError("give a generator RUN_DIR or --cache")
     if inception_weights is not None and feature_net is not None:
         raise click.UsageError("give --inception-weights or --feature-net, not both")
-    opts = EvalOptions(samples_per_class, real_per_class, k, near_copy_threshold, sampler, steps, guidance,
+    opts = EvalOptions(samples_per_class, real_per_class, k, near_copy_ratio, sampler, steps, guidance,
                        seed, batch_size, feature_epochs, cas_epochs)
     data = _real_data(real, split, longtail, imbalance, max_per_class, data_seed, run_dir)
     if data.longtail:
@@ -121,14 +122,15 @@ def evaluate_generator(run_dir, real, split, longtail, imbalance, max_per_class,
                    "into OUT.classifier/].")
 @click.option("--confidence", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Keep an image only if the classifier gives its class at least this probability.")
-@click.option("--near-copy-threshold", type=click.FloatRange(0, 1), default=0.05, show_default=True,
-              help="Drop images whose RMS pixel distance (0..1) to a same-class training image is below this.")
+@click.option("--near-copy-ratio", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Drop images closer to a same-class training image than this times that image's distance "
+                   "to its nearest same-class neighbour.")
 @click.option("--epochs", type=click.IntRange(min=1), default=4, show_default=True, help="Epochs of a classifier trained here.")
 @click.option("--overwrite", is_flag=True)
 @click.option("--device", default=None)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def filter_cache(cache, out, real, split, longtail, imbalance, max_per_class, data_seed, classifier, confidence,
-                 near_copy_threshold, epochs, overwrite, device, quiet):
+                 near_copy_ratio, epochs, overwrite, device, quiet):
     """Drop low-confidence images and near-copies of training images from CACHE into --out.
 
     The counts removed per class and the criteria are printed and stored in the new cache's
@@ -157,7 +159,7 @@ def filter_cache(cache, out, real, split, longtail, imbalance, max_per_class, da
                                          out.with_name(out.name + ".classifier"), epochs=epochs,
                                          progress=not quiet, device=str(dev))
     record = run(cache, out, space, train.images, train.labels, confidence=confidence,
-                 near_copy_threshold=near_copy_threshold, overwrite=overwrite, progress=not quiet,
+                 near_copy_ratio=near_copy_ratio, overwrite=overwrite, progress=not quiet,
                  command=shlex.join(["cbdm-aug", *sys.argv[1:]]))
     click.echo(removed_table(record))
     click.echo(f"wrote {out}: kept {sum(record['kept'].values())} of {sum(record['before'].values())} images")

@@ -27,13 +27,13 @@ DEFAULT_CONFIDENCE = 0.5
 
 def filter_cache(cache: str | os.PathLike, out: str | os.PathLike, space: FeatureSpace, train_images: np.ndarray,
                  train_labels: np.ndarray, *, confidence: float = DEFAULT_CONFIDENCE,
-                 near_copy_threshold: float = M.NEAR_COPY_THRESHOLD, overwrite: bool = False,
+                 near_copy_ratio: float = M.NEAR_COPY_RATIO, overwrite: bool = False,
                  batch_size: int = 512, progress: bool = True, command: str = "") -> dict:
     """Write the images of ``cache`` that pass both criteria to ``out``; returns the ``filter`` record.
 
     An image of class c is kept when the classifier's softmax probability of c is >= ``confidence``
-    and its RMS pixel distance (0..1 scale) to every training image of class c is >=
-    ``near_copy_threshold``. ``train_images`` are the real training images, uint8 (N, H, W, C).
+    and it is not a near-copy of a training image of class c (``metrics.memorisation`` with
+    ``near_copy_ratio``). ``train_images`` are the real training images, uint8 (N, H, W, C).
     """
     from tqdm.auto import tqdm
 
@@ -44,8 +44,8 @@ def filter_cache(cache: str | os.PathLike, out: str | os.PathLike, space: Featur
     cache, out = Path(cache), Path(out)
     if not 0 <= confidence <= 1:
         raise EvaluateError(f"--confidence must be in [0, 1], got {confidence}")
-    if not 0 <= near_copy_threshold < 1:
-        raise EvaluateError(f"--near-copy-threshold must be in [0, 1), got {near_copy_threshold}")
+    if not 0 <= near_copy_ratio <= 1:
+        raise EvaluateError(f"--near-copy-ratio must be in [0, 1], got {near_copy_ratio}")
     if out.exists() and not overwrite:
         raise EvaluateError(f"{out}: already exists; pass --overwrite to replace it")
     if out.resolve() == cache.resolve():
@@ -57,6 +57,8 @@ def filter_cache(cache: str | os.PathLike, out: str | os.PathLike, space: Featur
         C, (size, _, channels) = len(names), syn.image_shape
         train = M.pixel_vectors(convert_images(train_images, size, channels))
         by_class = [train[train_labels == c] for c in range(C)]
+        # Each training image's distance to its nearest same-class neighbour, the near-copy scale.
+        sibling = [M.kth_neighbour_distance(t, 1, 1024) if len(t) > 1 else None for t in by_class]
         labels, seeds = syn.labels, syn.seeds
         confident = np.zeros(len(syn), bool)
         copy = np.zeros(len(syn), bool)
@@ -70,14 +72,17 @@ def filter_cache(cache: str | os.PathLike, out: str | os.PathLike, space: Featur
             for c in np.unique(y):
                 m = y == c
                 if len(by_class[c]):
-                    d, _ = M.nearest_distance(pix[m], by_class[c])
-                    copy[i:j][m] = (d < near_copy_threshold).numpy()
+                    d, nearest = M.nearest_distance(pix[m], by_class[c])
+                    limit = near_copy_ratio * sibling[c][nearest] if sibling[c] is not None else M.NEAR_COPY_FALLBACK
+                    copy[i:j][m] = (d < limit).numpy()
         keep = confident & ~copy
         count = lambda m: np.bincount(labels[m], minlength=C).tolist()  # noqa: E731
         record = {
             "criteria": {"classifier_confidence_min": confidence,
-                         "near_copy": f"RMS pixel distance (0..1) to the nearest same-class training image < {near_copy_threshold}",
-                         "near_copy_threshold": near_copy_threshold},
+                         "near_copy": (f"RMS pixel distance to the nearest same-class training image < {near_copy_ratio} x "
+                                       f"that image's distance to its own nearest same-class neighbour "
+                                       f"(< {M.NEAR_COPY_FALLBACK} for a class with one training image)"),
+                         "near_copy_ratio": near_copy_ratio},
             "classifier": space.description, "source": str(cache),
             "before": dict(zip(names, count(np.ones(len(labels), bool)))),
             "kept": dict(zip(names, count(keep))),

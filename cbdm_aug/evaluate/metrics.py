@@ -18,7 +18,13 @@ import numpy as np
 import torch
 
 DEFAULT_K = 3
-NEAR_COPY_THRESHOLD = 0.05   # RMS pixel distance in [0, 1] units: about 13 grey levels on average
+# A generated image is a near-copy when it is closer to its nearest training image than
+# NEAR_COPY_RATIO times that training image's distance to its own nearest same-class neighbour.
+# Relative, because classes differ in how close their images naturally sit (a "1" is near every
+# other "1"); an exact copy has ratio 0. For a class with a single training image the absolute
+# RMS pixel distance NEAR_COPY_FALLBACK (0..1 scale, ~13 grey levels) is used instead.
+NEAR_COPY_RATIO = 0.5
+NEAR_COPY_FALLBACK = 0.05
 
 
 class _Passthrough(torch.nn.Module):
@@ -75,7 +81,7 @@ def kid(real: torch.Tensor, fake: torch.Tensor, subset_size: int = 1000, subsets
     return float(mean), float(std)
 
 
-def _kth_neighbour_radius(x: torch.Tensor, k: int, chunk: int) -> torch.Tensor:
+def kth_neighbour_distance(x: torch.Tensor, k: int, chunk: int) -> torch.Tensor:
     """(N,) distance from each row of ``x`` to its k-th nearest other row."""
     out = []
     for i in range(0, len(x), chunk):
@@ -102,8 +108,8 @@ def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = DEFAULT_K,
         raise ValueError(f"precision/recall with k={k} needs more than {k} real and generated images, "
                          f"got {len(real)} and {len(fake)}")
     real, fake = real.float(), fake.float()
-    precision = _covered(fake, real, _kth_neighbour_radius(real, k, chunk), chunk).float().mean()
-    recall = _covered(real, fake, _kth_neighbour_radius(fake, k, chunk), chunk).float().mean()
+    precision = _covered(fake, real, kth_neighbour_distance(real, k, chunk), chunk).float().mean()
+    recall = _covered(real, fake, kth_neighbour_distance(fake, k, chunk), chunk).float().mean()
     return float(precision), float(recall)
 
 
@@ -124,22 +130,30 @@ def pixel_vectors(images: np.ndarray) -> torch.Tensor:
 
 
 def memorisation(fake_pixels: torch.Tensor, fake_feats: torch.Tensor, train_pixels: torch.Tensor,
-                 train_feats: torch.Tensor, threshold: float = NEAR_COPY_THRESHOLD) -> dict:
+                 train_feats: torch.Tensor, ratio: float = NEAR_COPY_RATIO) -> dict:
     """Nearest same-class training image of each generated image of one class.
 
     Inputs are ``pixel_vectors`` and features of the class's generated and training images.
-    Returns the per-image pixel distances (RMS, [0, 1] units), feature distances, the index of the
-    nearest training image, the near-copy mask (pixel distance < ``threshold``) and, for scale,
-    the median distance between two different training images of the class.
+    Returns per generated image: ``pixel`` (RMS distance, [0, 1] units) and ``feature`` distance to
+    the nearest training image, its index ``nearest``, ``sibling`` (that training image's distance
+    to its nearest other training image) and ``near_copy`` (pixel < ratio * sibling; see
+    ``NEAR_COPY_RATIO``); and ``train_nn_median_pixel``, the class's median sibling distance.
     """
     d_pix, idx = nearest_distance(fake_pixels, train_pixels)
-    d_feat, _ = nearest_distance(fake_feats, train_feats) if len(train_feats) else (torch.full_like(d_pix, float("nan")), None)
-    if len(train_pixels) > 1:
-        train_nn = _kth_neighbour_radius(train_pixels[:2000], 1, 1024)
-        train_median = float(train_nn.median())
+    if len(train_feats):
+        d_feat, _ = nearest_distance(fake_feats, train_feats)
     else:
+        d_feat = torch.full_like(d_pix, float("nan"))
+    if len(train_pixels) > 1:
+        sibling_all = kth_neighbour_distance(train_pixels, 1, 1024)
+        sibling = sibling_all[idx]
+        near = d_pix < ratio * sibling
+        train_median = float(sibling_all.median())
+    else:
+        sibling = torch.full_like(d_pix, float("nan"))
+        near = d_pix < NEAR_COPY_FALLBACK
         train_median = float("nan")
-    return {"pixel": d_pix, "feature": d_feat, "nearest": idx, "near_copy": d_pix < threshold,
+    return {"pixel": d_pix, "feature": d_feat, "nearest": idx, "sibling": sibling, "near_copy": near,
             "train_nn_median_pixel": train_median}
 
 

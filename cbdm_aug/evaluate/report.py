@@ -23,8 +23,8 @@ def summary_markdown(r: dict) -> str:
         f"Feature space: **{fs['name']}**: {fs['description']}.",
         f"{fs['note']}",
         "",
-        f"Whole set ({r['options']['samples_per_class']} generated images per class vs "
-        f"{sum(r['real']['reference_per_class'])} real): FID {_fmt(w['fid'], 2)}, "
+        f"Whole set ({r['options']['samples_per_class']} generated images per class, "
+        f"{sum(r['real']['reference_per_class'])} real reference images in all): FID {_fmt(w['fid'], 2)}, "
         f"KID {_fmt(w['kid'], 4)} +- {_fmt(w['kid_std'], 4)}, precision {_fmt(w['precision'])}, "
         f"recall {_fmt(w['recall'])} (k={r['options']['k']}), near-copies {100 * w['near_copy_share']:.1f}%.",
         "",

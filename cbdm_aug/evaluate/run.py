@@ -39,7 +39,7 @@ class EvalOptions:
     samples_per_class: int = 100
     real_per_class: int | None = None      # reference images per class; None: samples_per_class
     k: int = M.DEFAULT_K
-    near_copy_threshold: float = M.NEAR_COPY_THRESHOLD
+    near_copy_ratio: float = M.NEAR_COPY_RATIO
     sampler: str = "dpmpp"
     steps: int = 20
     guidance: float = 1.6
@@ -57,8 +57,8 @@ class EvalOptions:
             raise EvaluateError(f"--k must be >= 1, got {self.k}")
         if self.real_per_class is not None and self.real_per_class < self.k + 1:
             raise EvaluateError(f"--real-per-class must be > --k ({self.k}), got {self.real_per_class}")
-        if not 0 < self.near_copy_threshold < 1:
-            raise EvaluateError(f"--near-copy-threshold must be in (0, 1), got {self.near_copy_threshold}")
+        if not 0 <= self.near_copy_ratio <= 1:
+            raise EvaluateError(f"--near-copy-ratio must be in [0, 1], got {self.near_copy_ratio}")
 
 
 def load_real(real: RealData, image_size: int, channels: int, class_names: list[str]):
@@ -235,7 +235,7 @@ def evaluate_generator(out: str | Path, real: RealData, opts: EvalOptions, *, ru
         row = {"class": class_names[c], "train_count": int(train_counts[c]),
                **_class_block(c, fake_f, fake_l, ref_f, ref_l, opts)}
         fm, tm = fake_l == c, train.labels == c
-        mem = M.memorisation(fake_pix[fm], fake_f[fm], train_pix[tm], train_f[tm], opts.near_copy_threshold)
+        mem = M.memorisation(fake_pix[fm], fake_f[fm], train_pix[tm], train_f[tm], opts.near_copy_ratio)
         row["nn_pixel"] = M.summarise(mem["pixel"])
         row["nn_feature"] = M.summarise(mem["feature"])
         row["train_nn_median_pixel"] = mem["train_nn_median_pixel"]
@@ -277,8 +277,9 @@ def evaluate_generator(out: str | Path, real: RealData, opts: EvalOptions, *, ru
             "precision_recall": f"improved precision/recall (Kynkaanniemi et al. 2019), k={opts.k} nearest-neighbour radii",
             "kid": "KID (polynomial kernel, unbiased MMD^2), mean over random subsets; per class with all images of the class",
             "fid": "FID of the whole balanced set (not per class: biased with few images)",
-            "near_copy": f"a generated image whose RMS pixel distance (0..1 scale) to the nearest same-class "
-                         f"training image is below {opts.near_copy_threshold}",
+            "near_copy": f"a generated image whose RMS pixel distance to its nearest same-class training image "
+                         f"is below {opts.near_copy_ratio} x that training image's distance to its own nearest "
+                         f"same-class neighbour (the 'train-train nn' column)",
             "tail": f"the {len(tail)} classes with the fewest training images",
         },
         "run": {"seconds": round(time.time() - t0, 1), "command": command, "torch": torch.__version__},

@@ -112,6 +112,16 @@ def test_bad_input_gives_a_one_line_error_not_a_traceback(data, tmp_path, capsys
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
+def test_an_unusable_inception_weights_file_is_a_one_line_error_and_nothing_is_fetched(data, tmp_path, capsys):
+    real, run, _, _ = data
+    bad = tmp_path / "pt_inception.pth"
+    bad.write_bytes(b"not weights")
+    code, _, err = run_cli(["evaluate-generator", run, "--real", real, "--out", tmp_path / "e",
+                            "--inception-weights", bad, "--quiet"], capsys)
+    assert code != 0 and ("torch-fidelity" in err or "not usable Inception weights" in err)
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
 def test_filter_cache_drops_near_copies_and_records_the_counts_and_criteria(data, tmp_path, capsys):
     real, _, x, y = data
     fresh = np.concatenate([class_images(c, 4, 20 + c) for c in range(3)])

@@ -181,6 +181,13 @@ def evaluate_generator(out: str | Path, real: RealData, opts: EvalOptions, *, ru
         with SyntheticCache(cache) as syn:
             image_size, _, channels = syn.image_shape
         class_names, train_counts_meta = list(h["class_names"]), h["generator"].get("class_counts")
+    # A given feature network is loaded first, so a bad file fails before any sampling.
+    space = None
+    if inception_weights is not None:
+        space = F.inception_space(inception_weights)
+        space.network.to(device)
+    elif feature_net is not None:
+        space = F.load_classifier_space(feature_net, device)
     out.mkdir(parents=True, exist_ok=True)
 
     data, train = load_real(real, image_size, channels, class_names)
@@ -207,12 +214,7 @@ def evaluate_generator(out: str | Path, real: RealData, opts: EvalOptions, *, ru
             raise EvaluateError(f"--test {test}: classes {test_data.class_names} differ from {class_names}")
         test_data.images = convert_images(test_data.images, image_size, channels)
 
-    if inception_weights is not None:
-        space = F.inception_space(inception_weights)
-        space.network.to(device)
-    elif feature_net is not None:
-        space = F.load_classifier_space(feature_net, device)
-    else:
+    if space is None:
         space = F.train_classifier_space(ref_x, ref_l, class_names, out / "feature_net",
                                          test=(test_data.images, test_data.labels) if test_data else None,
                                          epochs=opts.feature_epochs, seed=opts.seed, progress=progress,

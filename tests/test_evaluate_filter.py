@@ -1,0 +1,56 @@
+"""filter_cache with a stub classifier: low-confidence images and near-copies go, the rest stay in order."""
+import json
+
+import h5py
+import numpy as np
+import torch
+
+from cbdm_aug.cache.reader import SyntheticCache
+from cbdm_aug.cache.writer import write_cache
+from cbdm_aug.evaluate.features import FeatureSpace
+from cbdm_aug.evaluate.filter import filter_cache
+
+NAMES = ["dark", "bright"]
+
+
+class Brightness(torch.nn.Module):
+    """Logits (N, 2) from mean brightness: confident 'bright' above 0, confident 'dark' below."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(20.0), requires_grad=False)
+
+    def forward(self, x):
+        m = x.mean(dim=(1, 2, 3))
+        return torch.stack([-m, m], 1) * self.scale
+
+
+def stub_space():
+    prepare = lambda x: torch.from_numpy(x).permute(0, 3, 1, 2).float().div(127.5).sub(1)  # noqa: E731
+    net = Brightness()
+    return FeatureSpace("classifier", "brightness stub", net, prepare, 2, classifier=net, class_names=NAMES)
+
+
+def test_filter_drops_low_confidence_images_and_near_copies_and_records_why(tmp_path):
+    rng = np.random.default_rng(0)
+    dark = lambda n: rng.integers(0, 80, (n, 8, 8, 1), dtype=np.uint8)  # noqa: E731
+    bright = lambda n: rng.integers(176, 256, (n, 8, 8, 1), dtype=np.uint8)  # noqa: E731
+    train_x = np.concatenate([dark(10), bright(10)])
+    train_y = np.repeat([0, 1], 10)
+    good_dark, good_bright = dark(3), bright(3)
+    images = np.concatenate([good_dark, bright(2), train_x[[4]], good_bright, dark(1)])
+    labels = np.array([0] * 6 + [1] * 4)  # 2 bright images labelled dark, 1 dark labelled bright, 1 copy
+    write_cache(tmp_path / "syn.h5", images, labels, class_names=NAMES, seeds=np.arange(10) + 50)
+
+    record = filter_cache(tmp_path / "syn.h5", tmp_path / "out.h5", stub_space(), train_x, train_y,
+                          confidence=0.9, progress=False)
+    assert record["removed_low_confidence"] == {"dark": 2, "bright": 1}
+    assert record["removed_near_copy"] == {"dark": 1, "bright": 0}
+    assert record["kept"] == {"dark": 3, "bright": 3}
+    with SyntheticCache(tmp_path / "out.h5") as syn:
+        kept = np.stack([syn[i][0] for i in range(len(syn))])
+        assert np.array_equal(kept, np.concatenate([good_dark, good_bright]))
+        assert syn.seeds.tolist() == [50, 51, 52, 56, 57, 58]
+        assert syn.attrs["plan"]["counts"] == {"dark": 3, "bright": 3}
+    with h5py.File(tmp_path / "out.h5") as f:
+        assert json.loads(f.attrs["filter"])["criteria"]["classifier_confidence_min"] == 0.9

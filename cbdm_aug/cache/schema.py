@@ -29,6 +29,8 @@ such as ``h5repack`` rewrite with chunks or compression still read correctly (th
 """
 from __future__ import annotations
 
+from cbdm_aug.errors import UserError
+
 SCHEMA = "cbdm-aug-cache"
 SCHEMA_VERSION = 1
 
@@ -45,6 +47,6 @@ JSON_ATTRS = ("class_names", "generator", "sampler", "plan", "shard")
 RESUME_KEYS = ("class_names", "generator", "sampler", "plan", "shard")
 
 
-class CacheError(ValueError):
+class CacheError(UserError):
     """A cache file that is missing, unfinished, truncated, foreign or from a newer version, or a
     generate/merge request that conflicts with an existing file."""

@@ -17,11 +17,12 @@ from pathlib import Path
 import yaml
 
 from cbdm_aug.classify.losses import LOSSES
+from cbdm_aug.errors import UserError
 
 SAMPLING_MODES = ("none", "class-balanced", "synthetic")
 
 
-class RecipeError(ValueError):
+class RecipeError(UserError):
     """A bad recipe: the message names the key or value and says what is accepted."""
 
 

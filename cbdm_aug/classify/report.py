@@ -7,12 +7,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+from cbdm_aug.errors import UserError
 
 HEADLINE = ("top1", "balanced", "many", "medium", "few")
 LABELS = {"top1": "overall", "balanced": "balanced", "many": "many", "medium": "medium", "few": "few"}
 
 
-class RunError(ValueError):
+class RunError(UserError):
     """A folder that holds no classifier run."""
 
 

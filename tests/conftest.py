@@ -1,7 +1,9 @@
 import os
 
-import pytest
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see cbdm_aug/cli.py: before torch loads OpenMP
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 # Keep the default run fast and repeatable on 2 CPU cores.
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))

@@ -115,3 +115,24 @@ def test_the_synthetic_mode_mixes_a_cache_in_through_the_plugin(tmp_path, tiny_n
     draws = counts["epoch0_draws"]
     assert sum(draws["real"]) + sum(draws["synthetic"]) == 70  # the real set's size, as the baseline
     assert draws["synthetic"][0] == 0 and draws["synthetic"][2] > 0
+
+
+def test_a_sampled_prior_makes_balanced_softmax_correct_only_what_the_sampler_leaves(tmp_path, tiny_npz):
+    from cbdm_aug.cache.writer import write_cache
+
+    rng = np.random.default_rng(1)
+    labels = np.array([1] * 10 + [2] * 25)
+    write_cache(tmp_path / "syn.h5", rng.integers(0, 255, (35, 8, 8, 1), dtype=np.uint8), labels,
+                class_names=["0", "1", "2"])
+    out = tmp_path / "run"
+    result = CliRunner().invoke(train_classifier, [str(_recipe(tmp_path, tiny_npz)), "--out", str(out),
+                                                   "--no-progress", "--set", "schedule.epochs=1",
+                                                   "--set", "sampling.mode=synthetic",
+                                                   "--set", f"sampling.cache={tmp_path / 'syn.h5'}",
+                                                   "--set", "loss.kind=balanced-softmax",
+                                                   "--set", "loss.prior=sampled"])
+    assert result.exit_code == 0, result.output
+    counts = json.loads((out / "metrics.json").read_text())["train_counts"]
+    draws = counts["epoch0_draws"]
+    assert counts["loss_prior"] == [r + s for r, s in zip(draws["real"], draws["synthetic"])]
+    assert counts["loss_prior"] != counts["real"]

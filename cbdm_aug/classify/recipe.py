@@ -100,8 +100,12 @@ class LossConfig:
     kind: str = "ce"                    # 'ce' | 'balanced-softmax' | 'logit-adjustment'
     tau: float = 1.0                    # logit adjustment's tau (Menon et al. 2021)
     label_smoothing: float = 0.0
+    prior: str = "real"                 # the class prior of balanced-softmax / logit-adjustment: 'real'
+                                        # training counts, or 'sampled': what the sampler draws per epoch
+                                        # (real + synthetic), so the loss corrects only the imbalance left
 
     def __post_init__(self):
+        _check(self.prior in ("real", "sampled"), f"loss.prior must be 'real' or 'sampled', got {self.prior!r}")
         _check(self.kind in LOSSES, f"loss.kind must be one of {LOSSES}, got {self.kind!r}")
         _check(0 <= self.label_smoothing < 1, f"loss.label_smoothing must be in [0, 1), got {self.label_smoothing}")
 

@@ -232,7 +232,9 @@ def train_run(recipe: Recipe, out_dir: str | Path, progress: bool = True, comman
                         persistent_workers=recipe.num_workers > 0)
 
     model = build_model(recipe, C, channels).to(device)
-    criterion = ClassifierLoss(recipe.loss.kind, real_counts, recipe.loss.tau, recipe.loss.label_smoothing).to(device)
+    prior_counts = (real_counts if recipe.loss.prior == "real"
+                    else [r + s for r, s in zip(draws["real"], draws["synthetic"])])
+    criterion = ClassifierLoss(recipe.loss.kind, prior_counts, recipe.loss.tau, recipe.loss.label_smoothing).to(device)
     o = recipe.optim
     if o.name == "sgd":
         opt = torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,
@@ -275,7 +277,7 @@ def train_run(recipe: Recipe, out_dir: str | Path, progress: bool = True, comman
     result = {
         "recipe": recipe.name, "seed": recipe.seed, "metrics": metrics, "class_names": train.class_names,
         "train_counts": {"real": real_counts, "synthetic_available": synthetic_available,
-                         "epoch0_draws": draws},
+                         "epoch0_draws": draws, "loss_prior": list(prior_counts)},
         "data": {"train": train.source, "test": test.source, "image_size": size, "channels": channels},
         "history": history,
         "run": {"device": str(device), "seconds": round(time.time() - t0, 1), "command": command,

@@ -77,13 +77,14 @@ def class_grid_png(path: Path, generated: np.ndarray, real: np.ndarray, title: s
     up = lambda x: np.repeat(np.repeat(x, tile // size, 1), tile // size, 2) if len(x) else x  # noqa: E731
     left = _tiles(up(generated), per_side, tile)
     right = _tiles(up(real), per_side, tile)
-    gap, head = 12, 18
+    gap, head = 12, 30
     img = Image.new("RGB", (left.shape[1] + gap + right.shape[1], head + left.shape[0]), "white")
     img.paste(Image.fromarray(left), (0, head))
     img.paste(Image.fromarray(right), (left.shape[1] + gap, head))
     draw = ImageDraw.Draw(img)
-    draw.text((2, 2), f"{title}: generated", fill="black")
-    draw.text((left.shape[1] + gap + 2, 2), f"real ({len(real)} shown)", fill="black")
+    draw.text((2, 2), title, fill="black")
+    draw.text((2, 16), f"generated ({min(len(generated), per_side)} of {len(generated)})", fill="black")
+    draw.text((left.shape[1] + gap + 2, 16), f"real ({min(len(real), per_side)} of {len(real)})", fill="black")
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path)
 

@@ -97,6 +97,11 @@ def test_evaluate_generator_runs_end_to_end_and_writes_the_report_and_pictures(d
     assert r2["feature_space"]["source"] == str(out / "feature_net")
     assert r2["whole_set"]["fid"] == pytest.approx(r["whole_set"]["fid"], rel=1e-4)
 
+    # The samples in OUT are reused only for the same settings.
+    code, _, err = run_cli(["evaluate-generator", run, "--real", real, "--out", out, "--samples-per-class", 6,
+                            "--steps", 2, "--guidance", 0.5, "--quiet"], capsys)
+    assert code != 0 and "holds samples of another generator, sampler or count" in err
+
 
 @pytest.mark.parametrize("args, message", [
     (["nowhere", "--real", "REAL"], "no such generator run folder"),

@@ -107,19 +107,9 @@ def synthetic_images(out: Path, *, run_dir: Path | None, cache: Path | None, cla
         settings = SamplerSettings(opts.sampler, opts.steps, opts.guidance, opts.seed)
         plan = fixed_plan(gen.class_names, opts.samples_per_class, gen.meta.get("class_counts"))
         cache = out / "samples.h5"
-        try:
+        if not _reusable(cache, gen, plan, settings):
             generate_cache(gen, cache, plan, settings, batch_size=opts.batch_size, progress=progress,
                            command=f"cbdm-aug evaluate-generator {run_dir} --out {out}")
-        except Exception as e:
-            from cbdm_aug.cache.schema import CacheError
-
-            if isinstance(e, CacheError) and "other settings" in str(e):
-                raise EvaluateError(f"{cache} holds samples made with other settings; delete it or "
-                                    f"use another --out") from None
-            if isinstance(e, CacheError) and "complete cache already exists" in str(e):
-                pass  # a finished earlier evaluation with the same settings: reuse its samples
-            else:
-                raise
     with SyntheticCache(cache) as syn:
         if list(syn.class_names) != list(class_names):
             raise EvaluateError(f"{cache}: classes {syn.class_names} differ from {list(class_names)}")
@@ -133,6 +123,26 @@ def synthetic_images(out: Path, *, run_dir: Path | None, cache: Path | None, cla
         provenance = {"cache": str(cache), "sampler": syn.attrs["sampler"],
                       "weights_sha256": syn.attrs["generator"].get("weights_sha256")}
     return convert_images(images, image_size, channels), labels, provenance
+
+
+def _reusable(cache: Path, gen, plan, settings) -> bool:
+    """True for a complete ``cache`` from an earlier evaluation with the same generator and settings;
+    an EvaluateError for one made otherwise. A partial file is resumed by ``generate_cache``."""
+    from dataclasses import asdict as _asdict
+
+    from cbdm_aug.cache.reader import read_header
+
+    if not cache.exists():
+        return False
+    h = read_header(cache, require_complete=False)
+    if not h["complete"]:
+        return False
+    same = (h["generator"].get("weights_sha256") == gen.weights_sha256 and h["sampler"] == _asdict(settings)
+            and h["plan"]["counts"] == plan.to_dict()["counts"])
+    if not same:
+        raise EvaluateError(f"{cache} holds samples of another generator, sampler or count; delete it or "
+                            f"use another --out")
+    return True
 
 
 def _class_block(c, fake_f, fake_l, ref_f, ref_l, opts):

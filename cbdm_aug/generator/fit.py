@@ -140,6 +140,31 @@ def prepare_run_dir(out: Path, cfg: FitConfig, resume: bool) -> Path | None:
     return None
 
 
+# Environment variables that launchers set to a process's place in the job: Lightning's DDP
+# subprocess launcher (LOCAL_RANK, NODE_RANK), torchrun (RANK, GROUP_RANK) and SLURM (SLURM_PROCID).
+_RANK_VARS = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
+
+
+def _is_first_process() -> bool:
+    """Whether this process is global rank 0 of a (possibly multi-process) job, decided from the
+    environment before any process group exists. Lightning's ``ddp`` re-runs the command line in
+    its child processes, so every rank enters ``fit``; only rank 0 may check and write the run folder."""
+    return all(int(os.environ.get(k) or 0) == 0 for k in _RANK_VARS)
+
+
+class _Sampler(torch.utils.data.Sampler):
+    """A sampler that only delegates, so Lightning shards it instead of replacing it."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __iter__(self):
+        return iter(self.inner)
+
+    def __len__(self):
+        return len(self.inner)
+
+
 def _resolved_train(cfg: TrainConfig, channels: int) -> TrainConfig:
     on_gpu = torch.cuda.is_available() and cfg.accelerator in ("auto", "gpu", "cuda")
     return replace(cfg,
@@ -176,7 +201,12 @@ def fit(cfg: FitConfig, out: str | os.PathLike, resume: bool = False, progress: 
     if cfg.train.init_from and resume and (out / "checkpoints" / "last.ckpt").exists():
         raise ConfigError("--init-from starts a new run from another generator; with --resume the run "
                          "continues from its own checkpoint. Drop one of them")
-    ckpt = prepare_run_dir(out, cfg, resume)  # before the (slow) data load: fail fast
+    first_process = _is_first_process()
+    if first_process:
+        ckpt = prepare_run_dir(out, cfg, resume)  # before the (slow) data load: fail fast
+    else:  # rank 0 checked the folder and wrote run.json before it launched this process
+        last = out / "checkpoints" / "last.ckpt"
+        ckpt = last if resume and last.exists() else None
     data = load_training_data(cfg.data, progress=progress)
     train = _resolved_train(cfg.train, data.channels)
     if (out / RUN_CONFIG).exists():  # resuming: keep the schedule the run started with
@@ -213,8 +243,7 @@ def fit(cfg: FitConfig, out: str | os.PathLike, resume: bool = False, progress: 
                                                   "ema_decay", "hflip", "seed", "precision")},
         "init_from": init_meta, "package_version": __version__,
     }
-    is_rank_zero = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0))) == 0
-    if is_rank_zero and not (out / RUN_CONFIG).exists():
+    if first_process and not (out / RUN_CONFIG).exists():
         out.mkdir(parents=True, exist_ok=True)
         _atomic_write_bytes(out / RUN_CONFIG, json.dumps(
             {"config": cfg.to_dict(), "resolved": resolved.to_dict(), "package_version": __version__},
@@ -223,13 +252,6 @@ def fit(cfg: FitConfig, out: str | os.PathLike, resume: bool = False, progress: 
     images = torch.from_numpy(data.images)
     labels = torch.from_numpy(data.labels)
     dataset = torch.utils.data.TensorDataset(images, labels)
-    sampler_gen = torch.Generator().manual_seed(train.seed)
-    # Enough indices per epoch that a tiny tail-only set still fills whole batches.
-    sampler = torch.utils.data.RandomSampler(dataset, num_samples=max(len(dataset), train.batch_size),
-                                             generator=sampler_gen)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=train.batch_size, sampler=sampler,
-                                         drop_last=True, num_workers=train.num_workers,
-                                         persistent_workers=train.num_workers > 0)
     checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", every_n_train_steps=train.checkpoint_every,
                                  save_last=True, save_top_k=0, enable_version_counter=False)
     trainer = pl.Trainer(
@@ -241,6 +263,16 @@ def fit(cfg: FitConfig, out: str | os.PathLike, resume: bool = False, progress: 
         callbacks=[checkpoint, ExportCallback(out, meta), SampleGridCallback(out, train.sample_every)],
         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
     )
+    sampler_gen = torch.Generator().manual_seed(train.seed)
+    # Enough indices per epoch that a tiny tail-only set still fills whole batches on every rank.
+    # Under DDP, Lightning would swap a plain RandomSampler for a DistributedSampler over the
+    # dataset (dropping num_samples, so a small set gave every rank zero batches and the run
+    # "finished" at step 0); any other sampler it shards with DistributedSamplerWrapper.
+    sampler = _Sampler(torch.utils.data.RandomSampler(
+        dataset, num_samples=max(len(dataset), train.batch_size * trainer.world_size), generator=sampler_gen))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=train.batch_size, sampler=sampler,
+                                         drop_last=True, num_workers=train.num_workers,
+                                         persistent_workers=train.num_workers > 0)
     if ckpt is not None:
         echo(f"resuming from {ckpt}")
     trainer.fit(module, train_dataloaders=loader, ckpt_path=str(ckpt) if ckpt else None)

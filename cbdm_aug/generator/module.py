@@ -22,6 +22,9 @@ class CBDMModule(pl.LightningModule):
         self.save_hyperparameters()
         self.unet = build_unet(model_config)
         self.ema = ModelEmaV3(self.unet, decay=ema_decay, use_warmup=True, warmup_power=EMA_WARMUP_POWER)
+        # The EMA copy is updated by averaging, never by gradients; left trainable, DDP would find
+        # its parameters unused by the loss and stop at the second step.
+        self.ema.requires_grad_(False)
         self.loss_cfg = CBDMLossConfig(**loss)
         self.null_class = len(class_counts)
         self.register_buffer("alpha_bar", ddpm_alpha_bar(schedule), persistent=False)

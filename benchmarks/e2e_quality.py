@@ -99,6 +99,8 @@ def main(argv=None):
     p.add_argument("--work", default=str(ROOT / "runs" / "e2e_quality"))
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
     p.add_argument("--tag", default="e2e_quality")
+    p.add_argument("--filtered-cache", default=None,
+                   help="also run arm cbdm-ce-filtered on this cache (cbdm-aug filter-cache of the CBDM cache)")
     args = p.parse_args(argv)
 
     work = Path(args.work)
@@ -122,6 +124,8 @@ def main(argv=None):
                                                           "loss.kind=balanced-softmax", "loss.prior=sampled",
                                                           f"sampling.target={weights}"]),
     }
+    if args.filtered_cache:
+        arms["cbdm-ce-filtered"] = (recipes / "mnist-lt-synthetic.yaml", [f"sampling.cache={args.filtered_cache}"])
     t1 = time.time()
     for name, (recipe, sets) in arms.items():
         out = work / "arms" / name
@@ -157,7 +161,10 @@ def main(argv=None):
              table, "",
              "Arms: real-ce = real only, cross-entropy; real-bs = real only, Balanced Softmax; ddpm-ce / cbdm-ce = "
              "real + DDPM / CBDM synthetic, uniform class-balanced sampling, cross-entropy; cbdm-bs = real + CBDM "
-             "synthetic drawn in proportion to real + synthetic counts, Balanced Softmax with that prior.", "",
+             "synthetic drawn in proportion to real + synthetic counts, Balanced Softmax with that prior"
+             + ("; cbdm-ce-filtered = cbdm-ce on the CBDM cache after `cbdm-aug filter-cache` (drops images a "
+                "classifier trained on the long-tailed real split does not give their class with probability "
+                ">= 0.5, and near-copies)." if args.filtered_cache else "."), "",
              f"Generator metrics of these two generators: [{gq.name}]({gq.name}).", "",
              f"Per-class accuracy: ![per class]({args.tag}_per_class.png)", "",
              f"Time: generators and caches {t_gen / 60:.1f} min, classifiers {t_cls / 60:.1f} min."]

@@ -47,8 +47,8 @@ class SamplerSettings:
             raise ValueError(f"unknown sampler {self.sampler!r}; choose one of {SAMPLERS}")
         if not isinstance(self.steps, int) or self.steps < 1:
             raise ValueError(f"steps must be an integer >= 1, got {self.steps!r}")
-        if not self.guidance >= 0:
-            raise ValueError(f"guidance must be >= 0, got {self.guidance!r}")
+        if not 0 <= self.guidance < float("inf"):  # NaN and inf would sample NaN images
+            raise ValueError(f"guidance must be finite and >= 0, got {self.guidance!r}")
         if not isinstance(self.seed, int) or not 0 <= self.seed < 2 ** 62:
             raise ValueError(f"seed must be an integer in [0, 2**62), got {self.seed!r}")
 

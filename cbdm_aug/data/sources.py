@@ -155,6 +155,8 @@ def load_image_folder(root: str | os.PathLike, image_size: int | None = None,
         raise DataError(f"{root}: no such file or folder")
     if not root.is_dir():
         raise DataError(f"{root}: not a folder (expected an image folder or an .npz file)")
+    if image_size is not None and not 1 <= image_size * image_size <= MAX_IMAGE_PIXELS:
+        raise DataError(f"image_size must be in [1, {int(MAX_IMAGE_PIXELS ** 0.5)}], got {image_size}")
     skipped: Counter = Counter()
     classes = _list_class_folders(root)
     files_per_class = [_list_images(c, root, skipped) for c in classes]
@@ -240,8 +242,11 @@ def load_npz(path: str | os.PathLike, split: str = "train") -> LabeledImages:
         if keys is None:
             raise DataError(f"{path}: no image/label arrays for split {split!r}; expected one of "
                             f"{_NPZ_KEYS[split]}, found {sorted(npz.files)}")
-        x, y = npz[keys[0]], npz[keys[1]]
-        names = [str(n) for n in npz["class_names"]] if "class_names" in npz else None
+        try:
+            x, y = npz[keys[0]], npz[keys[1]]
+            names = [str(n) for n in npz["class_names"]] if "class_names" in npz else None
+        except (ValueError, OSError) as e:  # object arrays (pickles are never loaded) or a damaged member
+            raise DataError(f"{path}: cannot read its arrays ({e}); expected plain numeric arrays") from None
     if x.dtype != np.uint8:
         raise DataError(f"{path}: {keys[0]} has dtype {x.dtype}; expected uint8 pixels in [0, 255]")
     if x.ndim == 3:

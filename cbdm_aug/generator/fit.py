@@ -36,6 +36,11 @@ class DataConfig:
     channels: int | None = None        # default: the data's
     skip_bad: bool = False
 
+    def __post_init__(self):
+        # Checked here, before any image is decoded: the reader resizes every image to this size.
+        if self.image_size is not None and not 4 <= self.image_size <= 1024:
+            raise ConfigError(f"--image-size must be in [4, 1024], got {self.image_size}")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -62,7 +67,7 @@ class TrainConfig:
         for name in ("max_steps", "batch_size", "sample_every", "checkpoint_every", "num_nodes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0 or self.lr > 1:
+        if not 0 < self.lr <= 1:  # written so that NaN fails too
             raise ConfigError(f"--lr must be in (0, 1], got {self.lr}")
         if self.num_workers < 0:
             raise ConfigError(f"--num-workers must be >= 0, got {self.num_workers}")

@@ -145,12 +145,22 @@ def load_generator(run_dir: str | os.PathLike, device: str | torch.device | None
     if sha256_file(weights) != meta.get("weights_sha256"):
         raise RunDirError(f"{weights}: weights do not match the hash in {CONFIG_NAME}; "
                           f"the file is corrupt or from another run")
-    unet = build_unet(meta["model"])
     try:
         state = load_file(weights)
     except (SafetensorError, OSError) as e:
         raise RunDirError(f"{weights}: unreadable safetensors file ({e})") from None
-    unet.load_state_dict(state)
+    model = meta.get("model")
+    if not isinstance(model, dict):
+        raise RunDirError(f"{run_dir / CONFIG_NAME}: 'model' must be a UNet config object, got {model!r:.80}")
+    try:  # the config is only keyword arguments of UNet2DModel: a bad one is a TypeError, never code
+        unet = build_unet(model)
+    except (TypeError, ValueError, KeyError, AttributeError, RuntimeError) as e:
+        raise RunDirError(f"{run_dir / CONFIG_NAME}: invalid 'model' config ({type(e).__name__}: {e})") from None
+    try:
+        unet.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[:2]
+        raise RunDirError(f"{weights}: weights do not fit the model in {CONFIG_NAME} ({' '.join(first)})") from None
     unet.eval().requires_grad_(False)
     if device is not None:
         unet.to(device)

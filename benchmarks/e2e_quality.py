@@ -6,6 +6,7 @@ MNIST-LT: rho = 100, n_max = 5000 (12,406 training images) from mnist.npz, teste
 
   1. real-ce        real only, cross-entropy                      (recipes/mnist-lt-baseline.yaml)
   2. real-bs        real only, Balanced Softmax                   (recipes/mnist-lt-balanced-softmax.yaml)
+     real-cb        real only, the synthetic arms' uniform class-balanced sampler (re-sampling control)
   3. ddpm-ce        real + DDPM synthetic (tau = 0), cross-entropy (recipes/mnist-lt-synthetic.yaml)
   4. cbdm-ce        real + CBDM synthetic, cross-entropy
   5. cbdm-bs        real + CBDM synthetic + Balanced Softmax; the sampler draws classes in proportion
@@ -118,6 +119,8 @@ def main(argv=None):
     arms = {
         "real-ce": (recipes / "mnist-lt-baseline.yaml", []),
         "real-bs": (recipes / "mnist-lt-balanced-softmax.yaml", []),
+        # the control the synthetic arms need: the same uniform class-balanced sampler, real images only
+        "real-cb": (recipes / "mnist-lt-baseline.yaml", ["sampling.mode=class-balanced"]),
         "ddpm-ce": (recipes / "mnist-lt-synthetic.yaml", [f"sampling.cache={caches['ddpm']}"]),
         "cbdm-ce": (recipes / "mnist-lt-synthetic.yaml", [f"sampling.cache={caches['cbdm']}"]),
         "cbdm-bs": (recipes / "mnist-lt-synthetic.yaml", [f"sampling.cache={caches['cbdm']}",
@@ -159,7 +162,8 @@ def main(argv=None):
              f"{args.sampler} {args.sample_steps} steps, guidance {args.guidance}, seed 0. Classifier: "
              "recipes/mnist-lt-*.yaml (resnet8_cifar at 16x16, 4 epochs, 12,406 draws an epoch).", "",
              table, "",
-             "Arms: real-ce = real only, cross-entropy; real-bs = real only, Balanced Softmax; ddpm-ce / cbdm-ce = "
+             "Arms: real-ce = real only, cross-entropy; real-bs = real only, Balanced Softmax; real-cb = real only, "
+             "the same uniform class-balanced sampler as the synthetic arms (tail images repeated), cross-entropy; ddpm-ce / cbdm-ce = "
              "real + DDPM / CBDM synthetic, uniform class-balanced sampling, cross-entropy; cbdm-bs = real + CBDM "
              "synthetic drawn in proportion to real + synthetic counts, Balanced Softmax with that prior"
              + ("; cbdm-ce-filtered = cbdm-ce on the CBDM cache after `cbdm-aug filter-cache` (drops images a "

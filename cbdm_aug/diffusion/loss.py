@@ -27,9 +27,9 @@ class CBDMLossConfig:
     p_uncond: float = 0.1   # per-sample probability of dropping the label (classifier-free guidance)
 
     def __post_init__(self):
-        if self.tau < 0:
+        if not self.tau >= 0:  # also refuses nan
             raise ConfigError(f"tau must be >= 0, got {self.tau}")
-        if self.gamma < 0:
+        if not self.gamma >= 0:
             raise ConfigError(f"gamma must be >= 0, got {self.gamma}")
         if self.target not in TARGETS:
             raise ConfigError(f"target must be one of {TARGETS}, got {self.target!r}")

@@ -23,7 +23,7 @@ def test_the_demo_runs_the_whole_pipeline_and_reports_what_it_measured(tmp_path)
     cfg = DemoConfig(preset="tiny", gen_steps=5, classifier_epochs=1, sample_steps=4)
     result = run_demo(cfg, tmp_path, echo=lines.append)
     text = "\n".join(map(str, lines))
-    for name in ("ce", "ce+synthetic", "balanced-softmax", "balanced-softmax+synthetic"):
+    for name in ("ce", "ce+resampling", "ce+synthetic", "balanced-softmax", "balanced-softmax+synthetic"):
         assert f"| {name} " in text
     assert "measured gain" in text
     for f in ("report.md", "samples.png", "per_class_accuracy.png", "synthetic.h5", "generator/generator.json"):

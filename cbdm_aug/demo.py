@@ -37,6 +37,10 @@ class DemoConfig:
     guidance: float = 1.0
     sampler: str = "dpmpp"
     sample_steps: int = 20
+    filter_confidence: float | None = 0.5  # drop synthetic images the real-data classifier does not
+                                    # give their class with this probability (None: keep all). On
+                                    # MNIST-LT, unfiltered synthetic images lost to plain re-sampling and
+                                    # filtered ones did not (benchmarks/results/e2e_quality.md)
     classifier_epochs: int = 30
     seed: int = 0
     device: str = "auto"
@@ -141,7 +145,7 @@ def run_demo(cfg: DemoConfig, out: str | Path, echo=print) -> dict:
     fit(fit_cfg, gen_dir, resume=(gen_dir / "run.json").exists(), echo=echo)
     times["fit generator"] = time.time() - t
 
-    _echo_step(echo, 3, "generate a balanced synthetic cache")
+    _echo_step(echo, 3, "generate a balanced synthetic cache" + (", then filter it" if cfg.filter_confidence is not None else ""))
     t = time.time()
     device = "cuda" if cfg.device == "auto" and torch.cuda.is_available() else ("cpu" if cfg.device == "auto" else cfg.device)
     gen = load_generator(gen_dir, device=device)
@@ -151,6 +155,8 @@ def run_demo(cfg: DemoConfig, out: str | Path, echo=print) -> dict:
     settings = SamplerSettings(cfg.sampler, cfg.sample_steps, cfg.guidance, cfg.seed)
     if not cache.exists() or not _cache_complete(cache):
         generate_cache(gen, cache, plan, settings, batch_size=256)
+    if cfg.filter_confidence is not None:
+        cache = _filter(cache, split, cfg, out, echo)
     times["generate"] = time.time() - t
 
     _echo_step(echo, 4, "train classifiers: with and without the synthetic images")
@@ -176,6 +182,24 @@ def run_demo(cfg: DemoConfig, out: str | Path, echo=print) -> dict:
          f"per-class accuracy: {out / 'per_class_accuracy.png'}\n"
          f"took {times['total'] / 60:.1f} min")
     return {"runs": runs, "times": times}
+
+
+def _filter(cache: Path, split: Path, cfg: DemoConfig, out: Path, echo) -> Path:
+    """Drop synthetic images a classifier trained on the real training split does not recognise."""
+    from cbdm_aug.evaluate.features import train_classifier_space
+    from cbdm_aug.evaluate.filter import filter_cache, removed_table
+
+    filtered = out / "synthetic-filtered.h5"
+    if _cache_complete(filtered):
+        return filtered
+    d = np.load(split)
+    names = [str(n) for n in d["class_names"]]
+    space = train_classifier_space(d["x_train"], d["y_train"], names, out / "filter-classifier",
+                                   progress=False, device=cfg.device, seed=cfg.seed)
+    record = filter_cache(cache, filtered, space, d["x_train"], d["y_train"], confidence=cfg.filter_confidence,
+                          overwrite=True, progress=False, command="cbdm-aug demo")
+    echo(removed_table(record))
+    return filtered
 
 
 def _cache_complete(path: Path) -> bool:
@@ -234,11 +258,14 @@ def _command():
     @click.option("--gen-lr", type=float, default=defaults.gen_lr, show_default=True)
     @click.option("--tau", type=float, default=defaults.tau, show_default=True, help="0 for a plain DDPM generator.")
     @click.option("--guidance", type=float, default=defaults.guidance, show_default=True)
+    @click.option("--filter-confidence", type=float, default=defaults.filter_confidence, show_default=True,
+                  help="Drop synthetic images the real-data classifier gives their class below this probability; "
+                       "-1 keeps them all.")
     @click.option("--classifier-epochs", type=int, default=defaults.classifier_epochs, show_default=True)
     @click.option("--seed", type=int, default=defaults.seed, show_default=True)
     @click.option("--device", default=defaults.device, show_default=True, help="auto, cpu or cuda.")
     def demo(out, data, holdout_per_class, imbalance, max_per_class, image_size, preset, gen_steps, gen_lr,
-             tau, guidance, classifier_epochs, seed, device):
+             tau, guidance, filter_confidence, classifier_epochs, seed, device):
         """Run the whole pipeline on a small long-tailed set and report the measured gain.
 
         Fits a CBDM generator, generates a balanced cache, trains classifiers with and without it,
@@ -251,6 +278,7 @@ def _command():
         cfg = replace(defaults, data=data, holdout_per_class=holdout_per_class, imbalance=imbalance,
                       max_per_class=max_per_class, image_size=image_size, preset=preset, gen_steps=gen_steps,
                       gen_lr=gen_lr, tau=tau, guidance=guidance, classifier_epochs=classifier_epochs,
+                      filter_confidence=None if filter_confidence < 0 else filter_confidence,
                       seed=seed, device=device)
         run_demo(cfg, out, echo=click.echo)
 

@@ -20,7 +20,10 @@ every class up to --top-up images (real + synthetic), from the same sampler sett
 
     python benchmarks/e2e_quality.py [--data ../shared/datasets/mnist.npz] [--seeds 0,1,2] [--top-up 1000]
 
-Existing caches and arm folders under --work are reused; delete one to redo it.
+Ablation (default on): ddpm-ce-filtered and cbdm-ce-filtered train on each cache after
+`cbdm-aug filter-cache` (a classifier trained on the long-tailed real split must give an image's
+class probability >= --filter-confidence). Existing caches and arm folders under --work are reused;
+delete one to redo it.
 """
 from __future__ import annotations
 
@@ -75,6 +78,15 @@ def ensure_cache(arm: str, run_dir: Path, args, work: Path, log: Path) -> Path:
     return out
 
 
+def ensure_filtered(cache: Path, args, log: Path) -> Path:
+    out = cache.with_name(cache.stem + "-filtered.h5")
+    if not _complete(out):
+        run([cbdm_aug(), "filter-cache", cache, "--out", out, "--real", args.data, "--longtail", "exp",
+             "--imbalance", 100, "--max-per-class", 5000, "--data-seed", 0, "--confidence",
+             args.filter_confidence, "--quiet", "--overwrite"], log)
+    return out
+
+
 def _complete(path: Path) -> bool:
     if not path.exists():
         return False
@@ -100,8 +112,8 @@ def main(argv=None):
     p.add_argument("--work", default=str(ROOT / "runs" / "e2e_quality"))
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
     p.add_argument("--tag", default="e2e_quality")
-    p.add_argument("--filtered-cache", default=None,
-                   help="also run arm cbdm-ce-filtered on this cache (cbdm-aug filter-cache of the CBDM cache)")
+    p.add_argument("--filter-confidence", type=float, default=0.5,
+                   help="filter-cache confidence for the *-filtered arms (negative: skip those arms)")
     args = p.parse_args(argv)
 
     work = Path(args.work)
@@ -127,8 +139,10 @@ def main(argv=None):
                                                           "loss.kind=balanced-softmax", "loss.prior=sampled",
                                                           f"sampling.target={weights}"]),
     }
-    if args.filtered_cache:
-        arms["cbdm-ce-filtered"] = (recipes / "mnist-lt-synthetic.yaml", [f"sampling.cache={args.filtered_cache}"])
+    if args.filter_confidence >= 0:  # the ablation: drop synthetic images a real-data classifier rejects
+        for arm in ("ddpm", "cbdm"):
+            filtered = ensure_filtered(caches[arm], args, log)
+            arms[f"{arm}-ce-filtered"] = (recipes / "mnist-lt-synthetic.yaml", [f"sampling.cache={filtered}"])
     t1 = time.time()
     for name, (recipe, sets) in arms.items():
         out = work / "arms" / name
@@ -166,9 +180,9 @@ def main(argv=None):
              "the same uniform class-balanced sampler as the synthetic arms (tail images repeated), cross-entropy; ddpm-ce / cbdm-ce = "
              "real + DDPM / CBDM synthetic, uniform class-balanced sampling, cross-entropy; cbdm-bs = real + CBDM "
              "synthetic drawn in proportion to real + synthetic counts, Balanced Softmax with that prior"
-             + ("; cbdm-ce-filtered = cbdm-ce on the CBDM cache after `cbdm-aug filter-cache` (drops images a "
-                "classifier trained on the long-tailed real split does not give their class with probability "
-                ">= 0.5, and near-copies)." if args.filtered_cache else "."), "",
+             + (f"; ddpm-ce-filtered / cbdm-ce-filtered = the same on the cache after `cbdm-aug filter-cache` "
+                "(drops images that a classifier trained on the long-tailed real split does not give their class "
+                f"with probability >= {args.filter_confidence}, and near-copies)." if args.filter_confidence >= 0 else "."), "",
              f"Generator metrics of these two generators: [{gq.name}]({gq.name}).", "",
              f"Per-class accuracy: ![per class]({args.tag}_per_class.png)", "",
              f"Time: generators and caches {t_gen / 60:.1f} min, classifiers {t_cls / 60:.1f} min."]

@@ -195,7 +195,7 @@ def _filter(cache: Path, split: Path, cfg: DemoConfig, out: Path, echo) -> Path:
     d = np.load(split)
     names = [str(n) for n in d["class_names"]]
     space = train_classifier_space(d["x_train"], d["y_train"], names, out / "filter-classifier",
-                                   progress=False, device=cfg.device, seed=cfg.seed)
+                                   epochs=cfg.classifier_epochs, progress=False, device=cfg.device, seed=cfg.seed)
     record = filter_cache(cache, filtered, space, d["x_train"], d["y_train"], confidence=cfg.filter_confidence,
                           overwrite=True, progress=False, command="cbdm-aug demo")
     echo(removed_table(record))

@@ -1,7 +1,6 @@
 """evaluate-generator and filter-cache end to end on tiny data the tests build, offline."""
 import json
 import socket
-import sys
 
 import h5py
 import numpy as np
@@ -10,26 +9,12 @@ import torch
 
 from cbdm_aug.cache.reader import SyntheticCache
 from cbdm_aug.cache.writer import write_cache
-from cbdm_aug.cli import main
+from helpers import run_cli
 from cbdm_aug.diffusion.sampling import DEFAULT_SCHEDULE
 from cbdm_aug.diffusion.unet import build_unet, unet_config
 from cbdm_aug.generator.run_dir import save_generator
 
 NAMES = ["a", "b", "c"]
-
-
-def run_cli(args, capsys):
-    old = sys.argv
-    sys.argv = ["cbdm-aug", *map(str, args)]
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    finally:
-        sys.argv = old
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(autouse=True)

@@ -1,6 +1,5 @@
 """fit-generator end to end on tiny data, resume, load_generator, and clear errors for bad input."""
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -8,25 +7,10 @@ import torch
 from PIL import Image
 
 from cbdm_aug import load_generator
-from cbdm_aug.cli import main
+from helpers import run_cli
 from cbdm_aug.diffusion.sampling import sample
 
 FAST = ["--preset", "tiny", "--batch-size", "8", "--sample-every", "1000", "--checkpoint-every", "4"]
-
-
-def run_cli(args, capsys):
-    """Run ``cbdm-aug ARGS`` in-process; returns (exit code, stdout, stderr)."""
-    old = sys.argv
-    sys.argv = ["cbdm-aug", *map(str, args)]
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    finally:
-        sys.argv = old
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def make_folder(root, counts=(12, 6, 3), size=16, mode="L"):

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_fit_generator import FAST, make_folder, run_cli
+from helpers import run_cli
+from test_fit_generator import FAST, make_folder
 
 from cbdm_aug.cache.reader import SyntheticCache
 from cbdm_aug.cache.schema import CacheError

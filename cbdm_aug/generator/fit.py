@@ -17,7 +17,7 @@ from cbdm_aug.diffusion.loss import CBDMLossConfig
 from cbdm_aug.diffusion.sampling import DEFAULT_SCHEDULE
 from cbdm_aug.diffusion.unet import unet_config
 from cbdm_aug.errors import ConfigError
-from cbdm_aug.generator.run_dir import CONFIG_NAME, RunDirError, _atomic_write_bytes, load_generator, save_generator
+from cbdm_aug.generator.run_dir import CONFIG_NAME, RunDirError, _atomic_write_bytes, load_generator
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ seeded with ``(seed, epoch)``; nothing reads the global RNG.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 from torch.utils.data import Sampler

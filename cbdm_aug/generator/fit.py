@@ -189,6 +189,9 @@ def _quiet_lightning():
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    # A resumed run draws a fresh data order from the checkpointed step on; that is by design
+    # (README: Resume), so Lightning's warning about a non-resumable loader is not news either.
+    warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
 
 
 def fit(cfg: FitConfig, out: str | os.PathLike, resume: bool = False, progress: bool = True,

@@ -10,6 +10,7 @@ import click
 import numpy as np
 
 from cbdm_aug.cache.plan import POLICIES
+from cbdm_aug.devices import resolve_device
 
 SAMPLER_NAMES = ("ddpm", "ddim", "dpmpp")  # cbdm_aug.diffusion.sampling.SAMPLERS, without importing torch
 
@@ -24,20 +25,6 @@ def _parse_shard(value: str | None) -> tuple[int, int] | None:
     if not (n >= 1 and 0 <= i < n):
         raise click.BadParameter(f"need 0 <= i < n, got {value!r}", param_hint="--shard")
     return i, n
-
-
-def _pick_device(device: str | None):
-    import torch
-
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        d = torch.device(device)
-    except RuntimeError:
-        raise click.BadParameter(f"unknown device {device!r}; try cpu, cuda or cuda:1", param_hint="--device") from None
-    if d.type == "cuda" and not torch.cuda.is_available():
-        raise click.BadParameter("cuda is not available on this machine; use --device cpu", param_hint="--device")
-    return d
 
 
 @click.command()
@@ -82,7 +69,7 @@ def generate(run_dir, out, policy, per_class, target, counts_file, sampler, step
             raise click.UsageError("give only one of --per-class, --target and --counts-file")
         policy = chosen[0] if chosen else "fill"
     steps = steps or DEFAULT_STEPS[sampler]
-    torch_device = _pick_device(device)
+    torch_device = resolve_device(device)
     try:
         gen = load_generator(run_dir, torch_device)
         real = gen.meta.get("class_counts")

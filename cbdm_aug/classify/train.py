@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from cbdm_aug.classify.recipe import DataConfig, Recipe, RecipeError, save_recipe
+from cbdm_aug.devices import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -97,18 +98,6 @@ def load_data(cfg: DataConfig):
     for d in (train, test):
         d.images = convert_images(d.images, size, channels)
     return train, test
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise RecipeError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RecipeError(f"device {name!r} asked for, but CUDA is not available; use device=auto or cpu")
-    return device
 
 
 def build_model(recipe: Recipe, num_classes: int, in_chans: int) -> torch.nn.Module:
@@ -211,7 +200,7 @@ def train_run(recipe: Recipe, out_dir: str | Path, progress: bool = True, comman
     _check_sampling(recipe)
     t0 = time.time()
     torch.manual_seed(recipe.seed)
-    device = pick_device(recipe.device)
+    device = resolve_device(recipe.device)
     train, test = load_data(recipe.data)
     C = train.num_classes
     size, channels = train.image_size, train.channels

@@ -6,22 +6,9 @@ import sys
 from pathlib import Path
 
 import click
+from cbdm_aug.devices import resolve_device
 
 SAMPLER_NAMES = ("ddpm", "ddim", "dpmpp")
-
-
-def _device(name: str | None):
-    import torch
-
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        d = torch.device(name)
-    except RuntimeError:
-        raise click.BadParameter(f"unknown device {name!r}; try cpu, cuda or cuda:1", param_hint="--device") from None
-    if d.type == "cuda" and not torch.cuda.is_available():
-        raise click.BadParameter("cuda is not available on this machine; use --device cpu", param_hint="--device")
-    return d
 
 
 def real_options(f):
@@ -106,7 +93,7 @@ def evaluate_generator(run_dir, real, split, longtail, imbalance, max_per_class,
                    f"n_max={data.max_per_class} seed={data.data_seed}")
     command = shlex.join(["cbdm-aug", *sys.argv[1:]])
     r = run(out, data, opts, run_dir=run_dir, cache=cache, test=test, inception_weights=inception_weights,
-            feature_net=feature_net, device=_device(device), progress=not quiet, command=command)
+            feature_net=feature_net, device=resolve_device(device), progress=not quiet, command=command)
     from cbdm_aug.evaluate.report import summary_markdown
 
     click.echo(summary_markdown(r))
@@ -151,7 +138,7 @@ def filter_cache(cache, out, real, split, longtail, imbalance, max_per_class, da
         with SyntheticCache(cache) as syn:
             size, _, channels = syn.image_shape
     _, train = load_real(data, int(size), int(channels), list(header["class_names"]))
-    dev = _device(device)
+    dev = resolve_device(device)
     if classifier is not None:
         space = F.load_classifier_space(classifier, dev)
     else:

@@ -160,4 +160,5 @@ def compare_plot(runs: list[dict], path: str | Path) -> None:
     t = runs[0]["thresholds"]
     _plot([(r["name"], r["counts"], r["per_class"]) for r in runs], Path(path),
           {"many": float(t["many"].split()[-1]), "few": float(t["few"].split()[-1])},
-          "per-class accuracy: " + " vs ".join(r["name"] for r in runs))
+          "per-class accuracy against class size" if len(runs) > 3
+          else "per-class accuracy: " + " vs ".join(r["name"] for r in runs))  # the legend names many runs

@@ -220,7 +220,7 @@ def _gain_line(runs) -> str:
         if base in by and syn in by and by[base].get("few") is not None:
             parts.append(f"{syn} vs {base}: few-shot {100 * (by[syn]['few'] - by[base]['few']):+.1f} points, "
                          f"balanced {100 * (by[syn]['balanced'] - by[base]['balanced']):+.1f} points")
-    return "measured gain (one seed):\n  " + "\n  ".join(parts) if parts else ""
+    return "measured gain (one seed):\n- " + "\n- ".join(parts) if parts else ""
 
 
 def _write_report(out: Path, cfg: DemoConfig, runs, table: str, times: dict) -> None:

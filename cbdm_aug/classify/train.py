@@ -289,3 +289,28 @@ def train_seeds(recipe: Recipe, seeds: list[int], out_dir: str | Path, progress:
     agg = aggregate_runs(runs)
     write_aggregate_report(agg, out)
     return agg
+
+
+def train_on_arrays(train_images: np.ndarray, train_labels: np.ndarray, test_images: np.ndarray,
+                    test_labels: np.ndarray, class_names: list[str], out_dir: str | Path, *, name: str,
+                    model: str = "resnet8_cifar", epochs: int = 4, sampling: str = "none", seed: int = 0,
+                    device: str = "auto", progress: bool = True, command: str = "") -> dict:
+    """Train a classifier on in-memory uint8 (N, H, W, C) arrays with a short SGD + cosine schedule
+    (lr 0.1, batch 128, 1-pixel shifts); returns the run's metrics.json content. Used for the
+    evaluation's feature network, the Classification Accuracy Score and the cache filter."""
+    import tempfile
+
+    from cbdm_aug.classify.recipe import DataConfig, ModelConfig, OptimConfig, SamplingConfig, ScheduleConfig
+
+    with tempfile.TemporaryDirectory() as tmp:
+        npz = Path(tmp) / "arrays.npz"
+        np.savez(npz, x_train=train_images, y_train=train_labels, x_test=test_images, y_test=test_labels,
+                 class_names=np.array(class_names))
+        recipe = Recipe(
+            name=name, seed=seed, device=device,
+            data=DataConfig(train=str(npz), longtail="none", crop_padding=1 if train_images.shape[1] >= 8 else 0),
+            model=ModelConfig(name=model), optim=OptimConfig(name="sgd", lr=0.1, weight_decay=5e-4),
+            schedule=ScheduleConfig(epochs=epochs, batch_size=128, kind="cosine", warmup_epochs=0.5, milestones=()),
+            sampling=SamplingConfig(mode=sampling),
+        )
+        return train_run(recipe, out_dir, progress=progress, command=command)

@@ -2,7 +2,6 @@
 only, test it on real test images, per class. The recipe trainer does the training."""
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,23 +17,12 @@ def classification_accuracy_score(fake_images: np.ndarray, fake_labels: np.ndarr
     of the result. Returns the trainer's metrics (``top1``, ``balanced``, ``per_class``, groups);
     the run folder is ``out_dir``.
     """
-    from cbdm_aug.classify.recipe import (DataConfig, EvalConfig, ModelConfig, OptimConfig, Recipe,
-                                          ScheduleConfig)
-    from cbdm_aug.classify.train import train_run
+    from cbdm_aug.classify.train import train_on_arrays
 
     counts = np.asarray(train_counts)
-    with tempfile.TemporaryDirectory() as tmp:
-        npz = Path(tmp) / "synthetic.npz"
-        np.savez(npz, x_train=fake_images, y_train=fake_labels, x_test=test_images, y_test=test_labels,
-                 class_names=np.array(class_names))
-        recipe = Recipe(
-            name="classification-accuracy-score", seed=seed, device=device,
-            data=DataConfig(train=str(npz), longtail="none", crop_padding=1 if fake_images.shape[1] >= 8 else 0),
-            model=ModelConfig(name=model), optim=OptimConfig(name="sgd", lr=0.1, weight_decay=5e-4),
-            schedule=ScheduleConfig(epochs=epochs, batch_size=128, kind="cosine", warmup_epochs=0.5, milestones=()),
-            eval=EvalConfig(),
-        )
-        result = train_run(recipe, out_dir, progress=progress, command="cbdm-aug evaluate-generator (CAS)")
+    result = train_on_arrays(fake_images, fake_labels, test_images, test_labels, class_names, out_dir,
+                             name="classification-accuracy-score", model=model, epochs=epochs, seed=seed,
+                             device=device, progress=progress, command="cbdm-aug evaluate-generator (CAS)")
     from cbdm_aug.classify.metrics import shot_groups
 
     # The trainer groups classes by *its* training counts (balanced synthetic ones); regroup by

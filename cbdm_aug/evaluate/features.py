@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,25 +135,13 @@ def train_classifier_space(images: np.ndarray, labels: np.ndarray, class_names: 
     ``load_classifier_space``. ``test`` (images, labels) only scores the network; without it the
     training images are scored (training accuracy).
     """
-    from cbdm_aug.classify.recipe import (DataConfig, ModelConfig, OptimConfig, Recipe, SamplingConfig,
-                                          ScheduleConfig)
-    from cbdm_aug.classify.train import train_run
+    from cbdm_aug.classify.train import train_on_arrays
 
     out_dir = Path(out_dir)
     test_x, test_y = test if test is not None else (images, labels)
-    with tempfile.TemporaryDirectory() as tmp:
-        npz = Path(tmp) / "real.npz"
-        np.savez(npz, x_train=images, y_train=labels, x_test=test_x, y_test=test_y,
-                 class_names=np.array(class_names))
-        recipe = Recipe(
-            name="evaluate-feature-net", seed=seed, device=device,
-            data=DataConfig(train=str(npz), longtail="none", crop_padding=1 if images.shape[1] >= 8 else 0),
-            model=ModelConfig(name=model),
-            optim=OptimConfig(name="sgd", lr=0.1, weight_decay=5e-4),
-            schedule=ScheduleConfig(epochs=epochs, batch_size=128, kind="cosine", warmup_epochs=0.5, milestones=()),
-            sampling=SamplingConfig(mode="class-balanced"),
-        )
-        result = train_run(recipe, out_dir, progress=progress, command="cbdm-aug evaluate-generator (feature net)")
+    result = train_on_arrays(images, labels, test_x, test_y, class_names, out_dir, name="evaluate-feature-net",
+                             model=model, epochs=epochs, sampling="class-balanced", seed=seed, device=device,
+                             progress=progress, command="cbdm-aug evaluate-generator (feature net)")
     log.info("feature classifier: balanced accuracy %.3f on %s", result["metrics"]["balanced"],
              "the test images" if test is not None else "its training images")
     return load_classifier_space(out_dir)

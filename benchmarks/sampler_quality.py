@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _env import environment  # noqa: E402
 
-SAMPLERS = [("ddpm", 1000), ("ddim", 50), ("dpmpp", 20), ("dpmpp", 10)]
+SAMPLERS = [("ddpm", 1000), ("ddim", 50), ("dpmpp", 20), ("dpmpp", 10), ("dpmpp-sde", 20), ("dpmpp-sde", 50)]
 
 
 def cbdm_aug() -> str:

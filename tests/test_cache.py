@@ -161,7 +161,7 @@ def test_a_run_interrupted_midway_resumes_to_the_identical_file(gen, tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("sampler", ["ddpm", "dpmpp"])
+@pytest.mark.parametrize("sampler", ["ddpm", "dpmpp", "dpmpp-sde"])
 def test_the_batch_size_does_not_change_the_images(gen, tmp_path, sampler):
     # Batched CPU kernels round differently (~1e-6) from single-image ones; a random-weight model
     # can amplify that to a uint8 level or two, so compare with a small tolerance.

@@ -12,7 +12,7 @@ import numpy as np
 from cbdm_aug.cache.plan import POLICIES
 from cbdm_aug.devices import resolve_device
 
-SAMPLER_NAMES = ("ddpm", "ddim", "dpmpp")  # cbdm_aug.diffusion.sampling.SAMPLERS, without importing torch
+SAMPLER_NAMES = ("ddpm", "ddim", "dpmpp", "dpmpp-sde")  # cbdm_aug.diffusion.sampling.SAMPLERS, without importing torch
 
 
 def _parse_shard(value: str | None) -> tuple[int, int] | None:
@@ -39,9 +39,10 @@ def _parse_shard(value: str | None) -> tuple[int, int] | None:
 @click.option("--counts-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="JSON object or CSV (class,count) of synthetic counts per class (policy file).")
 @click.option("--sampler", type=click.Choice(SAMPLER_NAMES), default="dpmpp", show_default=True,
-              help="ddpm is the paper's 1000-step reference; ddim and dpmpp (DPM-Solver++ 2M) are fast.")
+              help="ddpm is the paper's 1000-step reference; ddim, dpmpp (DPM-Solver++ 2M) and dpmpp-sde "
+                   "(its stochastic variant) are fast.")
 @click.option("--steps", type=click.IntRange(min=1), default=None,
-              help="Sampling steps [default: ddpm 1000, ddim 50, dpmpp 20].")
+              help="Sampling steps [default: ddpm 1000, ddim 50, dpmpp and dpmpp-sde 20].")
 @click.option("--guidance", type=click.FloatRange(min=0), default=1.6, show_default=True,
               help="Classifier-free guidance w: eps = (1+w) eps(x,y) - w eps(x,null); 1.6 is the CBDM paper's.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,

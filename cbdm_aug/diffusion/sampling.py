@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import torch
 
-SAMPLERS = ("ddpm", "ddim", "dpmpp")
-DEFAULT_STEPS = {"ddpm": 1000, "ddim": 50, "dpmpp": 20}
+SAMPLERS = ("ddpm", "ddim", "dpmpp", "dpmpp-sde")
+DEFAULT_STEPS = {"ddpm": 1000, "ddim": 50, "dpmpp": 20, "dpmpp-sde": 20}
+STOCHASTIC = ("ddpm", "dpmpp-sde")  # samplers that draw noise at every step, per image
 DEFAULT_SCHEDULE = {"num_train_timesteps": 1000, "beta_start": 1e-4, "beta_end": 0.02,
                     "beta_schedule": "linear"}
 
 
 def make_scheduler(sampler: str, schedule: dict | None = None):
     """A diffusers scheduler for ``sampler``: ``ddpm`` (ancestral, "fixed large" variance, the
-    paper's reference), ``ddim`` (eta=0) or ``dpmpp`` (DPM-Solver++ 2M)."""
+    paper's reference), ``ddim`` (eta=0), ``dpmpp`` (DPM-Solver++ 2M) or ``dpmpp-sde`` (its
+    stochastic variant, SDE-DPM-Solver++ 2M)."""
     from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
     s = dict(DEFAULT_SCHEDULE, **(schedule or {}))
@@ -29,6 +31,9 @@ def make_scheduler(sampler: str, schedule: dict | None = None):
         return DDIMScheduler(**s, clip_sample=False, set_alpha_to_one=False, timestep_spacing="trailing")
     if sampler == "dpmpp":
         return DPMSolverMultistepScheduler(**s, algorithm_type="dpmsolver++", solver_order=2,
+                                           timestep_spacing="trailing", final_sigmas_type="zero")
+    if sampler == "dpmpp-sde":  # stochastic: fresh noise each step, like the ancestral reference
+        return DPMSolverMultistepScheduler(**s, algorithm_type="sde-dpmsolver++", solver_order=2,
                                            timestep_spacing="trailing", final_sigmas_type="zero")
     raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
 
@@ -77,7 +82,7 @@ def sample(unet, labels: torch.Tensor, seeds, *, image_size: int, channels: int,
         eps = guided_eps(unet, scheduler.scale_model_input(x, t), t.to(device), labels, null_class, guidance)
         # The ancestral sampler draws fresh noise each step: diffusers draws it per image from the
         # list of CPU generators, so it too depends only on each image's seed.
-        x = scheduler.step(eps, t, x, generator=generators if sampler == "ddpm" else None).prev_sample
+        x = scheduler.step(eps, t, x, generator=generators if sampler in STOCHASTIC else None).prev_sample
     return x.clamp(-1, 1)
 
 

@@ -6,9 +6,9 @@ import sys
 from pathlib import Path
 
 import click
-from cbdm_aug.devices import resolve_device
 
-SAMPLER_NAMES = ("ddpm", "ddim", "dpmpp")
+from cbdm_aug.cache.cli import SAMPLER_NAMES  # one list, kept in sync with sampling.SAMPLERS by a test
+from cbdm_aug.devices import resolve_device
 
 
 def real_options(f):

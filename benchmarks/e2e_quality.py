@@ -71,11 +71,16 @@ def ensure_cache(arm: str, run_dir: Path, args, work: Path, log: Path) -> Path:
     counts = {str(c): max(0, args.top_up - n) for c, n in enumerate(MNIST_LT)}
     counts_file = work / "topup_counts.json"
     counts_file.write_text(json.dumps(counts))
-    out = work / f"{arm}.h5"
+    out = work / f"{arm}{_suffix(args)}.h5"
     run([cbdm_aug(), "generate", run_dir, "--out", out, "--counts-file", counts_file, "--sampler", args.sampler,
          "--steps", args.sample_steps, "--guidance", args.guidance, "--seed", 0, "--batch-size", 256,
          "--device", "cpu"], log) if not _complete(out) else None
     return out
+
+
+def _suffix(args) -> str:
+    """Caches and synthetic arms of a non-original sampler setting get its name, so both coexist."""
+    return "" if (args.sampler, args.sample_steps) == ("dpmpp", 20) else f"-{args.sampler}{args.sample_steps}"
 
 
 def ensure_filtered(cache: Path, args, log: Path) -> Path:
@@ -107,6 +112,8 @@ def main(argv=None):
     p.add_argument("--gen-runs", default=str(ROOT / "runs" / "generator_quality"))
     p.add_argument("--gen-steps", type=int, default=600)
     p.add_argument("--sampler", default="dpmpp")
+    p.add_argument("--gens", default="ddpm,cbdm", help="which generators' synthetic arms to run")
+    p.add_argument("--skip-bs", action="store_true", help="skip the cbdm-bs arm")
     p.add_argument("--sample-steps", type=int, default=20)
     p.add_argument("--guidance", type=float, default=1.0)
     p.add_argument("--work", default=str(ROOT / "runs" / "e2e_quality"))
@@ -120,7 +127,8 @@ def main(argv=None):
     work.mkdir(parents=True, exist_ok=True)
     log = work / "benchmark.log"
     t0 = time.time()
-    gens = {arm: ensure_generator(arm, tau, args, log) for arm, tau in (("ddpm", 0.0), ("cbdm", 1.0))}
+    wanted = args.gens.split(",")
+    gens = {arm: ensure_generator(arm, tau, args, log) for arm, tau in (("ddpm", 0.0), ("cbdm", 1.0)) if arm in wanted}
     caches = {arm: ensure_cache(arm, gens[arm], args, work, log) for arm in gens}
     t_gen = time.time() - t0
 
@@ -128,21 +136,23 @@ def main(argv=None):
     weights = ",".join(f"{a / sum(available):.6f}" for a in available)
     recipes = ROOT / "recipes"
     data = [f"data.train={args.data}"]
+    x = _suffix(args)
     arms = {
         "real-ce": (recipes / "mnist-lt-baseline.yaml", []),
         "real-bs": (recipes / "mnist-lt-balanced-softmax.yaml", []),
         # the control the synthetic arms need: the same uniform class-balanced sampler, real images only
         "real-cb": (recipes / "mnist-lt-baseline.yaml", ["sampling.mode=class-balanced"]),
-        "ddpm-ce": (recipes / "mnist-lt-synthetic.yaml", [f"sampling.cache={caches['ddpm']}"]),
-        "cbdm-ce": (recipes / "mnist-lt-synthetic.yaml", [f"sampling.cache={caches['cbdm']}"]),
-        "cbdm-bs": (recipes / "mnist-lt-synthetic.yaml", [f"sampling.cache={caches['cbdm']}",
-                                                          "loss.kind=balanced-softmax", "loss.prior=sampled",
-                                                          f"sampling.target={weights}"]),
     }
+    for g in gens:
+        arms[f"{g}-ce{x}"] = (recipes / "mnist-lt-synthetic.yaml", [f"sampling.cache={caches[g]}"])
+    if "cbdm" in gens and not args.skip_bs:
+        arms[f"cbdm-bs{x}"] = (recipes / "mnist-lt-synthetic.yaml", [f"sampling.cache={caches['cbdm']}",
+                                                                      "loss.kind=balanced-softmax", "loss.prior=sampled",
+                                                                      f"sampling.target={weights}"])
     if args.filter_confidence >= 0:  # the ablation: drop synthetic images a real-data classifier rejects
-        for arm in ("ddpm", "cbdm"):
-            filtered = ensure_filtered(caches[arm], args, log)
-            arms[f"{arm}-ce-filtered"] = (recipes / "mnist-lt-synthetic.yaml", [f"sampling.cache={filtered}"])
+        for g in gens:
+            filtered = ensure_filtered(caches[g], args, log)
+            arms[f"{g}-ce-filtered{x}"] = (recipes / "mnist-lt-synthetic.yaml", [f"sampling.cache={filtered}"])
     t1 = time.time()
     for name, (recipe, sets) in arms.items():
         out = work / "arms" / name

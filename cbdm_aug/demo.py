@@ -35,7 +35,7 @@ class DemoConfig:
     gen_lr: float = 1e-3            # a short CPU run needs a larger step than the paper's 2e-4
     tau: float = 1.0
     guidance: float = 1.0
-    sampler: str = "dpmpp"
+    sampler: str = "dpmpp-sde"
     sample_steps: int = 20
     filter_confidence: float | None = 0.5  # drop synthetic images the real-data classifier does not
                                     # give their class with this probability (None: keep all). On

@@ -315,7 +315,7 @@ def test_generate_prints_the_plan_writes_a_balanced_cache_and_inspect_draws_a_gr
     assert r.exit_code != 0 and "pass --overwrite" in r.output
     r = CliRunner().invoke(cli, ["inspect", str(out), "--grid", str(png)])
     assert r.exit_code == 0, r.output
-    assert "dpmpp 3 steps" in r.output and "complete" in r.output
+    assert "dpmpp-sde 3 steps" in r.output and "complete" in r.output
     from PIL import Image
     assert Image.open(png).size[1] > 3 * 8  # three rows
 

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 class SamplerSettings:
     """What decides the images, besides the generator and the plan (not batch size or device)."""
 
-    sampler: str = "dpmpp"
+    sampler: str = "dpmpp-sde"
     steps: int = 20
     guidance: float = 1.6
     seed: int = 0

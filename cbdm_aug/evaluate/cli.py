@@ -59,7 +59,7 @@ def _real_data(real, split, longtail, imbalance, max_per_class, data_seed, run_d
 @click.option("--near-copy-ratio", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="A generated image is a near-copy when closer to a training image than this times that "
                    "image's distance to its nearest same-class neighbour.")
-@click.option("--sampler", type=click.Choice(SAMPLER_NAMES), default="dpmpp", show_default=True)
+@click.option("--sampler", type=click.Choice(SAMPLER_NAMES), default="dpmpp-sde", show_default=True)
 @click.option("--steps", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--guidance", type=click.FloatRange(min=0), default=1.6, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Sampling and subset seed.")

@@ -40,7 +40,7 @@ class EvalOptions:
     real_per_class: int | None = None      # reference images per class; None: samples_per_class
     k: int = M.DEFAULT_K
     near_copy_ratio: float = M.NEAR_COPY_RATIO
-    sampler: str = "dpmpp"
+    sampler: str = "dpmpp-sde"
     steps: int = 20
     guidance: float = 1.6
     seed: int = 0

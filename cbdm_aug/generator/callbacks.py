@@ -52,7 +52,7 @@ def class_grid(unet, num_classes: int, image_size: int, channels: int, per_class
     was_training = unet.training
     unet.eval()
     x = sample(unet, labels, seeds, image_size=image_size, channels=channels, null_class=num_classes,
-               sampler="dpmpp", steps=steps, guidance=guidance)
+               sampler="dpmpp-sde", steps=steps, guidance=guidance)
     unet.train(was_training)
     return x
 

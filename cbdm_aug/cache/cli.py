@@ -41,7 +41,7 @@ def _parse_shard(value: str | None) -> tuple[int, int] | None:
 @click.option("--sampler", type=click.Choice(SAMPLER_NAMES), default="dpmpp-sde", show_default=True,
               help="ddpm is the paper's 1000-step reference; ddim, dpmpp (DPM-Solver++ 2M) and dpmpp-sde "
                    "(its stochastic variant) are fast. dpmpp-sde at 20 steps matched the reference's quality "
-                   "at 1/50 of its cost in benchmarks/results/sampler_quality.md.")
+                   "at 1/71 of its cost in benchmarks/results/sampler_quality.md.")
 @click.option("--steps", type=click.IntRange(min=1), default=None,
               help="Sampling steps [default: ddpm 1000, ddim 50, dpmpp and dpmpp-sde 20].")
 @click.option("--guidance", type=click.FloatRange(min=0), default=1.6, show_default=True,

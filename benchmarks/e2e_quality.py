@@ -38,6 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _env import environment  # noqa: E402
 
+from cbdm_aug.cache.reader import is_complete  # noqa: E402
+
 MNIST_LT = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
 
 
@@ -72,9 +74,10 @@ def ensure_cache(arm: str, run_dir: Path, args, work: Path, log: Path) -> Path:
     counts_file = work / "topup_counts.json"
     counts_file.write_text(json.dumps(counts))
     out = work / f"{arm}{_suffix(args)}.h5"
-    run([cbdm_aug(), "generate", run_dir, "--out", out, "--counts-file", counts_file, "--sampler", args.sampler,
-         "--steps", args.sample_steps, "--guidance", args.guidance, "--seed", 0, "--batch-size", 256,
-         "--device", "cpu"], log) if not _complete(out) else None
+    if not is_complete(out):
+        run([cbdm_aug(), "generate", run_dir, "--out", out, "--counts-file", counts_file, "--sampler", args.sampler,
+             "--steps", args.sample_steps, "--guidance", args.guidance, "--seed", 0, "--batch-size", 256,
+             "--device", "cpu"], log)
     return out
 
 
@@ -85,23 +88,11 @@ def _suffix(args) -> str:
 
 def ensure_filtered(cache: Path, args, log: Path) -> Path:
     out = cache.with_name(cache.stem + "-filtered.h5")
-    if not _complete(out):
+    if not is_complete(out):
         run([cbdm_aug(), "filter-cache", cache, "--out", out, "--real", args.data, "--longtail", "exp",
              "--imbalance", 100, "--max-per-class", 5000, "--data-seed", 0, "--confidence",
              args.filter_confidence, "--quiet", "--overwrite"], log)
     return out
-
-
-def _complete(path: Path) -> bool:
-    if not path.exists():
-        return False
-    from cbdm_aug.cache.reader import SyntheticCache
-
-    try:
-        SyntheticCache(path)
-        return True
-    except ValueError:
-        return False
 
 
 def main(argv=None):

@@ -115,6 +115,7 @@ def run_demo(cfg: DemoConfig, out: str | Path, echo=print) -> dict:
     import torch
 
     from cbdm_aug.cache.generate import SamplerSettings, generate_cache
+    from cbdm_aug.cache.reader import is_complete
     from cbdm_aug.cache.plan import make_plan
     from cbdm_aug.classify.report import compare_plot, compare_table, load_run
     from cbdm_aug.classify.train import train_run
@@ -153,7 +154,7 @@ def run_demo(cfg: DemoConfig, out: str | Path, echo=print) -> dict:
     echo(count_table(gen.class_names, ("real", gen.meta["class_counts"]), ("synthetic", plan.counts)))
     cache = out / "synthetic.h5"
     settings = SamplerSettings(cfg.sampler, cfg.sample_steps, cfg.guidance, cfg.seed)
-    if not cache.exists() or not _cache_complete(cache):
+    if not is_complete(cache):
         generate_cache(gen, cache, plan, settings, batch_size=256)
     if cfg.filter_confidence is not None:
         cache = _filter(cache, split, cfg, out, echo)
@@ -187,10 +188,11 @@ def run_demo(cfg: DemoConfig, out: str | Path, echo=print) -> dict:
 def _filter(cache: Path, split: Path, cfg: DemoConfig, out: Path, echo) -> Path:
     """Drop synthetic images a classifier trained on the real training split does not recognise."""
     from cbdm_aug.evaluate.features import train_classifier_space
+    from cbdm_aug.cache.reader import is_complete
     from cbdm_aug.evaluate.filter import filter_cache, removed_table
 
     filtered = out / "synthetic-filtered.h5"
-    if _cache_complete(filtered):
+    if is_complete(filtered):
         return filtered
     d = np.load(split)
     names = [str(n) for n in d["class_names"]]
@@ -200,16 +202,6 @@ def _filter(cache: Path, split: Path, cfg: DemoConfig, out: Path, echo) -> Path:
                           overwrite=True, progress=False, command="cbdm-aug demo")
     echo(removed_table(record))
     return filtered
-
-
-def _cache_complete(path: Path) -> bool:
-    from cbdm_aug.cache.reader import SyntheticCache
-
-    try:
-        SyntheticCache(path)
-        return True
-    except ValueError:
-        return False
 
 
 def _gain_line(runs) -> str:

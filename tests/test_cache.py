@@ -237,6 +237,19 @@ def test_the_reader_refuses_a_truncated_file(small_cache):
         SyntheticCache(path)
 
 
+def test_is_complete_says_yes_only_for_a_finished_readable_cache(small_cache, tmp_path):
+    from cbdm_aug.cache.reader import is_complete
+
+    path, _ = small_cache
+    assert is_complete(path)
+    assert not is_complete(tmp_path / "missing.h5")
+    with h5py.File(path, "r+") as f:
+        f.attrs["complete"] = False
+    assert not is_complete(path)
+    (tmp_path / "text.h5").write_text("hello")
+    assert not is_complete(tmp_path / "text.h5")
+
+
 def test_the_reader_refuses_a_foreign_hdf5_file_and_a_non_hdf5_file(tmp_path):
     with h5py.File(tmp_path / "x.h5", "w") as f:
         f["images"] = np.zeros((2, 8, 8, 3), np.uint8)

@@ -96,21 +96,28 @@ def test_compare_rejects_a_folder_without_a_run(tmp_path):
     assert result.exit_code != 0 and "not a classifier run" in result.output
 
 
-def test_the_synthetic_mode_mixes_a_cache_in_through_the_plugin(tmp_path, tiny_npz):
+def _train_with_cache(tmp_path, npz, cache_size, *extra_sets):
+    """Train the tiny recipe for one epoch on the real set plus a cache of 10 and 25 random images of
+    classes 1 and 2 (``cache_size`` pixels square); returns metrics.json's train_counts."""
     from cbdm_aug.cache.writer import write_cache
 
-    # 16x16 synthetic images for the two tail classes: the trainer resizes them to the real 8x8.
     rng = np.random.default_rng(1)
     labels = np.array([1] * 10 + [2] * 25)
-    write_cache(tmp_path / "syn.h5", rng.integers(0, 255, (35, 16, 16, 1), dtype=np.uint8), labels,
-                class_names=["0", "1", "2"])
+    write_cache(tmp_path / "syn.h5", rng.integers(0, 255, (35, cache_size, cache_size, 1), dtype=np.uint8),
+                labels, class_names=["0", "1", "2"])
     out = tmp_path / "run"
-    result = CliRunner().invoke(train_classifier, [str(_recipe(tmp_path, tiny_npz)), "--out", str(out),
-                                                   "--no-progress", "--set", "schedule.epochs=1",
-                                                   "--set", "sampling.mode=synthetic",
-                                                   "--set", f"sampling.cache={tmp_path / 'syn.h5'}"])
+    args = [str(_recipe(tmp_path, npz)), "--out", str(out), "--no-progress", "--set", "schedule.epochs=1",
+            "--set", "sampling.mode=synthetic", "--set", f"sampling.cache={tmp_path / 'syn.h5'}"]
+    for s in extra_sets:
+        args += ["--set", s]
+    result = CliRunner().invoke(train_classifier, args)
     assert result.exit_code == 0, result.output
-    counts = json.loads((out / "metrics.json").read_text())["train_counts"]
+    return json.loads((out / "metrics.json").read_text())["train_counts"]
+
+
+def test_the_synthetic_mode_mixes_a_cache_in_through_the_plugin(tmp_path, tiny_npz):
+    # 16x16 synthetic images for the two tail classes: the trainer resizes them to the real 8x8.
+    counts = _train_with_cache(tmp_path, tiny_npz, 16)
     assert counts["synthetic_available"] == [0, 10, 25]
     draws = counts["epoch0_draws"]
     assert sum(draws["real"]) + sum(draws["synthetic"]) == 70  # the real set's size, as the baseline
@@ -118,21 +125,7 @@ def test_the_synthetic_mode_mixes_a_cache_in_through_the_plugin(tmp_path, tiny_n
 
 
 def test_a_sampled_prior_makes_balanced_softmax_correct_only_what_the_sampler_leaves(tmp_path, tiny_npz):
-    from cbdm_aug.cache.writer import write_cache
-
-    rng = np.random.default_rng(1)
-    labels = np.array([1] * 10 + [2] * 25)
-    write_cache(tmp_path / "syn.h5", rng.integers(0, 255, (35, 8, 8, 1), dtype=np.uint8), labels,
-                class_names=["0", "1", "2"])
-    out = tmp_path / "run"
-    result = CliRunner().invoke(train_classifier, [str(_recipe(tmp_path, tiny_npz)), "--out", str(out),
-                                                   "--no-progress", "--set", "schedule.epochs=1",
-                                                   "--set", "sampling.mode=synthetic",
-                                                   "--set", f"sampling.cache={tmp_path / 'syn.h5'}",
-                                                   "--set", "loss.kind=balanced-softmax",
-                                                   "--set", "loss.prior=sampled"])
-    assert result.exit_code == 0, result.output
-    counts = json.loads((out / "metrics.json").read_text())["train_counts"]
+    counts = _train_with_cache(tmp_path, tiny_npz, 8, "loss.kind=balanced-softmax", "loss.prior=sampled")
     draws = counts["epoch0_draws"]
     assert counts["loss_prior"] == [r + s for r, s in zip(draws["real"], draws["synthetic"])]
     assert counts["loss_prior"] != counts["real"]

@@ -88,6 +88,17 @@ def read_header(path: str | os.PathLike, *, require_complete: bool = True) -> di
         return check_header(f, Path(path), require_complete=require_complete)
 
 
+def is_complete(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a finished cache that readers accept (False if missing, partial or bad)."""
+    if not Path(path).exists():
+        return False
+    try:
+        read_header(path)
+        return True
+    except ValueError:  # CacheError: unfinished, truncated, foreign or future
+        return False
+
+
 class SyntheticCache:
     """A complete synthetic cache as a map-style dataset of (uint8 (H, W, C) array, int label).
 

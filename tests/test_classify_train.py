@@ -129,3 +129,60 @@ def test_a_sampled_prior_makes_balanced_softmax_correct_only_what_the_sampler_le
     draws = counts["epoch0_draws"]
     assert counts["loss_prior"] == [r + s for r, s in zip(draws["real"], draws["synthetic"])]
     assert counts["loss_prior"] != counts["real"]
+
+
+def test_synthetic_weight_scales_only_the_synthetic_samples_of_the_batch_loss():
+    import torch
+
+    from cbdm_aug.classify.train import weighted_loss
+
+    per_sample = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    syn = torch.tensor([False, False, True, True])
+    assert weighted_loss(per_sample, syn, 1.0) == per_sample.mean()
+    assert weighted_loss(per_sample, syn, 0.0) == torch.tensor(1.5)  # the real samples' mean
+    expected = (1 + 2 + 0.3 * (3 + 4)) / (2 + 0.3 * 2)
+    assert torch.isclose(weighted_loss(per_sample, syn, 0.3), torch.tensor(expected))
+    assert weighted_loss(per_sample, torch.ones(4, dtype=torch.bool), 0.0) == 0
+
+
+def test_a_weighted_synthetic_run_records_its_weight_and_trains(tmp_path, tiny_npz):
+    counts = _train_with_cache(tmp_path, tiny_npz, 8, "loss.synthetic_weight=0.3")
+    assert sum(counts["epoch0_draws"]["synthetic"]) > 0
+    assert "synthetic_weight: 0.3" in (tmp_path / "run" / "recipe.yaml").read_text()
+
+
+def test_crt_retrains_only_the_last_layer_on_real_images(tmp_path, tiny_npz):
+    import torch
+
+    out = tmp_path / "run"
+    args = [str(_recipe(tmp_path, tiny_npz)), "--out", str(out), "--no-progress", "--set", "schedule.epochs=1"]
+    assert CliRunner().invoke(train_classifier, args).exit_code == 0
+    before = torch.load(out / "model.pt")["state_dict"]
+    out2 = tmp_path / "crt"
+    args = [str(_recipe(tmp_path, tiny_npz)), "--out", str(out2), "--no-progress", "--set", "schedule.epochs=1",
+            "--set", "schedule.crt_epochs=2"]
+    result = CliRunner().invoke(train_classifier, args)
+    assert result.exit_code == 0, result.output
+    after = torch.load(out2 / "model.pt")["state_dict"]
+    # same seed, same first stage: the backbone (weights and batch-norm statistics) is untouched by cRT
+    for k in before:
+        if not k.startswith("fc."):
+            assert torch.equal(before[k], after[k]), k
+    assert not torch.equal(before["fc.weight"], after["fc.weight"])
+    stages = [row.get("stage") for row in json.loads((out2 / "metrics.json").read_text())["history"]]
+    assert stages == [None, "cRT", "cRT"]
+
+
+def test_randaugment_changes_images_but_keeps_their_shape_and_range():
+    import torch
+
+    from cbdm_aug.classify.train import make_transform
+
+    x = np.zeros((8, 8, 1), np.uint8)
+    x[2:6, 3:5] = 255
+    torch.manual_seed(0)
+    plain = make_transform(8, 1)(x)
+    tf = make_transform(8, 1, augment="randaugment", augment_ops=2, augment_magnitude=15)
+    outs = [tf(x) for _ in range(20)]
+    assert all(o.shape == (1, 8, 8) and o.dtype == torch.float32 and -1 <= o.min() and o.max() <= 1 for o in outs)
+    assert sum(not torch.equal(o, plain) for o in outs) >= 10

@@ -20,6 +20,7 @@ from cbdm_aug.classify.losses import LOSSES
 from cbdm_aug.errors import UserError
 
 SAMPLING_MODES = ("none", "class-balanced", "synthetic")
+AUGMENTS = ("none", "randaugment")
 
 
 class RecipeError(UserError):
@@ -44,6 +45,10 @@ class DataConfig:
     channels: int | None = None         # 1 or 3; None: keep the data's channels
     crop_padding: int = 0               # random crop after zero padding by this many pixels (0: off)
     hflip: bool = False                 # random horizontal flips
+    augment: str = "none"               # 'none' | 'randaugment': a RandAugment policy (Cubuk et al. 2020,
+                                        # torchvision's) on every training image, real and synthetic alike
+    augment_ops: int = 2                # RandAugment: operations per image
+    augment_magnitude: int = 9          # RandAugment: magnitude, 0..30
 
     def __post_init__(self):
         _check(self.longtail in ("exp", "step", "none"), f"data.longtail must be 'exp', 'step' or 'none', got {self.longtail!r}")
@@ -52,6 +57,9 @@ class DataConfig:
         _check(self.channels in (None, 1, 3), f"data.channels must be 1, 3 or null, got {self.channels}")
         _check(self.image_size is None or self.image_size >= 4, f"data.image_size must be >= 4, got {self.image_size}")
         _check(self.crop_padding >= 0, f"data.crop_padding must be >= 0, got {self.crop_padding}")
+        _check(self.augment in AUGMENTS, f"data.augment must be one of {AUGMENTS}, got {self.augment!r}")
+        _check(self.augment_ops >= 1, f"data.augment_ops must be >= 1, got {self.augment_ops}")
+        _check(0 <= self.augment_magnitude <= 30, f"data.augment_magnitude must be in [0, 30], got {self.augment_magnitude}")
         _check(not (self.test and self.holdout_per_class), "give data.test or data.holdout_per_class, not both")
 
 
@@ -86,12 +94,16 @@ class ScheduleConfig:
     warmup_epochs: float = 5.0          # linear warm-up from lr / (warm-up steps) to lr
     milestones: tuple[int, ...] = (160, 180)  # 'step': epochs at which lr is multiplied by gamma
     gamma: float = 0.01                 # 'step': the factor at each milestone
+    crt_epochs: int = 0                 # > 0: then classifier re-training (cRT, Kang et al. 2020): re-initialise
+                                        # the last layer and train only it for this many epochs on the real
+                                        # images, class-balanced, without synthetic ones (cosine from optim.lr)
 
     def __post_init__(self):
         _check(self.epochs >= 1, f"schedule.epochs must be >= 1, got {self.epochs}")
         _check(self.batch_size >= 1, f"schedule.batch_size must be >= 1, got {self.batch_size}")
         _check(self.kind in ("step", "cosine", "constant"), f"schedule.kind must be 'step', 'cosine' or 'constant', got {self.kind!r}")
         _check(self.warmup_epochs >= 0, f"schedule.warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        _check(self.crt_epochs >= 0, f"schedule.crt_epochs must be >= 0, got {self.crt_epochs}")
         _check(list(self.milestones) == sorted(self.milestones), f"schedule.milestones must be increasing, got {list(self.milestones)}")
 
 
@@ -103,11 +115,14 @@ class LossConfig:
     prior: str = "real"                 # the class prior of balanced-softmax / logit-adjustment: 'real'
                                         # training counts, or 'sampled': what the sampler draws per epoch
                                         # (real + synthetic), so the loss corrects only the imbalance left
+    synthetic_weight: float = 1.0       # loss weight of a synthetic image relative to a real one (DiffuLT
+                                        # uses about 0.3); the batch loss is the weighted mean
 
     def __post_init__(self):
         _check(self.prior in ("real", "sampled"), f"loss.prior must be 'real' or 'sampled', got {self.prior!r}")
         _check(self.kind in LOSSES, f"loss.kind must be one of {LOSSES}, got {self.kind!r}")
         _check(0 <= self.label_smoothing < 1, f"loss.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        _check(0 <= self.synthetic_weight <= 1e3, f"loss.synthetic_weight must be in [0, 1000], got {self.synthetic_weight}")
 
 
 @dataclass(frozen=True)

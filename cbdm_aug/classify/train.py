@@ -43,8 +43,10 @@ class ArrayDataset(Dataset):
         return (self.transform(x) if self.transform else x), int(self.targets[i])
 
 
-def make_transform(image_size: int, channels: int, crop_padding: int = 0, hflip: bool = False):
-    """uint8 HWC array -> float (C, H, W) in [-1, 1], with the recipe's random crop and flip.
+def make_transform(image_size: int, channels: int, crop_padding: int = 0, hflip: bool = False,
+                   augment: str = "none", augment_ops: int = 2, augment_magnitude: int = 9):
+    """uint8 HWC array -> float (C, H, W) in [-1, 1], with the recipe's augmentation: a RandAugment
+    policy (``augment='randaugment'``), then the random crop and flip.
 
     Images of another size or channel count (a synthetic cache) are first converted to
     ``image_size`` and ``channels``.
@@ -61,6 +63,8 @@ def make_transform(image_size: int, channels: int, crop_padding: int = 0, hflip:
         return torch.from_numpy(np.array(x, dtype=np.uint8)).permute(2, 0, 1)  # a copy: cache arrays are read-only
 
     steps = [to_tensor]
+    if augment == "randaugment":
+        steps.append(v2.RandAugment(num_ops=augment_ops, magnitude=augment_magnitude))
     if crop_padding:
         steps.append(v2.RandomCrop(image_size, padding=crop_padding))
     if hflip:
@@ -130,6 +134,32 @@ def _lr_factor(recipe: Recipe, steps_per_epoch: int):
     return factor
 
 
+class _Sourced(Dataset):
+    """Items ``(image, label, is_synthetic)`` of a dataset with an ``is_synthetic`` array (all real
+    when it has none), so the loss can weight the two sources."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+        self.is_synthetic = np.asarray(getattr(dataset, "is_synthetic", np.zeros(len(dataset), bool)))
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        x, y = self.dataset[i]
+        return x, y, bool(self.is_synthetic[i])
+
+
+def weighted_loss(per_sample: torch.Tensor, is_synthetic: torch.Tensor, synthetic_weight: float) -> torch.Tensor:
+    """The batch loss: the mean of ``per_sample`` (B,) with synthetic samples weighted by
+    ``synthetic_weight`` relative to real ones (weights normalised to sum to one, so the loss keeps the
+    scale of a plain mean; a batch of only synthetic images with weight 0 gives 0)."""
+    if synthetic_weight == 1.0:
+        return per_sample.mean()
+    w = torch.where(is_synthetic.to(per_sample.device), synthetic_weight, 1.0).to(per_sample.dtype)
+    return (w * per_sample).sum() / w.sum().clamp_min(1e-12)
+
+
 def _build_training_set(recipe: Recipe, train, transform):
     """(dataset, sampler) for the recipe's sampling mode."""
     real = ArrayDataset(train.images, train.labels, train.class_names)
@@ -188,8 +218,6 @@ def predict(model: torch.nn.Module, images: np.ndarray, batch_size: int, device:
 
 def train_run(recipe: Recipe, out_dir: str | Path, progress: bool = True, command: str = "") -> dict:
     """Train, evaluate and write one run folder; returns the metrics.json content."""
-    from tqdm.auto import tqdm
-
     from cbdm_aug.classify.losses import ClassifierLoss
     from cbdm_aug.classify.metrics import classification_metrics
     from cbdm_aug.classify.report import write_run_report
@@ -209,14 +237,14 @@ def train_run(recipe: Recipe, out_dir: str | Path, progress: bool = True, comman
              len(test), device)
 
     d = recipe.data
-    transform = make_transform(size, channels, d.crop_padding, d.hflip)
+    transform = make_transform(size, channels, d.crop_padding, d.hflip, d.augment, d.augment_ops, d.augment_magnitude)
     dataset, sampler = _build_training_set(recipe, train, transform)
     synthetic_available = (np.bincount(np.asarray(dataset.labels)[np.asarray(dataset.is_synthetic)],
                                        minlength=C).tolist() if hasattr(dataset, "is_synthetic") else [0] * C)
     draws = _epoch_draws(dataset, sampler, C)
     bs = recipe.schedule.batch_size
     g = torch.Generator().manual_seed(recipe.seed)
-    loader = DataLoader(dataset, batch_size=bs, sampler=sampler, num_workers=recipe.num_workers,
+    loader = DataLoader(_Sourced(dataset), batch_size=bs, sampler=sampler, num_workers=recipe.num_workers,
                         drop_last=len(sampler) >= bs, generator=g, pin_memory=device.type == "cuda",
                         persistent_workers=recipe.num_workers > 0)
 
@@ -234,32 +262,12 @@ def train_run(recipe: Recipe, out_dir: str | Path, progress: bool = True, comman
 
     ev = recipe.eval
     history = []
-    for epoch in range(recipe.schedule.epochs):
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
-        model.train()
-        total_loss, correct, seen = 0.0, 0, 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{recipe.schedule.epochs}", leave=False, disable=not progress)
-        for x, y in bar:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            logits = model(x)
-            loss = criterion(logits, y).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total_loss += float(loss.detach()) * len(y)
-            correct += int((logits.argmax(1) == y).sum())
-            seen += len(y)
-            bar.set_postfix(loss=f"{total_loss / seen:.3f}", lr=f"{opt.param_groups[0]['lr']:.3g}")
-        row = {"epoch": epoch + 1, "loss": total_loss / max(seen, 1), "train_acc": correct / max(seen, 1),
-               "lr": opt.param_groups[0]["lr"]}
-        if ev.every and (epoch + 1) % ev.every == 0 and epoch + 1 < recipe.schedule.epochs:
-            row["test_top1"] = classification_metrics(predict(model, test.images, ev.batch_size, device),
-                                                      test.labels, real_counts)["top1"]
-        history.append(row)
-        log.info("epoch %d/%d loss %.4f train acc %.3f%s", epoch + 1, recipe.schedule.epochs, row["loss"],
-                 row["train_acc"], f" test top1 {row['test_top1']:.3f}" if "test_top1" in row else "")
+    evaluate = (lambda: classification_metrics(predict(model, test.images, ev.batch_size, device),
+                                               test.labels, real_counts)["top1"])
+    _train_epochs(model, loader, sampler, criterion, opt, sched, recipe.schedule.epochs, device,
+                  recipe.loss.synthetic_weight, ev.every, evaluate, history, progress, stage="")
+    if recipe.schedule.crt_epochs:
+        _classifier_retraining(recipe, model, train, transform, C, device, evaluate, history, progress)
 
     preds = predict(model, test.images, ev.batch_size, device)
     metrics = classification_metrics(preds, test.labels, real_counts, ev.many_threshold, ev.few_threshold)
@@ -277,6 +285,69 @@ def train_run(recipe: Recipe, out_dir: str | Path, progress: bool = True, comman
     (out / "metrics.json").write_text(json.dumps(result, indent=1))
     write_run_report(result, out)
     return result
+
+
+def _train_epochs(model, loader, sampler, criterion, opt, sched, epochs: int, device, synthetic_weight: float,
+                  eval_every: int, evaluate, history: list, progress: bool, stage: str) -> None:
+    """The SGD loop: ``epochs`` passes over ``loader`` (items ``(x, y, is_synthetic)``), one history
+    row per epoch (test top-1 every ``eval_every`` epochs but the last)."""
+    from tqdm.auto import tqdm
+
+    for epoch in range(epochs):
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        if not stage:
+            model.train()
+        total_loss, correct, seen = 0.0, 0, 0
+        bar = tqdm(loader, desc=f"{stage}epoch {epoch + 1}/{epochs}", leave=False, disable=not progress)
+        for x, y, syn in bar:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            logits = model(x)
+            loss = weighted_loss(criterion(logits, y), syn, synthetic_weight)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total_loss += float(loss.detach()) * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(y)
+            bar.set_postfix(loss=f"{total_loss / seen:.3f}", lr=f"{opt.param_groups[0]['lr']:.3g}")
+        row = {"epoch": epoch + 1, "loss": total_loss / max(seen, 1), "train_acc": correct / max(seen, 1),
+               "lr": opt.param_groups[0]["lr"], **({"stage": stage.strip()} if stage else {})}
+        if eval_every and (epoch + 1) % eval_every == 0 and epoch + 1 < epochs:
+            row["test_top1"] = evaluate()
+        history.append(row)
+        log.info("%sepoch %d/%d loss %.4f train acc %.3f%s", stage, epoch + 1, epochs, row["loss"],
+                 row["train_acc"], f" test top1 {row['test_top1']:.3f}" if "test_top1" in row else "")
+
+
+def _classifier_retraining(recipe: Recipe, model, train, transform, num_classes: int, device, evaluate,
+                           history: list, progress: bool) -> None:
+    """cRT (Kang et al., ICLR 2020, sec. 3): keep the learned representation, re-initialise the last
+    layer and train only it with class-balanced sampling of the real training images and plain
+    cross-entropy. The backbone stays in eval mode, so its batch-norm statistics do not move."""
+    from cbdm_aug.classify.losses import ClassifierLoss
+    from cbdm_aug.plugin.sampler import BalancedSyntheticSampler
+
+    real = ArrayDataset(train.images, train.labels, train.class_names, transform)
+    sampler = BalancedSyntheticSampler(real, target="uniform", num_samples=len(real), seed=recipe.seed + 10_007)
+    bs = recipe.schedule.batch_size
+    loader = DataLoader(_Sourced(real), batch_size=bs, sampler=sampler, drop_last=len(sampler) >= bs,
+                        num_workers=recipe.num_workers, generator=torch.Generator().manual_seed(recipe.seed))
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.reset_classifier(num_classes)
+    model.to(device).eval()
+    head = model.get_classifier()
+    o = recipe.optim
+    opt = torch.optim.SGD(head.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    total = recipe.schedule.crt_epochs * len(loader)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 * (1 + math.cos(math.pi * step / max(1, total))))
+    criterion = ClassifierLoss("ce", [1] * num_classes).to(device)
+    _train_epochs(model, loader, sampler, criterion, opt, sched, recipe.schedule.crt_epochs, device, 1.0,
+                  recipe.eval.every, evaluate, history, progress, stage="cRT ")
+    for p in model.parameters():
+        p.requires_grad_(True)
 
 
 def train_seeds(recipe: Recipe, seeds: list[int], out_dir: str | Path, progress: bool = True,

@@ -1,6 +1,12 @@
 """Filter a synthetic cache: drop images that a classifier trained on the real data does not assign
-to their class with enough confidence, and near-copies of training images (as DiffuLT and other
-recognition work do before training on generated data).
+to their class with enough confidence, images far from their class's real images in that
+classifier's feature space (DiffuLT, Shao et al. 2024, keeps only "approximately in-distribution"
+samples), and near-copies of training images.
+
+The feature-distance criterion: for class c, mu_c is the mean feature of its real training images
+and r_c the ``feature_quantile`` quantile of their distances to mu_c; a generated image of class c
+is kept when its distance to mu_c is at most r_c. With q = 0.95 an image is kept when it is no
+farther out than 95% of the real images of its class.
 
 The filtered cache is a normal schema-v1 cache with the kept images (in their original order, with
 their seeds), and a ``filter`` attribute (JSON) that records the criteria, the classifier, and
@@ -27,13 +33,16 @@ DEFAULT_CONFIDENCE = 0.5
 
 def filter_cache(cache: str | os.PathLike, out: str | os.PathLike, space: FeatureSpace, train_images: np.ndarray,
                  train_labels: np.ndarray, *, confidence: float = DEFAULT_CONFIDENCE,
-                 near_copy_ratio: float = M.NEAR_COPY_RATIO, overwrite: bool = False,
+                 near_copy_ratio: float = M.NEAR_COPY_RATIO, feature_quantile: float | None = None,
+                 overwrite: bool = False,
                  batch_size: int = 512, progress: bool = True, command: str = "") -> dict:
     """Write the images of ``cache`` that pass both criteria to ``out``; returns the ``filter`` record.
 
     An image of class c is kept when the classifier's softmax probability of c is >= ``confidence``
     and it is not a near-copy of a training image of class c (``metrics.memorisation`` with
-    ``near_copy_ratio``). ``train_images`` are the real training images, uint8 (N, H, W, C).
+    ``near_copy_ratio``). With ``feature_quantile`` q it must also lie within its class's
+    q-quantile feature distance (module docstring). ``train_images`` are the real training images,
+    uint8 (N, H, W, C).
     """
     from tqdm.auto import tqdm
 
@@ -46,6 +55,8 @@ def filter_cache(cache: str | os.PathLike, out: str | os.PathLike, space: Featur
         raise EvaluateError(f"--confidence must be in [0, 1], got {confidence}")
     if not 0 <= near_copy_ratio <= 1:
         raise EvaluateError(f"--near-copy-ratio must be in [0, 1], got {near_copy_ratio}")
+    if feature_quantile is not None and not 0 < feature_quantile <= 1:
+        raise EvaluateError(f"--feature-quantile must be in (0, 1], got {feature_quantile}")
     if out.exists() and not overwrite:
         raise EvaluateError(f"{out}: already exists; pass --overwrite to replace it")
     if out.resolve() == cache.resolve():
@@ -62,12 +73,18 @@ def filter_cache(cache: str | os.PathLike, out: str | os.PathLike, space: Featur
         labels, seeds = syn.labels, syn.seeds
         confident = np.zeros(len(syn), bool)
         copy = np.zeros(len(syn), bool)
+        near = np.ones(len(syn), bool)
+        if feature_quantile is not None:
+            centre, radius = class_feature_radii(space, train_images, train_labels, C, feature_quantile)
         for i in tqdm(range(0, len(syn), batch_size), desc=f"filter {cache.name}", disable=not progress):
             j = min(i + batch_size, len(syn))
             x = np.stack([syn[k][0] for k in range(i, j)])
             y = labels[i:j]
             p = space.predict_proba(x)
             confident[i:j] = (p[torch.arange(j - i), torch.as_tensor(y)] >= confidence).numpy()
+            if feature_quantile is not None:
+                d = (space.extract(x) - centre[torch.as_tensor(y)]).norm(dim=1)
+                near[i:j] = (d <= radius[torch.as_tensor(y)]).numpy()
             pix = M.pixel_vectors(x)
             for c in np.unique(y):
                 m = y == c
@@ -75,19 +92,24 @@ def filter_cache(cache: str | os.PathLike, out: str | os.PathLike, space: Featur
                     d, nearest = M.nearest_distance(pix[m], by_class[c])
                     limit = near_copy_ratio * sibling[c][nearest] if sibling[c] is not None else M.NEAR_COPY_FALLBACK
                     copy[i:j][m] = (d < limit).numpy()
-        keep = confident & ~copy
+        keep = confident & ~copy & near
         count = lambda m: np.bincount(labels[m], minlength=C).tolist()  # noqa: E731
         record = {
             "criteria": {"classifier_confidence_min": confidence,
                          "near_copy": (f"RMS pixel distance to the nearest same-class training image < {near_copy_ratio} x "
                                        f"that image's distance to its own nearest same-class neighbour "
                                        f"(< {M.NEAR_COPY_FALLBACK} for a class with one training image)"),
-                         "near_copy_ratio": near_copy_ratio},
+                         "near_copy_ratio": near_copy_ratio,
+                         "feature_quantile": feature_quantile,
+                         "feature_distance": (None if feature_quantile is None else
+                                              f"distance to the class's mean real feature <= the {feature_quantile} "
+                                              "quantile of the class's real images' distances")},
             "classifier": space.description, "source": str(cache),
             "before": dict(zip(names, count(np.ones(len(labels), bool)))),
             "kept": dict(zip(names, count(keep))),
             "removed_low_confidence": dict(zip(names, count(~confident))),
             "removed_near_copy": dict(zip(names, count(copy))),
+            "removed_far_from_class": dict(zip(names, count(~near))),
             "removed_both": dict(zip(names, count(~confident & copy))),
             "command": command,
         }
@@ -112,6 +134,22 @@ def filter_cache(cache: str | os.PathLike, out: str | os.PathLike, space: Featur
         finally:
             tmp.unlink(missing_ok=True)
     return record
+
+
+def class_feature_radii(space: FeatureSpace, images: np.ndarray, labels: np.ndarray, num_classes: int,
+                        quantile: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mu float (C, D), r float (C,)): each class's mean real feature and the ``quantile`` quantile of its
+    real images' distances to it. A class without real images gets r = inf (nothing to compare with)."""
+    feats = space.extract(images)
+    labels = torch.as_tensor(labels)
+    centre = torch.zeros(num_classes, feats.shape[1])
+    radius = torch.full((num_classes,), float("inf"))
+    for c in range(num_classes):
+        f = feats[labels == c]
+        if len(f):
+            centre[c] = f.mean(0)
+            radius[c] = torch.quantile((f - centre[c]).norm(dim=1), quantile)
+    return centre, radius
 
 
 def removed_table(record: dict) -> str:

@@ -129,9 +129,11 @@ def prepare_run_dir(out: Path, cfg: FitConfig, resume: bool) -> Path | None:
     existing = out / RUN_CONFIG
     if existing.exists():
         try:
-            old = json.loads(existing.read_text())["config"]
-        except (json.JSONDecodeError, KeyError, UnicodeDecodeError):
-            raise RunDirError(f"{existing}: unreadable run config; choose another --out") from None
+            # Through the dataclasses, so a setting added since the run started reads as its default.
+            old = FitConfig.from_dict(json.loads(existing.read_text())["config"]).to_dict()
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, UnicodeDecodeError):
+            raise RunDirError(f"{existing}: unreadable run config (or one from a newer cbdm-aug); "
+                              "choose another --out") from None
         diffs = _diff(old, cfg.to_dict())
         if diffs:
             raise RunDirError(f"{out} already holds a different run ({'; '.join(diffs[:3])}); "

@@ -89,7 +89,7 @@ def cbdm_loss(unet, x0: torch.Tensor, y: torch.Tensor, alpha_bar: torch.Tensor, 
         eps_y = unet(x_t, t, class_labels=y_in).sample
         zero = torch.zeros(n, device=device)
         dm = _mse(eps_y, eps)
-        return {"loss": w_snr * dm, "dm": dm, "reg": zero, "commit": zero, "t": t, "keep": keep}
+        return {"loss": w_snr * dm, "dm": dm, "reg": zero, "commit": zero, "l_reg": zero, "t": t, "keep": keep}
 
     y_prime = torch.multinomial(q_target.float(), n, replacement=True, generator=generator).to(device)
     # Both branches in one forward pass on the concatenated batch (same x_t and t, labels y and y').
@@ -99,8 +99,9 @@ def cbdm_loss(unet, x0: torch.Tensor, y: torch.Tensor, alpha_bar: torch.Tensor, 
     reg = _mse(eps_y, eps_y_prime.detach())        # moves only the y branch
     commit = _mse(eps_y.detach(), eps_y_prime)     # moves only the y' branch
     weight = cfg.tau * (t.float() / T) * keep.float()
-    loss = w_snr * dm + weight * (reg + cfg.gamma * commit)
-    return {"loss": loss, "dm": dm, "reg": reg, "commit": commit, "t": t, "keep": keep, "y_prime": y_prime}
+    l_reg = weight * (reg + cfg.gamma * commit)
+    return {"loss": w_snr * dm + l_reg, "dm": dm, "reg": reg, "commit": commit, "l_reg": l_reg, "t": t,
+            "keep": keep, "y_prime": y_prime}
 
 
 def ddpm_alpha_bar(schedule: dict) -> torch.Tensor:

@@ -45,7 +45,7 @@ class CBDMModule(pl.LightningModule):
         if self.loss_cfg.tau > 0:
             # reg and commit have the same value and differ only in which branch they move; log the
             # weighted regulariser L_reg, and the raw distance between the y and y' predictions.
-            self.log("reg", loss - dm, prog_bar=True)
+            self.log("reg", terms["l_reg"].mean(), prog_bar=True)
             keep = terms["keep"].float()
             self.log("dist_y_yprime", (terms["reg"] * keep).sum() / keep.sum().clamp_min(1))
         return loss

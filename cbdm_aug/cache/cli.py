@@ -27,6 +27,25 @@ def _parse_shard(value: str | None) -> tuple[int, int] | None:
     return i, n
 
 
+def _feedback(run_dir, kind, scale, gen, device):
+    """(criterion, provenance) of classifier-feedback guidance, or (None, None) without a classifier."""
+    if run_dir is None:
+        return None, None
+    from cbdm_aug.classify.models import load_classifier_run
+    from cbdm_aug.diffusion.sampling import classifier_feedback
+    from cbdm_aug.generator.run_dir import sha256_file
+
+    model, info = load_classifier_run(run_dir, device)
+    shape = (int(info["data"]["image_size"]), int(info["data"]["channels"]))
+    if shape != (gen.image_size, gen.channels) or list(info["class_names"]) != list(gen.class_names):
+        raise click.ClickException(
+            f"--feedback-classifier {run_dir}: it takes {shape[0]}x{shape[0]}x{shape[1]} images of classes "
+            f"{info['class_names']}, the generator makes {gen.image_size}x{gen.image_size}x{gen.channels} "
+            f"images of {gen.class_names}")
+    return classifier_feedback(model, kind), {"classifier": str(run_dir), "kind": kind, "scale": float(scale),
+                                              "weights_sha256": sha256_file(Path(run_dir) / "model.pt")}
+
+
 @click.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The HDF5 cache to write.")
@@ -46,14 +65,21 @@ def _parse_shard(value: str | None) -> tuple[int, int] | None:
               help="Sampling steps [default: ddpm 1000, ddim 50, dpmpp and dpmpp-sde 20].")
 @click.option("--guidance", type=click.FloatRange(min=0), default=1.6, show_default=True,
               help="Classifier-free guidance w: eps = (1+w) eps(x,y) - w eps(x,null); 1.6 is the CBDM paper's.")
+@click.option("--feedback-classifier", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Classifier-feedback guidance: a `train-classifier` run folder whose classifier steers sampling "
+                   "towards images it is unsure of (Askari-Hemmat et al. 2024) [default: off].")
+@click.option("--feedback-kind", type=click.Choice(["entropy", "loss"]), default="entropy", show_default=True,
+              help="What the feedback ascends: the prediction's entropy or its loss for the image's label.")
+@click.option("--feedback-scale", type=click.FloatRange(min=0, min_open=True), default=0.5, show_default=True,
+              help="Feedback step: the predicted clean image moves by this times sigma_t along the gradient.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
               help="Images per forward pass; does not change the images.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Base seed of the run.")
 @click.option("--device", default=None, help="torch device [default: cuda if available, else cpu].")
 @click.option("--shard", default=None, metavar="i/n", help="Generate only slice i of n (join with merge-shards).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing cache instead of refusing or resuming.")
-def generate(run_dir, out, policy, per_class, target, counts_file, sampler, steps, guidance, batch_size,
-             seed, device, shard, overwrite):
+def generate(run_dir, out, policy, per_class, target, counts_file, sampler, steps, guidance, feedback_classifier,
+             feedback_kind, feedback_scale, batch_size, seed, device, shard, overwrite):
     """Generate a class-balanced synthetic cache from the generator in RUN_DIR.
 
     Rerunning the same command resumes a killed run.
@@ -77,7 +103,8 @@ def generate(run_dir, out, policy, per_class, target, counts_file, sampler, step
         real = gen.meta.get("class_counts")
         plan = make_plan(policy, gen.class_names, real, per_class=per_class, target=target,
                          counts_file=counts_file)
-        settings = SamplerSettings(sampler, steps, guidance, seed)
+        feedback, described = _feedback(feedback_classifier, feedback_kind, feedback_scale, gen, torch_device)
+        settings = SamplerSettings(sampler, steps, guidance, seed, described)
     except ValueError as e:
         raise click.ClickException(str(e)) from None
 
@@ -91,6 +118,9 @@ def generate(run_dir, out, policy, per_class, target, counts_file, sampler, step
                "file": ("--counts-file", counts_file)}[policy]
         words.append(f"{opt[0]} {shlex.quote(str(opt[1]))}")
     words.append(f"--sampler {sampler} --steps {steps} --guidance {guidance:g} --seed {seed}")
+    if feedback_classifier:
+        words.append(f"--feedback-classifier {shlex.quote(str(feedback_classifier))} --feedback-kind {feedback_kind} "
+                     f"--feedback-scale {feedback_scale:g}")
     if shard_t:
         words.append(f"--shard {shard_t[0]}/{shard_t[1]}")
     command = " ".join(words)
@@ -100,7 +130,7 @@ def generate(run_dir, out, policy, per_class, target, counts_file, sampler, step
     t0 = time.perf_counter()
     try:
         path = generate_cache(gen, out, plan, settings, batch_size=batch_size, shard=shard_t,
-                              overwrite=overwrite, command=command)
+                              overwrite=overwrite, command=command, feedback=feedback)
     except ValueError as e:
         raise click.ClickException(str(e)) from None
     from cbdm_aug.cache.reader import SyntheticCache

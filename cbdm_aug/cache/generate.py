@@ -39,6 +39,7 @@ class SamplerSettings:
     steps: int = 20
     guidance: float = 1.6
     seed: int = 0
+    feedback: dict | None = None  # classifier-feedback guidance: {"classifier", "weights_sha256", "kind", "scale"}
 
     def __post_init__(self):
         from cbdm_aug.diffusion.sampling import SAMPLERS
@@ -51,6 +52,15 @@ class SamplerSettings:
             raise ValueError(f"guidance must be finite and >= 0, got {self.guidance!r}")
         if not isinstance(self.seed, int) or not 0 <= self.seed < 2 ** 62:
             raise ValueError(f"seed must be an integer in [0, 2**62), got {self.seed!r}")
+        if self.feedback is not None and not 0 < self.feedback.get("scale", -1) < float("inf"):
+            raise ValueError(f"feedback scale must be finite and > 0, got {self.feedback.get('scale')!r}")
+
+    def record(self) -> dict:
+        """The settings as the cache stores them (no ``feedback`` key without feedback, as before it existed)."""
+        d = asdict(self)
+        if d["feedback"] is None:
+            del d["feedback"]
+        return d
 
 
 def image_seed(seed: int, label: int, k: int) -> int:
@@ -96,12 +106,14 @@ def _check_resumable(out: Path, expected: dict) -> int:
 
 def generate_cache(generator, out: str | os.PathLike, plan: Plan, settings: SamplerSettings, *,
                    batch_size: int = 64, shard: tuple[int, int] | None = None, overwrite: bool = False,
-                   progress: bool = True, command: str = "", on_batch=None) -> Path:
+                   progress: bool = True, command: str = "", on_batch=None, feedback=None) -> Path:
     """Sample ``plan``'s images from ``generator`` (a ``cbdm_aug.generator.run_dir.Generator``) into ``out``.
 
     Creates the file, or resumes a partial one made with the same settings. ``shard=(i, n)``
     writes only the i-th of n contiguous slices (join them with ``merge_shards``). Images are
     sampled on the generator's device. ``on_batch(num_done)`` is called after each batch is on disk.
+    ``feedback`` is the criterion of classifier-feedback guidance (``diffusion.sampling.classifier_feedback``),
+    described by ``settings.feedback``.
     """
     import torch
 
@@ -120,8 +132,10 @@ def generate_cache(generator, out: str | os.PathLike, plan: Plan, settings: Samp
         shard_info = {"index": shard[0], "count": shard[1], "start": start, "stop": stop}
         labels, seeds = labels[start:stop], seeds[start:stop]
     expected = {"class_names": list(generator.class_names), "generator": generator_identity(generator.meta),
-                "sampler": asdict(settings), "plan": plan.to_dict(), "shard": shard_info}
+                "sampler": settings.record(), "plan": plan.to_dict(), "shard": shard_info}
     expected = json.loads(json.dumps(expected))  # compare as the file stores them
+    if (feedback is None) != (settings.feedback is None):
+        raise ValueError("give classifier feedback and its description (settings.feedback) together")
     if out.exists() and overwrite:
         out.unlink()
     if out.exists():
@@ -147,7 +161,8 @@ def generate_cache(generator, out: str | os.PathLike, plan: Plan, settings: Samp
                 x = sample(generator.unet, torch.as_tensor(labels[i:j], device=device), seeds[i:j].tolist(),
                            image_size=generator.image_size, channels=generator.channels,
                            null_class=generator.null_class, sampler=settings.sampler, steps=settings.steps,
-                           guidance=settings.guidance, schedule=generator.schedule)
+                           guidance=settings.guidance, schedule=generator.schedule, feedback=feedback,
+                           feedback_scale=settings.feedback["scale"] if settings.feedback else 0.0)
                 writer.write(to_uint8(x).numpy())
                 if bar is not None:
                     bar.update(j - i)

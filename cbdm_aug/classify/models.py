@@ -24,6 +24,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.models import register_model
 
+from cbdm_aug.errors import UserError
+
 __all__ = ["CifarResNet"]
 
 WIDTHS = (16, 32, 64)
@@ -121,3 +123,33 @@ def resnet20_cifar(pretrained: bool = False, **kwargs) -> CifarResNet:
 def resnet8_cifar(pretrained: bool = False, **kwargs) -> CifarResNet:
     """ResNet-8 (n = 1): small enough to train on 28x28 or 8x8 images on a CPU in minutes."""
     return _create(1, pretrained, **kwargs)
+
+
+class ClassifierRunError(UserError):
+    """A folder that does not hold a loadable ``train-classifier`` run."""
+
+
+def load_classifier_run(run_dir, device="cpu") -> tuple[nn.Module, dict]:
+    """The frozen, eval-mode classifier of a ``train-classifier`` run folder (``model.pt`` with weights
+    only, no pickled code, and ``metrics.json``), and that run's metrics.json content. Its input is
+    float (N, C, H, W) in [-1, 1] at ``info["data"]["image_size"]`` and ``["channels"]``."""
+    import json
+    from pathlib import Path
+
+    import timm
+
+    run_dir = Path(run_dir)
+    weights, metrics = run_dir / "model.pt", run_dir / "metrics.json"
+    if not weights.is_file() or not metrics.is_file():
+        raise ClassifierRunError(f"{run_dir}: not a classifier run folder (needs model.pt and metrics.json, "
+                                 f"as `cbdm-aug train-classifier` or `evaluate-generator` write)")
+    try:
+        ckpt = torch.load(weights, map_location="cpu", weights_only=True)
+        info = json.loads(metrics.read_text())
+        model = timm.create_model(ckpt["model"], pretrained=False, num_classes=ckpt["num_classes"],
+                                  in_chans=ckpt["in_chans"])
+        model.load_state_dict(ckpt["state_dict"])
+        info["model"] = ckpt["model"]
+    except Exception as e:  # noqa: BLE001 - any failure here means "unusable classifier run"
+        raise ClassifierRunError(f"{weights}: cannot load the classifier ({type(e).__name__}: {e})") from None
+    return model.eval().requires_grad_(False).to(device), info

@@ -47,6 +47,42 @@ def guided_eps(unet, x_t: torch.Tensor, t, y: torch.Tensor, null_class: int, gui
     return (1 + guidance) * eps_y - guidance * eps_null
 
 
+FEEDBACK_KINDS = ("entropy", "loss")
+
+
+def classifier_feedback(classifier: torch.nn.Module, kind: str = "entropy"):
+    """The feedback criterion J(x0, y) -> float (N,) of a classifier that takes images in [-1, 1]:
+    the entropy of its prediction or its cross-entropy loss for label y (Askari-Hemmat et al., TMLR
+    2024, "Feedback-guided data synthesis"). Guidance ascends J: it steers towards images the
+    classifier is unsure of or gets wrong."""
+    import torch.nn.functional as F
+
+    if kind not in FEEDBACK_KINDS:
+        raise ValueError(f"feedback kind must be one of {FEEDBACK_KINDS}, got {kind!r}")
+
+    def criterion(x0: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        logits = classifier(x0.float())
+        if kind == "loss":
+            return F.cross_entropy(logits, y, reduction="none")
+        logp = logits.log_softmax(1)
+        return -(logp.exp() * logp).sum(1)
+    return criterion
+
+
+def feedback_eps(eps: torch.Tensor, x_t: torch.Tensor, alpha_bar_t: torch.Tensor, y: torch.Tensor, feedback,
+                 scale: float) -> torch.Tensor:
+    """eps shifted so that the predicted clean image x0_hat = (x_t - sigma_t eps) / alpha_t moves by
+    ``scale * sigma_t`` (RMS per image) along the gradient of ``feedback(x0_hat, y)``:
+    eps' = eps - scale * alpha_t * g / rms(g). The gradient is taken at x0_hat, not through the UNet
+    (one classifier backward pass per step), and the step shrinks with the noise level."""
+    a, sigma = alpha_bar_t.sqrt(), (1 - alpha_bar_t).sqrt()
+    with torch.enable_grad():
+        x0 = ((x_t - sigma * eps) / a).clamp(-1, 1).detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(feedback(x0, y).sum(), x0)
+    g = g / g.pow(2).mean(dim=tuple(range(1, g.ndim)), keepdim=True).sqrt().clamp_min(1e-12)
+    return eps - scale * a * g.to(eps.dtype)
+
+
 def initial_noise(seeds, shape: tuple[int, int, int], device, dtype=torch.float32) -> tuple[torch.Tensor, list]:
     """x_T and one CPU generator per image, seeded by ``seeds`` (ints)."""
     generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
@@ -57,10 +93,13 @@ def initial_noise(seeds, shape: tuple[int, int, int], device, dtype=torch.float3
 @torch.no_grad()
 def sample(unet, labels: torch.Tensor, seeds, *, image_size: int, channels: int, null_class: int,
            sampler: str = "ddim", steps: int | None = None, guidance: float = 0.0,
-           schedule: dict | None = None, progress: bool = False) -> torch.Tensor:
+           schedule: dict | None = None, progress: bool = False, feedback=None,
+           feedback_scale: float = 0.0) -> torch.Tensor:
     """Generate one image per label; returns float (N, channels, image_size, image_size) in [-1, 1].
 
-    ``labels`` is int64 (N,) on the model's device; ``seeds`` gives one int per image.
+    ``labels`` is int64 (N,) on the model's device; ``seeds`` gives one int per image. With
+    ``feedback`` (e.g. ``classifier_feedback(...)``) and ``feedback_scale`` > 0, each step's guided
+    eps is further steered by ``feedback_eps``.
     """
     if len(seeds) != len(labels):
         raise ValueError(f"need one seed per label: {len(seeds)} seeds for {len(labels)} labels")
@@ -79,7 +118,11 @@ def sample(unet, labels: torch.Tensor, seeds, *, image_size: int, channels: int,
         from tqdm.auto import tqdm
         timesteps = tqdm(timesteps, desc=f"{sampler} sampling", leave=False)
     for t in timesteps:
-        eps = guided_eps(unet, scheduler.scale_model_input(x, t), t.to(device), labels, null_class, guidance)
+        x_in = scheduler.scale_model_input(x, t)
+        eps = guided_eps(unet, x_in, t.to(device), labels, null_class, guidance)
+        if feedback is not None and feedback_scale > 0:
+            ab = scheduler.alphas_cumprod[int(t)].to(device, torch.float32)
+            eps = feedback_eps(eps, x_in, ab, labels, feedback, feedback_scale)
         # The ancestral sampler draws fresh noise each step: diffusers draws it per image from the
         # list of CPU generators, so it too depends only on each image's seed.
         x = scheduler.step(eps, t, x, generator=generators if sampler in STOCHASTIC else None).prev_sample

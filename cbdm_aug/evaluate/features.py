@@ -95,28 +95,13 @@ def _classifier_prepare(image_size: int, channels: int):
 
 def load_classifier_space(run_dir: str | Path, device: str | torch.device = "cpu") -> FeatureSpace:
     """The feature space of a ``train-classifier`` run folder (its ``model.pt`` and ``metrics.json``)."""
-    import timm
+    from cbdm_aug.classify.models import load_classifier_run
 
-    import cbdm_aug.classify.models  # noqa: F401 - registers the *_cifar models
-
-    run_dir = Path(run_dir)
-    weights, metrics = run_dir / "model.pt", run_dir / "metrics.json"
-    if not weights.is_file() or not metrics.is_file():
-        raise FeatureError(f"{run_dir}: not a classifier run folder (needs model.pt and metrics.json, "
-                           f"as `cbdm-aug train-classifier` or `evaluate-generator` write)")
-    try:
-        ckpt = torch.load(weights, map_location="cpu", weights_only=True)
-        info = json.loads(metrics.read_text())
-        model = timm.create_model(ckpt["model"], pretrained=False, num_classes=ckpt["num_classes"],
-                                  in_chans=ckpt["in_chans"])
-        model.load_state_dict(ckpt["state_dict"])
-    except Exception as e:  # noqa: BLE001 - any failure here means "unusable classifier run"
-        raise FeatureError(f"{weights}: cannot load the classifier ({type(e).__name__}: {e})") from None
-    model.eval().requires_grad_(False).to(device)
+    model, info = load_classifier_run(run_dir, device)
     size, channels = int(info["data"]["image_size"]), int(info["data"]["channels"])
     return FeatureSpace(
         name="classifier",
-        description=(f"penultimate features ({model.num_features}-d) of a {ckpt['model']} classifier "
+        description=(f"penultimate features ({model.num_features}-d) of a {info['model']} classifier "
                      f"trained on real images with class-balanced re-sampling, at {size}x{size}x{channels} "
                      f"({run_dir})"),
         network=_PreLogits(model), prepare=_classifier_prepare(size, channels),

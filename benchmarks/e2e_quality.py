@@ -48,13 +48,13 @@ def cbdm_aug() -> str:
     return str(exe) if exe.exists() else "cbdm-aug"
 
 
-def run(cmd: list, log: Path) -> None:
+def run(cmd: list, log: Path, env: dict | None = None) -> None:
     cmd = [str(c) for c in cmd]
     print("$", " ".join(cmd), flush=True)
     with open(log, "a") as f:
         f.write("$ " + " ".join(cmd) + "\n")
         f.flush()
-        subprocess.run(cmd, check=True, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
+        subprocess.run(cmd, check=True, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
 
 
 def ensure_generator(arm: str, tau: float, args, log: Path) -> Path:

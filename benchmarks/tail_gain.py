@@ -113,6 +113,7 @@ def main(argv=None):
     p.add_argument("--jobs", type=int, default=2, help="classifier runs at a time (each on one thread)")
     p.add_argument("--only", default=None, help="comma-separated arm names to run (the rest must exist to report)")
     p.add_argument("--no-levers", action="store_true")
+    p.add_argument("--lever-gen", default="cbdm-2400", help="the snapshot whose cache the lever arms vary")
     p.add_argument("--work", default=str(ROOT / "runs" / "tail_gain"))
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
     p.add_argument("--tag", default="tail_gain")
@@ -184,7 +185,7 @@ def main(argv=None):
     }
     for g in gens + extra:
         arms[f"{g}"] = (syn, [f"sampling.cache={filt[g]}", sw])
-    best = f"cbdm-{top}"
+    best = args.lever_gen
     if not args.no_levers and best in caches:
         available = [max(n, args.top_up) for n in MNIST_LT]
         arms |= {

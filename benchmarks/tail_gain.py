@@ -7,8 +7,9 @@ Protocol (issue 11):
   control real-cb (same seed: same initialisation and the same real-image draws where the arms
   share them), with a 95% t-interval;
 - real-cb is the control: the +synthetic arms' class-balanced sampler on real images only;
-  real-ra adds a RandAugment policy to it, the strong real-only augmentation baseline; real-ce and
-  real-bs (Balanced Softmax) are the plain and the loss-side baselines;
+  real-ra adds a RandAugment policy to it, the strong real-only augmentation baseline; real-bs
+  (Balanced Softmax) is the loss-side baseline (plain cross-entropy without re-sampling is far
+  behind both: benchmarks/results/e2e_quality.md);
 - oracle tops every class up to --top-up with *real* MNIST images the long-tailed split left out:
   the same counts as the +synthetic arms, so (arm - real-cb) / (oracle - real-cb) is the share of
   the gap that the generated images close;
@@ -19,7 +20,7 @@ Protocol (issue 11):
   dpmpp-sde 20 steps, guidance --guidance, is filtered (`filter-cache`, confidence 0.5 and
   near-copies, one shared filter classifier), and is scored by `evaluate-generator --cache` in one
   shared feature space (tail KID, tail recall, tail CAS);
-- lever arms at the largest budget (CBDM): unfiltered, the feature-distance filter, loss weight 1
+- lever arms on one snapshot (--lever-gen): unfiltered, the feature-distance filter, loss weight 1
   vs 0.3, cRT, Balanced Softmax with the sampled prior, a stronger guidance and (if a feedback
   cache is given) classifier-feedback guidance.
 
@@ -125,7 +126,6 @@ def main(argv=None):
     t0 = time.time()
     seeds = [int(s) for s in args.seeds.split(",")]
     budgets = [int(b) for b in args.budgets.split(",")]
-    top = max(budgets)
     recipes = ROOT / "recipes"
     base, bs, syn = (recipes / f"mnist-lt-{n}.yaml" for n in ("baseline", "balanced-softmax", "synthetic"))
     common = [f"data.train={args.data}", f"schedule.epochs={args.epochs}"]
@@ -176,14 +176,13 @@ def main(argv=None):
     sw = f"loss.synthetic_weight={args.synthetic_weight}"
     oracle = oracle_npz(args.data, args.top_up, work / "oracle.npz")
     arms = {
-        "real-ce": (base, []),
         "real-bs": (bs, []),
         "real-cb": (base, ["sampling.mode=class-balanced"]),
         "real-cb-2x": (base, ["sampling.mode=class-balanced", f"schedule.epochs={2 * args.epochs}"]),
         "real-ra": (base, ["sampling.mode=class-balanced", "data.augment=randaugment"]),
         "oracle": (base, ["sampling.mode=class-balanced", f"data.train={oracle}", "data.longtail=none"]),
     }
-    for g in gens + extra:
+    for g in gens:  # the extra snapshots get generator metrics only
         arms[f"{g}"] = (syn, [f"sampling.cache={filt[g]}", sw])
     best = args.lever_gen
     if not args.no_levers and best in caches:

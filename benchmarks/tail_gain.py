@@ -21,8 +21,8 @@ Protocol (issue 11):
   near-copies, one shared filter classifier), and is scored by `evaluate-generator --cache` in one
   shared feature space (tail KID, tail recall, tail CAS);
 - lever arms on one snapshot (--lever-gen): unfiltered, the feature-distance filter, loss weight 1
-  vs 0.3, cRT, Balanced Softmax with the sampled prior, a stronger guidance and (if a feedback
-  cache is given) classifier-feedback guidance.
+  vs 0.3, cRT, Balanced Softmax with the sampled prior, a stronger guidance and classifier-feedback
+  guidance (the filter classifier's entropy).
 
     python benchmarks/tail_gain.py [--seeds 0,1,2,3,4] [--budgets 600,2400,4800] [--jobs 2]
 
@@ -107,9 +107,10 @@ def main(argv=None):
                    "e.g. cbdm-minsnr5-1200,cbdm-1200")
     p.add_argument("--top-up", type=int, default=500, help="real + synthetic images per class")
     p.add_argument("--guidance", type=float, default=1.0)
-    p.add_argument("--strong-guidance", type=float, default=3.0)
+    p.add_argument("--strong-guidance", type=float, default=3.0, help="guidance of a lever arm; <= 0: no arm")
     p.add_argument("--synthetic-weight", type=float, default=0.3)
-    p.add_argument("--feedback-cache", default=None, help="a cache generated with classifier-feedback guidance")
+    p.add_argument("--feedback-scale", type=float, default=0.2,
+                   help="classifier-feedback guidance for the lever arm (the filter classifier's entropy); <= 0: no arm")
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--jobs", type=int, default=2, help="classifier runs at a time (each on one thread)")
     p.add_argument("--only", default=None, help="comma-separated arm names to run (the rest must exist to report)")
@@ -139,12 +140,14 @@ def main(argv=None):
         run([cbdm_aug(), "train-classifier", base, "--out", filt_cls, "--no-progress", "--overwrite",
              "--set", f"data.train={args.data}", "--set", "sampling.mode=class-balanced"], log)
 
-    def cache(gen: str, guidance: float) -> Path:
-        out = work / "caches" / (f"{gen}.h5" if guidance == args.guidance else f"{gen}-g{guidance:g}.h5")
+    def cache(gen: str, guidance: float, feedback: float = 0.0) -> Path:
+        name = gen + ("" if guidance == args.guidance else f"-g{guidance:g}") + (f"-fb{feedback:g}" if feedback > 0 else "")
+        out = work / "caches" / f"{name}.h5"
+        fb = ["--feedback-classifier", filt_cls, "--feedback-scale", feedback] if feedback > 0 else []
         if not is_complete(out):
             run([cbdm_aug(), "generate", Path(args.gen_runs) / gen, "--out", out, "--counts-file", counts_file,
                  "--sampler", "dpmpp-sde", "--steps", 20, "--guidance", guidance, "--seed", 0, "--batch-size", 256,
-                 "--device", "cpu"], log)  # an unfinished file resumes
+                 "--device", "cpu", *fb], log)  # an unfinished file resumes
         return out
 
     def filtered(src: Path, feature_quantile: float | None = None) -> Path:
@@ -194,10 +197,11 @@ def main(argv=None):
             f"{best}-crt": (syn, [f"sampling.cache={filt[best]}", sw, "schedule.crt_epochs=2"]),
             f"{best}-bs": (syn, [f"sampling.cache={filt[best]}", sw, "loss.kind=balanced-softmax", "loss.prior=sampled",
                                  "sampling.target=" + ",".join(f"{a / sum(available):.6f}" for a in available)]),
-            f"{best}-g{args.strong_guidance:g}": (syn, [f"sampling.cache={filtered(cache(best, args.strong_guidance))}", sw]),
         }
-        if args.feedback_cache:
-            arms[f"{best}-feedback"] = (syn, [f"sampling.cache={filtered(Path(args.feedback_cache))}", sw])
+        if args.strong_guidance > 0:
+            arms[f"{best}-g{args.strong_guidance:g}"] = (syn, [f"sampling.cache={filtered(cache(best, args.strong_guidance))}", sw])
+        if args.feedback_scale > 0:
+            arms[f"{best}-feedback"] = (syn, [f"sampling.cache={filtered(cache(best, args.guidance, args.feedback_scale))}", sw])
     only = set(args.only.split(",")) if args.only else None
     todo = [n for n in arms if not (work / "arms" / n / "aggregate.json").exists() and (only is None or n in only)]
 

@@ -18,8 +18,9 @@ Protocol (issue 11):
 - generators: `benchmarks/_ladder.py` snapshots of one DDPM (tau = 0) and one CBDM (tau = 1) run at
   each budget in --budgets (only tau differs); each tops every class up to --top-up with
   dpmpp-sde 20 steps, guidance --guidance, is filtered (`filter-cache`, confidence 0.5 and
-  near-copies, one shared filter classifier), and is scored by `evaluate-generator --cache` in one
-  shared feature space (tail KID, tail recall, tail CAS);
+  near-copies, one shared filter classifier); each generator is scored by `evaluate-generator` on
+  --eval-per-class fresh samples a class in that classifier's feature space (tail KID, tail recall,
+  tail CAS);
 - lever arms on one snapshot (--lever-gen): unfiltered, the feature-distance filter, loss weight 1
   vs 0.3, cRT, Balanced Softmax with the sampled prior, a stronger guidance and classifier-feedback
   guidance (the filter classifier's entropy).
@@ -36,8 +37,8 @@ import json
 import math
 import os
 import sys
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -111,10 +112,12 @@ def main(argv=None):
     p.add_argument("--synthetic-weight", type=float, default=0.3)
     p.add_argument("--feedback-scale", type=float, default=0.2,
                    help="classifier-feedback guidance for the lever arm (the filter classifier's entropy); <= 0: no arm")
+    p.add_argument("--eval-per-class", type=int, default=50, help="generated images per class for the generator metrics")
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--jobs", type=int, default=2, help="classifier runs at a time (each on one thread)")
     p.add_argument("--only", default=None, help="comma-separated arm names to run (the rest must exist to report)")
     p.add_argument("--no-levers", action="store_true")
+    p.add_argument("--report-only", action="store_true", help="run nothing; report what --work holds")
     p.add_argument("--lever-gen", default="cbdm-2400", help="the snapshot whose cache the lever arms vary")
     p.add_argument("--work", default=str(ROOT / "runs" / "tail_gain"))
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
@@ -136,91 +139,143 @@ def main(argv=None):
     counts_file = work / "topup_counts.json"
     counts_file.write_text(json.dumps(counts))
     filt_cls = work / "filter_classifier"
-    if not (filt_cls / "model.pt").exists():
+    if not (filt_cls / "model.pt").exists() and not args.report_only:
         run([cbdm_aug(), "train-classifier", base, "--out", filt_cls, "--no-progress", "--overwrite",
              "--set", f"data.train={args.data}", "--set", "sampling.mode=class-balanced"], log)
 
-    def cache(gen: str, guidance: float, feedback: float = 0.0) -> Path:
+    locks: dict[str, threading.Lock] = {}
+    guard = threading.Lock()
+
+    def once(path: Path, make) -> Path:
+        """Make ``path`` unless it is complete; one thread at a time per file."""
+        with guard:
+            lock = locks.setdefault(str(path), threading.Lock())
+        with lock:
+            if not is_complete(path):
+                make()
+        return path
+
+    def cache(gen: str, guidance: float | None = None, feedback: float = 0.0) -> Path:
+        guidance = args.guidance if guidance is None else guidance
         name = gen + ("" if guidance == args.guidance else f"-g{guidance:g}") + (f"-fb{feedback:g}" if feedback > 0 else "")
         out = work / "caches" / f"{name}.h5"
         fb = ["--feedback-classifier", filt_cls, "--feedback-scale", feedback] if feedback > 0 else []
-        if not is_complete(out):
-            run([cbdm_aug(), "generate", Path(args.gen_runs) / gen, "--out", out, "--counts-file", counts_file,
-                 "--sampler", "dpmpp-sde", "--steps", 20, "--guidance", guidance, "--seed", 0, "--batch-size", 256,
-                 "--device", "cpu", *fb], log)  # an unfinished file resumes
-        return out
+        return once(out, lambda: run([cbdm_aug(), "generate", Path(args.gen_runs) / gen, "--out", out, "--counts-file",
+                                      counts_file, "--sampler", "dpmpp-sde", "--steps", 20, "--guidance", guidance,
+                                      "--seed", 0, "--batch-size", 256, "--device", "cpu", *fb], log))
 
     def filtered(src: Path, feature_quantile: float | None = None) -> Path:
         out = src.with_name(src.stem + ("-filtered" if feature_quantile is None else f"-feat{feature_quantile:g}") + ".h5")
-        if not is_complete(out):
-            extra = [] if feature_quantile is None else ["--feature-quantile", feature_quantile, "--confidence", 0]
-            run([cbdm_aug(), "filter-cache", src, "--out", out, "--real", args.data, *LT, "--classifier", filt_cls,
-                 *extra, "--quiet", "--overwrite"], log)
-        return out
+        extra = [] if feature_quantile is None else ["--feature-quantile", feature_quantile, "--confidence", 0]
+        return once(out, lambda: run([cbdm_aug(), "filter-cache", src, "--out", out, "--real", args.data, *LT,
+                                      "--classifier", filt_cls, *extra, "--quiet", "--overwrite"], log))
 
-    def gen_metrics(name: str, src: Path) -> dict:
-        out = work / "eval" / name
+    def metrics_of(gen: str) -> Path:
+        # A balanced sample of the generator (a top-up cache has no head-class images to compare)
+        out = work / "eval" / gen
         if not (out / "report.json").exists():
-            run([cbdm_aug(), "evaluate-generator", "--cache", src, "--real", args.data, *LT, "--test", args.data,
-                 "--feature-net", filt_cls, "--out", out, "--samples-per-class", 200, "--quiet"], log)
-        r = json.loads((out / "report.json").read_text())
-        return {"tail_kid": r["tail"]["kid"], "tail_recall": r["tail"]["recall"], "tail_precision": r["tail"]["precision"],
-                "tail_cas": r["tail"]["cas"], "cas": r["cas"].get("top1") if isinstance(r["cas"], dict) else None,
-                "per_class_kid": {c["class"]: c["kid"] for c in r["per_class"]}}
+            run([cbdm_aug(), "evaluate-generator", Path(args.gen_runs) / gen, "--real", args.data, *LT,
+                 "--test", args.data, "--feature-net", filt_cls, "--out", out, "--samples-per-class",
+                 args.eval_per_class, "--sampler", "dpmpp-sde", "--steps", 20, "--guidance", args.guidance,
+                 "--seed", 0, "--batch-size", 250, "--device", "cpu", "--quiet"], log)
+        return out / "report.json"
 
     gens = [f"{g}-{b}" for b in budgets for g in args.gens.split(",")]
     extra = [g for g in args.extra_gens.split(",") if g]
-    caches = {g: cache(g, args.guidance) for g in gens + extra}
-    filt = {g: filtered(c) for g, c in caches.items()}
-    metrics = {g: gen_metrics(g, filt[g]) | {"unfiltered": gen_metrics(g + "-unfiltered", caches[g])} for g in gens + extra}
-    t_gen = time.time() - t0
+    snapshot_ready = lambda g: (Path(args.gen_runs) / g / "generator.json").exists()  # noqa: E731
 
-    # --- classifier arms ---
+    # --- tasks, in priority order; a worker takes the first whose generator snapshot exists ---
     sw = f"loss.synthetic_weight={args.synthetic_weight}"
-    oracle = oracle_npz(args.data, args.top_up, work / "oracle.npz")
+    oracle = work / "oracle.npz" if args.report_only else oracle_npz(args.data, args.top_up, work / "oracle.npz")
     arms = {
-        "real-bs": (bs, []),
-        "real-cb": (base, ["sampling.mode=class-balanced"]),
-        "real-cb-2x": (base, ["sampling.mode=class-balanced", f"schedule.epochs={2 * args.epochs}"]),
-        "real-ra": (base, ["sampling.mode=class-balanced", "data.augment=randaugment"]),
-        "oracle": (base, ["sampling.mode=class-balanced", f"data.train={oracle}", "data.longtail=none"]),
+        "real-bs": (bs, lambda: []),
+        "real-cb": (base, lambda: ["sampling.mode=class-balanced"]),
+        "real-cb-2x": (base, lambda: ["sampling.mode=class-balanced", f"schedule.epochs={2 * args.epochs}"]),
+        "real-ra": (base, lambda: ["sampling.mode=class-balanced", "data.augment=randaugment"]),
+        "oracle": (base, lambda: ["sampling.mode=class-balanced", f"data.train={oracle}", "data.longtail=none"]),
     }
-    for g in gens:  # the extra snapshots get generator metrics only
-        arms[f"{g}"] = (syn, [f"sampling.cache={filt[g]}", sw])
+    needs = {n: None for n in arms}
+    lever_budget = int(args.lever_gen.rsplit("-", 1)[1])
+    for g in sorted(gens, key=lambda g: (int(g.rsplit("-", 1)[1]) != lever_budget, int(g.rsplit("-", 1)[1]), g)):
+        arms[g] = (syn, lambda g=g: [f"sampling.cache={filtered(cache(g))}", sw])
+        needs[g] = g
     best = args.lever_gen
-    if not args.no_levers and best in caches:
+    if not args.no_levers:
         available = [max(n, args.top_up) for n in MNIST_LT]
-        arms |= {
-            f"{best}-w1": (syn, [f"sampling.cache={filt[best]}"]),
-            f"{best}-unfiltered": (syn, [f"sampling.cache={caches[best]}", sw]),
-            f"{best}-featfilter": (syn, [f"sampling.cache={filtered(caches[best], 0.95)}", sw]),
-            f"{best}-crt": (syn, [f"sampling.cache={filt[best]}", sw, "schedule.crt_epochs=2"]),
-            f"{best}-bs": (syn, [f"sampling.cache={filt[best]}", sw, "loss.kind=balanced-softmax", "loss.prior=sampled",
-                                 "sampling.target=" + ",".join(f"{a / sum(available):.6f}" for a in available)]),
+        levers = {
+            f"{best}-w1": lambda: [f"sampling.cache={filtered(cache(best))}"],
+            f"{best}-featfilter": lambda: [f"sampling.cache={filtered(cache(best), 0.95)}", sw],
+            f"{best}-crt": lambda: [f"sampling.cache={filtered(cache(best))}", sw, "schedule.crt_epochs=2"],
+            f"{best}-bs": lambda: [f"sampling.cache={filtered(cache(best))}", sw, "loss.kind=balanced-softmax",
+                                   "loss.prior=sampled",
+                                   "sampling.target=" + ",".join(f"{a / sum(available):.6f}" for a in available)],
         }
-        if args.strong_guidance > 0:
-            arms[f"{best}-g{args.strong_guidance:g}"] = (syn, [f"sampling.cache={filtered(cache(best, args.strong_guidance))}", sw])
         if args.feedback_scale > 0:
-            arms[f"{best}-feedback"] = (syn, [f"sampling.cache={filtered(cache(best, args.guidance, args.feedback_scale))}", sw])
+            levers[f"{best}-feedback"] = lambda: [f"sampling.cache={filtered(cache(best, feedback=args.feedback_scale))}", sw]
+        levers[f"{best}-unfiltered"] = lambda: [f"sampling.cache={cache(best)}", sw]
+        if args.strong_guidance > 0:
+            levers[f"{best}-g{args.strong_guidance:g}"] = lambda: [f"sampling.cache={filtered(cache(best, args.strong_guidance))}", sw]
+        for n, sets in levers.items():
+            arms[n] = (syn, sets)
+            needs[n] = best
     only = set(args.only.split(",")) if args.only else None
-    todo = [n for n in arms if not (work / "arms" / n / "aggregate.json").exists() and (only is None or n in only)]
 
     def train(name):
         recipe, sets = arms[name]
         cmd = [cbdm_aug(), "train-classifier", recipe, "--out", work / "arms" / name, "--seeds", args.seeds,
                "--no-progress", "--overwrite"]
-        for s in common + sets:
+        for s in common + sets():
             cmd += ["--set", s]
         run(cmd, log, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
+    tasks = []  # (name, needs snapshot, function)
+    for n in arms:
+        if not (work / "arms" / n / "aggregate.json").exists() and (only is None or n in only):
+            tasks.append((n, needs[n], lambda n=n: train(n)))
+        if n in gens and (only is None or f"metrics:{n}" in only or n in only):
+            tasks.append((f"metrics:{n}", n, lambda n=n: metrics_of(n)))
+    tasks += [(f"metrics:{g}", g, lambda g=g: metrics_of(g)) for g in extra]
+    pending, failed = ([] if args.report_only else list(tasks)), []
+
+    def worker():
+        while True:
+            with guard:
+                if not pending:
+                    return
+                pick = next((t for t in pending if t[1] is None or snapshot_ready(t[1])), None)
+                if pick is not None:
+                    pending.remove(pick)
+            if pick is None:
+                time.sleep(20)  # waiting for a generator snapshot (benchmarks/_ladder.py)
+                continue
+            print(f"[{time.strftime('%H:%M:%S')}] start {pick[0]}", flush=True)
+            try:
+                pick[2]()
+                print(f"[{time.strftime('%H:%M:%S')}] done {pick[0]}", flush=True)
+            except Exception as e:  # noqa: BLE001 - report it and go on with the other tasks
+                failed.append(pick[0])
+                print(f"[{time.strftime('%H:%M:%S')}] FAILED {pick[0]}: {e}", flush=True)
+
     t1 = time.time()
-    with ThreadPoolExecutor(args.jobs) as pool:
-        list(pool.map(train, todo))
-    t_cls = time.time() - t1
-    report(args, arms, metrics, gens, extra, seeds, budgets, work, t_gen, t_cls)
+    threads = [threading.Thread(target=worker) for _ in range(args.jobs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    t_all = time.time() - t1
+    metrics = {g: _gen_metrics(work / "eval" / g / "report.json") for g in gens + extra
+               if (work / "eval" / g / "report.json").exists()}
+    report(args, arms, metrics, gens, extra, seeds, budgets, work, t_all, failed)
 
 
-def report(args, arms, metrics, gens, extra, seeds, budgets, work, t_gen, t_cls):
+def _gen_metrics(path: Path) -> dict:
+    r = json.loads(path.read_text())
+    return {"tail_kid": r["tail"]["kid"], "tail_recall": r["tail"]["recall"], "tail_precision": r["tail"]["precision"],
+            "tail_cas": r["tail"]["cas"], "cas_balanced": r["cas"]["balanced"], "fid": r["whole_set"]["fid"],
+            "per_class_kid": {c["class"]: c["kid"] for c in r["per_class"]}}
+
+
+def report(args, arms, metrics, gens, extra, seeds, budgets, work, t_all, failed):
     from cbdm_aug.classify.report import compare_plot, compare_table, load_run
 
     names = [n for n in arms if (work / "arms" / n / "aggregate.json").exists()]
@@ -233,7 +288,7 @@ def report(args, arms, metrics, gens, extra, seeds, budgets, work, t_gen, t_cls)
         # its tail classes to 'medium'): few = classes 7, 8, 9 (< 200 real images)
         per_seed[n] = {"few": [100 * float(np.mean([r[c] for c in FEW])) for r in rows],
                        "balanced": [100 * float(np.mean(r)) for r in rows]}
-    ctrl = per_seed["real-cb"]
+    ctrl = per_seed["real-cb"]  # the control every arm is paired with
     gap = np.mean(per_seed["oracle"]["few"]) - np.mean(ctrl["few"]) if "oracle" in per_seed else float("nan")
     stats = {}
     for n in names:
@@ -263,26 +318,28 @@ def report(args, arms, metrics, gens, extra, seeds, budgets, work, t_gen, t_cls)
         s = stats[n]
         lines.append(f"| {n} | {s['few_mean']:.2f} ± {s['few_std']:.2f} | {fmt(s['few'])} | {fmt(s['balanced'])} | "
                      f"{s['gap_closed']:.2f} |")
-    lines += ["", "## Generators at each budget (filtered caches; one shared classifier feature space)", "",
-              "| generator | tail KID | tail recall | tail precision | tail CAS | tail KID unfiltered | tail recall unfiltered |",
+    lines += ["", f"## Generators at each budget ({args.eval_per_class} unfiltered samples a class; the filter classifier's "
+              "feature space)", "",
+              "| generator | FID | tail KID | tail recall | tail precision | tail CAS | CAS balanced |",
               "| --- | --- | --- | --- | --- | --- | --- |"]
-    for g in gens + extra:
+    for g in [g for g in gens + extra if g in metrics]:
         m = metrics[g]
-        lines.append(f"| {g} | {m['tail_kid']:.4f} | {m['tail_recall']:.3f} | {m['tail_precision']:.3f} | {m['tail_cas']:.3f} | "
-                     f"{m['unfiltered']['tail_kid']:.4f} | {m['unfiltered']['tail_recall']:.3f} |")
+        lines.append(f"| {g} | {m['fid']:.3f} | {m['tail_kid']:.4f} | {m['tail_recall']:.3f} | {m['tail_precision']:.3f} | "
+                     f"{m['tail_cas']:.3f} | {m['cas_balanced']:.3f} |")
+    import h5py
+
     kept = {}
     for g in gens + extra:
-        import h5py
-
-        with h5py.File(work / "caches" / f"{g}-filtered.h5") as f:
-            rec = json.loads(f.attrs["filter"])
-        kept[g] = {"kept": rec["kept"], "before": rec["before"]}
+        if (work / "caches" / f"{g}-filtered.h5").exists():
+            with h5py.File(work / "caches" / f"{g}-filtered.h5") as f:
+                rec = json.loads(f.attrs["filter"])
+            kept[g] = {"kept": rec["kept"], "before": rec["before"]}
     lines += ["", "Filter: share of generated images kept, classes 9 / 8 / 7 (the few-shot ones): " + "; ".join(
         f"{g} " + " / ".join(f"{kept[g]['kept'][c] / max(1, kept[g]['before'][c]):.2f}" for c in ("9", "8", "7"))
-        for g in gens + extra), "",
+        for g in kept), "",
         f"![budget]({args.tag}_budget.png)", "", f"![per class]({args.tag}_per_class.png)", "",
-        f"Time: generators' caches, filters and metrics {t_gen / 60:.1f} min; classifiers {t_cls / 60:.1f} min "
-        "(arms already in --work are reused and not timed)."]
+        f"Time: {t_all / 60:.1f} min for the tasks this run did (caches, filters, classifier arms, generator metrics; "
+        "what --work already held was reused and is not timed)." + (f" Failed: {', '.join(failed)}." if failed else "")]
     record = {"benchmark": "tail_gain", "settings": vars(args), "arms": {n: [str(arms[n][0].name), arms[n][1]] for n in names},
               "per_seed": per_seed, "paired_vs_real_cb": stats, "generator_metrics": metrics, "filter_kept": kept,
               "aggregate": {n: runs[n] for n in names}, **env}

@@ -326,6 +326,11 @@ def report(args, arms, metrics, gens, extra, seeds, budgets, work, t_all, failed
         m = metrics[g]
         lines.append(f"| {g} | {m['fid']:.3f} | {m['tail_kid']:.4f} | {m['tail_recall']:.3f} | {m['tail_precision']:.3f} | "
                      f"{m['tail_cas']:.3f} | {m['cas_balanced']:.3f} |")
+    rare = [str(c) for c in range(9, 4, -1)]
+    lines += ["", "Per-class KID (same feature space), the five rarest classes:", "",
+              "| generator | " + " | ".join(f"KID '{c}'" for c in rare) + " |", "| --- |" + " --- |" * len(rare)]
+    for g in [g for g in gens + extra if g in metrics]:
+        lines.append(f"| {g} | " + " | ".join(f"{metrics[g]['per_class_kid'][c]:.3f}" for c in rare) + " |")
     import h5py
 
     kept = {}

@@ -201,7 +201,9 @@ def main(argv=None):
         "real-cb": (base, lambda: ["sampling.mode=class-balanced"]),
         "real-cb-2x": (base, lambda: ["sampling.mode=class-balanced", f"schedule.epochs={2 * args.epochs}"]),
         "real-ra": (base, lambda: ["sampling.mode=class-balanced", "data.augment=randaugment"]),
-        "oracle": (base, lambda: ["sampling.mode=class-balanced", f"data.train={oracle}", "data.longtail=none"]),
+        # the oracle's epoch has the control's 12,406 draws, not one per image of its larger set
+        "oracle": (base, lambda: ["sampling.mode=class-balanced", f"data.train={oracle}", "data.longtail=none",
+                                  f"sampling.num_samples={sum(MNIST_LT)}"]),
     }
     needs = {n: None for n in arms}
     lever_budget = int(args.lever_gen.rsplit("-", 1)[1])
@@ -231,7 +233,7 @@ def main(argv=None):
         big, k = args.big_gen, args.big_top_up
         big_oracle = work / f"oracle{k}.npz"
         arms[f"oracle-top{k}"] = (base, lambda: ["sampling.mode=class-balanced", f"data.train={oracle_npz(args.data, k, big_oracle)}",
-                                                 "data.longtail=none"])
+                                                 "data.longtail=none", f"sampling.num_samples={sum(MNIST_LT)}"])
         arms[f"{big}-top{k}"] = (syn, lambda: [f"sampling.cache={filtered(cache(big, big=True))}", sw])
         arms[f"{big}-top{k}-w1"] = (syn, lambda: [f"sampling.cache={filtered(cache(big, big=True))}"])
         needs |= {f"oracle-top{k}": None, f"{big}-top{k}": big, f"{big}-top{k}-w1": big}

@@ -113,6 +113,7 @@ def main(argv=None):
     p.add_argument("--feedback-scale", type=float, default=0.2,
                    help="classifier-feedback guidance for the lever arm (the filter classifier's entropy); <= 0: no arm")
     p.add_argument("--eval-per-class", type=int, default=50, help="generated images per class for the generator metrics")
+    p.add_argument("--cas-epochs", type=int, default=40, help="epochs of the CAS classifier on the eval samples")
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--jobs", type=int, default=2, help="classifier runs at a time (each on one thread)")
     p.add_argument("--only", default=None, help="comma-separated arm names to run (the rest must exist to report)")
@@ -186,7 +187,9 @@ def main(argv=None):
             run([cbdm_aug(), "evaluate-generator", Path(args.gen_runs) / gen, "--real", args.data, *LT,
                  "--test", args.data, "--feature-net", filt_cls, "--out", out, "--samples-per-class",
                  args.eval_per_class, "--sampler", "dpmpp-sde", "--steps", 20, "--guidance", args.guidance,
-                 "--seed", 0, "--batch-size", 250, "--device", "cpu", "--quiet"], log)
+                 "--seed", 0, "--batch-size", 250, "--device", "cpu", "--quiet",
+                 # CAS trains on the eval samples alone (10 x eval_per_class images): 4 epochs would be ~16 steps
+                 "--cas-epochs", args.cas_epochs], log)
         return out / "report.json"
 
     gens = [f"{g}-{b}" for b in budgets for g in args.gens.split(",")]

@@ -77,10 +77,15 @@ def _feedback(run_dir, kind, scale, gen, device):
               help="Images per forward pass; does not change the images.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Base seed of the run.")
 @click.option("--device", default=None, help="torch device [default: cuda if available, else cpu].")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+              help="Denoiser arithmetic: auto is bf16 autocast on CUDA, fp32 elsewhere. A bf16 cache "
+                   "records it and resumes only in bf16.")
+@click.option("--compile/--no-compile", "compile_unet", default=None,
+              help="torch.compile the denoiser (a warm-up, then faster batches) [default: on for CUDA].")
 @click.option("--shard", default=None, metavar="i/n", help="Generate only slice i of n (join with merge-shards).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing cache instead of refusing or resuming.")
 def generate(run_dir, out, policy, per_class, target, counts_file, sampler, steps, guidance, feedback_classifier,
-             feedback_kind, feedback_scale, batch_size, seed, device, shard, overwrite):
+             feedback_kind, feedback_scale, batch_size, seed, device, precision, compile_unet, shard, overwrite):
     """Generate a class-balanced synthetic cache from the generator in RUN_DIR.
 
     Rerunning the same command resumes a killed run.
@@ -99,6 +104,9 @@ def generate(run_dir, out, policy, per_class, target, counts_file, sampler, step
         policy = chosen[0] if chosen else "fill"
     steps = steps or DEFAULT_STEPS[sampler]
     torch_device = resolve_device(device)
+    from cbdm_aug.diffusion.denoiser import choose
+
+    precision, compile_unet = choose(torch_device, None if precision == "auto" else precision, compile_unet)
     try:
         gen = load_generator(run_dir, torch_device)
         real = gen.meta.get("class_counts")
@@ -118,7 +126,7 @@ def generate(run_dir, out, policy, per_class, target, counts_file, sampler, step
         opt = {"fixed": ("--per-class", per_class), "target": ("--target", target),
                "file": ("--counts-file", counts_file)}[policy]
         words.append(f"{opt[0]} {shlex.quote(str(opt[1]))}")
-    words.append(f"--sampler {sampler} --steps {steps} --guidance {guidance:g} --seed {seed}")
+    words.append(f"--sampler {sampler} --steps {steps} --guidance {guidance:g} --seed {seed} --precision {precision}")
     if feedback_classifier:
         words.append(f"--feedback-classifier {shlex.quote(str(feedback_classifier))} --feedback-kind {feedback_kind} "
                      f"--feedback-scale {feedback_scale:g}")
@@ -127,11 +135,12 @@ def generate(run_dir, out, policy, per_class, target, counts_file, sampler, step
     command = " ".join(words)
     where = f", shard {shard_t[0]}/{shard_t[1]}" if shard_t else ""
     click.echo(f"sampler {sampler}, {steps} steps, guidance {guidance:g}, seed {seed}, "
-               f"batch {batch_size}, device {torch_device}{where}")
+               f"batch {batch_size}, device {torch_device}, {precision}{', compiled' if compile_unet else ''}{where}")
     t0 = time.perf_counter()
     try:
         path = generate_cache(gen, out, plan, settings, batch_size=batch_size, shard=shard_t,
-                              overwrite=overwrite, command=command, feedback=feedback)
+                              overwrite=overwrite, command=command, feedback=feedback, precision=precision,
+                              compile=compile_unet)
     except ValueError as e:
         raise click.ClickException(str(e)) from None
     from cbdm_aug.cache.reader import SyntheticCache

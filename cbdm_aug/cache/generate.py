@@ -106,17 +106,20 @@ def _check_resumable(out: Path, expected: dict) -> int:
 
 def generate_cache(generator, out: str | os.PathLike, plan: Plan, settings: SamplerSettings, *,
                    batch_size: int = 64, shard: tuple[int, int] | None = None, overwrite: bool = False,
-                   progress: bool = True, command: str = "", on_batch=None, feedback=None) -> Path:
+                   progress: bool = True, command: str = "", on_batch=None, feedback=None,
+                   precision: str = "fp32", compile: bool = False) -> Path:
     """Sample ``plan``'s images from ``generator`` (a ``cbdm_aug.generator.run_dir.Generator``) into ``out``.
 
     Creates the file, or resumes a partial one made with the same settings. ``shard=(i, n)``
     writes only the i-th of n contiguous slices (join them with ``merge_shards``). Images are
     sampled on the generator's device. ``on_batch(num_done)`` is called after each batch is on disk.
     ``feedback`` is the criterion of classifier-feedback guidance (``diffusion.sampling.classifier_feedback``),
-    described by ``settings.feedback``.
+    described by ``settings.feedback``. ``precision='bf16'`` samples under bf16 autocast and ``compile``
+    compiles the UNet (see ``cbdm_aug.diffusion.denoiser``); a bf16 cache records it and resumes only in bf16.
     """
     import torch
 
+    from cbdm_aug.diffusion.denoiser import Denoiser
     from cbdm_aug.diffusion.sampling import sample, to_uint8
 
     out = Path(out)
@@ -131,8 +134,11 @@ def generate_cache(generator, out: str | os.PathLike, plan: Plan, settings: Samp
         start, stop = shard_range(plan.total, *shard)
         shard_info = {"index": shard[0], "count": shard[1], "start": start, "stop": stop}
         labels, seeds = labels[start:stop], seeds[start:stop]
+    # bf16 images differ from fp32 ones by rounding, so a bf16 cache says so and a resume must match;
+    # an fp32 cache keeps the header it always had.
+    sampler_attrs = settings.record() | ({"precision": precision} if precision != "fp32" else {})
     expected = {"class_names": list(generator.class_names), "generator": generator_identity(generator.meta),
-                "sampler": settings.record(), "plan": plan.to_dict(), "shard": shard_info}
+                "sampler": sampler_attrs, "plan": plan.to_dict(), "shard": shard_info}
     expected = json.loads(json.dumps(expected))  # compare as the file stores them
     if (feedback is None) != (settings.feedback is None):
         raise ValueError("give classifier feedback and its description (settings.feedback) together")
@@ -148,28 +154,62 @@ def generate_cache(generator, out: str | os.PathLike, plan: Plan, settings: Samp
                      command=command, **expected)
 
     device = generator.device
-    with CacheWriter(out) as writer:
+    denoiser = Denoiser(generator.unet, precision, compile) if precision != "fp32" or compile else generator.unet
+    with CacheWriter(out) as writer, _BackgroundWrites(writer) as background:
         bar = None
         if progress:
             from tqdm.auto import tqdm
             bar = tqdm(total=writer.total, initial=writer.num_done, unit="img", desc=f"generate {out.name}",
                        dynamic_ncols=True, smoothing=0.1)
+
+        def written(n):  # batch n is on disk
+            if bar is not None:
+                bar.update(n)
+            if on_batch is not None:
+                on_batch(writer.num_done)
         try:
-            while writer.num_done < writer.total:
-                i = writer.num_done
+            i = writer.num_done
+            while i < writer.total:
                 j = min(i + batch_size, writer.total)
-                x = sample(generator.unet, torch.as_tensor(labels[i:j], device=device), seeds[i:j].tolist(),
+                x = sample(denoiser, torch.as_tensor(labels[i:j], device=device), seeds[i:j].tolist(),
                            image_size=generator.image_size, channels=generator.channels,
                            null_class=generator.null_class, sampler=settings.sampler, steps=settings.steps,
                            guidance=settings.guidance, schedule=generator.schedule, feedback=feedback,
                            feedback_scale=settings.feedback["scale"] if settings.feedback else 0.0)
-                writer.write(to_uint8(x).numpy())
-                if bar is not None:
-                    bar.update(j - i)
-                if on_batch is not None:
-                    on_batch(writer.num_done)
+                background.write(to_uint8(x).numpy(), written)  # while the next batch is sampled
+                i = j
+            background.wait()
         finally:
             if bar is not None:
                 bar.close()
         writer.finish()
     return out
+
+
+class _BackgroundWrites:
+    """One writer thread: ``write`` hands a batch to it and returns at once, after waiting for the
+    previous batch, so HDF5 writes and flushes overlap the next batch's sampling while at most
+    one batch is in flight and batches land in order. An error in the thread is raised here."""
+
+    def __init__(self, writer: CacheWriter):
+        self.writer, self.pending = writer, None
+
+    def __enter__(self):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-writer")
+        return self
+
+    def write(self, images, done) -> None:
+        self.wait()
+        self.pending = (self.pool.submit(self.writer.write, images), done, len(images))
+
+    def wait(self) -> None:
+        if self.pending is not None:
+            future, done, n = self.pending
+            self.pending = None
+            future.result()
+            done(n)
+
+    def __exit__(self, *exc):
+        self.pool.shutdown(wait=True)  # a batch being written when an error stops the loop is finished

@@ -73,13 +73,16 @@ def cbdm_loss(unet, x0: torch.Tensor, y: torch.Tensor, alpha_bar: torch.Tensor, 
 
     x0: float (N, C, H, W) in [-1, 1]; y: int64 (N,); alpha_bar: (T,) cumulative products of
     (1 - beta); q_target: (num_classes,) probabilities of y'. Randomness (t, eps, the label drop
-    and y') comes from ``generator`` (a CPU generator) when given, so the loss is reproducible.
+    and y') comes from ``generator`` when given, so the loss is reproducible; it is drawn on the
+    generator's device (a CPU generator gives the same draws on every device). Without one it is
+    drawn on x0's device: on a GPU, a draw on the host and a copy would stall every step.
     """
     n, device = len(x0), x0.device
     T = len(alpha_bar)
-    t = torch.randint(0, T, (n,), generator=generator).to(device)
-    eps = torch.randn(x0.shape, generator=generator, dtype=torch.float32).to(device, x0.dtype)
-    keep = (torch.rand(n, generator=generator) >= cfg.p_uncond).to(device)
+    rng = generator.device if generator is not None else device
+    t = torch.randint(0, T, (n,), generator=generator, device=rng).to(device)
+    eps = torch.randn(x0.shape, generator=generator, dtype=torch.float32, device=rng).to(device, x0.dtype)
+    keep = (torch.rand(n, generator=generator, device=rng) >= cfg.p_uncond).to(device)
     ab = alpha_bar.to(device, torch.float32)[t].view(-1, *([1] * (x0.ndim - 1)))
     x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps  # q(x_t | x_0), DDPM eq. (4)
     y_in = torch.where(keep, y, torch.full_like(y, null_class))
@@ -91,7 +94,7 @@ def cbdm_loss(unet, x0: torch.Tensor, y: torch.Tensor, alpha_bar: torch.Tensor, 
         dm = _mse(eps_y, eps)
         return {"loss": w_snr * dm, "dm": dm, "reg": zero, "commit": zero, "l_reg": zero, "t": t, "keep": keep}
 
-    y_prime = torch.multinomial(q_target.float(), n, replacement=True, generator=generator).to(device)
+    y_prime = torch.multinomial(q_target.to(rng, torch.float32), n, replacement=True, generator=generator).to(device)
     # Both branches in one forward pass on the concatenated batch (same x_t and t, labels y and y').
     eps_y, eps_y_prime = unet(torch.cat([x_t, x_t]), torch.cat([t, t]),
                               class_labels=torch.cat([y_in, y_prime])).sample.chunk(2)

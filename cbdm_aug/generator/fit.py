@@ -62,6 +62,8 @@ class TrainConfig:
     sample_every: int = 500
     checkpoint_every: int = 250
     init_from: str | None = None
+    compile: bool | None = None        # torch.compile the UNet; default: on for CUDA, off on CPU
+    device_data: bool | None = None    # training images on the device; default: on CUDA when they fit
 
     def __post_init__(self):
         for name in ("max_steps", "batch_size", "sample_every", "checkpoint_every", "num_nodes"):
@@ -89,9 +91,12 @@ class FitConfig:
         return cls(DataConfig(**d["data"]), TrainConfig(**d["train"]), CBDMLossConfig(**d["loss"]))
 
 
-# Settings that may change when a run resumes: they do not change what is being trained.
+# Settings that may change when a run resumes: they do not change what is being trained. compile and
+# device_data change how a step runs (a compiled or eager UNet; batches gathered on the device or
+# copied from the host), not the model, the objective or the data order.
 _RESUMABLE = {("train", k) for k in ("max_steps", "num_workers", "accelerator", "devices", "num_nodes",
-                                     "strategy", "sample_every", "checkpoint_every")} | {("data", "skip_bad")}
+                                     "strategy", "sample_every", "checkpoint_every", "compile",
+                                     "device_data")} | {("data", "skip_bad")}
 
 
 def load_training_data(cfg: DataConfig, progress: bool = True) -> LabeledImages:
@@ -172,13 +177,49 @@ class _Sampler(torch.utils.data.Sampler):
         return len(self.inner)
 
 
-def _resolved_train(cfg: TrainConfig, channels: int) -> TrainConfig:
-    on_gpu = torch.cuda.is_available() and cfg.accelerator in ("auto", "gpu", "cuda")
+def _on_gpu(accelerator: str) -> bool:
+    return torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
+
+
+def _resolved_train(cfg: TrainConfig, channels: int, data_bytes: int = 0) -> TrainConfig:
+    on_gpu = _on_gpu(cfg.accelerator)
     return replace(cfg,
                    warmup_steps=cfg.warmup_steps if cfg.warmup_steps is not None
                    else min(5000, max(1, cfg.max_steps // 10)),
                    hflip=cfg.hflip if cfg.hflip is not None else channels == 3,
-                   precision=cfg.precision or ("bf16-mixed" if on_gpu else "32-true"))
+                   precision=cfg.precision or ("bf16-mixed" if on_gpu else "32-true"),
+                   compile=cfg.compile if cfg.compile is not None else on_gpu,
+                   device_data=cfg.device_data if cfg.device_data is not None
+                   else on_gpu and _fits_on_gpu(data_bytes))
+
+
+def _fits_on_gpu(nbytes: int) -> bool:
+    """Whether a tensor of ``nbytes`` takes at most a tenth of the free memory of the current GPU:
+    the rest is for the model, its activations and the optimizer."""
+    free, _ = torch.cuda.mem_get_info()
+    return nbytes <= free // 10
+
+
+def _index_batch(indices):
+    """The DataLoader's collate for device-resident data: the batch is its int64 indices."""
+    return torch.as_tensor(indices, dtype=torch.int64)
+
+
+class _Indices(torch.utils.data.Dataset):
+    """Dataset of the integers 0..n-1, fetched a batch at a time: with the images on the device,
+    the host only draws indices, through the same sampler (and DDP sharding) as the host path."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        return i
+
+    def __getitems__(self, indices):
+        return indices
 
 
 def _quiet_lightning():
@@ -194,6 +235,16 @@ def _quiet_lightning():
     # A resumed run draws a fresh data order from the checkpointed step on; that is by design
     # (README: Resume), so Lightning's warning about a non-resumable loader is not news either.
     warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
+
+
+def _progress_bar(progress: bool, accelerator: str) -> list:
+    """On a GPU, a bar that reads the logged losses every 25 steps: each read copies them to the
+    host and waits for the step, and a read every step kept the GPU idle between steps."""
+    if not progress or not _on_gpu(accelerator):
+        return []
+    from pytorch_lightning.callbacks import TQDMProgressBar
+
+    return [TQDMProgressBar(refresh_rate=25)]
 
 
 def fit(cfg: FitConfig, out: str | os.PathLike, resume: bool = False, progress: bool = True,
@@ -218,7 +269,7 @@ def fit(cfg: FitConfig, out: str | os.PathLike, resume: bool = False, progress: 
         last = out / "checkpoints" / "last.ckpt"
         ckpt = last if resume and last.exists() else None
     data = load_training_data(cfg.data, progress=progress)
-    train = _resolved_train(cfg.train, data.channels)
+    train = _resolved_train(cfg.train, data.channels, data.images.nbytes)
     if (out / RUN_CONFIG).exists():  # resuming: keep the schedule the run started with
         first = json.loads((out / RUN_CONFIG).read_text())["resolved"]["train"]
         train = replace(train, **{k: first[k] for k in ("warmup_steps", "hflip", "precision")})
@@ -244,6 +295,7 @@ def fit(cfg: FitConfig, out: str | os.PathLike, resume: bool = False, progress: 
     if train.init_from:
         module.unet.load_state_dict(base.unet.state_dict())
         module.ema.module.load_state_dict(base.unet.state_dict())
+    module.compile_unet = train.compile
 
     meta = {
         "preset": train.preset, "model": model_config, "class_names": data.class_names,
@@ -261,7 +313,11 @@ def fit(cfg: FitConfig, out: str | os.PathLike, resume: bool = False, progress: 
 
     images = torch.from_numpy(data.images)
     labels = torch.from_numpy(data.labels)
-    dataset = torch.utils.data.TensorDataset(images, labels)
+    if train.device_data:  # the module carries the images to the device; the loader draws indices
+        module.keep_data_on_device(images, labels)
+        dataset = _Indices(len(labels))
+    else:
+        dataset = torch.utils.data.TensorDataset(images, labels)
     checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", every_n_train_steps=train.checkpoint_every,
                                  save_last=True, save_top_k=0, enable_version_counter=False)
     trainer = pl.Trainer(
@@ -270,7 +326,8 @@ def fit(cfg: FitConfig, out: str | os.PathLike, resume: bool = False, progress: 
         num_nodes=train.num_nodes, strategy=train.strategy, precision=train.precision,
         gradient_clip_val=train.grad_clip, default_root_dir=out,
         logger=CSVLogger(out, name="logs"), log_every_n_steps=10,  # logs/version_N per (re)start
-        callbacks=[checkpoint, ExportCallback(out, meta), SampleGridCallback(out, train.sample_every)],
+        callbacks=[checkpoint, ExportCallback(out, meta), SampleGridCallback(out, train.sample_every),
+                   *_progress_bar(progress, train.accelerator)],
         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
     )
     sampler_gen = torch.Generator().manual_seed(train.seed)
@@ -280,9 +337,14 @@ def fit(cfg: FitConfig, out: str | os.PathLike, resume: bool = False, progress: 
     # "finished" at step 0); any other sampler it shards with DistributedSamplerWrapper.
     sampler = _Sampler(torch.utils.data.RandomSampler(
         dataset, num_samples=max(len(dataset), train.batch_size * trainer.world_size), generator=sampler_gen))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=train.batch_size, sampler=sampler,
-                                         drop_last=True, num_workers=train.num_workers,
-                                         persistent_workers=train.num_workers > 0)
+    if train.device_data:
+        loader = torch.utils.data.DataLoader(dataset, batch_size=train.batch_size, sampler=sampler,
+                                             drop_last=True, collate_fn=_index_batch,
+                                             pin_memory=_on_gpu(train.accelerator))
+    else:
+        loader = torch.utils.data.DataLoader(dataset, batch_size=train.batch_size, sampler=sampler,
+                                             drop_last=True, num_workers=train.num_workers,
+                                             persistent_workers=train.num_workers > 0)
     if ckpt is not None:
         echo(f"resuming from {ckpt}")
     trainer.fit(module, train_dataloaders=loader, ckpt_path=str(ckpt) if ckpt else None)

@@ -80,7 +80,13 @@ def test_evaluate_generator_runs_end_to_end_and_writes_the_report_and_pictures(d
     assert code == 0, err
     r2 = json.loads((out2 / "report.json").read_text())
     assert r2["feature_space"]["source"] == str(out / "feature_net")
-    assert r2["whole_set"]["fid"] == pytest.approx(r["whole_set"]["fid"], rel=1e-4)
+    # Same images, same feature network: what is counted must match exactly. The features are float
+    # arithmetic whose kernels (and batch splits) a GPU may choose differently between the two runs; an
+    # H200 gave FID 10.98555 vs 10.98692 (1.2e-4 apart), so float metrics get a tolerance GPUs meet.
+    assert r2["class_names"] == r["class_names"]
+    assert r2["real"]["reference_per_class"] == r["real"]["reference_per_class"]
+    assert [row["train_count"] for row in r2["per_class"]] == [row["train_count"] for row in r["per_class"]]
+    assert r2["whole_set"]["fid"] == pytest.approx(r["whole_set"]["fid"], rel=1e-2)
 
     # The samples in OUT are reused only for the same settings.
     code, _, err = run_cli(["evaluate-generator", run, "--real", real, "--out", out, "--samples-per-class", 6,

@@ -216,8 +216,34 @@ def predict(model: torch.nn.Module, images: np.ndarray, batch_size: int, device:
     return torch.cat(out)
 
 
-def train_run(recipe: Recipe, out_dir: str | Path, progress: bool = True, command: str = "") -> dict:
-    """Train, evaluate and write one run folder; returns the metrics.json content."""
+def _make_loader(recipe: Recipe, dataset, sampler, device: torch.device, device_data: bool | None,
+                 generator: torch.Generator):
+    """The epoch's batches ``(x, y, is_synthetic)``: a host DataLoader, or (``device_data``; None: on
+    CUDA when the images fit) a ``DeviceLoader`` that holds every image on ``device``, draws the same
+    sampler's indices and augments there. Returns (loader, 'device' or 'loader')."""
+    from cbdm_aug.classify import device_data as dd
+
+    bs, d = recipe.schedule.batch_size, recipe.data
+    drop_last = len(sampler) >= bs
+    labels = np.asarray(dataset.labels if hasattr(dataset, "labels") else dataset.targets)
+    if device_data is None:
+        shape = getattr(dataset, "_out_shape", None) or np.asarray(dataset.images).shape[1:]
+        device_data = dd.fits_on_device(len(labels) * int(np.prod(shape)), device)
+    if device_data:
+        return dd.DeviceLoader(dd.dataset_images(dataset), labels, sampler, bs, drop_last, device,
+                               is_synthetic=getattr(dataset, "is_synthetic", None), crop_padding=d.crop_padding,
+                               hflip=d.hflip, policy=d.augment, ops=d.augment_ops, magnitude=d.augment_magnitude,
+                               seed=recipe.seed), "device"
+    return DataLoader(_Sourced(dataset), batch_size=bs, sampler=sampler, num_workers=recipe.num_workers,
+                      drop_last=drop_last, generator=generator, pin_memory=device.type == "cuda",
+                      persistent_workers=recipe.num_workers > 0), "loader"
+
+
+def train_run(recipe: Recipe, out_dir: str | Path, progress: bool = True, command: str = "",
+              device_data: bool | None = None) -> dict:
+    """Train, evaluate and write one run folder; returns the metrics.json content. ``device_data``
+    keeps the training images on the device and augments them there (``classify.device_data``);
+    None: on CUDA when they take under a tenth of its free memory, never on a CPU."""
     from cbdm_aug.classify.losses import ClassifierLoss
     from cbdm_aug.classify.metrics import classification_metrics
     from cbdm_aug.classify.report import write_run_report
@@ -242,11 +268,8 @@ def train_run(recipe: Recipe, out_dir: str | Path, progress: bool = True, comman
     synthetic_available = (np.bincount(np.asarray(dataset.labels)[np.asarray(dataset.is_synthetic)],
                                        minlength=C).tolist() if hasattr(dataset, "is_synthetic") else [0] * C)
     draws = _epoch_draws(dataset, sampler, C)
-    bs = recipe.schedule.batch_size
     g = torch.Generator().manual_seed(recipe.seed)
-    loader = DataLoader(_Sourced(dataset), batch_size=bs, sampler=sampler, num_workers=recipe.num_workers,
-                        drop_last=len(sampler) >= bs, generator=g, pin_memory=device.type == "cuda",
-                        persistent_workers=recipe.num_workers > 0)
+    loader, data_path = _make_loader(recipe, dataset, sampler, device, device_data, g)
 
     model = build_model(recipe, C, channels).to(device)
     prior_counts = (real_counts if recipe.loss.prior == "real"
@@ -277,7 +300,7 @@ def train_run(recipe: Recipe, out_dir: str | Path, progress: bool = True, comman
                          "epoch0_draws": draws, "loss_prior": list(prior_counts)},
         "data": {"train": train.source, "test": test.source, "image_size": size, "channels": channels},
         "history": history,
-        "run": {"device": str(device), "seconds": round(time.time() - t0, 1), "command": command,
+        "run": {"device": str(device), "data": data_path, "seconds": round(time.time() - t0, 1), "command": command,
                 "torch": torch.__version__, "python": platform.python_version(), "machine": platform.node()},
     }
     torch.save({"state_dict": model.state_dict(), "model": recipe.model.name, "num_classes": C,
@@ -298,9 +321,13 @@ def _train_epochs(model, loader, sampler, criterion, opt, sched, epochs: int, de
             sampler.set_epoch(epoch)
         if not stage:
             model.train()
-        total_loss, correct, seen = 0.0, 0, 0
+        # Sums kept on the device (float64: the same numbers as Python floats) and read every 25
+        # steps: a read waits for the step, and one per step kept a GPU idle between steps.
+        total_loss = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        seen = 0
         bar = tqdm(loader, desc=f"{stage}epoch {epoch + 1}/{epochs}", leave=False, disable=not progress)
-        for x, y, syn in bar:
+        for step, (x, y, syn) in enumerate(bar):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             logits = model(x)
             loss = weighted_loss(criterion(logits, y), syn, synthetic_weight)
@@ -308,11 +335,12 @@ def _train_epochs(model, loader, sampler, criterion, opt, sched, epochs: int, de
             loss.backward()
             opt.step()
             sched.step()
-            total_loss += float(loss.detach()) * len(y)
-            correct += int((logits.argmax(1) == y).sum())
+            total_loss += loss.detach().double() * len(y)
+            correct += (logits.argmax(1) == y).sum()
             seen += len(y)
-            bar.set_postfix(loss=f"{total_loss / seen:.3f}", lr=f"{opt.param_groups[0]['lr']:.3g}")
-        row = {"epoch": epoch + 1, "loss": total_loss / max(seen, 1), "train_acc": correct / max(seen, 1),
+            if progress and step % 25 == 0:
+                bar.set_postfix(loss=f"{float(total_loss) / seen:.3f}", lr=f"{opt.param_groups[0]['lr']:.3g}")
+        row = {"epoch": epoch + 1, "loss": float(total_loss) / max(seen, 1), "train_acc": int(correct) / max(seen, 1),
                "lr": opt.param_groups[0]["lr"], **({"stage": stage.strip()} if stage else {})}
         if eval_every and (epoch + 1) % eval_every == 0 and epoch + 1 < epochs:
             row["test_top1"] = evaluate()
@@ -351,12 +379,12 @@ def _classifier_retraining(recipe: Recipe, model, train, transform, num_classes:
 
 
 def train_seeds(recipe: Recipe, seeds: list[int], out_dir: str | Path, progress: bool = True,
-                command: str = "") -> dict:
+                command: str = "", device_data: bool | None = None) -> dict:
     """Run ``recipe`` once per seed into ``out_dir/seed<N>`` and write the aggregate there."""
     from cbdm_aug.classify.report import aggregate_runs, write_aggregate_report
 
     out = Path(out_dir)
-    runs = [train_run(replace(recipe, seed=s), out / f"seed{s}", progress, command) for s in seeds]
+    runs = [train_run(replace(recipe, seed=s), out / f"seed{s}", progress, command, device_data) for s in seeds]
     agg = aggregate_runs(runs)
     write_aggregate_report(agg, out)
     return agg

@@ -11,9 +11,12 @@ def environment() -> dict:
     import torch
 
     def version(mod):
+        # Read from the installed metadata, not by importing: importing Lightning alone costs seconds.
+        from importlib.metadata import PackageNotFoundError, version as dist_version
+
         try:
-            return __import__(mod).__version__
-        except Exception:  # noqa: BLE001 - a missing optional package is reported as such
+            return dist_version(mod.replace("_", "-"))
+        except PackageNotFoundError:  # a missing optional package is reported as such
             return None
 
     try:
@@ -35,6 +38,7 @@ def environment() -> dict:
         "machine": {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
                     "platform": platform.platform()},
-        "versions": {m: version(m) for m in ("torch", "diffusers", "pytorch_lightning", "timm", "h5py", "numpy")},
+        "versions": {"torch": torch.__version__,
+                     **{m: version(m) for m in ("diffusers", "pytorch_lightning", "timm", "h5py", "numpy")}},
         "commit": commit, "dirty_tree": dirty,
     }

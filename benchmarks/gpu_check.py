@@ -236,7 +236,7 @@ def part_classify(args, s, device, out):
 
         def epoch():
             seen = 0
-            for x, y in loader:
+            for x, y, *_ in loader:
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 loss = torch.nn.functional.cross_entropy(model(x), y)
                 opt.zero_grad(set_to_none=True)

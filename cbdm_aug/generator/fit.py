@@ -190,13 +190,15 @@ def _resolved_train(cfg: TrainConfig, channels: int, data_bytes: int = 0) -> Tra
                    precision=cfg.precision or ("bf16-mixed" if on_gpu else "32-true"),
                    compile=cfg.compile if cfg.compile is not None else on_gpu,
                    device_data=cfg.device_data if cfg.device_data is not None
-                   else on_gpu and _fits_on_gpu(data_bytes))
+                   else on_gpu and not any(s in cfg.strategy for s in ("fork", "notebook"))
+                   and _fits_on_gpu(data_bytes))
 
 
 def _fits_on_gpu(nbytes: int) -> bool:
-    """Whether a tensor of ``nbytes`` takes at most a tenth of the free memory of the current GPU:
-    the rest is for the model, its activations and the optimizer."""
-    free, _ = torch.cuda.mem_get_info()
+    """Whether a tensor of ``nbytes`` takes at most a tenth of the free memory of this process's GPU
+    (LOCAL_RANK under DDP, so no rank opens a context on GPU 0): the rest is for the model, its
+    activations and the optimizer. Never asked for fork-based strategies, which need CUDA untouched."""
+    free, _ = torch.cuda.mem_get_info(int(os.environ.get("LOCAL_RANK") or 0))
     return nbytes <= free // 10
 
 

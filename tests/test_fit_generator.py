@@ -155,3 +155,25 @@ def test_a_run_started_before_a_setting_existed_still_resumes_and_a_changed_one_
     changed = replace(cfg, loss=replace(cfg.loss, min_snr_gamma=5.0))
     with pytest.raises(RunDirError, match="min_snr_gamma"):
         prepare_run_dir(tmp_path, changed, resume=True)
+
+
+def test_without_out_the_run_goes_to_runs_slash_the_data_name_and_is_not_overwritten(folder, tmp_path, capsys,
+                                                                                    monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, stdout, err = run_cli(["fit-generator", "data/", "--max-steps", 2, *FAST], capsys)
+    assert code == 0, err
+    assert "run folder: runs/data" in stdout
+    assert json.loads((tmp_path / "runs" / "data" / "generator.json").read_text())["step"] == 2
+    msg = _error(["fit-generator", "data", "--max-steps", 2, *FAST], capsys)
+    assert "runs/data already holds this run" in msg and "--resume" in msg
+    code, stdout, err = run_cli(["fit-generator", "data", "--max-steps", 4, "--resume", *FAST], capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "runs" / "data" / "generator.json").read_text())["step"] == 4
+
+
+@pytest.mark.parametrize("data, name", [("digits", "digits"), ("some/where/mnist-lt.npz", "mnist-lt"),
+                                        ("pets/train/", "train")])
+def test_the_default_run_folder_is_named_after_the_data(data, name):
+    from cbdm_aug.generator.cli import default_run_dir
+
+    assert str(default_run_dir(data)) == f"runs/{name}"

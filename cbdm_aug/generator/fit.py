@@ -214,6 +214,7 @@ def fit(cfg: FitConfig, out: str | os.PathLike, resume: bool = False, progress: 
     first_process = _is_first_process()
     if first_process:
         ckpt = prepare_run_dir(out, cfg, resume)  # before the (slow) data load: fail fast
+        echo(f"run folder: {out}")
     else:  # rank 0 checked the folder and wrote run.json before it launched this process
         last = out / "checkpoints" / "last.ckpt"
         ckpt = last if resume and last.exists() else None

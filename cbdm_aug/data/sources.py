@@ -283,11 +283,20 @@ def load_digits() -> LabeledImages:
 def open_data(spec: str | os.PathLike, split: str = "train", image_size: int | None = None,
               channels: int | None = None, skip_bad: bool = False,
               progress: bool = False) -> LabeledImages:
-    """Open ``spec``: ``digits`` (scikit-learn's bundled set), an ``.npz`` file or an image folder."""
-    if str(spec) == "digits":
-        data = load_digits()
-    elif str(spec).endswith(".npz"):
-        data = load_npz(spec, split=split)
+    """Open ``spec``: ``digits`` (scikit-learn's bundled set), an ``.npz`` file or an image folder.
+
+    Every source is brought to ``image_size`` squares and ``channels`` (default: the data's): an
+    image folder as it decodes each file, arrays with ``convert_images``.
+    """
+    if image_size is not None and not 1 <= image_size * image_size <= MAX_IMAGE_PIXELS:
+        raise DataError(f"image_size must be in [1, {int(MAX_IMAGE_PIXELS ** 0.5)}], got {image_size}")
+    if channels not in (None, 1, 3):
+        raise DataError(f"channels must be 1 or 3, got {channels}")
+    if str(spec) == "digits" or str(spec).endswith(".npz"):
+        from cbdm_aug.data.convert import convert_images
+
+        data = load_digits() if str(spec) == "digits" else load_npz(spec, split=split)
+        data.images = convert_images(data.images, image_size or data.image_size, channels or data.channels)
     else:
         data = load_image_folder(spec, image_size=image_size, channels=channels,
                                  skip_bad=skip_bad, progress=progress)

@@ -111,6 +111,21 @@ def test_symlinks_that_loop_or_leave_the_folder_are_skipped_with_a_count(folder,
     assert data.skipped == {"broken or looping symlink": 2, "symlink outside the data folder": 1}
 
 
+def test_symlinked_class_folders_that_leave_the_folder_or_break_are_skipped_with_a_count(folder, tmp_path, capsys):
+    elsewhere = make_folder(tmp_path / "elsewhere", counts=(5,), size=8)
+    os.symlink(elsewhere / "class 0", folder / "stolen")        # a whole class from outside the root
+    os.symlink(tmp_path / "gone", folder / "broken")             # a class folder that no longer exists
+    os.symlink(folder, folder / "loop")                          # the root itself: would hold every class
+    os.symlink(folder / "class 0", folder / "alias")             # fine: stays inside
+    data = load_image_folder(folder)
+    assert data.class_names == ["alias", "class 0", "class 1"]
+    assert len(data) == 4 + 4 + 3
+    assert data.skipped == {"class folder symlink outside the data folder": 2, "broken or looping symlink": 1}
+    code, out, err = run_cli(["fit-generator", folder, "--out", tmp_path / "r", "--max-steps", 1, *FAST], capsys)
+    assert code == 0, err
+    assert "2 class folder symlink outside the data folder" in out and "1 broken or looping symlink" in out
+
+
 def test_class_names_with_spaces_and_non_ascii_survive_into_a_cache(tmp_path):
     names = ["red fox", "café ☕", "猫"]
     root = tmp_path / "names"

@@ -177,3 +177,38 @@ def test_the_default_run_folder_is_named_after_the_data(data, name):
     from cbdm_aug.generator.cli import default_run_dir
 
     assert str(default_run_dir(data)) == f"runs/{name}"
+
+
+def test_progress_off_a_terminal_is_a_plain_line_every_few_steps_counting_steps_not_epochs(folder, tmp_path, capsys):
+    code, stdout, err = run_cli(["fit-generator", folder, "--out", tmp_path / "r", "--max-steps", 40, *FAST], capsys)
+    assert code == 0, err
+    lines = [line for line in stdout.splitlines() if line.startswith("step ")]
+    steps = [int(line.split()[1].split("/")[0]) for line in lines]
+    assert steps == [1, *range(2, 41, 2)], steps  # the first step, then every 5% of the run
+    assert all("/40" in line and "loss " in line and "dm " in line and "steps/s" in line and " left" in line
+               for line in lines), lines
+    assert "\r" not in stdout + err and "Epoch" not in stdout + err
+
+
+def test_progress_on_a_terminal_is_one_bar_over_steps_from_the_resumed_step():
+    import io
+    from types import SimpleNamespace
+
+    from cbdm_aug.generator.progress import StepProgress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    stream = Terminal()
+    trainer = SimpleNamespace(is_global_zero=True, max_steps=1000, global_step=300,
+                              callback_metrics={"loss": torch.tensor(0.5), "dm": torch.tensor(0.4)})
+    bar = StepProgress(stream=stream)
+    bar.on_train_start(trainer, None)
+    for step in range(301, 341):
+        trainer.global_step = step
+        bar.on_train_batch_end(trainer, None, None, None, step)
+    bar.bar.refresh()
+    text = stream.getvalue().split("\r")[-1]
+    bar.on_train_end(trainer, None)
+    assert text.startswith("step 340/1000") and "loss=0.5" in text and "dm=0.4" in text and "left" in text, text

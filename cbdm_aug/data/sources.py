@@ -205,7 +205,7 @@ def load_image_folder(root: str | os.PathLike, image_size: int | None = None,
     iterator = [(label, p) for label, files in enumerate(files_per_class) for p in files if p in headers]
     if progress:
         from tqdm.auto import tqdm
-        iterator = tqdm(iterator, desc=f"reading {root.name}", unit="img")
+        iterator = tqdm(iterator, desc=f"reading {root.name}", unit="img", disable=None)  # None: off a terminal
     for label, path in iterator:
         try:
             images.append(_decode(path, image_size, channels))

@@ -204,6 +204,7 @@ def fit(cfg: FitConfig, out: str | os.PathLike, resume: bool = False, progress: 
     from pytorch_lightning.loggers import CSVLogger
 
     from cbdm_aug.generator.callbacks import ExportCallback, SampleGridCallback
+    from cbdm_aug.generator.progress import StepProgress
     from cbdm_aug.generator.module import CBDMModule
 
     out = Path(out)
@@ -271,8 +272,10 @@ def fit(cfg: FitConfig, out: str | os.PathLike, resume: bool = False, progress: 
         num_nodes=train.num_nodes, strategy=train.strategy, precision=train.precision,
         gradient_clip_val=train.grad_clip, default_root_dir=out,
         logger=CSVLogger(out, name="logs"), log_every_n_steps=10,  # logs/version_N per (re)start
-        callbacks=[checkpoint, ExportCallback(out, meta), SampleGridCallback(out, train.sample_every)],
-        enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
+        callbacks=[checkpoint, ExportCallback(out, meta), SampleGridCallback(out, train.sample_every),
+                   *([StepProgress(echo)] if progress else [])],
+        enable_progress_bar=False,  # StepProgress counts steps, the unit of --max-steps
+        enable_model_summary=False, num_sanity_val_steps=0,
     )
     sampler_gen = torch.Generator().manual_seed(train.seed)
     # Enough indices per epoch that a tiny tail-only set still fills whole batches on every rank.

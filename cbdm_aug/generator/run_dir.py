@@ -33,11 +33,14 @@ class RunDirError(UserError):
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:  # a full disk leaves no half-written temporary file behind
+        tmp.unlink(missing_ok=True)
 
 
 def sha256_file(path: str | os.PathLike) -> str:

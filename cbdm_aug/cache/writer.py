@@ -61,6 +61,15 @@ def create_cache(path: str | os.PathLike, *, labels, seeds, image_shape: tuple[i
     return path
 
 
+def _open_unbuffered(path: Path) -> h5py.File:
+    """``path`` read-write without HDF5's sieve buffer. With it, a write that fails (a full disk)
+    stayed buffered, and closing the file retried it and printed a traceback; without it, the
+    write raises at once and nothing is left to retry. Images go in whole batches anyway."""
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    fapl.set_sieve_buf_size(0)
+    return h5py.File(h5py.h5f.open(os.fsencode(path), h5py.h5f.ACC_RDWR, fapl=fapl))
+
+
 class CacheWriter:
     """Append images, in index order, to a cache made by ``create_cache``.
 
@@ -70,7 +79,8 @@ class CacheWriter:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self._f = open_cache(self.path, "r+")
+        open_cache(self.path).close()  # a missing, truncated or foreign file is a CacheError
+        self._f = _open_unbuffered(self.path)
         try:
             self.attrs = check_header(self._f, self.path, require_complete=False)
         except CacheError:

@@ -17,9 +17,11 @@ _DISK_FULL_TEXT = ("No space left on device", "File too large", "Disk quota exce
 
 def is_disk_full(e: BaseException | None) -> bool:
     """Whether ``e``, or an exception it was raised from, is a write that ran out of space. h5py
-    reports the errno only inside its message, so the message is checked too."""
+    reports the errno only inside its message, and as a RuntimeError when closing a file, so the
+    message is checked too."""
     while e is not None:
-        if isinstance(e, OSError) and (e.errno in _DISK_FULL_ERRNOS or any(t in str(e) for t in _DISK_FULL_TEXT)):
+        if (isinstance(e, OSError) and e.errno in _DISK_FULL_ERRNOS) or (
+                isinstance(e, (OSError, RuntimeError)) and any(t in str(e) for t in _DISK_FULL_TEXT)):
             return True
         e = e.__cause__ or e.__context__
     return False

@@ -58,15 +58,17 @@ def test_generate_on_a_full_disk_stops_in_one_line_and_resumes_to_the_uninterrup
         np.testing.assert_array_equal(a, b)
 
 
-def test_generate_without_space_for_its_file_leaves_no_file(tiny_run, tmp_path):  # noqa: F811
-    def tiny_disk():  # 4 KB: less than the preallocated cache
-        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))
+def test_generate_that_could_never_fit_is_refused_before_writing_anything(tiny_run, tmp_path):  # noqa: F811
+    def small_disk():  # 64 KB: less than the preallocated cache
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 16, resource.RLIM_INFINITY))
 
     out = tmp_path / "out.h5"
     r = subprocess.run([*CLI, "generate", str(tiny_run), "--per-class", "40", "--steps", "2", "--device", "cpu",
                         "--out", str(out)], env=ENV, capture_output=True, text=True, timeout=600,
-                       preexec_fn=tiny_disk)
-    assert "nothing was written" in _one_line_failure(r)
+                       preexec_fn=small_disk)
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    line = r.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"Error: {out}: needs 1.1 MB but only 0.1 MB can be written there"), line
     assert not out.exists() and not list(tmp_path.glob(".*"))
 
 

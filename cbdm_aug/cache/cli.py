@@ -144,7 +144,7 @@ def generate(run_dir, out, policy, per_class, target, counts_file, sampler, step
                               overwrite=overwrite, command=command, feedback=feedback)
     except ValueError as e:
         raise click.ClickException(str(e)) from None
-    except OSError as e:
+    except (OSError, RuntimeError) as e:  # h5py raises RuntimeError for a write that fails at close
         if not is_disk_full(e):
             raise
         raise click.ClickException(_disk_full(out)) from None

@@ -41,6 +41,7 @@ def test_checkpoints_are_written_whole_under_their_name_and_leave_no_temporary_f
     from cbdm_aug.generator.checkpoints import KeepPreviousCheckpointIO
 
     io = KeepPreviousCheckpointIO()
+    (tmp_path / ".last.ckpt.tmp999").write_bytes(b"half a checkpoint from a killed run")
     for step in (1, 2, 3):
         io.save_checkpoint({"global_step": step, "w": torch.zeros(3)}, tmp_path / "last.ckpt")
     assert checkpoint_step(tmp_path / "last.ckpt") == 3 and checkpoint_step(tmp_path / "previous.ckpt") == 2

@@ -26,6 +26,8 @@ class KeepPreviousCheckpointIO(TorchCheckpointIO):
         path.parent.mkdir(parents=True, exist_ok=True)
         buffer = io.BytesIO()  # serialise first: a write error is then a plain OSError with its errno
         torch.save(checkpoint, buffer)
+        for stale in [*path.parent.glob(f".{path.name}.tmp*"), *path.parent.glob(f".{PREVIOUS}.tmp*")]:
+            stale.unlink(missing_ok=True)  # left by a writer that was killed; only rank 0 writes
         tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
         link = path.with_name(f".{PREVIOUS}.tmp{os.getpid()}")
         try:

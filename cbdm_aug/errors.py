@@ -1,4 +1,5 @@
 """Exceptions for bad user input. The CLI prints these as one line, without a traceback."""
+import errno
 
 
 class UserError(ValueError):
@@ -7,3 +8,20 @@ class UserError(ValueError):
 
 class ConfigError(UserError):
     """Options or settings that are invalid or contradict each other."""
+
+
+# No space left, a file-size limit (ulimit -f) or a quota: the user frees space and reruns.
+_DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+_DISK_FULL_TEXT = ("No space left on device", "File too large", "Disk quota exceeded")
+
+
+def is_disk_full(e: BaseException | None) -> bool:
+    """Whether ``e``, or an exception it was raised from, is a write that ran out of space. h5py
+    reports the errno only inside its message, and as a RuntimeError when closing a file, so the
+    message is checked too."""
+    while e is not None:
+        if (isinstance(e, OSError) and e.errno in _DISK_FULL_ERRNOS) or (
+                isinstance(e, (OSError, RuntimeError)) and any(t in str(e) for t in _DISK_FULL_TEXT)):
+            return True
+        e = e.__cause__ or e.__context__
+    return False

@@ -155,3 +155,60 @@ def test_a_run_started_before_a_setting_existed_still_resumes_and_a_changed_one_
     changed = replace(cfg, loss=replace(cfg.loss, min_snr_gamma=5.0))
     with pytest.raises(RunDirError, match="min_snr_gamma"):
         prepare_run_dir(tmp_path, changed, resume=True)
+
+
+def test_without_out_the_run_goes_to_runs_slash_the_data_name_and_is_not_overwritten(folder, tmp_path, capsys,
+                                                                                    monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, stdout, err = run_cli(["fit-generator", "data/", "--max-steps", 2, *FAST], capsys)
+    assert code == 0, err
+    assert "run folder: runs/data" in stdout
+    assert json.loads((tmp_path / "runs" / "data" / "generator.json").read_text())["step"] == 2
+    msg = _error(["fit-generator", "data", "--max-steps", 2, *FAST], capsys)
+    assert "runs/data already holds this run" in msg and "--resume" in msg
+    code, stdout, err = run_cli(["fit-generator", "data", "--max-steps", 4, "--resume", *FAST], capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "runs" / "data" / "generator.json").read_text())["step"] == 4
+
+
+@pytest.mark.parametrize("data, name", [("digits", "digits"), ("some/where/mnist-lt.npz", "mnist-lt"),
+                                        ("pets/train/", "train")])
+def test_the_default_run_folder_is_named_after_the_data(data, name):
+    from cbdm_aug.generator.cli import default_run_dir
+
+    assert str(default_run_dir(data)) == f"runs/{name}"
+
+
+def test_progress_off_a_terminal_is_a_plain_line_every_few_steps_counting_steps_not_epochs(folder, tmp_path, capsys):
+    code, stdout, err = run_cli(["fit-generator", folder, "--out", tmp_path / "r", "--max-steps", 40, *FAST], capsys)
+    assert code == 0, err
+    lines = [line for line in stdout.splitlines() if line.startswith("step ")]
+    steps = [int(line.split()[1].split("/")[0]) for line in lines]
+    assert steps == [1, *range(2, 41, 2)], steps  # the first step, then every 5% of the run
+    assert all("/40" in line and "loss " in line and "dm " in line and "steps/s" in line and " left" in line
+               for line in lines), lines
+    assert "\r" not in stdout + err and "Epoch" not in stdout + err
+
+
+def test_progress_on_a_terminal_is_one_bar_over_steps_from_the_resumed_step():
+    import io
+    from types import SimpleNamespace
+
+    from cbdm_aug.generator.progress import StepProgress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    stream = Terminal()
+    trainer = SimpleNamespace(is_global_zero=True, max_steps=1000, global_step=300,
+                              callback_metrics={"loss": torch.tensor(0.5), "dm": torch.tensor(0.4)})
+    bar = StepProgress(stream=stream)
+    bar.on_train_start(trainer, None)
+    for step in range(301, 341):
+        trainer.global_step = step
+        bar.on_train_batch_end(trainer, None, None, None, step)
+    bar.bar.refresh()
+    text = stream.getvalue().split("\r")[-1]
+    bar.on_train_end(trainer, None)
+    assert text.startswith("step 340/1000") and "loss=0.5" in text and "dm=0.4" in text and "left" in text, text

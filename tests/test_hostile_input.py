@@ -111,6 +111,21 @@ def test_symlinks_that_loop_or_leave_the_folder_are_skipped_with_a_count(folder,
     assert data.skipped == {"broken or looping symlink": 2, "symlink outside the data folder": 1}
 
 
+def test_symlinked_class_folders_that_leave_the_folder_or_break_are_skipped_with_a_count(folder, tmp_path, capsys):
+    elsewhere = make_folder(tmp_path / "elsewhere", counts=(5,), size=8)
+    os.symlink(elsewhere / "class 0", folder / "stolen")        # a whole class from outside the root
+    os.symlink(tmp_path / "gone", folder / "broken")             # a class folder that no longer exists
+    os.symlink(folder, folder / "loop")                          # the root itself: would hold every class
+    os.symlink(folder / "class 0", folder / "alias")             # fine: stays inside
+    data = load_image_folder(folder)
+    assert data.class_names == ["alias", "class 0", "class 1"]
+    assert len(data) == 4 + 4 + 3
+    assert data.skipped == {"class folder symlink outside the data folder": 2, "broken or looping symlink": 1}
+    code, out, err = run_cli(["fit-generator", folder, "--out", tmp_path / "r", "--max-steps", 1, *FAST], capsys)
+    assert code == 0, err
+    assert "2 class folder symlink outside the data folder" in out and "1 broken or looping symlink" in out
+
+
 def test_class_names_with_spaces_and_non_ascii_survive_into_a_cache(tmp_path):
     names = ["red fox", "café ☕", "猫"]
     root = tmp_path / "names"
@@ -322,6 +337,80 @@ def test_weights_that_do_not_fit_the_model_entry_fail_cleanly(run_dir, tmp_path)
     bad = _copy_run(run_dir, tmp_path / "bad")
     meta = json.loads((bad / "generator.json").read_text())
     meta["model"] = unet_config("tiny", 8, 3, 2)  # weights are for 1 channel
+    meta["channels"] = 3
     (bad / "generator.json").write_text(json.dumps(meta))
     with pytest.raises(RunDirError, match="ema.safetensors.*do not fit"):
         load_generator(bad)
+
+
+_BOMB_PROBE = """
+import json, resource, sys, time
+from cbdm_aug.generator.run_dir import RunDirError, load_generator
+from diffusers import UNet2DModel  # imported before the clock starts: only the refusal is measured
+from safetensors.torch import load_file
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t = time.perf_counter()
+try:
+    load_generator(sys.argv[1])
+    message = None
+except Exception as e:
+    message = f"{type(e).__name__}: {e}"
+print(json.dumps({"seconds": time.perf_counter() - t, "message": message,
+                  "grew_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024}))
+"""
+
+
+def test_a_memory_bomb_model_config_is_refused_before_anything_is_allocated(run_dir, tmp_path, capsys):
+    # 4096 channels x 4 levels x 4 layers: each number within its bound, ~20 billion parameters together.
+    bad = _copy_run(run_dir, tmp_path / "bomb")
+    meta = json.loads((bad / "generator.json").read_text())
+    meta["model"].update(block_out_channels=[4096] * 4, layers_per_block=4,
+                         down_block_types=["DownBlock2D"] * 4, up_block_types=["UpBlock2D"] * 4)
+    meta["model"]["sample_size"] = meta["image_size"] = 64
+    (bad / "generator.json").write_text(json.dumps(meta))
+    import resource
+    import subprocess
+    import sys
+
+    def cap_memory():  # a safety net should the refusal ever regress: fail, do not take the machine
+        resource.setrlimit(resource.RLIMIT_AS, (12 << 30, 12 << 30))
+
+    r = subprocess.run([sys.executable, "-c", _BOMB_PROBE, str(bad)], capture_output=True, text=True,
+                       timeout=600, preexec_fn=cap_memory, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    assert result["message"] and result["message"].startswith("RunDirError"), result
+    assert "above the budget of 2 GiB" in result["message"], result
+    assert result["seconds"] < 30 and result["grew_mb"] < 200, result  # ~1.5 s, 4 MB on a busy 2-core machine
+    msg = _one_line_error(["generate", bad, "--out", tmp_path / "o.h5", "--device", "cpu"], capsys)
+    assert "generator.json" in msg and "GiB" in msg, msg
+
+
+@pytest.mark.parametrize("key, value, needle", [
+    ("image_size", 100000, "image_size is 100000 but the model is built for 8"),
+    ("channels", 4, "channels is 4"),
+    ("class_names", ["a"] * 50, "number of class_names is 50"),
+])
+def test_sizes_that_sampling_would_use_must_match_the_model(run_dir, tmp_path, key, value, needle):
+    bad = _copy_run(run_dir, tmp_path / "bad")
+    meta = json.loads((bad / "generator.json").read_text())
+    meta[key] = value
+    (bad / "generator.json").write_text(json.dumps(meta))
+    with pytest.raises(RunDirError, match=needle):
+        load_generator(bad)
+
+
+@pytest.mark.parametrize("update, needle", [
+    ({"block_out_channels": [10 ** 9]}, "block_out_channels"),
+    ({"layers_per_block": 10 ** 6}, "layers_per_block"),
+    ({"num_class_embeds": 10 ** 9}, "num_class_embeds"),
+    ({"sample_size": 2 ** 20}, "sample_size"),
+    ({"sample_size": 256, "down_block_types": ["AttnDownBlock2D", "DownBlock2D"]}, "attention on a 256x256"),
+])
+def test_absurd_model_configs_are_refused_by_name(update, needle):
+    from cbdm_aug.diffusion.unet import check_unet_config
+    from cbdm_aug.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=needle):
+        check_unet_config({**unet_config("tiny", 8, 1, 2), **update})
+    assert check_unet_config(unet_config("cifar-paper", 32, 3, 10)) == 35_751_939

@@ -95,9 +95,28 @@ def test_size_and_channel_mismatches_get_clear_errors_or_an_explicit_fix(tmp_pat
     with pytest.raises(ValueError, match="16x16 but real images are 8x8; pass resize=True"):
         RealSyntheticDataset(PilSet(), big)
     assert RealSyntheticDataset(PilSet(), big, resize=True)[15][0].size == (8, 8)
-    with pytest.raises(ValueError, match="3 channel.*have 1; pass convert=True"):
+    with pytest.raises(ValueError, match="3 channel.*have 1; pass convert=True.*drops their colour"):
         RealSyntheticDataset(PilSet(mode="L"), big, resize=True)
     assert RealSyntheticDataset(PilSet(mode="L"), big, resize=True, convert=True)[15][0].mode == "L"
+
+
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_a_grey_cache_joins_an_rgb_image_folder_by_default_because_grey_to_rgb_is_lossless(tmp_path, as_tensor):
+    from torchvision.datasets import ImageFolder
+    from torchvision.transforms import ToTensor
+
+    for c, name in enumerate(NAMES):  # grey PNGs, as a generator fitted on them makes a 1-channel cache
+        (tmp_path / "real" / name).mkdir(parents=True)
+        Image.new("L", (8, 8), 10 * c).save(tmp_path / "real" / name / "0.png")
+    real = ImageFolder(tmp_path / "real", transform=ToTensor() if as_tensor else None)  # yields RGB
+    grey = np.random.default_rng(0).integers(0, 255, (3, 8, 8, 1), dtype=np.uint8)
+    cache = write_cache(tmp_path / "grey.h5", grey, [0, 1, 2], class_names=NAMES)
+    ds = RealSyntheticDataset(real, cache)
+    for k in range(3):
+        image, label = ds[3 + k]
+        arr = np.asarray(image) if not as_tensor else (image * 255).round().byte().permute(1, 2, 0).numpy()
+        assert label == k and arr.shape == (8, 8, 3)
+        np.testing.assert_array_equal(arr, np.repeat(grey[k], 3, axis=-1))  # every channel is the grey
 
 
 def test_label_discovery_takes_targets_then_samples_then_subset_then_the_callable_or_fails(cache):

@@ -11,6 +11,7 @@ import numpy as np
 
 from cbdm_aug.cache.plan import POLICIES
 from cbdm_aug.devices import resolve_device
+from cbdm_aug.errors import is_disk_full
 
 SAMPLER_NAMES = ("ddpm", "ddim", "dpmpp", "dpmpp-sde")  # cbdm_aug.diffusion.sampling.SAMPLERS, without importing torch
 
@@ -88,12 +89,15 @@ def generate(run_dir, out, policy, per_class, target, counts_file, sampler, step
              feedback_kind, feedback_scale, batch_size, seed, device, precision, compile_unet, shard, overwrite):
     """Generate a class-balanced synthetic cache from the generator in RUN_DIR.
 
-    Rerunning the same command resumes a killed run.
+    Rerunning the same command resumes a killed run. Under torchrun each rank writes one shard
+    beside --out and rank 0 joins them into --out.
     """
     from cbdm_aug.cache.generate import SamplerSettings, generate_cache
     from cbdm_aug.cache.plan import make_plan
     from cbdm_aug.data.longtail import count_table
     from cbdm_aug.diffusion.sampling import DEFAULT_STEPS
+    from cbdm_aug.cache.reader import is_complete
+    from cbdm_aug.cache.torchrun import join_on_rank_zero, launch_rank, rank_device, shard_path, wait_for_all_ranks
     from cbdm_aug.generator.run_dir import load_generator
 
     shard_t = _parse_shard(shard)
@@ -103,7 +107,13 @@ def generate(run_dir, out, policy, per_class, target, counts_file, sampler, step
             raise click.UsageError("give only one of --per-class, --target and --counts-file")
         policy = chosen[0] if chosen else "fill"
     steps = steps or DEFAULT_STEPS[sampler]
-    torch_device = resolve_device(device)
+    ranked = launch_rank() if shard_t is None else None  # under torchrun: one shard per rank
+    final = out
+    if ranked:
+        if is_complete(final) and not overwrite:
+            raise click.ClickException(f"{final}: a complete cache already exists; pass --overwrite to replace it")
+        shard_t, out = ranked, shard_path(final, *ranked)
+    torch_device = rank_device() if ranked and device is None else resolve_device(device)
     from cbdm_aug.diffusion.denoiser import choose
 
     precision, compile_unet = choose(torch_device, None if precision == "auto" else precision, compile_unet)
@@ -143,11 +153,35 @@ def generate(run_dir, out, policy, per_class, target, counts_file, sampler, step
                               compile=compile_unet)
     except ValueError as e:
         raise click.ClickException(str(e)) from None
+    except (OSError, RuntimeError) as e:  # h5py raises RuntimeError for a write that fails at close
+        if not is_disk_full(e):
+            raise
+        raise click.ClickException(_disk_full(out)) from None
     from cbdm_aug.cache.reader import SyntheticCache
 
     n = len(SyntheticCache(path))
     dt = time.perf_counter() - t0
     click.echo(f"wrote {path}: {n} images, complete ({dt:.1f} s this run)")
+    if ranked:
+        wait_for_all_ranks()  # every rank, or none: a barrier
+        if ranked[0] == 0:
+            try:
+                joined, line = join_on_rank_zero(final, ranked[1], overwrite)
+            except ValueError as e:
+                raise click.ClickException(str(e)) from None
+            click.echo(line + (f": {len(SyntheticCache(final))} images, complete" if joined else ""))
+
+
+def _disk_full(out: Path) -> str:
+    """The one line for a ``generate`` that ran out of space: what is saved, and how to go on."""
+    from cbdm_aug.cache.reader import check_header, open_cache
+
+    try:
+        with open_cache(out) as f:
+            saved = f"{check_header(f, out, require_complete=False)['num_done']} of {len(f['labels'])} images are saved"
+    except (ValueError, OSError):
+        saved = "nothing was written"
+    return f"disk full while writing {out}: {saved}; free space and rerun the same command to resume"
 
 
 def _grid(cache_path: Path, header: dict, per_row: int) -> np.ndarray:

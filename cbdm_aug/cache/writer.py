@@ -22,6 +22,22 @@ def _package_version() -> str:
     return __version__
 
 
+def _check_space(path: Path, data_bytes: int) -> None:
+    """Refuse a cache that could never be finished where it is: the whole file is laid out at
+    creation, so its size is known before the first image (free disk space, and ``ulimit -f``)."""
+    import resource
+    import shutil
+
+    need = data_bytes + (1 << 20)  # + the header, attributes and HDF5 metadata
+    room = shutil.disk_usage(path.parent if path.parent.exists() else Path.cwd()).free
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY:
+        room = min(room, limit)
+    if need > room:
+        raise CacheError(f"{path}: needs {need / 1e6:.1f} MB but only {room / 1e6:.1f} MB can be written "
+                         f"there; free space (or raise ulimit -f) and rerun")
+
+
 def create_cache(path: str | os.PathLike, *, labels, seeds, image_shape: tuple[int, int, int],
                  class_names: list[str], generator: dict, sampler: dict, plan: dict,
                  shard: dict | None = None, command: str = "") -> Path:
@@ -38,6 +54,7 @@ def create_cache(path: str | os.PathLike, *, labels, seeds, image_shape: tuple[i
         raise ValueError(f"need one seed per label, got labels {labels.shape} and seeds {seeds.shape}")
     if len(labels) and not (0 <= labels.min() and labels.max() < len(class_names)):
         raise ValueError(f"labels must lie in [0, {len(class_names)}), got [{labels.min()}, {labels.max()}]")
+    _check_space(path, len(labels) * (int(np.prod(image_shape)) + 16))
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with h5py.File(tmp, "w") as f:
@@ -61,6 +78,15 @@ def create_cache(path: str | os.PathLike, *, labels, seeds, image_shape: tuple[i
     return path
 
 
+def _open_unbuffered(path: Path) -> h5py.File:
+    """``path`` read-write without HDF5's sieve buffer. With it, a write that fails (a full disk)
+    stayed buffered, and closing the file retried it and printed a traceback; without it, the
+    write raises at once and nothing is left to retry. Images go in whole batches anyway."""
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    fapl.set_sieve_buf_size(0)
+    return h5py.File(h5py.h5f.open(os.fsencode(path), h5py.h5f.ACC_RDWR, fapl=fapl))
+
+
 class CacheWriter:
     """Append images, in index order, to a cache made by ``create_cache``.
 
@@ -70,7 +96,8 @@ class CacheWriter:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self._f = open_cache(self.path, "r+")
+        open_cache(self.path).close()  # a missing, truncated or foreign file is a CacheError
+        self._f = _open_unbuffered(self.path)
         try:
             self.attrs = check_header(self._f, self.path, require_complete=False)
         except CacheError:

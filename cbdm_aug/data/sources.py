@@ -77,8 +77,33 @@ class LabeledImages:
                              source or self.source)
 
 
-def _list_class_folders(root: Path) -> list[Path]:
-    classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+def _inside(link: Path, root: Path, skipped: Counter, outside: str) -> bool:
+    """Whether symlink ``link`` resolves to somewhere inside ``root``; if not, it is counted in
+    ``skipped`` as a broken one or under ``outside``, and logged."""
+    try:
+        target = link.resolve(strict=True)
+    except (OSError, RuntimeError):
+        skipped["broken or looping symlink"] += 1
+        log.warning("skipping %s: broken or looping symlink", link)
+        return False
+    if root.resolve() not in target.parents:
+        skipped[outside] += 1
+        log.warning("skipping %s: symlink points outside %s", link, root)
+        return False
+    return True
+
+
+def _list_class_folders(root: Path, skipped: Counter) -> list[Path]:
+    """The class folders of ``root``, sorted; symlinked ones only if they stay inside ``root``,
+    the same rule as for symlinked image files."""
+    classes = []
+    for p in sorted(root.iterdir()):
+        if p.name.startswith(".") or (p.is_symlink() and p.exists() and not p.is_dir()):
+            continue  # hidden, or a link to a file: not a class folder
+        if p.is_symlink() and not _inside(p, root, skipped, "class folder symlink outside the data folder"):
+            continue
+        if p.is_dir():
+            classes.append(p)
     if not classes:
         raise DataError(f"{root}: no class folders; expected {root}/<class name>/*.png|jpg|...")
     return classes
@@ -86,23 +111,13 @@ def _list_class_folders(root: Path) -> list[Path]:
 
 def _list_images(class_dir: Path, root: Path, skipped: Counter) -> list[Path]:
     files = []
-    root_real = root.resolve()
     for dirpath, _dirs, names in os.walk(class_dir, followlinks=False):
         for name in sorted(names):
             if not name.lower().endswith(IMAGE_EXTENSIONS):
                 continue
             path = Path(dirpath) / name
-            if path.is_symlink():
-                try:
-                    target = path.resolve(strict=True)
-                except (OSError, RuntimeError):
-                    skipped["broken or looping symlink"] += 1
-                    log.warning("skipping %s: broken or looping symlink", path)
-                    continue
-                if root_real not in target.parents:
-                    skipped["symlink outside the data folder"] += 1
-                    log.warning("skipping %s: symlink points outside %s", path, root)
-                    continue
+            if path.is_symlink() and not _inside(path, root, skipped, "symlink outside the data folder"):
+                continue
             files.append(path)
     return sorted(files)
 
@@ -158,7 +173,7 @@ def load_image_folder(root: str | os.PathLike, image_size: int | None = None,
     if image_size is not None and not 1 <= image_size * image_size <= MAX_IMAGE_PIXELS:
         raise DataError(f"image_size must be in [1, {int(MAX_IMAGE_PIXELS ** 0.5)}], got {image_size}")
     skipped: Counter = Counter()
-    classes = _list_class_folders(root)
+    classes = _list_class_folders(root, skipped)
     files_per_class = [_list_images(c, root, skipped) for c in classes]
     empty = [c.name for c, f in zip(classes, files_per_class) if not f]
     if empty:
@@ -190,7 +205,7 @@ def load_image_folder(root: str | os.PathLike, image_size: int | None = None,
     iterator = [(label, p) for label, files in enumerate(files_per_class) for p in files if p in headers]
     if progress:
         from tqdm.auto import tqdm
-        iterator = tqdm(iterator, desc=f"reading {root.name}", unit="img")
+        iterator = tqdm(iterator, desc=f"reading {root.name}", unit="img", disable=None)  # None: off a terminal
     for label, path in iterator:
         try:
             images.append(_decode(path, image_size, channels))
@@ -283,11 +298,20 @@ def load_digits() -> LabeledImages:
 def open_data(spec: str | os.PathLike, split: str = "train", image_size: int | None = None,
               channels: int | None = None, skip_bad: bool = False,
               progress: bool = False) -> LabeledImages:
-    """Open ``spec``: ``digits`` (scikit-learn's bundled set), an ``.npz`` file or an image folder."""
-    if str(spec) == "digits":
-        data = load_digits()
-    elif str(spec).endswith(".npz"):
-        data = load_npz(spec, split=split)
+    """Open ``spec``: ``digits`` (scikit-learn's bundled set), an ``.npz`` file or an image folder.
+
+    Every source is brought to ``image_size`` squares and ``channels`` (default: the data's): an
+    image folder as it decodes each file, arrays with ``convert_images``.
+    """
+    if image_size is not None and not 1 <= image_size * image_size <= MAX_IMAGE_PIXELS:
+        raise DataError(f"image_size must be in [1, {int(MAX_IMAGE_PIXELS ** 0.5)}], got {image_size}")
+    if channels not in (None, 1, 3):
+        raise DataError(f"channels must be 1 or 3, got {channels}")
+    if str(spec) == "digits" or str(spec).endswith(".npz"):
+        from cbdm_aug.data.convert import convert_images
+
+        data = load_digits() if str(spec) == "digits" else load_npz(spec, split=split)
+        data.images = convert_images(data.images, image_size or data.image_size, channels or data.channels)
     else:
         data = load_image_folder(spec, image_size=image_size, channels=channels,
                                  skip_bad=skip_bad, progress=progress)

@@ -61,6 +61,43 @@ def unet_config(preset: str, image_size: int, channels: int, num_classes: int) -
     }
 
 
+# Bounds on a UNet config read from a file (generator.json may come from anyone): far above every
+# preset, far below what would exhaust a machine. The paper's CIFAR UNet holds 143 MB of fp32 weights.
+MAX_MODEL_BYTES = 2 << 30
+_INT_BOUNDS = {"sample_size": (4, 1024), "in_channels": (1, 3), "out_channels": (1, 3),
+               "layers_per_block": (1, 16), "num_class_embeds": (2, 100_001), "norm_num_groups": (1, 4096)}
+_MAX_LEVELS, _MAX_CHANNELS = 8, 4096
+# Self-attention over an r x r feature map holds an (r^2 x r^2) matrix per image: 64 MB at r = 64.
+_MAX_ATTENTION_SIZE = 64
+
+
+def check_unet_config(config: dict) -> int:
+    """Check an untrusted UNet config against fixed bounds before anything is allocated, then count
+    its parameters on the meta device (no memory); returns the count. Raises ``ConfigError``."""
+    for key, (lo, hi) in _INT_BOUNDS.items():
+        value = config.get(key)
+        if type(value) is not int or not lo <= value <= hi:
+            raise ConfigError(f"model {key} must be an integer in [{lo}, {hi}], got {value!r:.40}")
+    channels = config.get("block_out_channels")
+    if (not isinstance(channels, list) or not 1 <= len(channels) <= _MAX_LEVELS
+            or any(type(c) is not int or not 1 <= c <= _MAX_CHANNELS for c in channels)):
+        raise ConfigError(f"model block_out_channels must be 1 to {_MAX_LEVELS} integers in "
+                          f"[1, {_MAX_CHANNELS}], got {channels!r:.60}")
+    size = config["sample_size"]
+    for i, block in enumerate(config.get("down_block_types") or []):
+        if "Attn" in str(block) and size >> i > _MAX_ATTENTION_SIZE:
+            raise ConfigError(f"model attention on a {size >> i}x{size >> i} feature map is above the "
+                              f"limit of {_MAX_ATTENTION_SIZE}x{_MAX_ATTENTION_SIZE}")
+    import torch
+
+    with torch.device("meta"):  # shapes only: a config that asks for terabytes costs nothing here
+        n = sum(p.numel() for p in build_unet(config).parameters())
+    if n * 4 > MAX_MODEL_BYTES:
+        raise ConfigError(f"model has {n / 1e6:,.0f}M parameters ({n * 4 / 2 ** 30:,.1f} GiB in fp32), above the "
+                          f"budget of {MAX_MODEL_BYTES / 2 ** 30:g} GiB")
+    return n
+
+
 def build_unet(config: dict):
     """A ``diffusers.UNet2DModel`` from a config made by ``unet_config``."""
     from diffusers import UNet2DModel

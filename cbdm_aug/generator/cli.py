@@ -1,6 +1,8 @@
 """``cbdm-aug fit-generator``."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from cbdm_aug.diffusion.unet import PRESETS
@@ -8,7 +10,8 @@ from cbdm_aug.diffusion.unet import PRESETS
 
 @click.command("fit-generator")
 @click.argument("data", metavar="DATA")
-@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Run folder to write.")
+@click.option("--out", "-o", default=None, type=click.Path(file_okay=False),
+              help="Run folder to write [default: runs/<name of DATA>].")
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default="cpu", show_default=True,
               help="UNet size: cifar-paper (35.7M, GPU), small, cpu (~1M), tiny (tests).")
 @click.option("--image-size", type=int, default=None, help="Model resolution [default: the data's].")
@@ -69,7 +72,8 @@ def fit_generator(data, out, preset, image_size, channels, split, longtail, imba
         raise click.UsageError("--imbalance and --max-per-class need --longtail exp|step")
     try:
         cfg = FitConfig(
-            DataConfig(data, split, longtail, 100.0 if imbalance is None else imbalance, max_per_class,
+            # str(Path(data)): "data/" and "data" are the same data, so the same run
+            DataConfig(str(Path(data)), split, longtail, 100.0 if imbalance is None else imbalance, max_per_class,
                        data_seed, image_size, int(channels) if channels else None, skip_bad),
             TrainConfig(preset, max_steps, batch_size, lr, warmup_steps, 1.0, ema_decay, hflip, seed,
                         num_workers, accelerator, devices, num_nodes, strategy, precision, sample_every,
@@ -78,4 +82,12 @@ def fit_generator(data, out, preset, image_size, channels, split, longtail, imba
         )
     except ValueError as e:
         raise click.UsageError(str(e)) from None
-    fit(cfg, out, resume=resume, echo=click.echo)
+    fit(cfg, out or default_run_dir(data), resume=resume, echo=click.echo)
+
+
+def default_run_dir(data: str) -> Path:
+    """``runs/<name>``: the data folder's or .npz file's name, or ``digits``, as Lightning's
+    ``lightning_logs/`` is named for what it holds."""
+    path = Path(data)
+    name = path.stem if path.suffix == ".npz" else (path.resolve().name if data != "digits" else data)
+    return Path("runs") / (name or "run")

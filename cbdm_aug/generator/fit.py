@@ -16,7 +16,7 @@ from cbdm_aug.data.convert import convert_images
 from cbdm_aug.diffusion.loss import CBDMLossConfig
 from cbdm_aug.diffusion.sampling import DEFAULT_SCHEDULE
 from cbdm_aug.diffusion.unet import unet_config
-from cbdm_aug.errors import ConfigError
+from cbdm_aug.errors import ConfigError, is_disk_full
 from cbdm_aug.generator.run_dir import CONFIG_NAME, RunDirError, _atomic_write_bytes, load_generator
 
 log = logging.getLogger(__name__)
@@ -128,9 +128,10 @@ def _diff(a: dict, b: dict, prefix=()) -> list[str]:
     return out
 
 
-def prepare_run_dir(out: Path, cfg: FitConfig, resume: bool) -> Path | None:
+def prepare_run_dir(out: Path, cfg: FitConfig, resume: bool, echo=print) -> Path | None:
     """Check ``out`` against ``cfg``; returns the checkpoint to resume from, if any."""
-    last = out / "checkpoints" / "last.ckpt"
+    from cbdm_aug.generator.checkpoints import resume_checkpoint
+
     existing = out / RUN_CONFIG
     if existing.exists():
         try:
@@ -146,7 +147,10 @@ def prepare_run_dir(out: Path, cfg: FitConfig, resume: bool) -> Path | None:
         if not resume:
             raise RunDirError(f"{out} already holds this run; pass --resume to continue it, "
                               f"or choose another --out")
-        return last if last.exists() else None
+        ckpt = resume_checkpoint(out / "checkpoints", echo)
+        if ckpt is None:
+            echo(f"{out} has no checkpoint yet: starting from step 0")
+        return ckpt
     if out.exists() and any(out.iterdir()):
         raise RunDirError(f"{out} is not empty and holds no cbdm-aug run; choose another --out")
     return None
@@ -239,14 +243,16 @@ def _quiet_lightning():
     warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
 
 
-def _progress_bar(progress: bool, accelerator: str) -> list:
-    """On a GPU, a bar that reads the logged losses every 25 steps: each read copies them to the
-    host and waits for the step, and a read every step kept the GPU idle between steps."""
-    if not progress or not _on_gpu(accelerator):
-        return []
-    from pytorch_lightning.callbacks import TQDMProgressBar
+def _disk_full(out: Path, e: OSError) -> RunDirError:
+    from cbdm_aug.generator.checkpoints import resume_checkpoint
 
-    return [TQDMProgressBar(refresh_rate=25)]
+    try:
+        ckpt = resume_checkpoint(out / "checkpoints", echo=lambda *_: None)
+    except RunDirError:
+        ckpt = None
+    kept = f"the last complete checkpoint, {ckpt}, is kept" if ckpt else "no checkpoint was completed"
+    return RunDirError(f"disk full while writing {out} ({e.strerror or 'no space'}); {kept}: "
+                       f"free space and rerun with --resume")
 
 
 def fit(cfg: FitConfig, out: str | os.PathLike, resume: bool = False, progress: bool = True,
@@ -257,6 +263,8 @@ def fit(cfg: FitConfig, out: str | os.PathLike, resume: bool = False, progress: 
     from pytorch_lightning.loggers import CSVLogger
 
     from cbdm_aug.generator.callbacks import ExportCallback, SampleGridCallback
+    from cbdm_aug.generator.checkpoints import KeepPreviousCheckpointIO
+    from cbdm_aug.generator.progress import StepProgress
     from cbdm_aug.generator.module import CBDMModule
 
     out = Path(out)
@@ -266,10 +274,12 @@ def fit(cfg: FitConfig, out: str | os.PathLike, resume: bool = False, progress: 
                          "continues from its own checkpoint. Drop one of them")
     first_process = _is_first_process()
     if first_process:
-        ckpt = prepare_run_dir(out, cfg, resume)  # before the (slow) data load: fail fast
+        echo(f"run folder: {out}")
+        ckpt = prepare_run_dir(out, cfg, resume, echo)  # before the (slow) data load: fail fast
     else:  # rank 0 checked the folder and wrote run.json before it launched this process
-        last = out / "checkpoints" / "last.ckpt"
-        ckpt = last if resume and last.exists() else None
+        from cbdm_aug.generator.checkpoints import resume_checkpoint
+
+        ckpt = resume_checkpoint(out / "checkpoints", echo=lambda *_: None) if resume else None  # rank 0's choice
     data = load_training_data(cfg.data, progress=progress)
     train = _resolved_train(cfg.train, data.channels, data.images.nbytes)
     if (out / RUN_CONFIG).exists():  # resuming: keep the schedule the run started with
@@ -329,8 +339,9 @@ def fit(cfg: FitConfig, out: str | os.PathLike, resume: bool = False, progress: 
         gradient_clip_val=train.grad_clip, default_root_dir=out,
         logger=CSVLogger(out, name="logs"), log_every_n_steps=10,  # logs/version_N per (re)start
         callbacks=[checkpoint, ExportCallback(out, meta), SampleGridCallback(out, train.sample_every),
-                   *_progress_bar(progress, train.accelerator)],
-        enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
+                   *([StepProgress(echo, refresh=25 if _on_gpu(train.accelerator) else 1)] if progress else [])],
+        enable_progress_bar=False,  # StepProgress counts steps, the unit of --max-steps
+        enable_model_summary=False, num_sanity_val_steps=0, plugins=[KeepPreviousCheckpointIO()],
     )
     sampler_gen = torch.Generator().manual_seed(train.seed)
     # Enough indices per epoch that a tiny tail-only set still fills whole batches on every rank.
@@ -349,7 +360,12 @@ def fit(cfg: FitConfig, out: str | os.PathLike, resume: bool = False, progress: 
                                              persistent_workers=train.num_workers > 0)
     if ckpt is not None:
         echo(f"resuming from {ckpt}")
-    trainer.fit(module, train_dataloaders=loader, ckpt_path=str(ckpt) if ckpt else None)
+    try:
+        trainer.fit(module, train_dataloaders=loader, ckpt_path=str(ckpt) if ckpt else None)
+    except OSError as e:
+        if not is_disk_full(e):
+            raise
+        raise _disk_full(out, e) from None
     if trainer.global_step < train.max_steps and not trainer.interrupted:
         log.warning("training stopped at step %d of %d", trainer.global_step, train.max_steps)
     echo(f"generator written to {out} ({CONFIG_NAME}, ema.safetensors); samples in {out / 'samples'}")

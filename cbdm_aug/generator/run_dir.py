@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from cbdm_aug.errors import UserError
+from cbdm_aug.diffusion.unet import MAX_MODEL_BYTES
+from cbdm_aug.errors import ConfigError, UserError
 
 FORMAT = "cbdm-aug-generator"
 FORMAT_VERSION = 1
@@ -32,11 +33,14 @@ class RunDirError(UserError):
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:  # a full disk leaves no half-written temporary file behind
+        tmp.unlink(missing_ok=True)
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -127,6 +131,29 @@ class Generator:
         return next(self.unet.parameters()).device
 
 
+def _check_model(meta: dict, path: Path) -> None:
+    """Bound the UNet config and the sizes sampling will use; ``generator.json`` may come from anyone."""
+    from cbdm_aug.diffusion.unet import check_unet_config
+
+    model = meta.get("model")
+    if not isinstance(model, dict):
+        raise RunDirError(f"{path}: 'model' must be a UNet config object, got {model!r:.80}")
+    try:
+        check_unet_config(model)
+    except ConfigError as e:
+        raise RunDirError(f"{path}: {e}") from None
+    except (TypeError, ValueError, KeyError, AttributeError, RuntimeError) as e:
+        raise RunDirError(f"{path}: invalid 'model' config ({type(e).__name__}: {e})") from None
+    names = meta.get("class_names")
+    expected = {"image_size": model["sample_size"], "channels": model["in_channels"],
+                "number of class_names": model["num_class_embeds"] - 1}
+    found = {"image_size": meta.get("image_size"), "channels": meta.get("channels"),
+             "number of class_names": len(names) if isinstance(names, list) else names}
+    for key in expected:
+        if found[key] != expected[key]:
+            raise RunDirError(f"{path}: {key} is {found[key]!r:.40} but the model is built for {expected[key]}")
+
+
 def load_generator(run_dir: str | os.PathLike, device: str | torch.device | None = None) -> Generator:
     """Load a ready-to-sample generator (EMA weights, eval mode) from a run folder.
 
@@ -139,9 +166,13 @@ def load_generator(run_dir: str | os.PathLike, device: str | torch.device | None
 
     run_dir = Path(run_dir)
     meta = read_meta(run_dir)
+    _check_model(meta, run_dir / CONFIG_NAME)  # before a byte of weights is read or allocated
     weights = run_dir / WEIGHTS_NAME
     if not weights.exists():
         raise RunDirError(f"{run_dir}: no {WEIGHTS_NAME}")
+    if weights.stat().st_size > MAX_MODEL_BYTES + (1 << 20):  # + the safetensors header
+        raise RunDirError(f"{weights}: {weights.stat().st_size / 2 ** 30:.1f} GiB is above the budget of "
+                          f"{MAX_MODEL_BYTES / 2 ** 30:g} GiB")
     if sha256_file(weights) != meta.get("weights_sha256"):
         raise RunDirError(f"{weights}: weights do not match the hash in {CONFIG_NAME}; "
                           f"the file is corrupt or from another run")
@@ -149,9 +180,7 @@ def load_generator(run_dir: str | os.PathLike, device: str | torch.device | None
         state = load_file(weights)
     except (SafetensorError, OSError) as e:
         raise RunDirError(f"{weights}: unreadable safetensors file ({e})") from None
-    model = meta.get("model")
-    if not isinstance(model, dict):
-        raise RunDirError(f"{run_dir / CONFIG_NAME}: 'model' must be a UNet config object, got {model!r:.80}")
+    model = meta["model"]
     try:  # the config is only keyword arguments of UNet2DModel: a bad one is a TypeError, never code
         unet = build_unet(model)
     except (TypeError, ValueError, KeyError, AttributeError, RuntimeError) as e:

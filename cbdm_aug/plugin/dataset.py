@@ -105,8 +105,9 @@ class RealSyntheticDataset(Dataset):
             ``classes``/``class_to_idx``.
         resize: ``False`` (a size mismatch is an error), ``True`` (resize synthetic images to the
             real size) or an ``(H, W)`` size.
-        convert: ``False`` (a channel mismatch is an error) or ``True`` (convert synthetic images
-            to the real channel count: grey <-> RGB).
+        convert: whether synthetic images may lose information to match the real channel
+            count. Grey synthetic images always become RGB when the real ones are (lossless:
+            ``ImageFolder`` yields RGB even from grey files); RGB -> grey needs ``convert=True``.
 
     Items are ``(image, label)``: for a real set of PIL images, a PIL image of the same mode;
     for tensors, a CHW tensor (float in [0, 1] as ``ToTensor`` gives, or uint8 if the real
@@ -176,11 +177,12 @@ class RealSyntheticDataset(Dataset):
             if (h, w) != (H, W) and resize is False:
                 raise ValueError(f"{cache.path}: synthetic images are {h}x{w} but real images are "
                                  f"{H}x{W}; pass resize=True to resize the synthetic ones")
-            if c != C and not convert:
-                raise ValueError(f"{cache.path}: synthetic images have {c} channel(s) but real images "
-                                 f"have {C}; pass convert=True to convert the synthetic ones")
             if c != C and C not in (1, 3):
                 raise ValueError(f"cannot convert {c}-channel synthetic images to {C} channels")
+            if c != C and not convert and not (c == 1 and C == 3):  # grey -> RGB loses nothing
+                raise ValueError(f"{cache.path}: synthetic images have {c} channel(s) but real images "
+                                 f"have {C}; pass convert=True to convert the synthetic ones (this "
+                                 f"drops their colour)")
         return H, W, C
 
     def __len__(self) -> int:

@@ -1,0 +1,52 @@
+"""Every data source (image folder, npz, digits) honours image_size and channels the same way."""
+import numpy as np
+import pytest
+from PIL import Image
+
+from cbdm_aug.data import open_data
+from cbdm_aug.demo import DemoConfig, build_split
+
+
+def _source(kind, tmp_path):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (12, 8, 8), dtype=np.uint8)
+    y = np.repeat(np.arange(3), 4)
+    if kind == "folder":
+        for i, (img, label) in enumerate(zip(x, y)):
+            (tmp_path / "folder" / f"c{label}").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img).save(tmp_path / "folder" / f"c{label}" / f"{i}.png")
+        return tmp_path / "folder"
+    if kind == "npz":
+        np.savez(tmp_path / "d.npz", x_train=x, y_train=y)
+        return tmp_path / "d.npz"
+    return "digits"
+
+
+@pytest.mark.parametrize("kind", ["folder", "npz", "digits"])
+@pytest.mark.parametrize("size, channels", [(16, None), (4, 3), (None, 3)])
+def test_every_source_is_read_at_the_requested_size_and_channels(tmp_path, kind, size, channels):
+    data = open_data(_source(kind, tmp_path), image_size=size, channels=channels)
+    assert data.images.shape[1:] == (size or 8, size or 8, channels or 1)
+    assert data.images.dtype == np.uint8
+
+
+@pytest.mark.parametrize("kind", ["folder", "npz", "digits"])
+def test_every_source_keeps_its_own_size_by_default(tmp_path, kind):
+    assert open_data(_source(kind, tmp_path)).images.shape[1:] == (8, 8, 1)
+
+
+def test_grey_to_rgb_repeats_the_grey_value_in_every_source(tmp_path):
+    for kind in ("folder", "npz"):
+        grey = open_data(_source(kind, tmp_path / kind)).images
+        rgb = open_data(_source(kind, tmp_path / f"{kind}-rgb"), channels=3).images
+        np.testing.assert_array_equal(rgb, np.repeat(grey, 3, axis=-1))
+
+
+def test_the_demo_resizes_an_npz_to_its_image_size(tmp_path):
+    x = np.random.default_rng(0).integers(0, 255, (60, 28, 28), dtype=np.uint8)
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=np.repeat(np.arange(3), 20))
+    cfg = DemoConfig(data=str(tmp_path / "d.npz"), image_size=16, holdout_per_class=4, max_per_class=16,
+                     imbalance=4)
+    split = np.load(build_split(cfg, tmp_path / "demo", echo=lambda *_: None))
+    assert split["x_train"].shape[1:] == (16, 16, 1) and split["x_test"].shape[1:] == (16, 16, 1)

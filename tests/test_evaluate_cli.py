@@ -88,7 +88,14 @@ def test_evaluate_generator_runs_end_to_end_and_writes_the_report_and_pictures(d
     assert [row["train_count"] for row in r2["per_class"]] == [row["train_count"] for row in r["per_class"]]
     assert r2["whole_set"]["fid"] == pytest.approx(r["whole_set"]["fid"], rel=1e-2)
 
-    # The samples in OUT are reused only for the same settings.
+    # The samples in OUT are reused for the same settings (the sampler record of the cache header,
+    # which leaves out unset options such as feedback guidance) ...
+    before = (out / "samples.h5").stat().st_mtime_ns
+    code, _, err = run_cli(["evaluate-generator", run, "--real", real, "--out", out, "--samples-per-class", 6,
+                            "--steps", 2, "--feature-net", out / "feature_net", "--cas-epochs", 1, "--quiet"], capsys)
+    assert code == 0, err
+    assert (out / "samples.h5").stat().st_mtime_ns == before
+    # ... and only for the same settings.
     code, _, err = run_cli(["evaluate-generator", run, "--real", real, "--out", out, "--samples-per-class", 6,
                             "--steps", 2, "--guidance", 0.5, "--quiet"], capsys)
     assert code != 0 and "holds samples of another generator, sampler or count" in err

@@ -128,8 +128,6 @@ def synthetic_images(out: Path, *, run_dir: Path | None, cache: Path | None, cla
 def _reusable(cache: Path, gen, plan, settings) -> bool:
     """True for a complete ``cache`` from an earlier evaluation with the same generator and settings;
     an EvaluateError for one made otherwise. A partial file is resumed by ``generate_cache``."""
-    from dataclasses import asdict as _asdict
-
     from cbdm_aug.cache.reader import read_header
 
     if not cache.exists():
@@ -137,7 +135,7 @@ def _reusable(cache: Path, gen, plan, settings) -> bool:
     h = read_header(cache, require_complete=False)
     if not h["complete"]:
         return False
-    same = (h["generator"].get("weights_sha256") == gen.weights_sha256 and h["sampler"] == _asdict(settings)
+    same = (h["generator"].get("weights_sha256") == gen.weights_sha256 and h["sampler"] == settings.record()
             and h["plan"]["counts"] == plan.to_dict()["counts"])
     if not same:
         raise EvaluateError(f"{cache} holds samples of another generator, sampler or count; delete it or "

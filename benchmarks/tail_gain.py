@@ -105,7 +105,7 @@ def main(argv=None):
     p.add_argument("--gens", default="ddpm,cbdm")
     p.add_argument("--gen-runs", default=str(ROOT / "runs" / "budget_curve" / "gens"))
     p.add_argument("--extra-gens", default="", help="more snapshots to score (generator metrics and one arm), "
-                   "e.g. cbdm-minsnr5-1200,cbdm-1200")
+                   "e.g. cbdm-minsnr5-600 (a run fitted with the since-removed --min-snr-gamma 5)")
     p.add_argument("--top-up", type=int, default=500, help="real + synthetic images per class")
     p.add_argument("--guidance", type=float, default=1.0)
     p.add_argument("--strong-guidance", type=float, default=3.0, help="guidance of a lever arm; <= 0: no arm")

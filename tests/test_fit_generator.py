@@ -37,7 +37,7 @@ def test_a_short_run_writes_a_run_folder_that_loads_and_samples(folder, tmp_path
     meta = json.loads((out / "generator.json").read_text())
     assert meta["class_names"] == ["class 0", "class 1", "class 2"]
     assert meta["class_counts"] == [12, 6, 3]
-    assert meta["loss"] == {"tau": 1.0, "gamma": 0.25, "target": "train", "p_uncond": 0.1, "min_snr_gamma": 0.0}
+    assert meta["loss"] == {"tau": 1.0, "gamma": 0.25, "target": "train", "p_uncond": 0.1}
     assert meta["step"] == 6 and meta["finished"] is True
     assert (out / "samples" / "latest.png").exists()
     gen = load_generator(out)
@@ -147,13 +147,13 @@ def test_a_run_started_before_a_setting_existed_still_resumes_and_a_changed_one_
 
     cfg = FitConfig(DataConfig("digits"))
     old = cfg.to_dict()
-    del old["loss"]["min_snr_gamma"]  # as written by cbdm-aug before the option existed
+    del old["loss"]["p_uncond"]  # as a version before the option existed would have written it
     (tmp_path / "run.json").write_text(json.dumps({"config": old}))
     assert prepare_run_dir(tmp_path, cfg, resume=True) is None  # no checkpoint yet, but accepted
     from dataclasses import replace
 
-    changed = replace(cfg, loss=replace(cfg.loss, min_snr_gamma=5.0))
-    with pytest.raises(RunDirError, match="min_snr_gamma"):
+    changed = replace(cfg, loss=replace(cfg.loss, gamma=0.5))
+    with pytest.raises(RunDirError, match="gamma"):
         prepare_run_dir(tmp_path, changed, resume=True)
 
 

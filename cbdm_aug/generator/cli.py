@@ -28,8 +28,6 @@ from cbdm_aug.diffusion.unet import PRESETS
 @click.option("--target", type=click.Choice(["train", "uniform"]), default=None,
               help="q(y'): training label frequencies or uniform [default: train; uniform with --init-from].")
 @click.option("--p-uncond", type=float, default=0.1, show_default=True, help="Per-sample label-drop probability (CFG).")
-@click.option("--min-snr-gamma", type=float, default=0.0, show_default=True,
-              help="min-SNR-gamma weighting of the denoising loss (Hang et al. 2023; 5 in the paper); 0 = off.")
 @click.option("--max-steps", type=int, default=2000, show_default=True)
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--lr", type=float, default=2e-4, show_default=True)
@@ -55,7 +53,7 @@ from cbdm_aug.diffusion.unet import PRESETS
                    "a host DataLoader [default: on for CUDA when they take under a tenth of its free memory].")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 def fit_generator(data, out, preset, image_size, channels, split, longtail, imbalance, max_per_class,
-                  data_seed, skip_bad, tau, gamma, target, p_uncond, min_snr_gamma, max_steps, batch_size, lr,
+                  data_seed, skip_bad, tau, gamma, target, p_uncond, max_steps, batch_size, lr,
                   warmup_steps, ema_decay, hflip, seed, num_workers, accelerator, devices, num_nodes,
                   strategy, precision, sample_every, checkpoint_every, init_from, compile_unet, device_data,
                   resume):
@@ -78,7 +76,7 @@ def fit_generator(data, out, preset, image_size, channels, split, longtail, imba
             TrainConfig(preset, max_steps, batch_size, lr, warmup_steps, 1.0, ema_decay, hflip, seed,
                         num_workers, accelerator, devices, num_nodes, strategy, precision, sample_every,
                         checkpoint_every, init_from, compile=compile_unet, device_data=device_data),
-            CBDMLossConfig(tau, gamma, target or ("uniform" if init_from else "train"), p_uncond, min_snr_gamma),
+            CBDMLossConfig(tau, gamma, target or ("uniform" if init_from else "train"), p_uncond),
         )
     except ValueError as e:
         raise click.UsageError(str(e)) from None

@@ -12,16 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-AUGMENT_POLICIES = ("none", "randaugment")
-
-
-def fits_on_device(nbytes: int, device: torch.device) -> bool:
-    """Whether ``nbytes`` of images take at most a tenth of the device's free memory; False on
-    devices with no such query (the CPU path keeps the DataLoader unless asked)."""
-    if device.type != "cuda":
-        return False
-    free, _ = torch.cuda.mem_get_info(device)
-    return nbytes <= free // 10
+from cbdm_aug.classify.recipe import AUGMENTS as AUGMENT_POLICIES
+from cbdm_aug.devices import fits_on_device  # noqa: F401 - the trainer's auto choice, re-exported
 
 
 def dataset_images(dataset) -> np.ndarray:

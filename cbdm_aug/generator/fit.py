@@ -199,11 +199,11 @@ def _resolved_train(cfg: TrainConfig, channels: int, data_bytes: int = 0) -> Tra
 
 
 def _fits_on_gpu(nbytes: int) -> bool:
-    """Whether a tensor of ``nbytes`` takes at most a tenth of the free memory of this process's GPU
-    (LOCAL_RANK under DDP, so no rank opens a context on GPU 0): the rest is for the model, its
-    activations and the optimizer. Never asked for fork-based strategies, which need CUDA untouched."""
-    free, _ = torch.cuda.mem_get_info(int(os.environ.get("LOCAL_RANK") or 0))
-    return nbytes <= free // 10
+    """``devices.fits_on_device`` for this process's GPU (LOCAL_RANK under DDP, so no rank opens a
+    context on GPU 0). Never asked for fork-based strategies, which need CUDA untouched."""
+    from cbdm_aug.devices import fits_on_device
+
+    return fits_on_device(nbytes, torch.device("cuda", int(os.environ.get("LOCAL_RANK") or 0)))
 
 
 def _index_batch(indices):

@@ -212,3 +212,36 @@ def test_progress_on_a_terminal_is_one_bar_over_steps_from_the_resumed_step():
     text = stream.getvalue().split("\r")[-1]
     bar.on_train_end(trainer, None)
     assert text.startswith("step 340/1000") and "loss=0.5" in text and "dm=0.4" in text and "left" in text, text
+
+
+def test_balance_power_draws_each_class_in_proportion_to_its_count_to_that_power():
+    from cbdm_aug.generator.fit import balance_weights
+
+    labels = torch.tensor([0] * 800 + [1] * 160 + [2] * 40)
+    counts = torch.tensor([800.0, 160.0, 40.0])
+    for power in (0.0, 0.5, 1.0):
+        w = balance_weights(labels, power)
+        share = torch.stack([w[labels == c].sum() for c in range(3)]) / w.sum()
+        torch.testing.assert_close(share, (counts ** power / (counts ** power).sum()).double())
+        draws = torch.multinomial(w, 20000, replacement=True, generator=torch.Generator().manual_seed(0))
+        freq = torch.bincount(labels[draws], minlength=3).double() / 20000
+        assert (freq - share).abs().max() < 0.02
+
+
+def test_a_class_balanced_fit_records_its_power_and_a_bad_power_is_refused(tmp_path, capsys):
+    import json
+
+    from helpers import run_cli
+
+    code, _, err = run_cli(["fit-generator", "digits", "--balance-power", "1.5", "--out", tmp_path / "bad"], capsys)
+    assert code != 0 and "Traceback" not in err
+    assert [line for line in err.splitlines() if "Error" in line] == [
+        "Error: --balance-power must be in [0, 1] (1: as the data, 0: class-balanced), got 1.5"]
+    code, _, err = run_cli(["fit-generator", "digits", "--longtail", "exp", "--imbalance", "10", "--preset", "tiny",
+                            "--max-steps", "3", "--batch-size", "8", "--balance-power", "0", "--accelerator", "cpu",
+                            "--sample-every", "100", "--out", tmp_path / "bal"], capsys)
+    assert code == 0, err
+    meta = json.loads((tmp_path / "bal" / "generator.json").read_text())
+    assert meta["train"]["balance_power"] == 0.0
+    run = json.loads((tmp_path / "bal" / "run.json").read_text())
+    assert run["config"]["train"]["balance_power"] == 0.0

@@ -34,6 +34,9 @@ from cbdm_aug.diffusion.unet import PRESETS
 @click.option("--warmup-steps", type=int, default=None, help="LR warm-up [default: min(5000, max_steps/10)].")
 @click.option("--ema-decay", type=float, default=0.9999, show_default=True, help="Cap of the warmed-up EMA decay.")
 @click.option("--hflip/--no-hflip", default=None, help="Random horizontal flips [default: on for RGB, off for grey].")
+@click.option("--balance-power", type=float, default=1.0, show_default=True,
+              help="Draw each class with probability ~ (its image count) ** P: 1 as the data, 0 class-balanced, "
+                   "0.5 in between. Lower values show rare classes to the generator more often.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--num-workers", type=int, default=0, show_default=True, help="DataLoader workers (data is in memory).")
 @click.option("--accelerator", default="auto", show_default=True, help="Lightning accelerator: auto, cpu, gpu.")
@@ -54,7 +57,7 @@ from cbdm_aug.diffusion.unet import PRESETS
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 def fit_generator(data, out, preset, image_size, channels, split, longtail, imbalance, max_per_class,
                   data_seed, skip_bad, tau, gamma, target, p_uncond, max_steps, batch_size, lr,
-                  warmup_steps, ema_decay, hflip, seed, num_workers, accelerator, devices, num_nodes,
+                  warmup_steps, ema_decay, hflip, balance_power, seed, num_workers, accelerator, devices, num_nodes,
                   strategy, precision, sample_every, checkpoint_every, init_from, compile_unet, device_data,
                   resume):
     """Train a class-balancing diffusion model on DATA.
@@ -75,7 +78,8 @@ def fit_generator(data, out, preset, image_size, channels, split, longtail, imba
                        data_seed, image_size, int(channels) if channels else None, skip_bad),
             TrainConfig(preset, max_steps, batch_size, lr, warmup_steps, 1.0, ema_decay, hflip, seed,
                         num_workers, accelerator, devices, num_nodes, strategy, precision, sample_every,
-                        checkpoint_every, init_from, compile=compile_unet, device_data=device_data),
+                        checkpoint_every, init_from, compile=compile_unet, device_data=device_data,
+                        balance_power=balance_power),
             CBDMLossConfig(tau, gamma, target or ("uniform" if init_from else "train"), p_uncond),
         )
     except ValueError as e:

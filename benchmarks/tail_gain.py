@@ -316,6 +316,9 @@ def _per_seed(work: Path, name: str, seeds: list[int], few: list[int]) -> dict |
 
 def report(args, arm_names, counts, seeds, work, t_all, failed):
     few = [c for c, n in enumerate(counts) if n < args.few_below]
+    # every arm --work holds for these seeds, not only this invocation's
+    held = sorted(d.name.replace("+", ":") for d in (work / "arms").glob("*") if d.is_dir())
+    arm_names = list(dict.fromkeys([*arm_names, *held]))
     per_seed = {n: ps for n in arm_names if (ps := _per_seed(work, n, seeds, few)) is not None}
     if "real-cb" not in per_seed:
         print("real-cb has not run for these seeds: nothing to report")

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import threading
@@ -49,27 +48,10 @@ from _env import environment  # noqa: E402
 from e2e_quality import MNIST_LT, cbdm_aug, run  # noqa: E402
 
 from cbdm_aug.cache.reader import is_complete  # noqa: E402
+from cbdm_aug.classify.paired import paired  # noqa: E402 - the protocol's statistic, shared with `cbdm-aug run`
 
 FEW = [c for c, n in enumerate(MNIST_LT) if n < 200]
 LT = ["--longtail", "exp", "--imbalance", "100", "--max-per-class", "5000", "--data-seed", "0"]
-# two-sided 95% Student t quantiles by degrees of freedom
-T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-        14: 2.145, 19: 2.093}
-
-
-def t975(df: int) -> float:
-    return T975.get(df) or T975[max(k for k in T975 if k <= df)]
-
-
-def paired(a: list[float], b: list[float]) -> dict:
-    """Mean of a - b over paired seeds with its 95% t-interval (percentage points)."""
-    d = np.asarray(a) - np.asarray(b)
-    n = len(d)
-    half = t975(n - 1) * d.std(ddof=1) / math.sqrt(n) if n > 1 else float("nan")
-    return {"mean": float(d.mean()), "lo": float(d.mean() - half), "hi": float(d.mean() + half), "n": n,
-            "per_seed": d.tolist()}
-
-
 def oracle_npz(data: str, top_up: int, out: Path) -> Path:
     """MNIST-LT with every class topped up to ``top_up`` by real training images the long-tailed
     split did not take (the same long-tail view as the recipes: exp, rho 100, n_max 5000, seed 0)."""

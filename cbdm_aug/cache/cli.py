@@ -32,7 +32,7 @@ def _feedback(run_dir, kind, scale, gen, device):
     """(criterion, provenance) of classifier-feedback guidance, or (None, None) without a classifier."""
     if run_dir is None:
         return None, None
-    from cbdm_aug.classify.models import load_classifier_run
+    from cbdm_aug.networks import load_classifier_run
     from cbdm_aug.diffusion.sampling import classifier_feedback
     from cbdm_aug.generator.run_dir import sha256_file
 

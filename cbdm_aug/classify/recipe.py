@@ -65,7 +65,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = "resnet32_cifar"        # any timm model name; *_cifar are registered by cbdm_aug.classify.models
+    name: str = "resnet32_cifar"        # any timm model name; *_cifar are registered by cbdm_aug.networks
     drop_rate: float = 0.0              # dropout before the classifier
 
     def __post_init__(self):

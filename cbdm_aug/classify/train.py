@@ -107,7 +107,7 @@ def load_data(cfg: DataConfig):
 def build_model(recipe: Recipe, num_classes: int, in_chans: int) -> torch.nn.Module:
     import timm
 
-    import cbdm_aug.classify.models  # noqa: F401 - registers the *_cifar models with timm
+    import cbdm_aug.networks  # noqa: F401 - registers the *_cifar models with timm
 
     if not timm.is_model(recipe.model.name):
         raise RecipeError(f"model.name {recipe.model.name!r} is not a timm model; try resnet32_cifar, "
@@ -316,6 +316,8 @@ def _train_epochs(model, loader, sampler, criterion, opt, sched, epochs: int, de
     row per epoch (test top-1 every ``eval_every`` epochs but the last)."""
     from tqdm.auto import tqdm
 
+    from cbdm_aug.progress import on_terminal
+
     for epoch in range(epochs):
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
@@ -326,7 +328,8 @@ def _train_epochs(model, loader, sampler, criterion, opt, sched, epochs: int, de
         total_loss = torch.zeros((), dtype=torch.float64, device=device)
         correct = torch.zeros((), dtype=torch.int64, device=device)
         seen = 0
-        bar = tqdm(loader, desc=f"{stage}epoch {epoch + 1}/{epochs}", leave=False, disable=not progress)
+        # off a terminal the per-epoch log line below is the progress: no carriage-return redraws
+        bar = tqdm(loader, desc=f"{stage}epoch {epoch + 1}/{epochs}", leave=False, disable=not (progress and on_terminal()))
         for step, (x, y, syn) in enumerate(bar):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             logits = model(x)
@@ -338,7 +341,7 @@ def _train_epochs(model, loader, sampler, criterion, opt, sched, epochs: int, de
             total_loss += loss.detach().double() * len(y)
             correct += (logits.argmax(1) == y).sum()
             seen += len(y)
-            if progress and step % 25 == 0:
+            if not bar.disable and step % 25 == 0:
                 bar.set_postfix(loss=f"{float(total_loss) / seen:.3f}", lr=f"{opt.param_groups[0]['lr']:.3g}")
         row = {"epoch": epoch + 1, "loss": float(total_loss) / max(seen, 1), "train_acc": int(correct) / max(seen, 1),
                "lr": opt.param_groups[0]["lr"], **({"stage": stage.strip()} if stage else {})}

@@ -2,7 +2,7 @@ import pytest
 import timm
 import torch
 
-import cbdm_aug.classify.models  # noqa: F401 - registers the models
+import cbdm_aug.networks  # noqa: F401 - registers the models
 
 
 @pytest.mark.parametrize("name,size,chans,classes", [

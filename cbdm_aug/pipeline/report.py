@@ -133,7 +133,7 @@ def write_report(out: Path, data: dict, syn: dict, arms: dict, opts, r, why: lis
     from cbdm_aug.data import open_data
 
     train = open_data(str(out / "data" / "train.npz"), split="train")
-    sample_grid(train.images, train.labels, syn["cache"], names, out / "samples.png")
+    sample_grid(train.images, train.labels, out / syn["cache"], names, out / "samples.png")
 
     terminal = "\n".join([
         f"\nAccuracy (%) on {data['test_source']}, mean ± sample std over seeds {list(opts.seeds)}; groups: {thresholds}.",

@@ -132,7 +132,7 @@ def _fit_stage(out: Path, r: Resolved, accelerator: str, echo, progress: bool) -
                     CBDMLossConfig(tau=1.0))
     with output_lock(gen_dir, folder=True, what="generator run folder", echo=echo):
         fit(cfg, gen_dir, resume=(gen_dir / "run.json").exists(), progress=progress, echo=echo)
-    return {"run": str(gen_dir)}
+    return {"run": "generator"}  # relative to the run folder, which may move
 
 
 def _synthetic_stage(out: Path, gen_run: str, data: dict, r: Resolved, opts: RunOptions, device, echo,
@@ -155,7 +155,7 @@ def _synthetic_stage(out: Path, gen_run: str, data: dict, r: Resolved, opts: Run
     d.mkdir(parents=True, exist_ok=True)
     write_counts = d / "topup_counts.json"
     write_counts.write_text(json.dumps(top_up))
-    gen = load_generator(gen_run, device=device)
+    gen = load_generator(out / gen_run, device=device)  # an absolute gen_run stays itself
     plan = make_plan("file", gen.class_names, gen.meta.get("class_counts"), counts_file=write_counts)
     echo(f"every class topped up to {level} images with {s.sampler} {s.sample_steps} steps, guidance {s.guidance:g}")
     echo(count_table(names, ("real", counts), ("synthetic", plan.counts)))
@@ -164,7 +164,7 @@ def _synthetic_stage(out: Path, gen_run: str, data: dict, r: Resolved, opts: Run
         generate_cache(gen, cache, plan, SamplerSettings(s.sampler, s.sample_steps, s.guidance, s.seed),
                        batch_size=256, progress=progress, command=f"cbdm-aug run (synthetic stage of {out})")
     if s.filter_confidence is None:
-        return {"cache": str(cache), "kept": dict(zip(names, plan.counts))}
+        return {"cache": str(cache.relative_to(out)), "kept": dict(zip(names, plan.counts))}
     train = _load_split(out, "train", r.image_size, r.channels)
     clf = d / "filter-classifier"
     if (clf / "metrics.json").is_file() and (clf / "model.pt").is_file():
@@ -178,7 +178,7 @@ def _synthetic_stage(out: Path, gen_run: str, data: dict, r: Resolved, opts: Run
                               near_copy_ratio=s.near_copy_ratio, overwrite=True, progress=progress,
                               command=f"cbdm-aug run (synthetic stage of {out})")
     echo(removed_table(record))
-    return {"cache": str(filtered), "kept": record["kept"], "generated": record["before"]}
+    return {"cache": str(filtered.relative_to(out)), "kept": record["kept"], "generated": record["before"]}
 
 
 def arm_recipe(arm: str, out: Path, r: Resolved, opts: RunOptions, device, cache: str | None):
@@ -202,16 +202,25 @@ def arm_recipe(arm: str, out: Path, r: Resolved, opts: RunOptions, device, cache
     return load_recipe(None, sets)
 
 
+def recipe_key(recipe) -> dict:
+    """The recipe without the paths into the run folder (their content is in the upstream stages'
+    digests), so a run folder that moved is still reused."""
+    from cbdm_aug.classify.recipe import recipe_to_dict
+
+    d = recipe_to_dict(recipe) if not isinstance(recipe, dict) else json.loads(json.dumps(recipe))
+    for section, key in (("data", "train"), ("data", "test"), ("sampling", "cache")):
+        d[section].pop(key, None)
+    return d
+
+
 def _seed_done(seed_dir: Path, recipe) -> bool:
     """A finished seed of this very recipe (metrics.json is written last, whole)."""
     import yaml
 
-    from cbdm_aug.classify.recipe import recipe_to_dict
-
     try:
         json.loads((seed_dir / "metrics.json").read_text())
-        return yaml.safe_load((seed_dir / "recipe.yaml").read_text()) == recipe_to_dict(recipe)
-    except (OSError, ValueError):
+        return recipe_key(yaml.safe_load((seed_dir / "recipe.yaml").read_text())) == recipe_key(recipe)
+    except (OSError, ValueError, KeyError, TypeError):
         return False
 
 
@@ -290,7 +299,7 @@ def _run(opts: RunOptions, out: Path, echo, progress: bool) -> dict:
     if opts.generator:
         gen = stages.run("generator", f"reuse the generator {opts.generator}",
                          {"run": str(Path(opts.generator).resolve()), "weights": meta.get("weights_sha256")},
-                         lambda: {"run": str(opts.generator)}, after=("data",))
+                         lambda: {"run": str(Path(opts.generator).resolve())}, after=("data",))
     else:
         gen = stages.run("generator", f"fit a CBDM generator ({r.preset} UNet, {r.gen_steps} steps, "
                          f"{r.image_size}x{r.image_size})",
@@ -305,11 +314,9 @@ def _run(opts: RunOptions, out: Path, echo, progress: bool) -> dict:
                      clean=lambda: shutil.rmtree(out / "synthetic", ignore_errors=True), after=("data", "generator"))
     arms = {}
     for arm in ARMS:
-        recipe = arm_recipe(arm, out, r, opts, device.type, syn["cache"] if arm == "synthetic" else None)
-        from cbdm_aug.classify.recipe import recipe_to_dict
-
+        recipe = arm_recipe(arm, out, r, opts, device.type, str(out / syn["cache"]) if arm == "synthetic" else None)
         arms[arm] = stages.run(arm, f"train {ARM_TITLES[arm]} over seeds {list(opts.seeds)}",
-                               {"recipe": recipe_to_dict(recipe), "seeds": list(opts.seeds)},
+                               {"recipe": recipe_key(recipe), "seeds": list(opts.seeds)},
                                lambda arm=arm, recipe=recipe: _arm_stage(arm, out, recipe, opts.seeds, echo, progress),
                                after=("data", "cache") if arm == "synthetic" else ("data",))
     times = {n: rec.get("seconds", 0.0) for n, rec in stages.records.items()}

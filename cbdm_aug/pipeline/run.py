@@ -119,7 +119,7 @@ def _load_split(out: Path, split: str, size: int, channels: int):
     return open_data(str(out / "data" / f"{split}.npz"), split=split, image_size=size, channels=channels)
 
 
-def _fit_stage(out: Path, r: Resolved, accelerator: str, echo, progress: bool) -> dict:
+def _fit_stage(out: Path, r: Resolved, device, echo, progress: bool) -> dict:
     from cbdm_aug.diffusion.loss import CBDMLossConfig
     from cbdm_aug.generator.fit import DataConfig, FitConfig, TrainConfig, fit
     from cbdm_aug.locking import output_lock
@@ -128,7 +128,9 @@ def _fit_stage(out: Path, r: Resolved, accelerator: str, echo, progress: bool) -
     cfg = FitConfig(DataConfig(str(out / "data" / "train.npz"), image_size=r.image_size, channels=r.channels),
                     TrainConfig(r.preset, r.gen_steps, r.gen_batch_size, r.gen_lr, seed=0,
                                 sample_every=max(1, r.gen_steps // 4), checkpoint_every=max(1, min(250, r.gen_steps // 4)),
-                                accelerator=accelerator),
+                                # one device: Lightning's 'auto' would start DDP over every GPU and re-run this command
+                                accelerator="gpu" if device.type == "cuda" else "cpu",
+                                devices=f"{device.index}," if device.index is not None else "1"),
                     CBDMLossConfig(tau=1.0))
     with output_lock(gen_dir, folder=True, what="generator run folder", echo=echo):
         fit(cfg, gen_dir, resume=(gen_dir / "run.json").exists(), progress=progress, echo=echo)
@@ -305,7 +307,7 @@ def _run(opts: RunOptions, out: Path, echo, progress: bool) -> dict:
                          f"{r.image_size}x{r.image_size})",
                          {k: getattr(r, k) for k in ("image_size", "channels", "preset", "gen_steps", "gen_batch_size",
                                                     "gen_lr")} | {"accelerator": "gpu" if on_gpu else "cpu"},
-                         lambda: _fit_stage(out, r, "gpu" if on_gpu else "cpu", echo, progress),
+                         lambda: _fit_stage(out, r, device, echo, progress),
                          clean=lambda: shutil.rmtree(out / "generator", ignore_errors=True), after=("data",))
     syn = stages.run("cache", "generate the top-up cache and filter it",
                      opts.synthetic.cache_settings() | {"image_size": r.image_size, "filter_epochs": r.epochs,
@@ -314,7 +316,7 @@ def _run(opts: RunOptions, out: Path, echo, progress: bool) -> dict:
                      clean=lambda: shutil.rmtree(out / "synthetic", ignore_errors=True), after=("data", "generator"))
     arms = {}
     for arm in ARMS:
-        recipe = arm_recipe(arm, out, r, opts, device.type, str(out / syn["cache"]) if arm == "synthetic" else None)
+        recipe = arm_recipe(arm, out, r, opts, str(device), str(out / syn["cache"]) if arm == "synthetic" else None)
         arms[arm] = stages.run(arm, f"train {ARM_TITLES[arm]} over seeds {list(opts.seeds)}",
                                {"recipe": recipe_key(recipe), "seeds": list(opts.seeds)},
                                lambda arm=arm, recipe=recipe: _arm_stage(arm, out, recipe, opts.seeds, echo, progress),

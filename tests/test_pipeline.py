@@ -57,7 +57,7 @@ def test_run_on_a_folder_with_a_test_folder_writes_the_report_with_paired_interv
     report = (out / "report.md").read_text()
     # the three arms, each group, and the three paired differences with [lo, hi] intervals
     for text in ("| control ", "| RandAugment ", "| + synthetic ", "RandAugment - control", "+ synthetic - control",
-                 "Verdict", "class 2"):
+                 "(best real-only)", "Verdict", "class 2"):
         assert text in report, text
     assert re.search(r"[+-]\d+\.\d \[[+-]\d+\.\d, [+-]\d+\.\d\]", report)
     record = json.loads((out / "report.json").read_text())

@@ -27,9 +27,10 @@ from cbdm_aug.diffusion.unet import PRESETS
 @click.option("--seeds", default="0,1,2", show_default=True, help="Comma-separated seeds; each arm trains once per seed.")
 @click.option("--device", default="auto", show_default=True, help="auto (cuda if available), cpu, cuda or cuda:N.")
 @click.option("--synthetic-randaugment", is_flag=True, help="Also RandAugment the + synthetic arm's real images.")
+@click.option("--skip-bad", is_flag=True, help="Skip unreadable image files (and report how many) instead of failing.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def run(data, test, holdout_per_class, out, generator, preset, gen_steps, image_size, model, classifier_epochs,
-        seeds, device, synthetic_randaugment, no_progress):
+        seeds, device, synthetic_randaugment, skip_bad, no_progress):
     """Will generated images help your rare classes? Fit a CBDM generator on DATA (already
     long-tailed: an image folder, an .npz or `digits`), top every class up with filtered generated
     images, train three classifier arms over --seeds (the control: class-balanced re-sampling;
@@ -44,7 +45,7 @@ def run(data, test, holdout_per_class, out, generator, preset, gen_steps, image_
 
     seed_list = _parse_seeds(seeds)
     try:
-        opts = RunOptions(data=data, test=test, holdout_per_class=holdout_per_class, generator=generator,
+        opts = RunOptions(data=data, test=test, holdout_per_class=holdout_per_class, skip_bad=skip_bad, generator=generator,
                           preset=preset, gen_steps=gen_steps, image_size=image_size, model=model,
                           classifier_epochs=classifier_epochs, seeds=tuple(seed_list), device=device,
                           synthetic=replace(SyntheticArm(), randaugment=synthetic_randaugment))

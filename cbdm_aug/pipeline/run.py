@@ -77,9 +77,9 @@ def _check_classes(train_names: list[str], test_names: list[str], test: str) -> 
 def _data_stage(opts: RunOptions, out: Path, echo) -> dict:
     from cbdm_aug.data import balanced_holdout, count_table, open_data
 
-    train = open_data(opts.data, split="train", progress=True)
+    train = open_data(opts.data, split="train", skip_bad=opts.skip_bad, progress=True)
     if opts.test:
-        test = open_data(opts.test, split="test", progress=True)
+        test = open_data(opts.test, split="test", skip_bad=opts.skip_bad, progress=True)
         _check_classes(train.class_names, test.class_names, opts.test)
         how = f"test set: {test.source}"
     elif opts.holdout_per_class:
@@ -104,6 +104,9 @@ def _data_stage(opts: RunOptions, out: Path, echo) -> dict:
 
         test.images = convert_images(test.images, train.image_size, train.channels)
     echo(how)
+    for d, name in ((train, "DATA"), (test, "TEST")):
+        if d.skipped:
+            echo(f"{name}: skipped " + ", ".join(f"{n} {why}" for why, n in d.skipped.items()))
     echo(count_table(train.class_names, ("train", train.counts().tolist()), ("test", test.counts().tolist())))
     (out / "data").mkdir(parents=True, exist_ok=True)
     _save_npz(out / "data" / "train.npz", "train", train)
@@ -284,7 +287,8 @@ def _run(opts: RunOptions, out: Path, echo, progress: bool) -> dict:
     stages = Stages(out, echo)
     data = stages.run("data", "read DATA and the test set",
                       {"data": opts.data, "data_files": _fingerprint(opts.data), "test": opts.test,
-                       "test_files": _fingerprint(opts.test), "holdout_per_class": opts.holdout_per_class},
+                       "test_files": _fingerprint(opts.test), "holdout_per_class": opts.holdout_per_class,
+                       "skip_bad": opts.skip_bad},
                       lambda: _data_stage(opts, out, echo))
     gen_size = None
     if opts.generator:

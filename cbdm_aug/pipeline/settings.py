@@ -52,6 +52,7 @@ class RunOptions:
     data: str
     test: str | None = None
     holdout_per_class: int = 0
+    skip_bad: bool = False              # skip unreadable image files (and say how many) instead of failing
     generator: str | None = None        # reuse this fitted generator run instead of fitting one
     preset: str | None = None
     gen_steps: int | None = None

@@ -30,7 +30,7 @@ COMMANDS = {
 
 HELP = {
     "run": "Your long-tailed data, one command: fit, generate, train three arms, report with intervals.",
-    "demo": "Run the whole pipeline on bundled digits and report the measured gain.",
+    "demo": "`run` on a long-tailed split of the bundled digits: the pipeline in minutes.",
     "fit-generator": "Train a class-balancing diffusion model on a long-tailed dataset.",
     "generate": "Generate a class-balanced synthetic cache (HDF5) from a generator run.",
     "inspect": "Show a cache's provenance and per-class counts; optionally a PNG grid.",

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import threading
@@ -53,24 +52,9 @@ from _env import environment  # noqa: E402
 from e2e_quality import cbdm_aug, run  # noqa: E402
 
 from cbdm_aug.cache.reader import is_complete  # noqa: E402
+from cbdm_aug.classify.paired import paired  # noqa: E402 - the protocol's statistic, shared with `cbdm-aug run`
 
 REAL_ARMS = ("real-cb", "real-ra", "real-bs", "real-la")
-# two-sided 95% Student t quantiles by degrees of freedom
-T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-        14: 2.145, 19: 2.093}
-
-
-def t975(df: int) -> float:
-    return T975.get(df) or T975[max(k for k in T975 if k <= df)]
-
-
-def paired(a: list[float], b: list[float]) -> dict:
-    """Mean of a - b over paired seeds with its 95% t-interval (percentage points)."""
-    d = np.asarray(a) - np.asarray(b)
-    n = len(d)
-    half = t975(n - 1) * d.std(ddof=1) / math.sqrt(n) if n > 1 else float("nan")
-    return {"mean": float(d.mean()), "lo": float(d.mean() - half), "hi": float(d.mean() + half), "n": n,
-            "per_seed": d.tolist()}
 
 
 def lt_counts(rho: float, n_max: int, C: int = 10) -> list[int]:

@@ -186,3 +186,29 @@ def test_randaugment_changes_images_but_keeps_their_shape_and_range():
     outs = [tf(x) for _ in range(20)]
     assert all(o.shape == (1, 8, 8) and o.dtype == torch.float32 and -1 <= o.min() and o.max() <= 1 for o in outs)
     assert sum(not torch.equal(o, plain) for o in outs) >= 10
+
+
+def test_randaugment_of_the_real_images_only_leaves_the_synthetic_ones_as_generated(tmp_path, tiny_npz):
+    import torch
+
+    from cbdm_aug.cache.writer import write_cache
+    from cbdm_aug.classify.recipe import load_recipe
+    from cbdm_aug.classify.train import _build_training_set, load_data, make_transform
+
+    rng = np.random.default_rng(1)
+    write_cache(tmp_path / "syn.h5", rng.integers(0, 255, (6, 8, 8, 1), dtype=np.uint8), np.array([2] * 6),
+                class_names=["0", "1", "2"])
+    sets = [f"data.train={tiny_npz}", "data.longtail=none", "sampling.mode=synthetic",
+            f"sampling.cache={tmp_path / 'syn.h5'}", "data.augment=randaugment", "data.augment_magnitude=30"]
+    torch.manual_seed(0)
+    for only_real in (True, False):
+        recipe = load_recipe(None, sets + [f"data.augment_synthetic={str(not only_real).lower()}"])
+        train, _ = load_data(recipe.data)
+        ds, _ = _build_training_set(recipe, train, make_transform(8, 1, augment="randaugment", augment_magnitude=30))
+        flags = np.asarray(ds.is_synthetic)
+        syn, real = np.flatnonzero(flags)[:6], np.flatnonzero(~flags)[:20]
+        # drawing an item twice gives the same tensor exactly when nothing random touches it
+        syn_changes = any(not torch.equal(ds[int(i)][0], ds[int(i)][0]) for i in syn)
+        real_changes = any(not torch.equal(ds[int(i)][0], ds[int(i)][0]) for i in real)
+        assert syn_changes == (not only_real)
+        assert real_changes  # the real images are RandAugmented either way

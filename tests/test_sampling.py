@@ -73,7 +73,7 @@ def test_an_unknown_feedback_kind_is_refused():
 def _classifier_run(path, classes, size=8):
     import timm
 
-    import cbdm_aug.classify.models  # noqa: F401
+    import cbdm_aug.networks  # noqa: F401
 
     torch.manual_seed(0)
     model = timm.create_model("resnet8_cifar", num_classes=len(classes), in_chans=1)

@@ -32,7 +32,7 @@ def _feedback(run_dir, kind, scale, gen, device):
     """(criterion, provenance) of classifier-feedback guidance, or (None, None) without a classifier."""
     if run_dir is None:
         return None, None
-    from cbdm_aug.classify.models import load_classifier_run
+    from cbdm_aug.networks import load_classifier_run
     from cbdm_aug.diffusion.sampling import classifier_feedback
     from cbdm_aug.generator.run_dir import sha256_file
 
@@ -193,11 +193,14 @@ def generate(run_dir, out, policy, per_class, target, counts_file, sampler, step
     click.echo(f"sampler {sampler}, {steps} steps, guidance {guidance:g}, seed {seed}, "
                f"batch {batch_size}, device {torch_device}, {precision}{', compiled' if compile_unet else ''}{where}"
                + (f"; real-guided from {guided['data']} ({real_guided} class, strength {strength:g})" if guided else ""))
+    from cbdm_aug.locking import output_lock
+
     t0 = time.perf_counter()
     try:
-        path = generate_cache(gen, out, plan, settings, batch_size=batch_size, shard=shard_t,
-                              overwrite=overwrite, command=command, feedback=feedback, precision=precision,
-                              compile=compile_unet, real_images=real_images, real_labels=real_labels)
+        with output_lock(out, folder=False, what="cache", echo=click.echo):  # before --overwrite deletes it
+            path = generate_cache(gen, out, plan, settings, batch_size=batch_size, shard=shard_t,
+                                  overwrite=overwrite, command=command, feedback=feedback, precision=precision,
+                                  compile=compile_unet, real_images=real_images, real_labels=real_labels)
     except ValueError as e:
         raise click.ClickException(str(e)) from None
     except (OSError, RuntimeError) as e:  # h5py raises RuntimeError for a write that fails at close
@@ -213,7 +216,8 @@ def generate(run_dir, out, policy, per_class, target, counts_file, sampler, step
         wait_for_all_ranks()  # every rank, or none: a barrier
         if ranked[0] == 0:
             try:
-                joined, line = join_on_rank_zero(final, ranked[1], overwrite)
+                with output_lock(final, folder=False, what="cache", echo=click.echo):
+                    joined, line = join_on_rank_zero(final, ranked[1], overwrite)
             except ValueError as e:
                 raise click.ClickException(str(e)) from None
             click.echo(line + (f": {len(SyntheticCache(final))} images, complete" if joined else ""))
@@ -312,9 +316,11 @@ def inspect(file, grid, per_row):
 def merge_shards(out, shards, overwrite):
     """Join the shard files of a sharded `generate` into the cache OUT."""
     from cbdm_aug.cache.writer import merge_shards as merge
+    from cbdm_aug.locking import output_lock
 
     try:
-        path = merge(out, shards, overwrite=overwrite)
+        with output_lock(out, folder=False, what="cache", echo=click.echo):
+            path = merge(out, shards, overwrite=overwrite)
     except ValueError as e:
         raise click.ClickException(str(e)) from None
     from cbdm_aug.cache.reader import SyntheticCache

@@ -207,9 +207,8 @@ def generate_cache(generator, out: str | os.PathLike, plan: Plan, settings: Samp
     with CacheWriter(out) as writer, _BackgroundWrites(writer) as background:
         bar = None
         if progress:
-            from tqdm.auto import tqdm
-            bar = tqdm(total=writer.total, initial=writer.num_done, unit="img", desc=f"generate {out.name}",
-                       dynamic_ncols=True, smoothing=0.1)
+            from cbdm_aug.progress import counter  # a bar on a terminal, plain lines in a log
+            bar = counter(writer.total, f"generate {out.name}", "img", initial=writer.num_done)
 
         def written(n):  # batch n is on disk
             if bar is not None:

@@ -77,6 +77,14 @@ def open_cache(path: str | os.PathLike, mode: str = "r") -> h5py.File:
     try:
         return h5py.File(path, mode)
     except OSError as e:
+        from cbdm_aug.locking import describe, live_holder, lock_path
+
+        holder = live_holder(lock_path(path, folder=False))
+        if holder:  # never the advice to overwrite: that would destroy a live job's file
+            raise CacheError(f"{path}: in use, {describe(holder)} is writing it; wait for it to finish") from None
+        if "unable to lock file" in str(e):
+            raise CacheError(f"{path}: in use, another process has it open for writing (HDF5 file lock); "
+                             "wait for it to finish") from None
         raise CacheError(f"{path}: not a readable HDF5 file: truncated, corrupt, foreign or in use "
                          f"({e}); if a `cbdm-aug generate` wrote it and was killed, rerun that "
                          f"command with --overwrite to start the file again") from None

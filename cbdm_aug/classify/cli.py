@@ -83,19 +83,26 @@ def train_classifier(recipe_path, overrides, out, seeds, dry_run, overwrite, no_
         raise click.ClickException(f"{out_path} already holds a run; pick another --out or pass --overwrite")
 
     from cbdm_aug.classify.report import compare_table, load_run
-    from cbdm_aug.classify.train import train_run, train_seeds
+    from cbdm_aug.locking import output_lock
 
     command = "cbdm-aug " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else ""
     try:
-        if seed_list:
-            train_seeds(recipe, seed_list, out_path, progress=not no_progress, command=command,
-                        device_data=device_data)
-        else:
-            train_run(recipe, out_path, progress=not no_progress, command=command, device_data=device_data)
+        with output_lock(out_path, folder=True, what="classifier run folder", echo=click.echo):
+            _train(recipe, seed_list, out_path, no_progress, command, device_data)
     except (ValueError, TypeError, OSError) as e:
         raise _user_error(e) from None
     click.echo(compare_table([load_run(out_path)]))
     click.echo(f"wrote {out_path}/")
+
+
+def _train(recipe, seed_list, out_path, no_progress, command, device_data):
+    from cbdm_aug.classify.train import train_run, train_seeds
+
+    if seed_list:
+        train_seeds(recipe, seed_list, out_path, progress=not no_progress, command=command,
+                    device_data=device_data)
+    else:
+        train_run(recipe, out_path, progress=not no_progress, command=command, device_data=device_data)
 
 
 @click.command("compare")

@@ -47,6 +47,7 @@ class DataConfig:
     hflip: bool = False                 # random horizontal flips
     augment: str = "none"               # 'none' | 'randaugment': a RandAugment policy (Cubuk et al. 2020,
                                         # torchvision's) on every training image, real and synthetic alike
+    augment_synthetic: bool = True      # RandAugment the synthetic images too (False: the real ones only)
     augment_ops: int = 2                # RandAugment: operations per image
     augment_magnitude: int = 9          # RandAugment: magnitude, 0..30
 
@@ -65,7 +66,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = "resnet32_cifar"        # any timm model name; *_cifar are registered by cbdm_aug.classify.models
+    name: str = "resnet32_cifar"        # any timm model name; *_cifar are registered by cbdm_aug.networks
     drop_rate: float = 0.0              # dropout before the classifier
 
     def __post_init__(self):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import platform
 import time
 from dataclasses import replace
@@ -107,7 +108,7 @@ def load_data(cfg: DataConfig):
 def build_model(recipe: Recipe, num_classes: int, in_chans: int) -> torch.nn.Module:
     import timm
 
-    import cbdm_aug.classify.models  # noqa: F401 - registers the *_cifar models with timm
+    import cbdm_aug.networks  # noqa: F401 - registers the *_cifar models with timm
 
     if not timm.is_model(recipe.model.name):
         raise RecipeError(f"model.name {recipe.model.name!r} is not a timm model; try resnet32_cifar, "
@@ -177,10 +178,29 @@ def _build_training_set(recipe: Recipe, train, transform):
                                               seed=recipe.seed)
     from cbdm_aug.plugin.dataset import RealSyntheticDataset
 
+    d = recipe.data
+    if d.augment == "randaugment" and not d.augment_synthetic:
+        # RandAugment on the real images only (the real dataset's own transform runs first), and the
+        # rest of the recipe's transform (crop, flip, scaling) on every image
+        real.transform = _randaugment_uint8(d.augment_ops, d.augment_magnitude)
+        transform = make_transform(train.image_size, train.channels, d.crop_padding, d.hflip)
     ds = RealSyntheticDataset(real, smp.cache_paths(), transform=transform, resize=True, convert=True)
     sampler = BalancedSyntheticSampler(ds, target=smp.target_weights(), num_samples=num_samples,
                                        max_synthetic_share=smp.max_synthetic_share, seed=recipe.seed)
     return ds, sampler
+
+
+def _randaugment_uint8(num_ops: int, magnitude: int):
+    """uint8 HWC array -> RandAugmented uint8 HWC array."""
+    from torchvision.transforms import v2
+
+    policy = v2.RandAugment(num_ops=num_ops, magnitude=magnitude)
+
+    def apply(x):
+        x = np.asarray(x)
+        x = x[..., None] if x.ndim == 2 else x
+        return policy(torch.from_numpy(np.array(x, dtype=np.uint8)).permute(2, 0, 1)).permute(1, 2, 0).numpy()
+    return apply
 
 
 def _check_sampling(recipe: Recipe) -> None:
@@ -303,10 +323,16 @@ def train_run(recipe: Recipe, out_dir: str | Path, progress: bool = True, comman
         "run": {"device": str(device), "data": data_path, "seconds": round(time.time() - t0, 1), "command": command,
                 "torch": torch.__version__, "python": platform.python_version(), "machine": platform.node()},
     }
+    # Whole files, renamed into place, metrics.json last: a run folder with metrics.json is a finished
+    # run (`cbdm-aug run` reuses such seeds), and a kill leaves no half-written file.
+    tmp = out / f".model.pt.tmp{os.getpid()}"
     torch.save({"state_dict": model.state_dict(), "model": recipe.model.name, "num_classes": C,
-                "in_chans": channels}, out / "model.pt")
-    (out / "metrics.json").write_text(json.dumps(result, indent=1))
+                "in_chans": channels}, tmp)
+    os.replace(tmp, out / "model.pt")
     write_run_report(result, out)
+    tmp = out / f".metrics.json.tmp{os.getpid()}"
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, out / "metrics.json")
     return result
 
 
@@ -315,6 +341,8 @@ def _train_epochs(model, loader, sampler, criterion, opt, sched, epochs: int, de
     """The SGD loop: ``epochs`` passes over ``loader`` (items ``(x, y, is_synthetic)``), one history
     row per epoch (test top-1 every ``eval_every`` epochs but the last)."""
     from tqdm.auto import tqdm
+
+    from cbdm_aug.progress import on_terminal
 
     for epoch in range(epochs):
         if hasattr(sampler, "set_epoch"):
@@ -326,7 +354,8 @@ def _train_epochs(model, loader, sampler, criterion, opt, sched, epochs: int, de
         total_loss = torch.zeros((), dtype=torch.float64, device=device)
         correct = torch.zeros((), dtype=torch.int64, device=device)
         seen = 0
-        bar = tqdm(loader, desc=f"{stage}epoch {epoch + 1}/{epochs}", leave=False, disable=not progress)
+        # off a terminal the per-epoch log line below is the progress: no carriage-return redraws
+        bar = tqdm(loader, desc=f"{stage}epoch {epoch + 1}/{epochs}", leave=False, disable=not (progress and on_terminal()))
         for step, (x, y, syn) in enumerate(bar):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             logits = model(x)
@@ -338,7 +367,7 @@ def _train_epochs(model, loader, sampler, criterion, opt, sched, epochs: int, de
             total_loss += loss.detach().double() * len(y)
             correct += (logits.argmax(1) == y).sum()
             seen += len(y)
-            if progress and step % 25 == 0:
+            if not bar.disable and step % 25 == 0:
                 bar.set_postfix(loss=f"{float(total_loss) / seen:.3f}", lr=f"{opt.param_groups[0]['lr']:.3g}")
         row = {"epoch": epoch + 1, "loss": float(total_loss) / max(seen, 1), "train_acc": int(correct) / max(seen, 1),
                "lr": opt.param_groups[0]["lr"], **({"stage": stage.strip()} if stage else {})}

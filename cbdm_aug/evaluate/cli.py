@@ -131,7 +131,9 @@ def filter_cache(cache, out, real, split, longtail, imbalance, max_per_class, da
     from cbdm_aug.evaluate import features as F
     from cbdm_aug.evaluate.filter import filter_cache as run, removed_table
     from cbdm_aug.evaluate.run import load_real
+    from cbdm_aug.locking import ensure_free, output_lock
 
+    ensure_free(out, folder=False, what="cache")  # before training a classifier for nothing
     header = read_header(cache)
     data = _real_data(real, split, longtail, imbalance, max_per_class, data_seed, None)
     gen = header["generator"]
@@ -149,8 +151,9 @@ def filter_cache(cache, out, real, split, longtail, imbalance, max_per_class, da
         space = F.train_classifier_space(train.images, train.labels, train.class_names,
                                          out.with_name(out.name + ".classifier"), epochs=epochs,
                                          progress=not quiet, device=str(dev))
-    record = run(cache, out, space, train.images, train.labels, confidence=confidence,
-                 near_copy_ratio=near_copy_ratio, feature_quantile=feature_quantile, overwrite=overwrite, progress=not quiet,
-                 command=shlex.join(["cbdm-aug", *sys.argv[1:]]))
+    with output_lock(out, folder=False, what="cache", echo=click.echo):
+        record = run(cache, out, space, train.images, train.labels, confidence=confidence,
+                     near_copy_ratio=near_copy_ratio, feature_quantile=feature_quantile, overwrite=overwrite,
+                     progress=not quiet, command=shlex.join(["cbdm-aug", *sys.argv[1:]]))
     click.echo(removed_table(record))
     click.echo(f"wrote {out}: kept {sum(record['kept'].values())} of {sum(record['before'].values())} images")

@@ -95,7 +95,7 @@ def _classifier_prepare(image_size: int, channels: int):
 
 def load_classifier_space(run_dir: str | Path, device: str | torch.device = "cpu") -> FeatureSpace:
     """The feature space of a ``train-classifier`` run folder (its ``model.pt`` and ``metrics.json``)."""
-    from cbdm_aug.classify.models import load_classifier_run
+    from cbdm_aug.networks import load_classifier_run
 
     model, info = load_classifier_run(run_dir, device)
     size, channels = int(info["data"]["image_size"]), int(info["data"]["channels"])

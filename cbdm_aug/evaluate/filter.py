@@ -47,6 +47,7 @@ def filter_cache(cache: str | os.PathLike, out: str | os.PathLike, space: Featur
     from tqdm.auto import tqdm
 
     from cbdm_aug.cache.reader import SyntheticCache
+    from cbdm_aug.progress import on_terminal
     from cbdm_aug.cache.writer import CacheWriter, create_cache
     from cbdm_aug.data.convert import convert_images
 
@@ -76,7 +77,8 @@ def filter_cache(cache: str | os.PathLike, out: str | os.PathLike, space: Featur
         near = np.ones(len(syn), bool)
         if feature_quantile is not None:
             centre, radius = class_feature_radii(space, train_images, train_labels, C, feature_quantile)
-        for i in tqdm(range(0, len(syn), batch_size), desc=f"filter {cache.name}", disable=not progress):
+        for i in tqdm(range(0, len(syn), batch_size), desc=f"filter {cache.name}",
+                      disable=not (progress and on_terminal())):  # a log gets the removed table, not redraws
             j = min(i + batch_size, len(syn))
             x = np.stack([syn[k][0] for k in range(i, j)])
             y = labels[i:j]

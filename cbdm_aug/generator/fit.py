@@ -22,6 +22,7 @@ from cbdm_aug.generator.run_dir import CONFIG_NAME, RunDirError, _atomic_write_b
 log = logging.getLogger(__name__)
 
 RUN_CONFIG = "run.json"
+LOCK_FILES = (".lock", ".lock.takeover")  # cbdm_aug.locking's, of the command that writes the folder
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,7 @@ def prepare_run_dir(out: Path, cfg: FitConfig, resume: bool, echo=print) -> Path
         if ckpt is None:
             echo(f"{out} has no checkpoint yet: starting from step 0")
         return ckpt
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and any(p.name not in LOCK_FILES for p in out.iterdir()):
         raise RunDirError(f"{out} is not empty and holds no cbdm-aug run; choose another --out")
     return None
 

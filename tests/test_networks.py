@@ -2,7 +2,7 @@ import pytest
 import timm
 import torch
 
-import cbdm_aug.classify.models  # noqa: F401 - registers the models
+import cbdm_aug.networks  # noqa: F401 - registers the models
 
 
 @pytest.mark.parametrize("name,size,chans,classes", [
@@ -30,3 +30,13 @@ def test_the_timm_classifier_interface_works_on_the_cifar_resnets():
 def test_asking_for_pretrained_weights_is_a_clear_error():
     with pytest.raises(ValueError, match="no pretrained weights"):
         timm.create_model("resnet8_cifar", pretrained=True)
+
+
+def test_the_cache_layer_does_not_import_the_classifier_layer():
+    from pathlib import Path
+
+    import cbdm_aug
+
+    root = Path(cbdm_aug.__file__).parent / "cache"
+    offenders = [p.name for p in root.glob("*.py") if "cbdm_aug.classify" in p.read_text()]
+    assert offenders == []

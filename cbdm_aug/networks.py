@@ -1,4 +1,6 @@
-"""CIFAR-style ResNets (He et al., 2016, section 4.2) registered in timm's model registry.
+"""Classifier networks and the loader of a trained one: CIFAR-style ResNets (He et al., 2016,
+section 4.2) registered in timm's model registry, and ``load_classifier_run``. A module of its own
+below ``classify`` and ``cache``, so both import it and neither imports the other.
 
 timm ships ImageNet networks only: their 7x7 stride-2 stem and max-pool shrink a 32x32 image to
 8x8 before the first block. The long-tail literature (LDAM, Balanced Softmax, CBDM's downstream

@@ -1,0 +1,1 @@
+"""``cbdm-aug run``: the whole pipeline on a user's long-tailed data, as resumable stages."""

@@ -1,0 +1,333 @@
+"""``cbdm-aug run``: the whole pipeline on the user's long-tailed data, as resumable stages.
+
+1. data: DATA as it is (already long-tailed) and a test set (TEST, or a balanced hold-out);
+2. generator: fit a CBDM generator on the training images (or reuse ``--generator``);
+3. synthetic: top every class up, then filter (the settings of ``SyntheticArm``);
+4. three classifier arms over the seeds: the control (class-balanced re-sampling of the real
+   images), RandAugment on top of it (the strongest real-only recipe), and + synthetic;
+5. report: per-group and per-class accuracy, paired differences with 95% t-intervals, a verdict.
+
+The stages and their reuse rules are in ``cbdm_aug.pipeline.stages``; each uses the package's own
+commands' functions (``fit``, ``generate_cache``, ``filter_cache``, ``train_run``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+
+from cbdm_aug.errors import UserError
+from cbdm_aug.pipeline.settings import Resolved, RunOptions, resolve
+from cbdm_aug.pipeline.stages import Stages
+
+ARMS = ("control", "randaugment", "synthetic")
+ARM_TITLES = {"control": "control (class-balanced re-sampling)", "randaugment": "RandAugment",
+              "synthetic": "+ synthetic"}
+_OWN = {".lock", ".lock.takeover", "stages", "data", "generator", "synthetic", "arms", "report.md",
+        "samples.png", "per_class_accuracy.png", "report.json", "run.log"}
+
+
+class RunError(UserError):
+    """Bad input to ``cbdm-aug run``."""
+
+
+def _fingerprint(spec: str | None) -> dict | None:
+    """What identifies the data cheaply: size and mtime of a file, or of every file under a folder."""
+    if spec is None or spec == "digits":
+        return None
+    p = Path(spec)
+    if p.is_file():
+        st = p.stat()
+        return {"bytes": st.st_size, "mtime": int(st.st_mtime)}
+    if p.is_dir():
+        n = size = mtime = 0
+        for root, _, files in os.walk(p, followlinks=False):
+            for f in files:
+                try:
+                    st = os.stat(os.path.join(root, f))
+                except OSError:
+                    continue
+                n, size, mtime = n + 1, size + st.st_size, max(mtime, int(st.st_mtime))
+        return {"files": n, "bytes": size, "mtime": mtime}
+    return None
+
+
+def _save_npz(path: Path, split: str, data) -> None:
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npz")
+    np.savez(tmp, **{f"x_{split}": data.images, f"y_{split}": data.labels, "class_names": np.array(data.class_names)})
+    os.replace(tmp, path)
+
+
+def _check_classes(train_names: list[str], test_names: list[str], test: str) -> None:
+    if list(train_names) == list(test_names):
+        return
+    missing = [c for c in train_names if c not in test_names]
+    extra = [c for c in test_names if c not in train_names]
+    detail = "; ".join(x for x in (f"missing from TEST: {', '.join(missing)}" if missing else "",
+                                   f"not in DATA: {', '.join(extra)}" if extra else "") if x) or "in another order"
+    raise RunError(f"TEST {test} has classes {test_names}, DATA has {train_names} ({detail}); "
+                   "give a test set with the same class names")
+
+
+def _data_stage(opts: RunOptions, out: Path, echo) -> dict:
+    from cbdm_aug.data import balanced_holdout, count_table, open_data
+
+    train = open_data(opts.data, split="train", skip_bad=opts.skip_bad, progress=True)
+    if opts.test:
+        test = open_data(opts.test, split="test", skip_bad=opts.skip_bad, progress=True)
+        _check_classes(train.class_names, test.class_names, opts.test)
+        how = f"test set: {test.source}"
+    elif opts.holdout_per_class:
+        counts = train.counts()
+        small = [(n, int(c)) for n, c in zip(train.class_names, counts) if c <= opts.holdout_per_class]
+        if small:
+            raise RunError(f"--holdout-per-class {opts.holdout_per_class} leaves no training image in class "
+                           f"{small[0][0]!r} ({small[0][1]} images); use a smaller N or pass --test TEST")
+        train, test = balanced_holdout(train, opts.holdout_per_class, seed=0)
+        rarest = int(np.argmin(counts))
+        how = (f"test set: {opts.holdout_per_class} images a class held out of DATA; this costs the tail: "
+               f"class {train.class_names[rarest]!r} trains on {int(counts[rarest]) - opts.holdout_per_class} "
+               f"of its {int(counts[rarest])} images ({100 * opts.holdout_per_class / counts[rarest]:.0f}% fewer)")
+    elif str(opts.data).endswith(".npz"):
+        test = open_data(opts.data, split="test")
+        how = f"test set: the test split of {opts.data}"
+    else:
+        raise RunError("no test set: give --test TEST (a labelled folder or .npz with the same classes) "
+                       "or --holdout-per-class N")
+    if test.channels != train.channels or test.image_size != train.image_size:
+        from cbdm_aug.data.convert import convert_images
+
+        test.images = convert_images(test.images, train.image_size, train.channels)
+    echo(how)
+    for d, name in ((train, "DATA"), (test, "TEST")):
+        if d.skipped:
+            echo(f"{name}: skipped " + ", ".join(f"{n} {why}" for why, n in d.skipped.items()))
+    echo(count_table(train.class_names, ("train", train.counts().tolist()), ("test", test.counts().tolist())))
+    (out / "data").mkdir(parents=True, exist_ok=True)
+    _save_npz(out / "data" / "train.npz", "train", train)
+    _save_npz(out / "data" / "test.npz", "test", test)
+    return {"class_names": train.class_names, "counts": train.counts().tolist(), "test_counts": test.counts().tolist(),
+            "image_size": train.image_size, "channels": train.channels, "source": train.source, "test_source": test.source,
+            "test_how": how}
+
+
+def _load_split(out: Path, split: str, size: int, channels: int):
+    from cbdm_aug.data import open_data
+
+    return open_data(str(out / "data" / f"{split}.npz"), split=split, image_size=size, channels=channels)
+
+
+def _fit_stage(out: Path, r: Resolved, device, echo, progress: bool) -> dict:
+    from cbdm_aug.diffusion.loss import CBDMLossConfig
+    from cbdm_aug.generator.fit import DataConfig, FitConfig, TrainConfig, fit
+    from cbdm_aug.locking import output_lock
+
+    gen_dir = out / "generator"
+    cfg = FitConfig(DataConfig(str(out / "data" / "train.npz"), image_size=r.image_size, channels=r.channels),
+                    TrainConfig(r.preset, r.gen_steps, r.gen_batch_size, r.gen_lr, seed=0,
+                                sample_every=max(1, r.gen_steps // 4), checkpoint_every=max(1, min(250, r.gen_steps // 4)),
+                                # one device: Lightning's 'auto' would start DDP over every GPU and re-run this command
+                                accelerator="gpu" if device.type == "cuda" else "cpu",
+                                devices=f"{device.index}," if device.index is not None else "1"),
+                    CBDMLossConfig(tau=1.0))
+    with output_lock(gen_dir, folder=True, what="generator run folder", echo=echo):
+        fit(cfg, gen_dir, resume=(gen_dir / "run.json").exists(), progress=progress, echo=echo)
+    return {"run": "generator"}  # relative to the run folder, which may move
+
+
+def _synthetic_stage(out: Path, gen_run: str, data: dict, r: Resolved, opts: RunOptions, device, echo,
+                     progress: bool) -> dict:
+    from cbdm_aug.cache.generate import SamplerSettings, generate_cache
+    from cbdm_aug.cache.plan import make_plan
+    from cbdm_aug.data import count_table
+    from cbdm_aug.evaluate.features import load_classifier_space, train_classifier_space
+    from cbdm_aug.evaluate.filter import filter_cache, removed_table
+    from cbdm_aug.generator.run_dir import load_generator
+    from cbdm_aug.locking import output_lock
+
+    s = opts.synthetic
+    names, counts = data["class_names"], data["counts"]
+    level = min(s.top_up, max(counts))
+    top_up = {n: max(0, level - c) for n, c in zip(names, counts)}
+    if not any(top_up.values()):
+        raise RunError(f"every class already has {level} or more images; nothing to top up (the arm's top_up is {s.top_up})")
+    d = out / "synthetic"
+    d.mkdir(parents=True, exist_ok=True)
+    write_counts = d / "topup_counts.json"
+    write_counts.write_text(json.dumps(top_up))
+    gen = load_generator(out / gen_run, device=device)  # an absolute gen_run stays itself
+    plan = make_plan("file", gen.class_names, gen.meta.get("class_counts"), counts_file=write_counts)
+    echo(f"every class topped up to {level} images with {s.sampler} {s.sample_steps} steps, guidance {s.guidance:g}")
+    echo(count_table(names, ("real", counts), ("synthetic", plan.counts)))
+    cache = d / "generated.h5"
+    with output_lock(cache, folder=False, what="cache", echo=echo):
+        generate_cache(gen, cache, plan, SamplerSettings(s.sampler, s.sample_steps, s.guidance, s.seed),
+                       batch_size=256, progress=progress, command=f"cbdm-aug run (synthetic stage of {out})")
+    if s.filter_confidence is None:
+        return {"cache": str(cache.relative_to(out)), "kept": dict(zip(names, plan.counts))}
+    train = _load_split(out, "train", r.image_size, r.channels)
+    clf = d / "filter-classifier"
+    if (clf / "metrics.json").is_file() and (clf / "model.pt").is_file():
+        space = load_classifier_space(clf, device)
+    else:
+        space = train_classifier_space(train.images, train.labels, train.class_names, clf, epochs=r.epochs,
+                                       progress=progress, device=str(device), seed=0)
+    filtered = d / "filtered.h5"
+    with output_lock(filtered, folder=False, what="cache", echo=echo):
+        record = filter_cache(cache, filtered, space, train.images, train.labels, confidence=s.filter_confidence,
+                              near_copy_ratio=s.near_copy_ratio, overwrite=True, progress=progress,
+                              command=f"cbdm-aug run (synthetic stage of {out})")
+    echo(removed_table(record))
+    return {"cache": str(filtered.relative_to(out)), "kept": record["kept"], "generated": record["before"]}
+
+
+def arm_recipe(arm: str, out: Path, r: Resolved, opts: RunOptions, device, cache: str | None):
+    """The classifier recipe of one arm (seed 0; the arms stage sets each seed)."""
+    from cbdm_aug.classify.recipe import load_recipe
+
+    s = opts.synthetic
+    sets = [f"name={arm}", f"device={device}", f"data.train={out / 'data' / 'train.npz'}",
+            f"data.test={out / 'data' / 'test.npz'}", "data.longtail=none", f"data.image_size={r.image_size}",
+            f"data.channels={r.channels}", f"data.crop_padding={r.crop_padding}", f"data.hflip={str(r.hflip).lower()}",
+            f"model.name={r.model}", f"optim.lr={r.lr:g}", "optim.weight_decay=0.0005",
+            f"schedule.epochs={r.epochs}", f"schedule.batch_size={r.batch_size}", "schedule.kind=cosine",
+            "schedule.warmup_epochs=0.5", "schedule.milestones=[]", "loss.kind=ce", "sampling.mode=class-balanced",
+            f"eval.many_threshold={opts.many_threshold}", f"eval.few_threshold={opts.few_threshold}", "eval.batch_size=1000"]
+    if arm == "randaugment":
+        sets.append("data.augment=randaugment")
+    elif arm == "synthetic":
+        sets += ["sampling.mode=synthetic", f"sampling.cache={cache}", f"loss.synthetic_weight={s.synthetic_weight:g}"]
+        if s.randaugment:
+            sets += ["data.augment=randaugment", "data.augment_synthetic=false"]
+    return load_recipe(None, sets)
+
+
+def recipe_key(recipe) -> dict:
+    """The recipe without the paths into the run folder (their content is in the upstream stages'
+    digests), so a run folder that moved is still reused."""
+    from cbdm_aug.classify.recipe import recipe_to_dict
+
+    d = recipe_to_dict(recipe) if not isinstance(recipe, dict) else json.loads(json.dumps(recipe))
+    for section, key in (("data", "train"), ("data", "test"), ("sampling", "cache")):
+        d[section].pop(key, None)
+    return d
+
+
+def _seed_done(seed_dir: Path, recipe) -> bool:
+    """A finished seed of this very recipe (metrics.json is written last, whole)."""
+    import yaml
+
+    try:
+        json.loads((seed_dir / "metrics.json").read_text())
+        return recipe_key(yaml.safe_load((seed_dir / "recipe.yaml").read_text())) == recipe_key(recipe)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _arm_stage(arm: str, out: Path, recipe, seeds, echo, progress: bool) -> dict:
+    from cbdm_aug.classify.report import aggregate_runs, write_aggregate_report
+    from cbdm_aug.classify.train import train_run
+
+    d = out / "arms" / arm
+    runs = []
+    for i, seed in enumerate(seeds):
+        rs = replace(recipe, seed=seed)
+        sd = d / f"seed{seed}"
+        if _seed_done(sd, rs):
+            echo(f"  {ARM_TITLES[arm]}, seed {seed}: reused")
+        else:
+            if sd.exists():
+                shutil.rmtree(sd)
+            t = time.time()
+            echo(f"  {ARM_TITLES[arm]}, seed {seed} ({i + 1}/{len(seeds)}) ...")
+            train_run(rs, sd, progress=progress, command=f"cbdm-aug run ({arm} arm of {out})")
+            echo(f"  {ARM_TITLES[arm]}, seed {seed}: {time.time() - t:.0f} s")
+        runs.append(json.loads((sd / "metrics.json").read_text()))
+    agg = aggregate_runs(runs)
+    write_aggregate_report(agg, d)
+    return {"seeds": list(seeds), "per_seed": {str(r["seed"]): r["metrics"] for r in runs}}
+
+
+def _check_out(out: Path) -> None:
+    if out.is_file():
+        raise RunError(f"--out {out} is a file; give a folder")
+    if out.exists() and not (out / "stages").is_dir():
+        foreign = [p.name for p in out.iterdir() if p.name not in _OWN]
+        if foreign:
+            raise RunError(f"--out {out} is not empty and holds no `cbdm-aug run` (it has {foreign[0]!r}); "
+                           "choose another folder")
+
+
+def run_pipeline(opts: RunOptions, out: str | Path, echo=print, progress: bool = True) -> dict:
+    """Run (or resume, or reuse) every stage into ``out``; returns the report's numbers."""
+    from cbdm_aug.locking import output_lock
+
+    out = Path(out)
+    _check_out(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with output_lock(out, folder=True, what="run folder", echo=echo):
+        return _run(opts, out, echo, progress)
+
+
+def _run(opts: RunOptions, out: Path, echo, progress: bool) -> dict:
+    import logging
+
+    from cbdm_aug.devices import resolve_device
+    from cbdm_aug.pipeline.report import write_report
+
+    logging.getLogger("cbdm_aug.classify.train").setLevel(logging.WARNING)  # run prints its own lines
+    t0 = time.time()
+    device = resolve_device(opts.device)
+    on_gpu = device.type == "cuda"
+    stages = Stages(out, echo)
+    data = stages.run("data", "read DATA and the test set",
+                      {"data": opts.data, "data_files": _fingerprint(opts.data), "test": opts.test,
+                       "test_files": _fingerprint(opts.test), "holdout_per_class": opts.holdout_per_class,
+                       "skip_bad": opts.skip_bad},
+                      lambda: _data_stage(opts, out, echo))
+    gen_size = None
+    if opts.generator:
+        from cbdm_aug.generator.run_dir import load_generator, read_meta
+
+        meta = read_meta(opts.generator)
+        if list(meta["class_names"]) != list(data["class_names"]):
+            raise RunError(f"--generator {opts.generator} makes classes {meta['class_names']}, DATA has "
+                           f"{data['class_names']}; fit one on DATA (drop --generator)")
+        gen_size = int(meta["image_size"])
+        load_generator(opts.generator)  # fails now, in one line, if its weights do not load
+    r, why = resolve(opts, sum(data["counts"]), data["image_size"], data["channels"], on_gpu, gen_size)
+    echo(f"device {device}" + ("; chosen for you (each can be set):" if why else "") + "".join(f"\n  - {w}" for w in why))
+    if opts.generator:
+        gen = stages.run("generator", f"reuse the generator {opts.generator}",
+                         {"run": str(Path(opts.generator).resolve()), "weights": meta.get("weights_sha256")},
+                         lambda: {"run": str(Path(opts.generator).resolve())}, after=("data",))
+    else:
+        gen = stages.run("generator", f"fit a CBDM generator ({r.preset} UNet, {r.gen_steps} steps, "
+                         f"{r.image_size}x{r.image_size})",
+                         {k: getattr(r, k) for k in ("image_size", "channels", "preset", "gen_steps", "gen_batch_size",
+                                                    "gen_lr")} | {"accelerator": "gpu" if on_gpu else "cpu"},
+                         lambda: _fit_stage(out, r, device, echo, progress),
+                         clean=lambda: shutil.rmtree(out / "generator", ignore_errors=True), after=("data",))
+    syn = stages.run("cache", "generate the top-up cache and filter it",
+                     opts.synthetic.cache_settings() | {"image_size": r.image_size, "filter_epochs": r.epochs,
+                                                        "filter_model": "resnet8_cifar"},
+                     lambda: _synthetic_stage(out, gen["run"], data, r, opts, device, echo, progress),
+                     clean=lambda: shutil.rmtree(out / "synthetic", ignore_errors=True), after=("data", "generator"))
+    arms = {}
+    for arm in ARMS:
+        recipe = arm_recipe(arm, out, r, opts, str(device), str(out / syn["cache"]) if arm == "synthetic" else None)
+        arms[arm] = stages.run(arm, f"train {ARM_TITLES[arm]} over seeds {list(opts.seeds)}",
+                               {"recipe": recipe_key(recipe), "seeds": list(opts.seeds)},
+                               lambda arm=arm, recipe=recipe: _arm_stage(arm, out, recipe, opts.seeds, echo, progress),
+                               after=("data", "cache") if arm == "synthetic" else ("data",))
+    times = {n: rec.get("seconds", 0.0) for n, rec in stages.records.items()}
+    report = write_report(out, data, syn, arms, opts, r, why, times, time.time() - t0)
+    echo(report["terminal"])
+    echo(f"\nreport: {out / 'report.md'}\nsamples (real | generated): {out / 'samples.png'}\n"
+         f"per-class accuracy: {out / 'per_class_accuracy.png'}\ntook {(time.time() - t0) / 60:.1f} min")
+    return report

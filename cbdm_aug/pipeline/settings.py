@@ -1,0 +1,141 @@
+"""What ``cbdm-aug run`` trains: the user's options, the defaults chosen from the data and the device,
+and, in one place, the configuration of the "+ synthetic" arm.
+
+``SyntheticArm`` is the configuration that ``benchmarks/tail_gain.py`` measures; when a benchmark
+moves a default, change it here and nowhere else.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from cbdm_aug.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class SyntheticArm:
+    """The "+ synthetic" arm: how its cache is made and filtered, and how the classifier uses it."""
+    top_up: int = 500                   # every class topped up to min(top_up, largest class) images,
+                                        # real + synthetic (tail_gain: 500 on MNIST-LT with n_max 5000)
+    sampler: str = "dpmpp-sde"          # matched the 1000-step ddpm reference at 1/71 of its cost
+    sample_steps: int = 20              # (benchmarks/results/sampler_quality.md)
+    guidance: float = 1.0               # classifier-free guidance w
+    filter_confidence: float | None = 0.5  # drop images the real-data classifier gives their class below
+                                        # this probability (None: keep all); unfiltered images lost to
+                                        # plain re-sampling on MNIST-LT (benchmarks/results/e2e_quality.md)
+    near_copy_ratio: float = 0.5        # and near-copies of a training image (filter-cache's criterion)
+    synthetic_weight: float = 0.3       # loss weight of a synthetic image relative to a real one (DiffuLT)
+    randaugment: bool = False           # also RandAugment the arm's *real* images (the generated ones stay
+                                        # as sampled), i.e. "the best real-only recipe + synthetic"
+    seed: int = 0                       # sampling seed of the cache
+
+    def __post_init__(self):
+        if self.top_up < 1:
+            raise ConfigError(f"top_up must be >= 1, got {self.top_up}")
+        if self.sample_steps < 1:
+            raise ConfigError(f"sample_steps must be >= 1, got {self.sample_steps}")
+        if self.filter_confidence is not None and not 0 <= self.filter_confidence <= 1:
+            raise ConfigError(f"filter_confidence must be in [0, 1] or None, got {self.filter_confidence}")
+        if not 0 <= self.synthetic_weight <= 1e3:
+            raise ConfigError(f"synthetic_weight must be in [0, 1000], got {self.synthetic_weight}")
+
+    def cache_settings(self) -> dict:
+        """The settings that make the cache (the rest only change how the classifier uses it)."""
+        d = asdict(self)
+        for k in ("synthetic_weight", "randaugment"):
+            d.pop(k)
+        return d
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What the user asked for; None means "chosen from the data and the device" (see ``resolve``)."""
+    data: str
+    test: str | None = None
+    holdout_per_class: int = 0
+    skip_bad: bool = False              # skip unreadable image files (and say how many) instead of failing
+    generator: str | None = None        # reuse this fitted generator run instead of fitting one
+    preset: str | None = None
+    gen_steps: int | None = None
+    image_size: int | None = None
+    model: str | None = None
+    classifier_epochs: int | None = None
+    seeds: tuple[int, ...] = (0, 1, 2)
+    device: str = "auto"
+    many_threshold: int = 100           # shot groups by real training images (the literature's split)
+    few_threshold: int = 20
+    synthetic: SyntheticArm = field(default_factory=SyntheticArm)
+
+    def __post_init__(self):
+        if self.test and self.holdout_per_class:
+            raise ConfigError("give --test or --holdout-per-class, not both")
+        if self.holdout_per_class < 0:
+            raise ConfigError(f"--holdout-per-class must be >= 0, got {self.holdout_per_class}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"--seeds must be distinct integers, got {list(self.seeds)}")
+        for name in ("gen_steps", "classifier_epochs"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
+        if self.image_size is not None and not 4 <= self.image_size <= 1024:
+            raise ConfigError(f"--image-size must be in [4, 1024], got {self.image_size}")
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Every setting of a run, made concrete."""
+    image_size: int
+    channels: int
+    preset: str
+    gen_steps: int
+    gen_batch_size: int
+    gen_lr: float
+    model: str
+    epochs: int
+    batch_size: int
+    lr: float
+    crop_padding: int
+    hflip: bool
+
+
+CPU_IMAGE_CAP = 16          # a CPU step at 16x16 costs ~1/2.5 of one at 28x28 (measured with the cpu UNet)
+CPU_GEN_STEPS = 1500        # ~11 min of the cpu UNet at 16x16, batch 64, on 2 cores
+GPU_GEN_STEPS = 20000
+DRAWS = 40_000              # classifier images drawn in a run: 4 epochs of MNIST-LT (tail_gain's 4 x 12,406)
+
+
+def resolve(opts: RunOptions, num_images: int, image_size: int, channels: int, on_gpu: bool,
+            generator_size: int | None = None) -> tuple[Resolved, list[str]]:
+    """The concrete settings for data of ``num_images`` images of ``image_size`` px, and one line per
+    choice that was not the user's, saying why."""
+    why = []
+    if opts.image_size:
+        size = opts.image_size
+    elif generator_size:
+        size = generator_size
+        why.append(f"image size {size}: the --generator's")
+    elif not on_gpu and image_size > CPU_IMAGE_CAP:
+        size = CPU_IMAGE_CAP
+        why.append(f"image size {size} (your images are {image_size}x{image_size}): on a CPU a {size}x{size} "
+                   f"run takes about a third of the time; --image-size {image_size} keeps them")
+    else:
+        size = min(image_size, 64)
+        if size != image_size:
+            why.append(f"image size {size} (your images are {image_size}): pass --image-size to change it")
+    preset = opts.preset or ("cifar-paper" if on_gpu and size >= 32 else "small" if on_gpu else "cpu")
+    if not opts.preset:
+        why.append(f"generator preset {preset}: " + ("the GPU default" if on_gpu else "the ~1M-parameter UNet sized for a CPU"))
+    steps = opts.gen_steps or (GPU_GEN_STEPS if on_gpu else CPU_GEN_STEPS)
+    if not opts.gen_steps:
+        why.append(f"{steps} generator steps: " + ("the GPU default" if on_gpu else
+                   "the CPU default, minutes not hours; more steps give better images (--gen-steps)"))
+    batch = 64 if num_images < 2000 else 128
+    model = opts.model or ("resnet18" if size > 32 else "resnet32_cifar" if on_gpu else "resnet8_cifar")
+    if not opts.model:
+        why.append(f"classifier {model}: sized for {size}x{size} images on a {'GPU' if on_gpu else 'CPU'} (--model)")
+    epochs = opts.classifier_epochs or max(4, min(30, round(DRAWS / num_images)))
+    if not opts.classifier_epochs:
+        why.append(f"{epochs} classifier epochs: about {DRAWS:,} images drawn per run for your {num_images:,} (--classifier-epochs)")
+    return Resolved(image_size=size, channels=channels, preset=preset, gen_steps=steps,
+                    gen_batch_size=64 if not on_gpu else 128, gen_lr=1e-3 if not on_gpu else 2e-4,
+                    model=model, epochs=epochs, batch_size=batch, lr=0.1 * batch / 128,
+                    crop_padding=1 if size <= 16 else size // 8, hflip=channels == 3), why

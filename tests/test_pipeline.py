@@ -1,0 +1,186 @@
+"""``cbdm-aug run`` end to end at toy size: a long-tailed folder with a separate test folder, reuse,
+resume after a kill, a changed setting, bad input."""
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+from helpers import run_cli
+from test_distributed import CLI, ENV
+from test_fit_generator import make_folder
+
+from cbdm_aug.pipeline.run import ARMS, _data_stage
+from cbdm_aug.pipeline.settings import RunOptions
+
+STAGES = ("data", "generator", "cache", *ARMS)
+TINY = ["--preset", "tiny", "--gen-steps", "3", "--classifier-epochs", "1", "--seeds", "0,1", "--device", "cpu",
+        "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    make_folder(root / "train", counts=(12, 6, 3), size=8)
+    make_folder(root / "test", counts=(4, 4, 4), size=8)
+    return root
+
+
+@pytest.fixture(scope="module")
+def finished(data):
+    """One finished run, its stdout, and its wall time."""
+    out = data / "run"
+    t = time.time()
+    r = subprocess.run([*CLI, "run", data / "train", "--test", data / "test", "--out", out, *TINY], env=ENV,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out, r.stdout, time.time() - t
+
+
+def _copy(finished, tmp_path):
+    dst = tmp_path / "run"
+    shutil.copytree(finished[0], dst)
+    return dst
+
+
+def _run(data, out, capsys, *extra):
+    return run_cli(["run", data / "train", "--test", data / "test", "--out", out, *TINY, *extra], capsys)
+
+
+def test_run_on_a_folder_with_a_test_folder_writes_the_report_with_paired_intervals_and_a_verdict(finished):
+    out, stdout, _ = finished
+    for f in ("report.md", "report.json", "samples.png", "per_class_accuracy.png"):
+        assert (out / f).is_file(), f
+    report = (out / "report.md").read_text()
+    # the three arms, each group, and the three paired differences with [lo, hi] intervals
+    for text in ("| control ", "| RandAugment ", "| + synthetic ", "RandAugment - control", "+ synthetic - control",
+                 "(best real-only)", "Verdict", "class 2"):
+        assert text in report, text
+    assert re.search(r"[+-]\d+\.\d \[[+-]\d+\.\d, [+-]\d+\.\d\]", report)
+    record = json.loads((out / "report.json").read_text())
+    assert record["verdict"] in stdout and record["verdict"] in report
+    assert "few-shot class" in record["verdict"] and ("beat" in record["verdict"] or "lost" in record["verdict"])
+    stat = record["paired"]["synthetic-control"]["few"]
+    assert stat["n"] == 2 and stat["lo"] <= stat["mean"] <= stat["hi"]
+    for arm in ARMS:
+        assert sorted(p.name for p in (out / "arms" / arm).glob("seed*")) == ["seed0", "seed1"]
+
+
+def test_a_rerun_of_the_same_command_reuses_every_stage_in_a_fraction_of_the_time(finished, tmp_path, capsys):
+    out = _copy(finished, tmp_path)  # a moved run folder is still the same run
+    weights = (out / "generator" / "ema.safetensors").stat().st_mtime_ns
+    t = time.time()
+    code, stdout, err = run_cli(["run", finished[0].parent / "train", "--test", finished[0].parent / "test",
+                                 "--out", out, *TINY], capsys)
+    assert code == 0, err
+    for stage in STAGES:
+        assert f"[{stage}] reused" in stdout, stage
+    assert "seed 0 (1/2)" not in stdout  # nothing trained
+    assert (out / "generator" / "ema.safetensors").stat().st_mtime_ns == weights
+    assert time.time() - t < finished[2] / 2
+
+
+def test_a_changed_setting_reruns_its_stage_and_the_ones_after_it_and_says_why(finished, data, tmp_path, capsys):
+    out = _copy(finished, tmp_path)
+    code, stdout, err = _run(data, out, capsys, "--gen-steps", "4")
+    assert code == 0, err
+    assert "[data] reused" in stdout and "[control] reused" in stdout and "[randaugment] reused" in stdout
+    assert "[generator] rerun" in stdout and "gen_steps: 3 -> 4" in stdout
+    assert "[cache] rerun" in stdout and "stage 'generator' changed" in stdout
+    assert "[synthetic] rerun" in stdout
+    assert json.loads((out / "generator" / "generator.json").read_text())["step"] == 4
+
+
+def test_more_seeds_train_only_the_new_ones(finished, data, tmp_path, capsys):
+    out = _copy(finished, tmp_path)
+    code, stdout, err = _run(data, out, capsys, "--seeds", "0,1,2")  # the last --seeds wins
+    assert code == 0, err
+    assert "[control] rerun" in stdout and "seeds: [0, 1] -> [0, 1, 2]" in stdout
+    assert "control (class-balanced re-sampling), seed 0: reused" in stdout
+    assert "control (class-balanced re-sampling), seed 2 (3/3)" in stdout
+    assert json.loads((out / "report.json").read_text())["paired"]["synthetic-control"]["few"]["n"] == 3
+
+
+def test_a_run_killed_in_the_middle_of_a_stage_resumes_there(finished, data, tmp_path, capsys, monkeypatch):
+    import cbdm_aug.classify.train as train
+
+    out = _copy(finished, tmp_path)
+    shutil.rmtree(out / "arms" / "randaugment")
+    (out / "stages" / "randaugment.json").unlink()
+    real, calls = train.train_run, []
+
+    def killed_after_one_seed(*a, **k):
+        if calls:
+            raise KeyboardInterrupt  # Ctrl-C between two seeds
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(train, "train_run", killed_after_one_seed)
+    code, _, err = _run(data, out, capsys)
+    assert code == 130 and "Aborted" in err  # what Ctrl-C gives
+    assert json.loads((out / "stages" / "randaugment.json").read_text())["status"] == "running"
+    assert not (out / ".lock").exists()
+    seed0 = (out / "arms" / "randaugment" / "seed0" / "metrics.json").stat().st_mtime_ns
+    monkeypatch.setattr(train, "train_run", real)
+    code, stdout, err = _run(data, out, capsys)
+    assert code == 0, err
+    assert "[randaugment] resuming" in stdout and "RandAugment, seed 0: reused" in stdout
+    assert "RandAugment, seed 1 (2/2)" in stdout and "[synthetic] reused" in stdout
+    assert (out / "arms" / "randaugment" / "seed0" / "metrics.json").stat().st_mtime_ns == seed0
+
+
+@pytest.mark.slow
+def test_a_run_sigkilled_while_fitting_resumes_from_the_generator_checkpoint(data, tmp_path):
+    out = tmp_path / "run"
+    cmd = [*CLI, "run", data / "train", "--test", data / "test", "--out", out, *TINY[:2], "--gen-steps", "400",
+           *TINY[4:]]
+    p = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    ckpt = out / "generator" / "checkpoints" / "last.ckpt"
+    while not ckpt.exists():
+        assert p.poll() is None, "finished before it could be killed"
+        time.sleep(0.2)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    assert (out / ".lock").exists()  # left behind by the killed process: stale
+    r = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "took over the lock" in r.stdout and "[generator] resuming" in r.stdout and "resuming from" in r.stdout
+    assert (out / "report.md").is_file()
+
+
+def test_test_classes_that_differ_from_the_data_are_one_line_naming_them(data, tmp_path, capsys):
+    test = make_folder(tmp_path / "test", counts=(2, 2), size=8)
+    (test / "class 1").rename(test / "zebra")
+    code, _, err = run_cli(["run", data / "train", "--test", test, "--out", tmp_path / "out", *TINY], capsys)
+    assert code != 0 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "zebra" in err and "class 2" in err
+    assert not (tmp_path / "out" / "generator").exists()  # refused before any fitting
+
+
+@pytest.mark.parametrize("args, says", [
+    (["run", "no/such/folder", "--holdout-per-class", 1], "no/such/folder"),
+    (["run", "{train}", "--out", "{out}"], "--test TEST"),
+    (["run", "{train}", "--test", "{test}", "--holdout-per-class", 2], "not both"),
+    (["run", "{train}", "--holdout-per-class", 3], "class 2"),
+    (["run", "{train}", "--test", "{test}", "--seeds", "a,b"], "--seeds"),
+    (["run", "{train}", "--test", "{test}", "--out", "{file}"], "is a file"),
+])
+def test_bad_input_is_one_line_and_no_traceback(args, says, data, tmp_path, capsys):
+    (tmp_path / "f.txt").write_text("x")
+    fill = {"{train}": data / "train", "{test}": data / "test", "{out}": tmp_path / "o", "{file}": tmp_path / "f.txt"}
+    args = [fill.get(a, a) for a in args]
+    if "--out" not in args:
+        args += ["--out", tmp_path / "o"]
+    code, _, err = run_cli(args, capsys)
+    assert code != 0 and "Traceback" not in err, err
+    assert says in err.strip().splitlines()[-1], err  # one line (click's usage errors add the usage above it)
+
+
+def test_a_holdout_says_what_it_costs_the_tail(data, tmp_path):
+    said = []
+    record = _data_stage(RunOptions(data=str(data / "train"), holdout_per_class=1), tmp_path, said.append)
+    assert record["test_counts"] == [1, 1, 1] and record["counts"] == [11, 5, 2]
+    assert any("costs the tail" in s and "'class 2'" in s and "2 of its 3" in s for s in said)

@@ -222,7 +222,7 @@ def main(argv=None):
                                    f"sampling.num_samples={n_real}"], None)
         s = parse_arm(name, args)
         sets = lambda: [f"sampling.cache={cache(s)}", f"loss.synthetic_weight={s['weight']}",  # noqa: E731
-                        *(["data.augment=randaugment"] if s["randaugment"] else []),
+                        "data.augment=" + ("randaugment" if s["randaugment"] else "none"),
                         *([f"sampling.max_synthetic_share={s['share']}"] if s["share"] is not None else [])]
         return syn, sets, s["gen"]
 

@@ -61,7 +61,8 @@ def _real_data(real, split, longtail, imbalance, max_per_class, data_seed, run_d
                    "image's distance to its nearest same-class neighbour.")
 @click.option("--sampler", type=click.Choice(SAMPLER_NAMES), default="dpmpp-sde", show_default=True)
 @click.option("--steps", type=click.IntRange(min=1), default=20, show_default=True)
-@click.option("--guidance", type=click.FloatRange(min=0), default=1.6, show_default=True)
+@click.option("--guidance", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Classifier-free guidance w (generate's default).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Sampling and subset seed.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--feature-epochs", type=click.IntRange(min=1), default=4, show_default=True,

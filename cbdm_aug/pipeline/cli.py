@@ -26,7 +26,8 @@ from cbdm_aug.diffusion.unet import PRESETS
               help="Epochs of each classifier run [default: about 40,000 images drawn, 4..30 epochs].")
 @click.option("--seeds", default="0,1,2", show_default=True, help="Comma-separated seeds; each arm trains once per seed.")
 @click.option("--device", default="auto", show_default=True, help="auto (cuda if available), cpu, cuda or cuda:N.")
-@click.option("--synthetic-randaugment", is_flag=True, help="Also RandAugment the + synthetic arm's real images.")
+@click.option("--synthetic-randaugment/--no-synthetic-randaugment", default=True, show_default=True,
+              help="RandAugment the + synthetic arm's images, as the RandAugment arm does the real ones.")
 @click.option("--skip-bad", is_flag=True, help="Skip unreadable image files (and report how many) instead of failing.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def run(data, test, holdout_per_class, out, generator, preset, gen_steps, image_size, model, classifier_epochs,

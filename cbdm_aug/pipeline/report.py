@@ -148,7 +148,7 @@ def write_report(out: Path, data: dict, syn: dict, arms: dict, opts, r, why: lis
         "Arms: the control trains on the real images with class-balanced re-sampling; RandAugment adds a RandAugment "
         "policy to it (the strongest real-only recipe); + synthetic adds the filtered generated images to the control "
         f"(synthetic loss weight {opts.synthetic.synthetic_weight:g}"
-        + (", RandAugment on its real images" if opts.synthetic.randaugment else "") + "). "
+        + (", RandAugment on its real and generated images" if opts.synthetic.randaugment else "") + "). "
         f"Groups: {thresholds}.", "", arm_table, "",
         "## Paired differences (accuracy points)", "",
         f"Per seed, arm minus arm (same seed: same initialisation and real-image draws), mean and 95% t-interval over "

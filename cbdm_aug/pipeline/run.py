@@ -130,6 +130,7 @@ def _fit_stage(out: Path, r: Resolved, device, echo, progress: bool) -> dict:
     gen_dir = out / "generator"
     cfg = FitConfig(DataConfig(str(out / "data" / "train.npz"), image_size=r.image_size, channels=r.channels),
                     TrainConfig(r.preset, r.gen_steps, r.gen_batch_size, r.gen_lr, seed=0,
+                                balance_power=r.gen_balance_power,
                                 sample_every=max(1, r.gen_steps // 4), checkpoint_every=max(1, min(250, r.gen_steps // 4)),
                                 # one device: Lightning's 'auto' would start DDP over every GPU and re-run this command
                                 accelerator="gpu" if device.type == "cuda" else "cpu",
@@ -202,8 +203,8 @@ def arm_recipe(arm: str, out: Path, r: Resolved, opts: RunOptions, device, cache
         sets.append("data.augment=randaugment")
     elif arm == "synthetic":
         sets += ["sampling.mode=synthetic", f"sampling.cache={cache}", f"loss.synthetic_weight={s.synthetic_weight:g}"]
-        if s.randaugment:
-            sets += ["data.augment=randaugment", "data.augment_synthetic=false"]
+        if s.randaugment:  # on the generated images too, as benchmarks/tail_gain.py measured it
+            sets += ["data.augment=randaugment"]
     return load_recipe(None, sets)
 
 
@@ -310,7 +311,7 @@ def _run(opts: RunOptions, out: Path, echo, progress: bool) -> dict:
         gen = stages.run("generator", f"fit a CBDM generator ({r.preset} UNet, {r.gen_steps} steps, "
                          f"{r.image_size}x{r.image_size})",
                          {k: getattr(r, k) for k in ("image_size", "channels", "preset", "gen_steps", "gen_batch_size",
-                                                    "gen_lr")} | {"accelerator": "gpu" if on_gpu else "cpu"},
+                                                    "gen_lr", "gen_balance_power")} | {"accelerator": "gpu" if on_gpu else "cpu"},
                          lambda: _fit_stage(out, r, device, echo, progress),
                          clean=lambda: shutil.rmtree(out / "generator", ignore_errors=True), after=("data",))
     syn = stages.run("cache", "generate the top-up cache and filter it",

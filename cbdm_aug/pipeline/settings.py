@@ -23,10 +23,17 @@ class SyntheticArm:
                                         # this probability (None: keep all); unfiltered images lost to
                                         # plain re-sampling on MNIST-LT (benchmarks/results/e2e_quality.md)
     near_copy_ratio: float = 0.5        # and near-copies of a training image (filter-cache's criterion)
-    synthetic_weight: float = 0.3       # loss weight of a synthetic image relative to a real one (DiffuLT)
-    randaugment: bool = False           # also RandAugment the arm's *real* images (the generated ones stay
-                                        # as sampled), i.e. "the best real-only recipe + synthetic"
+    synthetic_weight: float = 1.0       # loss weight of a synthetic image relative to a real one (DiffuLT).
+                                        # MNIST-LT rho=1000: 1 gave +2.1 [+0.5, +3.6] few-shot points over
+                                        # RandAugment, 0.3 gave +2.0 [-1.1, +5.2] (benchmarks/results/tail_gain_rho1000.md)
+    randaugment: bool = True            # RandAugment the arm's images, real and generated: "the best real-only
+                                        # recipe + synthetic"; without it the arm lost to RandAugment alone
+                                        # (-4.7 [-6.9, -2.5] few-shot points in a run at rho=1000)
     seed: int = 0                       # sampling seed of the cache
+    gen_balance_power: float = 0.0      # the generator's own batches draw class c ~ n_c ** this: 0 is
+                                        # class-balanced. On natural batches a CBDM had not learned its 5- and
+                                        # 10-image classes (0-6% of their samples recognised); balanced, it did
+                                        # (benchmarks/results/tail_probe_rho1000.md)
 
     def __post_init__(self):
         if self.top_up < 1:
@@ -41,7 +48,7 @@ class SyntheticArm:
     def cache_settings(self) -> dict:
         """The settings that make the cache (the rest only change how the classifier uses it)."""
         d = asdict(self)
-        for k in ("synthetic_weight", "randaugment"):
+        for k in ("synthetic_weight", "randaugment", "gen_balance_power"):
             d.pop(k)
         return d
 
@@ -89,6 +96,7 @@ class Resolved:
     gen_steps: int
     gen_batch_size: int
     gen_lr: float
+    gen_balance_power: float
     model: str
     epochs: int
     batch_size: int
@@ -98,7 +106,8 @@ class Resolved:
 
 
 CPU_IMAGE_CAP = 16          # a CPU step at 16x16 costs ~1/2.5 of one at 28x28 (measured with the cpu UNet)
-CPU_GEN_STEPS = 1500        # ~11 min of the cpu UNet at 16x16, batch 64, on 2 cores
+CPU_GEN_STEPS = 2400        # ~17 min of the cpu UNet at 16x16, batch 64, on 2 cores: the budget of the
+                            # best measured arm at rho=1000 (600 steps gained +0.3 over RandAugment, 2400 +2.0)
 GPU_GEN_STEPS = 20000
 DRAWS = 40_000              # classifier images drawn in a run: 4 epochs of MNIST-LT (tail_gain's 4 x 12,406)
 
@@ -137,5 +146,6 @@ def resolve(opts: RunOptions, num_images: int, image_size: int, channels: int, o
         why.append(f"{epochs} classifier epochs: about {DRAWS:,} images drawn per run for your {num_images:,} (--classifier-epochs)")
     return Resolved(image_size=size, channels=channels, preset=preset, gen_steps=steps,
                     gen_batch_size=64 if not on_gpu else 128, gen_lr=1e-3 if not on_gpu else 2e-4,
+                    gen_balance_power=opts.synthetic.gen_balance_power,
                     model=model, epochs=epochs, batch_size=batch, lr=0.1 * batch / 128,
                     crop_padding=1 if size <= 16 else size // 8, hflip=channels == 3), why

@@ -309,7 +309,7 @@ def _run(opts: RunOptions, out: Path, echo, progress: bool) -> dict:
                          lambda: {"run": str(Path(opts.generator).resolve())}, after=("data",))
     else:
         gen = stages.run("generator", f"fit a CBDM generator ({r.preset} UNet, {r.gen_steps} steps, "
-                         f"{r.image_size}x{r.image_size})",
+                         f"{r.image_size}x{r.image_size}, class c drawn ~ n_c^{r.gen_balance_power:g})",
                          {k: getattr(r, k) for k in ("image_size", "channels", "preset", "gen_steps", "gen_batch_size",
                                                     "gen_lr", "gen_balance_power")} | {"accelerator": "gpu" if on_gpu else "cpu"},
                          lambda: _fit_stage(out, r, device, echo, progress),

@@ -24,16 +24,18 @@ class SyntheticArm:
                                         # plain re-sampling on MNIST-LT (benchmarks/results/e2e_quality.md)
     near_copy_ratio: float = 0.5        # and near-copies of a training image (filter-cache's criterion)
     synthetic_weight: float = 1.0       # loss weight of a synthetic image relative to a real one (DiffuLT).
-                                        # MNIST-LT rho=1000: 1 gave +2.1 [+0.5, +3.6] few-shot points over
-                                        # RandAugment, 0.3 gave +2.0 [-1.1, +5.2] (benchmarks/results/tail_gain_rho1000.md)
+                                        # MNIST-LT rho=1000, balanced-batch CBDM: 1 gave +2.1 [+0.5, +3.6] few-shot
+                                        # points over RandAugment, 0.3 gave +2.0 [-1.1, +5.2]
+                                        # (benchmarks/results/tail_gain_rho1000.md)
     randaugment: bool = True            # RandAugment the arm's images, real and generated: "the best real-only
                                         # recipe + synthetic"; without it the arm lost to RandAugment alone
                                         # (-4.7 [-6.9, -2.5] few-shot points in a run at rho=1000)
     seed: int = 0                       # sampling seed of the cache
-    gen_balance_power: float = 0.0      # the generator's own batches draw class c ~ n_c ** this: 0 is
-                                        # class-balanced. On natural batches a CBDM had not learned its 5- and
-                                        # 10-image classes (0-6% of their samples recognised); balanced, it did
-                                        # (benchmarks/results/tail_probe_rho1000.md)
+    gen_balance_power: float = 0.5      # the generator's own batches draw class c ~ n_c ** this. At rho=1000 a
+                                        # CBDM on natural batches (1) had not learned its 5- and 10-image classes
+                                        # (0-6% of samples recognised), on class-balanced ones (0) it memorised
+                                        # them (100% near-copies by 1200 steps), on square-root ones (0.5) 81-88%
+                                        # were recognised and none were copies (benchmarks/results/tail_probe_rho1000*.md)
 
     def __post_init__(self):
         if self.top_up < 1:
@@ -106,8 +108,8 @@ class Resolved:
 
 
 CPU_IMAGE_CAP = 16          # a CPU step at 16x16 costs ~1/2.5 of one at 28x28 (measured with the cpu UNet)
-CPU_GEN_STEPS = 2400        # ~17 min of the cpu UNet at 16x16, batch 64, on 2 cores: the budget of the
-                            # best measured arm at rho=1000 (600 steps gained +0.3 over RandAugment, 2400 +2.0)
+CPU_GEN_STEPS = 1200        # ~9 min of the cpu UNet at 16x16, batch 64, on 2 cores: the budget of the best
+                            # measured arm at rho=1000 (square-root batches, +2.4 few-shot points over RandAugment)
 GPU_GEN_STEPS = 20000
 DRAWS = 40_000              # classifier images drawn in a run: 4 epochs of MNIST-LT (tail_gain's 4 x 12,406)
 

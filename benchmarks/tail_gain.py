@@ -372,8 +372,9 @@ def report(args, arm_names, counts, seeds, work, t_all, failed):
         lines += [f"- {p['arm']} vs {p['baseline']}: {fmt(p)}" for p in others]
     if budget:
         lines += ["", "Generators (unfiltered samples, the filter classifier's features); per class: recall / "
-                  "precision / near-copy share / KID for the 5-, 10- and 23-image classes:", "",
-                  "| generator | tau | steps | tail recall | tail precision | near-copy share | per class (5 / 10 / 23) |",
+                  "precision / near-copy share / KID for the classes with < 25 images (" + ", ".join(
+                  f"{c} ({counts[c]})" for c, n in enumerate(counts) if n < 25) + "):", "",
+                  "| generator | tau | steps | tail recall | tail precision | near-copy share | per class |",
                   "| --- | --- | --- | --- | --- | --- | --- |"]
         for b in budget:
             pc = " ; ".join(f"{r['recall']:.2f}/{r['precision']:.2f}/{r['near_copy_share']:.2f}/{r['kid']:.3f}"
@@ -397,6 +398,9 @@ def budget_curve(args, work, counts, per_seed) -> list[dict]:
         r = json.loads(f.read_text())
         meta = json.loads((Path(args.gen_runs) / g / "generator.json").read_text())
         rows = [r["per_class"][c] for c in rare]
+        # the downstream arm of this snapshot: the default arm's options on it, else the plain arm
+        opts = args.default_arm.split(":", 1)[1] if args.default_arm and ":" in args.default_arm else None
+        arm = next((a for a in ([f"{g}:{opts}"] if opts else []) + [g] if a in per_seed), None)
         out.append({"gen": g, "tau": meta["loss"]["tau"], "gen_steps": int(g.rsplit("-", 1)[1]),
                     "balance_power": meta["train"].get("balance_power", 1.0),
                     "tail_recall": float(np.mean([x["recall"] for x in rows])),
@@ -405,7 +409,7 @@ def budget_curve(args, work, counts, per_seed) -> list[dict]:
                     "kid": float(np.mean([x["kid"] for x in rows])),
                     "per_class": [{k: x[k] for k in ("recall", "precision", "near_copy_share", "kid")} | {"count": counts[c]}
                                   for c, x in zip(rare, rows)],
-                    "few_shot_mean": float(np.mean(per_seed[g]["few"])) if g in per_seed else None})
+                    "few_shot_arm": arm, "few_shot_mean": float(np.mean(per_seed[arm]["few"])) if arm else None})
     return out
 
 

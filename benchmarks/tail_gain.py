@@ -88,6 +88,13 @@ def oracle_npz(data: str, lt: tuple, top_up: int, out: Path) -> Path:
     return out
 
 
+def compared_arms(default: str, gens: str) -> dict[str, str]:
+    """The default arm's pipeline with each of ``gens`` (comma-separated generator families) in place of
+    its own at the same budget: cbdm-sqrt-1200:w1 and 'ddpm' -> {'ddpm': 'ddpm-1200:w1'}."""
+    family = default.split(":")[0].rsplit("-", 1)[0]
+    return {g: default.replace(family, g, 1) for g in gens.split(",") if g}
+
+
 def parse_arm(name: str, args) -> dict:
     """GEN[:OPT...] -> the settings of a synthetic arm (see the module docstring)."""
     gen, *opts = name.split(":")
@@ -159,7 +166,7 @@ def main(argv=None):
     arm_names = [a for a in args.arms.split(",") if a]
     if args.default_arm:
         d = args.default_arm
-        arm_names += [d] + [d.replace(d.split(":")[0].rsplit("-", 1)[0], g, 1) for g in args.compare_gens.split(",") if g]
+        arm_names += [d, *compared_arms(d, args.compare_gens).values()]
     arm_names = list(dict.fromkeys(arm_names))
 
     # --- the shared filter classifier and feature space (trained once on the real long-tailed split) ---
@@ -246,10 +253,8 @@ def main(argv=None):
                  "--seed", 0, "--batch-size", 250, "--device", "cpu", "--quiet", "--cas-epochs", args.cas_epochs], log)
         return out / "report.json"
 
-    def done(name):  # every seed of the arm has its metrics
-        d = work / "arms" / name.replace(":", "+")
-        return all((d / f"seed{s}" / "metrics.json").exists() for s in seeds) if len(seeds) > 1 else \
-            (d / "metrics.json").exists() or (d / f"seed{seeds[0]}" / "metrics.json").exists()
+    def done(name):  # every seed of the arm has its metrics (train-classifier --seeds writes seed<N>/)
+        return all((work / "arms" / name.replace(":", "+") / f"seed{s}" / "metrics.json").exists() for s in seeds)
 
     tasks = [(n, arms[n][2], lambda n=n: train(n)) for n in arm_names if not done(n)]
     tasks += [(f"metrics:{g}", g, lambda g=g: metrics_of(g)) for g in args.eval_gens.split(",") if g]
@@ -327,9 +332,7 @@ def report(args, arm_names, counts, seeds, work, t_all, failed):
             pair(n, best_real, "best-real")
     d = args.default_arm
     if d and d in per_seed:
-        gen = d.split(":")[0].rsplit("-", 1)[0]
-        for g in [g for g in args.compare_gens.split(",") if g]:
-            other = d.replace(gen, g, 1)
+        for other in compared_arms(d, args.compare_gens).values():
             if other in per_seed:
                 pair(d, other)
     # per-class paired gain of the default arm (or each synthetic arm) over best-real
@@ -338,9 +341,7 @@ def report(args, arm_names, counts, seeds, work, t_all, failed):
         a, b = np.asarray(per_seed[n]["per_class"]), np.asarray(per_seed[best_real]["per_class"])
         per_class_gain[n] = [paired(a[:, c], b[:, c]) | {"class": c, "count": counts[c]} for c in range(len(counts))]
     budget = budget_curve(args, work, counts, per_seed)
-    from _env import environment as env_of
-
-    env = env_of()
+    env = environment()
     record = {"commit": env["commit"], "dirty_tree": env["dirty_tree"], "dataset": f"{Path(args.data).name} exp-LT",
               "imbalance": args.imbalance, "max_per_class": args.max_per_class, "counts": counts,
               "few_below": args.few_below, "many_above": args.many_above, "few_classes": few,

@@ -321,8 +321,8 @@ def report(args, arm_names, counts, seeds, work, t_all, failed):
 
     def pair(a, b_name, b_label=None):
         d = paired(per_seed[a]["few"], per_seed[b_name]["few"])
-        pairs.append({"arm": a, "baseline": b_label or b_name, "few_shot_diff_mean": d["mean"], "ci95_low": d["lo"],
-                      "ci95_high": d["hi"], "per_seed": d["per_seed"]})
+        pairs.append({"arm": a, "baseline": b_label or b_name, "baseline_arm": b_name, "few_shot_diff_mean": d["mean"],
+                      "ci95_low": d["lo"], "ci95_high": d["hi"], "per_seed": d["per_seed"]})
     synthetic = [n for n in per_seed if n not in REAL_ARMS and not n.startswith(("oracle", "real-"))]
     for n in per_seed:
         if n != "real-cb":
@@ -332,9 +332,9 @@ def report(args, arm_names, counts, seeds, work, t_all, failed):
             pair(n, best_real, "best-real")
     d = args.default_arm
     if d and d in per_seed:
-        for other in compared_arms(d, args.compare_gens).values():
-            if other in per_seed:
-                pair(d, other)
+        for g, other in compared_arms(d, args.compare_gens).items():
+            if other in per_seed:  # issue 17's names: 'ddpm' and 'ddpm-balanced'
+                pair(d, other, {"ddpm-bal": "ddpm-balanced"}.get(g, g))
     # per-class paired gain of the default arm (or each synthetic arm) over best-real
     per_class_gain = {}
     for n in synthetic:
@@ -370,7 +370,7 @@ def report(args, arm_names, counts, seeds, work, t_all, failed):
     others = [p for p in pairs if p["baseline"] not in ("real-cb", "best-real")]
     if others:
         lines += ["", "Default arm against the same pipeline with another generator:", ""]
-        lines += [f"- {p['arm']} vs {p['baseline']}: {fmt(p)}" for p in others]
+        lines += [f"- {p['arm']} vs {p['baseline']} ({p['baseline_arm']}): {fmt(p)}" for p in others]
     if budget:
         lines += ["", "Generators (unfiltered samples, the filter classifier's features); per class: recall / "
                   "precision / near-copy share / KID for the classes with < 25 images (" + ", ".join(

@@ -1,7 +1,7 @@
 """Where the gain stops: the per-class paired gain of each regime's default arm over its best real-only
 arm, against that class's real image count, pooled over the results files of benchmarks/tail_gain.py.
 
-    python benchmarks/few_shot_map.py [benchmarks/results/tail_gain_rho1000.json benchmarks/results/tail_gain_rho100.json]
+    python benchmarks/few_shot_map.py [RESULTS.json ...]   (default: tail_gain_rho1000, _rho100, _cifar10)
 
 Writes benchmarks/results/few_shot_map.png and prints one row per class (count, gain, 95% interval).
 """
@@ -17,7 +17,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    files = [Path(a) for a in argv] or [p for p in (RESULTS / "tail_gain_rho1000.json", RESULTS / "tail_gain_rho100.json")
+    files = [Path(a) for a in argv] or [p for p in (RESULTS / f"tail_gain_{t}.json" for t in ("rho1000", "rho100", "cifar10"))
                                         if p.exists()]
     import matplotlib
 
@@ -37,8 +37,10 @@ def main(argv=None):
         y = [g["mean"] for g in gains]
         err = [[g["mean"] - g["lo"] for g in gains], [g["hi"] - g["mean"] for g in gains]]
         ax.errorbar(x, y, yerr=err, fmt=marker, capsize=3,
-                    label=f"rho={r['imbalance']:g}: {arm} - {r['best_real']} ({len(r['seeds'])} seeds)")
-        rows += [(r["imbalance"], g["class"], g["count"], g["mean"], g["lo"], g["hi"]) for g in gains]
+                    label=f"{r['dataset'].split('.')[0]} rho={r['imbalance']:g}: {arm} - {r['best_real']} "
+                          f"({len(r['seeds'])} seeds)")
+        rows += [(r["dataset"].split(".")[0], r["imbalance"], g["class"], g["count"], g["mean"], g["lo"], g["hi"])
+                 for g in gains]
     ax.axhline(0, color="grey", lw=0.8)
     ax.axvline(20, color="grey", ls=":", lw=0.8)
     ax.set_xscale("log")
@@ -48,9 +50,9 @@ def main(argv=None):
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(RESULTS / "few_shot_map.png", dpi=110)
-    print("| rho | class | images | gain | 95% CI |\n| --- | --- | --- | --- | --- |")
-    for rho, c, n, m, lo, hi in sorted(rows, key=lambda t: t[2]):
-        print(f"| {rho:g} | {c} | {n} | {m:+.2f} | [{lo:+.2f}, {hi:+.2f}] |")
+    print("| data | rho | class | images | gain | 95% CI |\n| --- | --- | --- | --- | --- | --- |")
+    for data, rho, c, n, m, lo, hi in sorted(rows, key=lambda t: t[3]):
+        print(f"| {data} | {rho:g} | {c} | {n} | {m:+.2f} | [{lo:+.2f}, {hi:+.2f}] |")
 
 
 if __name__ == "__main__":

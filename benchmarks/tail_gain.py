@@ -88,6 +88,23 @@ def oracle_npz(data: str, lt: tuple, top_up: int, out: Path) -> Path:
     return out
 
 
+def folder_pair_npz(folder: Path, out: Path) -> Path:
+    """An image folder pair FOLDER/train/<class>/*, FOLDER/test/<class>/* (the CIFAR-10 JPEG copy's layout)
+    as one balanced npz at its native size, so the protocol runs on it unchanged. Written once."""
+    if out.exists():
+        return out
+    from cbdm_aug.data import open_data
+
+    train, test = (open_data(folder / s, split=s, progress=True) for s in ("train", "test"))
+    if list(train.class_names) != list(test.class_names):
+        raise SystemExit(f"{folder}: train classes {train.class_names} differ from test classes {test.class_names}")
+    tmp = out.with_name(out.stem + ".tmp.npz")
+    np.savez(tmp, x_train=train.images, y_train=train.labels, x_test=test.images, y_test=test.labels,
+             class_names=np.array(train.class_names))
+    os.replace(tmp, out)
+    return out
+
+
 def compared_arms(default: str, gens: str) -> dict[str, str]:
     """The default arm's pipeline with each of ``gens`` (comma-separated generator families) in place of
     its own at the same budget: cbdm-sqrt-1200:w1 and 'ddpm' -> {'ddpm': 'ddpm-1200:w1'}."""
@@ -123,7 +140,10 @@ def parse_arm(name: str, args) -> dict:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str((ROOT / "../shared/datasets/mnist.npz").resolve()),
-                   help="a balanced npz with x_train/y_train/x_test/y_test")
+                   help="a balanced npz with x_train/y_train/x_test/y_test, or a folder with train/ and test/ "
+                        "image folders (converted once to --work/data.npz)")
+    p.add_argument("--dataset-name", default=None, help="the name results give the data [default: --data's file name]")
+    p.add_argument("--hflip", action="store_true", help="random horizontal flips on every arm (natural images)")
     p.add_argument("--imbalance", type=float, default=1000.0)
     p.add_argument("--max-per-class", type=int, default=5000)
     p.add_argument("--few-below", type=int, default=20, help="few-shot: fewer training images than this")
@@ -153,6 +173,11 @@ def main(argv=None):
     args.gen_runs = args.gen_runs or str(ROOT / "runs" / f"rho{rho}" / "gens")
     work = Path(args.work or ROOT / "runs" / f"tail_gain_rho{rho}")
     (work / "caches").mkdir(parents=True, exist_ok=True)
+    args.dataset = args.dataset_name or Path(args.data).name
+    if Path(args.data).is_dir():
+        args.data = str(folder_pair_npz(Path(args.data), work / "data.npz"))
+    with np.load(args.data) as z:
+        channels = z["x_train"].shape[-1] if z["x_train"].ndim == 4 else 1
     log = work / "benchmark.log"
     seeds = [int(s) for s in args.seeds.split(",")]
     counts = lt_counts(args.imbalance, args.max_per_class)
@@ -162,7 +187,7 @@ def main(argv=None):
     base, bs, syn = (recipes / f"mnist-lt-{n}.yaml" for n in ("baseline", "balanced-softmax", "synthetic"))
     common = [f"data.train={args.data}", f"schedule.epochs={args.epochs}", f"data.imbalance={rho}",
               f"data.max_per_class={args.max_per_class}", f"eval.many_threshold={args.many_above}",
-              f"eval.few_threshold={args.few_below}"]
+              f"eval.few_threshold={args.few_below}", f"data.channels={channels}", f"data.hflip={args.hflip}"]
     arm_names = [a for a in args.arms.split(",") if a]
     if args.default_arm:
         d = args.default_arm
@@ -342,7 +367,7 @@ def report(args, arm_names, counts, seeds, work, t_all, failed):
         per_class_gain[n] = [paired(a[:, c], b[:, c]) | {"class": c, "count": counts[c]} for c in range(len(counts))]
     budget = budget_curve(args, work, counts, per_seed)
     env = environment()
-    record = {"commit": env["commit"], "dirty_tree": env["dirty_tree"], "dataset": f"{Path(args.data).name} exp-LT",
+    record = {"commit": env["commit"], "dirty_tree": env["dirty_tree"], "dataset": f"{args.dataset} exp-LT",
               "imbalance": args.imbalance, "max_per_class": args.max_per_class, "counts": counts,
               "few_below": args.few_below, "many_above": args.many_above, "few_classes": few,
               "seeds": seeds, "arms": arms, "best_real": best_real, "default_arm": d,
@@ -353,12 +378,13 @@ def report(args, arm_names, counts, seeds, work, t_all, failed):
     (results / f"{args.tag}.json").write_text(json.dumps(record, indent=1, default=str))
     per_class_plot(arms, counts, best_real, d, results / f"{args.tag}_per_class.png")
     fmt = lambda p: f"{p['few_shot_diff_mean']:+.2f} [{p['ci95_low']:+.2f}, {p['ci95_high']:+.2f}]"  # noqa: E731
-    lines = [f"# Few-shot tail gain, {Path(args.data).name} exp-LT rho={args.imbalance:g}, n_max={args.max_per_class}, "
+    lines = [f"# Few-shot tail gain, {args.dataset} exp-LT rho={args.imbalance:g}, n_max={args.max_per_class}, "
              f"16x16; seeds {args.seeds}", "",
              f"machine: {env['machine']['cpu']} ({env['machine']['cpu_count']} cores); torch {env['versions']['torch']}; "
              f"commit {env['commit']}{' (dirty tree)' if env['dirty_tree'] else ''}", "",
              f"Class counts {counts}; few-shot = classes with < {args.few_below} images ({few}). Classifier: "
-             f"recipes/mnist-lt-*.yaml, resnet8_cifar, {args.epochs} epochs, 1-pixel shifts on every arm. Synthetic "
+             f"recipes/mnist-lt-*.yaml, resnet8_cifar, {args.epochs} epochs, 1-pixel shifts"
+             f"{' and horizontal flips' if args.hflip else ''} on every arm. Synthetic "
              f"arms (GEN[:OPT]): top-up to {args.top_up} a class, dpmpp-sde 20 steps, guidance {args.guidance:g}, "
              f"filtered, loss weight {args.synthetic_weight:g}, + RandAugment, the class-balanced sampler of real-cb "
              "(see the script's docstring for the options). best-real = " + best_real + ".", "",
@@ -373,8 +399,8 @@ def report(args, arm_names, counts, seeds, work, t_all, failed):
         lines += [f"- {p['arm']} vs {p['baseline']} ({p['baseline_arm']}): {fmt(p)}" for p in others]
     if budget:
         lines += ["", "Generators (unfiltered samples, the filter classifier's features); per class: recall / "
-                  "precision / near-copy share / KID for the classes with < 25 images (" + ", ".join(
-                  f"{c} ({counts[c]})" for c, n in enumerate(counts) if n < 25) + "):", "",
+                  "precision / near-copy share / KID for the classes " + ", ".join(
+                  f"{c} ({counts[c]} images)" for c in rare_classes(args, counts)) + ":", "",
                   "| generator | tau | steps | tail recall | tail precision | near-copy share | per class |",
                   "| --- | --- | --- | --- | --- | --- | --- |"]
         for b in budget:
@@ -389,9 +415,15 @@ def report(args, arm_names, counts, seeds, work, t_all, failed):
     print("\n".join(lines))
 
 
+def rare_classes(args, counts) -> list[int]:
+    """The classes the generator table shows: fewer than max(25, --few-below) images (the 5-, 10- and
+    23-image classes at rho 1000; the few-shot classes where --few-below is larger)."""
+    return [c for c, n in enumerate(counts) if n < max(25, args.few_below)]
+
+
 def budget_curve(args, work, counts, per_seed) -> list[dict]:
     out = []
-    rare = [c for c, n in enumerate(counts) if n < 25]  # the 5-, 10- and 23-image classes at rho 1000
+    rare = rare_classes(args, counts)
     for g in [g for g in args.eval_gens.split(",") if g]:
         f = work / "eval" / g / "report.json"
         if not f.exists():

@@ -23,6 +23,9 @@ Protocol:
     w1                  synthetic loss weight 1 (default --synthetic-weight)
     share0.5            sampling.max_synthetic_share 0.5
     nofilter            the unfiltered cache (default: filter-cache, confidence 0.5 and near-copies)
+    notail              no synthetic image for the few-shot classes (< --few-below): the ablation that says
+                        whether the tail's own generated images carry the gain (a cache's images are fixed
+                        by (seed, class, index), so the other classes get the very images of the full arm)
     nora                no RandAugment (default: every synthetic arm adds RandAugment, so the images
                         must beat the strongest real-only augmentation, not replace it)
   a cache is generated with dpmpp-sde 20 steps, seed 0, and shared by the arms that need it;
@@ -116,7 +119,8 @@ def parse_arm(name: str, args) -> dict:
     """GEN[:OPT...] -> the settings of a synthetic arm (see the module docstring)."""
     gen, *opts = name.split(":")
     spec = {"gen": gen, "real_guided": None, "strength": None, "guidance": args.guidance, "top_up": args.top_up,
-            "weight": args.synthetic_weight, "share": None, "filter": True, "randaugment": True}
+            "weight": args.synthetic_weight, "share": None, "filter": True, "randaugment": True,
+            "notail": False}
     for o in opts:
         if o.startswith(("same", "head")):
             spec["real_guided"], spec["strength"] = o[:4], float(o[4:])
@@ -132,6 +136,8 @@ def parse_arm(name: str, args) -> dict:
             spec["filter"] = False
         elif o == "nora":
             spec["randaugment"] = False
+        elif o == "notail":
+            spec["notail"] = True
         else:
             raise SystemExit(f"unknown arm option {o!r} in {name!r}")
     return spec
@@ -212,19 +218,21 @@ def main(argv=None):
                 make()
         return path
 
-    def counts_file(top_up: int) -> Path:
-        f = work / f"topup{top_up}_counts.json"
-        f.write_text(json.dumps({str(c): max(0, top_up - n) for c, n in enumerate(counts)}))
+    def counts_file(top_up: int, notail: bool = False) -> Path:
+        f = work / f"topup{top_up}{'_notail' if notail else ''}_counts.json"
+        f.write_text(json.dumps({str(c): 0 if notail and n < args.few_below else max(0, top_up - n)
+                                 for c, n in enumerate(counts)}))
         return f
 
     def cache(s: dict) -> Path:
         name = s["gen"] + (f"-g{s['guidance']:g}" if s["guidance"] != args.guidance else "") \
             + (f"-top{s['top_up']}" if s["top_up"] != args.top_up else "") \
-            + (f"-{s['real_guided']}{s['strength']:g}" if s["real_guided"] else "")
+            + (f"-{s['real_guided']}{s['strength']:g}" if s["real_guided"] else "") \
+            + ("-notail" if s["notail"] else "")
         out = work / "caches" / f"{name}.h5"
         rg = ["--real-guided", s["real_guided"], "--strength", s["strength"]] if s["real_guided"] else []
         made = once(out, lambda: run([cbdm_aug(), "generate", Path(args.gen_runs) / s["gen"], "--out", out,
-                                      "--counts-file", counts_file(s["top_up"]), "--sampler", "dpmpp-sde",
+                                      "--counts-file", counts_file(s["top_up"], s["notail"]), "--sampler", "dpmpp-sde",
                                       "--steps", 20, "--guidance", s["guidance"], "--seed", 0, "--batch-size", 256,
                                       "--device", "cpu", *rg], log))
         if not s["filter"]:

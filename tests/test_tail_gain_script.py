@@ -44,6 +44,7 @@ def test_arm_names_and_the_default_arms_comparisons():
     s = tail_gain.parse_arm("cbdm-sqrt-1200:head0.7:w1:top1000:nora", args)
     assert (s["gen"], s["real_guided"], s["strength"], s["weight"], s["top_up"], s["randaugment"]) == \
         ("cbdm-sqrt-1200", "head", 0.7, 1.0, 1000, False)
+    assert tail_gain.parse_arm("ddpm-1200:notail", args)["notail"] and not s["notail"]
     with pytest.raises(SystemExit, match="unknown arm option"):
         tail_gain.parse_arm("cbdm-1200:bogus", args)
     assert tail_gain.compared_arms("cbdm-sqrt-1200:w1", "ddpm,ddpm-bal") == \

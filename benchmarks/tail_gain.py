@@ -184,6 +184,8 @@ def main(argv=None):
         args.data = str(folder_pair_npz(Path(args.data), work / "data.npz"))
     with np.load(args.data) as z:
         channels = z["x_train"].shape[-1] if z["x_train"].ndim == 4 else 1
+        # generate --counts-file keys classes by name: an npz's class_names, else the class index
+        names = [str(n) for n in z["class_names"]] if "class_names" in z else None
     log = work / "benchmark.log"
     seeds = [int(s) for s in args.seeds.split(",")]
     counts = lt_counts(args.imbalance, args.max_per_class)
@@ -220,8 +222,8 @@ def main(argv=None):
 
     def counts_file(top_up: int, notail: bool = False) -> Path:
         f = work / f"topup{top_up}{'_notail' if notail else ''}_counts.json"
-        f.write_text(json.dumps({str(c): 0 if notail and n < args.few_below else max(0, top_up - n)
-                                 for c, n in enumerate(counts)}))
+        f.write_text(json.dumps({(names[c] if names else str(c)): 0 if notail and n < args.few_below
+                                 else max(0, top_up - n) for c, n in enumerate(counts)}))
         return f
 
     def cache(s: dict) -> Path:

@@ -17,7 +17,6 @@ Protocol:
   draws an epoch as the control); real-cb-2x doubles the epochs (the convergence check);
 - synthetic arms are named GEN[:OPT[:OPT...]], GEN a snapshot in --gen-runs (benchmarks/_ladder.py:
   cbdm-2400 = tau 1, 2400 steps; cbdm-bal-2400 = the same with --balance-power 0; ddpm-*, tau 0), OPT:
-    same0.5 / head0.8   real-guided starts (generate --real-guided same|head --strength S)
     g2                  guidance 2 (default --guidance)
     top1000             top every class up to 1000 (default --top-up)
     w1                  synthetic loss weight 1 (default --synthetic-weight)
@@ -32,7 +31,7 @@ Protocol:
 - generator metrics (--eval-gens): `evaluate-generator`, --eval-per-class unfiltered samples a class,
   in the filter classifier's feature space: per-class recall, precision, KID and near-copy share.
 
-    python benchmarks/tail_gain.py --imbalance 1000 --seeds 0,1 --arms real-cb,real-ra,cbdm-bal-2400:same0.5
+    python benchmarks/tail_gain.py --imbalance 1000 --seeds 0,1 --arms real-cb,real-ra,cbdm-bal-2400:w1
 
 Everything lands in --work (default runs/tail_gain_rho{rho}) and is reused when rerun; results go to
 benchmarks/results/tail_gain_rho{rho}.{md,json} (the JSON schema is issue 17's) and *_per_class.png.
@@ -118,13 +117,10 @@ def compared_arms(default: str, gens: str) -> dict[str, str]:
 def parse_arm(name: str, args) -> dict:
     """GEN[:OPT...] -> the settings of a synthetic arm (see the module docstring)."""
     gen, *opts = name.split(":")
-    spec = {"gen": gen, "real_guided": None, "strength": None, "guidance": args.guidance, "top_up": args.top_up,
-            "weight": args.synthetic_weight, "share": None, "filter": True, "randaugment": True,
-            "notail": False}
+    spec = {"gen": gen, "guidance": args.guidance, "top_up": args.top_up, "weight": args.synthetic_weight,
+            "share": None, "filter": True, "randaugment": True, "notail": False}
     for o in opts:
-        if o.startswith(("same", "head")):
-            spec["real_guided"], spec["strength"] = o[:4], float(o[4:])
-        elif o.startswith("g"):
+        if o.startswith("g"):
             spec["guidance"] = float(o[1:])
         elif o.startswith("top"):
             spec["top_up"] = int(o[3:])
@@ -229,14 +225,12 @@ def main(argv=None):
     def cache(s: dict) -> Path:
         name = s["gen"] + (f"-g{s['guidance']:g}" if s["guidance"] != args.guidance else "") \
             + (f"-top{s['top_up']}" if s["top_up"] != args.top_up else "") \
-            + (f"-{s['real_guided']}{s['strength']:g}" if s["real_guided"] else "") \
             + ("-notail" if s["notail"] else "")
         out = work / "caches" / f"{name}.h5"
-        rg = ["--real-guided", s["real_guided"], "--strength", s["strength"]] if s["real_guided"] else []
         made = once(out, lambda: run([cbdm_aug(), "generate", Path(args.gen_runs) / s["gen"], "--out", out,
                                       "--counts-file", counts_file(s["top_up"], s["notail"]), "--sampler", "dpmpp-sde",
                                       "--steps", 20, "--guidance", s["guidance"], "--seed", 0, "--batch-size", 256,
-                                      "--device", "cpu", *rg], log))
+                                      "--device", "cpu"], log))
         if not s["filter"]:
             return made
         filt = out.with_name(out.stem + "-filtered.h5")

@@ -1,13 +1,13 @@
 """What a generator makes of its rarest classes, before any classifier is trained on it: for each
-snapshot and start (from noise, or real-guided from the same class or from a head class at a
-strength), sample --n images of each rare class and count what `filter-cache` would count: the share
-that are near-copies of a training image (its criterion) and the share the filter classifier gives
-their label with confidence >= 0.5. Writes a grid (real images, then samples, per row) and a table.
+snapshot, sample --n images of each rare class from noise and count what `filter-cache` would count:
+the share that are near-copies of a training image (its criterion) and the share the filter
+classifier gives their label with confidence >= 0.5. Writes a grid (real images, then samples, per
+row) and a table.
 
-    python benchmarks/tail_probe.py --imbalance 1000 --specs cbdm-bal-2400:noise,cbdm-bal-2400:head0.6 \
+    python benchmarks/tail_probe.py --imbalance 1000 --specs cbdm-sqrt-1200,ddpm-1200 \
         --classifier runs/tail_gain_rho1000/filter_classifier
 
-Cheap (no classifier training): it screens real-guided starts and generator budgets before
+Cheap (no classifier training): it screens generator budgets and batch balancing before
 benchmarks/tail_gain.py spends CPU-hours on them.
 """
 from __future__ import annotations
@@ -30,7 +30,8 @@ def main(argv=None):
     p.add_argument("--data", default=str((ROOT / "../shared/datasets/mnist.npz").resolve()))
     p.add_argument("--imbalance", type=float, default=1000.0)
     p.add_argument("--max-per-class", type=int, default=5000)
-    p.add_argument("--specs", required=True, help="SNAPSHOT:noise | SNAPSHOT:sameS | SNAPSHOT:headS, comma-separated")
+    p.add_argument("--specs", required=True,
+                   help="snapshots in --gen-runs, comma-separated (SNAPSHOT:noise, the earlier spelling, is accepted)")
     p.add_argument("--classes", default="9,8,7", help="the rare classes to probe")
     p.add_argument("--n", type=int, default=32, help="samples per class and spec")
     p.add_argument("--guidance", type=float, default=1.0)
@@ -38,7 +39,6 @@ def main(argv=None):
     p.add_argument("--gen-runs", default=None)
     p.add_argument("--tag", default=None)
     args = p.parse_args(argv)
-    from cbdm_aug.cache.generate import real_sources
     from cbdm_aug.data import make_longtail, open_data
     from cbdm_aug.data.convert import convert_images
     from cbdm_aug.diffusion.sampling import sample, to_uint8
@@ -54,19 +54,16 @@ def main(argv=None):
     classes = [int(c) for c in args.classes.split(",")]
     rows, grid = [], []
     for spec in args.specs.split(","):
-        snap, start = spec.split(":")
+        snap, _, start = spec.partition(":")
+        if start not in ("", "noise"):
+            raise SystemExit(f"--specs {spec!r}: give SNAPSHOT or SNAPSHOT:noise (real-guided starts were removed)")
         gen = load_generator(gen_runs / snap, "cpu")
         real = convert_images(data.images, gen.image_size, gen.channels)
         for c in classes:
             seeds = [10_000 + k for k in range(args.n)]
-            kw = {}
-            if start != "noise":
-                src = real_sources(np.full(args.n, c), np.array(seeds), data.labels, start[:4])
-                kw = {"x_start": torch.from_numpy(real[src]).permute(0, 3, 1, 2).float() / 127.5 - 1,
-                      "strength": float(start[4:])}
             x = sample(gen.unet, torch.full((args.n,), c), seeds, image_size=gen.image_size, channels=gen.channels,
                        null_class=gen.null_class, sampler="dpmpp-sde", steps=20, guidance=args.guidance,
-                       schedule=gen.schedule, **kw)
+                       schedule=gen.schedule)
             u = to_uint8(x).numpy()
             # filter-cache's near-copy criterion (cbdm_aug/evaluate/filter.py)
             train = M.pixel_vectors(real[data.labels == c])
@@ -75,7 +72,7 @@ def main(argv=None):
             limit = M.NEAR_COPY_RATIO * sibling[nearest] if sibling is not None else M.NEAR_COPY_FALLBACK
             copy = (d < limit).numpy()
             conf = (space.predict_proba(u)[:, c] >= 0.5).numpy()
-            rows.append({"spec": spec, "class": c, "train_images": int((data.labels == c).sum()),
+            rows.append({"spec": snap, "class": c, "train_images": int((data.labels == c).sum()),
                          "near_copy_share": float(copy.mean()), "confident_share": float(conf.mean()),
                          "kept_share": float((conf & ~copy).mean())})
             left = real[data.labels == c][:8]
@@ -88,11 +85,11 @@ def main(argv=None):
     Image.fromarray(g[..., 0] if g.shape[-1] == 1 else g).resize((g.shape[1] * 3, g.shape[0] * 3), Image.NEAREST) \
         .save(results / f"{tag}.png")
     env = environment()
-    lines = [f"# Rare-class probe, MNIST-LT rho={rho} ({args.n} samples a class and start, guidance {args.guidance:g})", "",
+    lines = [f"# Rare-class probe, MNIST-LT rho={rho} ({args.n} samples a class and snapshot, guidance {args.guidance:g})", "",
              f"commit {env['commit']}{' (dirty tree)' if env['dirty_tree'] else ''}; {env['machine']['cpu']}", "",
-             f"Grid `{tag}.png`: one row per (start, class) in table order; left: up to 8 real training images of the "
+             f"Grid `{tag}.png`: one row per (snapshot, class) in table order; left: up to 8 real training images of the "
              "class, right of the grey bar: 16 samples.", "",
-             "| start | class | real images | near-copy share | confident share | kept by the filter |",
+             "| snapshot | class | real images | near-copy share | confident share | kept by the filter |",
              "| --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {r['spec']} | {r['class']} | {r['train_images']} | {r['near_copy_share']:.2f} | "
               f"{r['confident_share']:.2f} | {r['kept_share']:.2f} |" for r in rows]

@@ -286,6 +286,17 @@ def test_the_reader_returns_uint8_hwc_images_and_int_labels(small_cache):
         cache[6]
 
 
+def test_a_cache_from_the_real_guided_versions_still_reads_and_its_extra_dataset_is_ignored(small_cache):
+    path, images = small_cache
+    with h5py.File(path, "r+") as f:  # what `generate --real-guided` (removed) added to a cache
+        f.create_dataset("sources", data=np.arange(6, dtype=np.int64))
+        f.attrs["sampler"] = json.dumps({**json.loads(f.attrs["sampler"]),
+                                         "real_guided": {"source": "head", "strength": 0.7}})
+    cache = SyntheticCache(path)
+    assert len(cache) == 6 and list(cache.counts()) == [2, 2, 2]
+    np.testing.assert_array_equal(cache[4][0], images[4])
+
+
 def test_the_reader_pickles_without_its_handle_and_feeds_two_dataloader_workers(small_cache):
     path, images = small_cache
     cache = SyntheticCache(path)

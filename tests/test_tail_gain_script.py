@@ -41,12 +41,17 @@ def test_a_folder_pair_with_other_test_classes_is_refused(tmp_path):
 
 def test_arm_names_and_the_default_arms_comparisons():
     args = Namespace(guidance=1.0, top_up=500, synthetic_weight=0.3)
-    s = tail_gain.parse_arm("cbdm-sqrt-1200:head0.7:w1:top1000:nora", args)
-    assert (s["gen"], s["real_guided"], s["strength"], s["weight"], s["top_up"], s["randaugment"]) == \
-        ("cbdm-sqrt-1200", "head", 0.7, 1.0, 1000, False)
-    assert tail_gain.parse_arm("ddpm-1200:notail", args)["notail"] and not s["notail"]
+    s = tail_gain.parse_arm("cbdm-sqrt-1200:g2:w1:top1000:share0.5:nofilter:nora", args)
+    assert (s["gen"], s["guidance"], s["weight"], s["top_up"], s["share"], s["filter"], s["randaugment"]) == \
+        ("cbdm-sqrt-1200", 2.0, 1.0, 1000, 0.5, False, False)
+    d = tail_gain.parse_arm("ddpm-1200:notail", args)
+    assert d["notail"] and not s["notail"]
+    assert (d["guidance"], d["weight"], d["top_up"], d["share"], d["filter"], d["randaugment"]) == \
+        (1.0, 0.3, 500, None, True, True)  # the defaults
     with pytest.raises(SystemExit, match="unknown arm option"):
         tail_gain.parse_arm("cbdm-1200:bogus", args)
+    with pytest.raises(SystemExit, match="unknown arm option 'head0.7'"):  # real-guided starts were removed
+        tail_gain.parse_arm("cbdm-1200:head0.7", args)
     assert tail_gain.compared_arms("cbdm-sqrt-1200:w1", "ddpm,ddpm-bal") == \
         {"ddpm": "ddpm-1200:w1", "ddpm-bal": "ddpm-bal-1200:w1"}
     assert tail_gain.compared_arms("cbdm-sqrt-1200:w1", "") == {}

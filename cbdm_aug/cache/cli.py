@@ -47,35 +47,6 @@ def _feedback(run_dir, kind, scale, gen, device):
                                               "weights_sha256": sha256_file(Path(run_dir) / "model.pt")}
 
 
-def _real_set(run_dir: Path, real: str | None, gen):
-    """(uint8 (M, H, W, C) images, int64 labels, description) that real-guided images start from:
-    ``real`` (a folder, npz or digits, used as it is) or, by default, the generator's own training set
-    as its run.json describes it (the same long-tailed view)."""
-    import hashlib
-
-    from cbdm_aug.data import open_data
-    from cbdm_aug.data.convert import convert_images
-    from cbdm_aug.generator.fit import RUN_CONFIG, DataConfig, load_training_data
-
-    if real is None:
-        cfg_file = Path(run_dir) / RUN_CONFIG
-        if not cfg_file.exists():
-            raise click.ClickException(f"{run_dir}: no {RUN_CONFIG} says what the generator was trained on; "
-                                       "pass --real DATA with the images to start from")
-        d = json.loads(cfg_file.read_text())["config"]["data"]
-        data = load_training_data(DataConfig(**d), progress=False)
-        where = d["path"] + (f" (longtail {d['longtail']}, rho {d['imbalance']:g}, n_max {d['max_per_class']}, "
-                             f"data seed {d['data_seed']})" if d.get("longtail") else "")
-    else:
-        data = open_data(real, progress=False)
-        where = str(real)
-    if list(data.class_names) != list(gen.class_names):
-        raise click.ClickException(f"--real {where}: its classes {list(data.class_names)} are not the "
-                                   f"generator's {list(gen.class_names)}")
-    images = convert_images(data.images, gen.image_size, gen.channels)
-    return images, data.labels, where, hashlib.sha256(images.tobytes()).hexdigest()
-
-
 @click.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The HDF5 cache to write.")
@@ -105,15 +76,6 @@ def _real_set(run_dir: Path, real: str | None, gen):
 @click.option("--feedback-scale", type=click.FloatRange(min=0, min_open=True), default=0.2, show_default=True,
               help="Feedback step: the predicted clean image moves by this times sigma_t along the gradient "
                    "(on MNIST-LT 0.2 kept digits legible, 0.5 turned 1s into 7s: benchmarks/results/feedback_scale.png).")
-@click.option("--real-guided", type=click.Choice(["same", "head"]), default=None,
-              help="Start each image from a real training image noised to --strength (SDEdit, 'Real Guidance'): "
-                   "one of its own class (same), or of a class with more images (head: the tail borrows the "
-                   "head's poses) [default: off, start from noise].")
-@click.option("--strength", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
-              help="How far along the noise schedule a real-guided start is noised: 1 is pure noise.")
-@click.option("--real", "real_data", default=None,
-              help="Images real-guided generation starts from [default: the generator's own training set, "
-                   "from its run.json].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
               help="Images per forward pass; does not change the images.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Base seed of the run.")
@@ -126,7 +88,7 @@ def _real_set(run_dir: Path, real: str | None, gen):
 @click.option("--shard", default=None, metavar="i/n", help="Generate only slice i of n (join with merge-shards).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing cache instead of refusing or resuming.")
 def generate(run_dir, out, policy, per_class, target, counts_file, sampler, steps, guidance, feedback_classifier,
-             feedback_kind, feedback_scale, real_guided, strength, real_data, batch_size, seed, device, precision, compile_unet, shard, overwrite):
+             feedback_kind, feedback_scale, batch_size, seed, device, precision, compile_unet, shard, overwrite):
     """Generate a class-balanced synthetic cache from the generator in RUN_DIR.
 
     Rerunning the same command resumes a killed run. Under torchrun each rank writes one shard
@@ -163,13 +125,7 @@ def generate(run_dir, out, policy, per_class, target, counts_file, sampler, step
         plan = make_plan(policy, gen.class_names, real, per_class=per_class, target=target,
                          counts_file=counts_file)
         feedback, described = _feedback(feedback_classifier, feedback_kind, feedback_scale, gen, torch_device)
-        real_images = real_labels = guided = None
-        if real_guided:
-            real_images, real_labels, real_desc, digest = _real_set(run_dir, real_data, gen)
-            guided = {"source": real_guided, "strength": float(strength), "data": real_desc, "images_sha256": digest}
-        elif real_data is not None:
-            raise click.UsageError("--real only applies with --real-guided same|head")
-        settings = SamplerSettings(sampler, steps, guidance, seed, described, guided)
+        settings = SamplerSettings(sampler, steps, guidance, seed, described)
     except ValueError as e:
         raise click.ClickException(str(e)) from None
 
@@ -186,15 +142,12 @@ def generate(run_dir, out, policy, per_class, target, counts_file, sampler, step
     if feedback_classifier:
         words.append(f"--feedback-classifier {shlex.quote(str(feedback_classifier))} --feedback-kind {feedback_kind} "
                      f"--feedback-scale {feedback_scale:g}")
-    if real_guided:
-        words.append(f"--real-guided {real_guided} --strength {strength:g}" + (f" --real {shlex.quote(str(real_data))}" if real_data else ""))
     if shard_t:
         words.append(f"--shard {shard_t[0]}/{shard_t[1]}")
     command = " ".join(words)
     where = f", shard {shard_t[0]}/{shard_t[1]}" if shard_t else ""
     click.echo(f"sampler {sampler}, {steps} steps, guidance {guidance:g}, seed {seed}, "
-               f"batch {batch_size}, device {torch_device}, {precision}{', compiled' if compile_unet else ''}{where}"
-               + (f"; real-guided from {guided['data']} ({real_guided} class, strength {strength:g})" if guided else ""))
+               f"batch {batch_size}, device {torch_device}, {precision}{', compiled' if compile_unet else ''}{where}")
     from cbdm_aug.locking import output_lock
 
     t0 = time.perf_counter()
@@ -202,7 +155,7 @@ def generate(run_dir, out, policy, per_class, target, counts_file, sampler, step
         with output_lock(out, folder=False, what="cache", echo=click.echo):  # before --overwrite deletes it
             path = generate_cache(gen, out, plan, settings, batch_size=batch_size, shard=shard_t,
                                   overwrite=overwrite, command=command, feedback=feedback, precision=precision,
-                                  compile=compile_unet, real_images=real_images, real_labels=real_labels)
+                                  compile=compile_unet)
     except ValueError as e:
         raise click.ClickException(str(e)) from None
     except (OSError, RuntimeError) as e:  # h5py raises RuntimeError for a write that fails at close
@@ -285,9 +238,7 @@ def inspect(file, grid, per_row):
         f"images:      {n} x {shape[0]}x{shape[1]}x{shape[2]} uint8",
         f"generator:   weights sha256 {str(gen.get('weights_sha256', '?'))[:16]}..., preset {gen.get('preset', '?')}, "
         f"channels {model.get('block_out_channels', '?')}, trained from {gen.get('data', '?')}",
-        f"sampler:     {smp.get('sampler')} {smp.get('steps')} steps, guidance {smp.get('guidance')}, seed {smp.get('seed')}"
-        + (f"; real-guided ({smp['real_guided']['source']} class, strength {smp['real_guided']['strength']:g}) "
-           f"from {smp['real_guided']['data']}" if smp.get("real_guided") else ""),
+        f"sampler:     {smp.get('sampler')} {smp.get('steps')} steps, guidance {smp.get('guidance')}, seed {smp.get('seed')}",
         f"plan:        {plan.get('policy')}, {plan.get('total')} images in all",
     ]
     if h["shard"] is not None:

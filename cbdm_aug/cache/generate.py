@@ -40,7 +40,6 @@ class SamplerSettings:
     guidance: float = 1.6
     seed: int = 0
     feedback: dict | None = None  # classifier-feedback guidance: {"classifier", "weights_sha256", "kind", "scale"}
-    real_guided: dict | None = None  # SDEdit starts: {"source": same|head, "strength", "data", "images_sha256"}
 
     def __post_init__(self):
         from cbdm_aug.diffusion.sampling import SAMPLERS
@@ -55,46 +54,13 @@ class SamplerSettings:
             raise ValueError(f"seed must be an integer in [0, 2**62), got {self.seed!r}")
         if self.feedback is not None and not 0 < self.feedback.get("scale", -1) < float("inf"):
             raise ValueError(f"feedback scale must be finite and > 0, got {self.feedback.get('scale')!r}")
-        if self.real_guided is not None:
-            if self.real_guided.get("source") not in REAL_SOURCES:
-                raise ValueError(f"real-guided source must be one of {REAL_SOURCES}, got {self.real_guided.get('source')!r}")
-            if not 0 < self.real_guided.get("strength", -1) <= 1:
-                raise ValueError(f"real-guided strength must be in (0, 1], got {self.real_guided.get('strength')!r}")
 
     def record(self) -> dict:
         """The settings as the cache stores them (no ``feedback`` key without feedback, as before it existed)."""
         d = asdict(self)
-        for k in ("feedback", "real_guided"):  # absent when unused, as before they existed
-            if d[k] is None:
-                del d[k]
+        if d["feedback"] is None:
+            del d["feedback"]
         return d
-
-
-# Where a real-guided image starts: a real image of its own class, or of a class with more real images
-# (head to tail, M2m's idea: the tail borrows the head's poses and styles).
-REAL_SOURCES = ("same", "head")
-
-
-def real_sources(labels: np.ndarray, seeds: np.ndarray, real_labels: np.ndarray, source: str) -> np.ndarray:
-    """int64 (N,): for each image (label, seed), the index in ``real_labels`` of its start image.
-
-    ``same``: a real image of the image's class; ``head``: one of a class with more real images than
-    the image's class (its own class for the largest one). Chosen by the image's seed, uniformly
-    over the pool, so an image's source depends only on its seed and label."""
-    if source not in REAL_SOURCES:
-        raise ValueError(f"real-guided source must be one of {REAL_SOURCES}, got {source!r}")
-    real_labels = np.asarray(real_labels, dtype=np.int64)
-    counts = np.bincount(real_labels, minlength=int(labels.max(initial=0)) + 1)
-    out = np.empty(len(labels), dtype=np.int64)
-    for c in np.unique(labels):
-        pool = np.flatnonzero(real_labels == c) if source == "same" else np.flatnonzero(counts[real_labels] > counts[c])
-        if source == "head" and len(pool) == 0:
-            pool = np.flatnonzero(real_labels == c)
-        if len(pool) == 0:
-            raise ValueError(f"class {c} has no real image to start from")
-        m = labels == c
-        out[m] = pool[(seeds[m].astype(np.uint64) % np.uint64(len(pool))).astype(np.int64)]
-    return out
 
 
 def image_seed(seed: int, label: int, k: int) -> int:
@@ -141,8 +107,7 @@ def _check_resumable(out: Path, expected: dict) -> int:
 def generate_cache(generator, out: str | os.PathLike, plan: Plan, settings: SamplerSettings, *,
                    batch_size: int = 64, shard: tuple[int, int] | None = None, overwrite: bool = False,
                    progress: bool = True, command: str = "", on_batch=None, feedback=None,
-                   precision: str = "fp32", compile: bool = False, real_images: np.ndarray | None = None,
-                   real_labels: np.ndarray | None = None) -> Path:
+                   precision: str = "fp32", compile: bool = False) -> Path:
     """Sample ``plan``'s images from ``generator`` (a ``cbdm_aug.generator.run_dir.Generator``) into ``out``.
 
     Creates the file, or resumes a partial one made with the same settings. ``shard=(i, n)``
@@ -151,9 +116,6 @@ def generate_cache(generator, out: str | os.PathLike, plan: Plan, settings: Samp
     ``feedback`` is the criterion of classifier-feedback guidance (``diffusion.sampling.classifier_feedback``),
     described by ``settings.feedback``. ``precision='bf16'`` samples under bf16 autocast and ``compile``
     compiles the UNet (see ``cbdm_aug.diffusion.denoiser``); a bf16 cache records it and resumes only in bf16.
-    With ``settings.real_guided``, ``real_images`` (uint8 (M, H, W, C), the generator's size) and
-    ``real_labels`` (int64 (M,)) are the set the images start from (SDEdit; ``real_sources`` picks
-    each image's start), and the cache records each image's source index.
     """
     import torch
 
@@ -178,17 +140,6 @@ def generate_cache(generator, out: str | os.PathLike, plan: Plan, settings: Samp
     expected = {"class_names": list(generator.class_names), "generator": generator_identity(generator.meta),
                 "sampler": sampler_attrs, "plan": plan.to_dict(), "shard": shard_info}
     expected = json.loads(json.dumps(expected))  # compare as the file stores them
-    sources = None
-    if settings.real_guided is not None:
-        if real_images is None or real_labels is None:
-            raise ValueError("real-guided generation needs the real images and labels it starts from")
-        if tuple(real_images.shape[1:]) != (generator.image_size, generator.image_size, generator.channels):
-            raise ValueError(f"real images are {tuple(real_images.shape[1:])}, the generator makes "
-                             f"{(generator.image_size, generator.image_size, generator.channels)}")
-        all_labels, all_seeds = plan_images(plan, settings.seed)
-        sources = real_sources(all_labels, all_seeds, real_labels, settings.real_guided["source"])
-        if shard is not None:
-            sources = sources[start:stop]
     if (feedback is None) != (settings.feedback is None):
         raise ValueError("give classifier feedback and its description (settings.feedback) together")
     if out.exists() and overwrite:
@@ -200,7 +151,7 @@ def generate_cache(generator, out: str | os.PathLike, plan: Plan, settings: Samp
         out.parent.mkdir(parents=True, exist_ok=True)
         create_cache(out, labels=labels, seeds=seeds,
                      image_shape=(generator.image_size, generator.image_size, generator.channels),
-                     command=command, sources=sources, **expected)
+                     command=command, **expected)
 
     device = generator.device
     denoiser = Denoiser(generator.unet, precision, compile) if precision != "fp32" or compile else generator.unet
@@ -223,8 +174,7 @@ def generate_cache(generator, out: str | os.PathLike, plan: Plan, settings: Samp
                            image_size=generator.image_size, channels=generator.channels,
                            null_class=generator.null_class, sampler=settings.sampler, steps=settings.steps,
                            guidance=settings.guidance, schedule=generator.schedule, feedback=feedback,
-                           feedback_scale=settings.feedback["scale"] if settings.feedback else 0.0,
-                           **_start(real_images, sources, i, j, settings, device))
+                           feedback_scale=settings.feedback["scale"] if settings.feedback else 0.0)
                 background.write(to_uint8(x).numpy(), written)  # while the next batch is sampled
                 i = j
             background.wait()
@@ -233,16 +183,6 @@ def generate_cache(generator, out: str | os.PathLike, plan: Plan, settings: Samp
                 bar.close()
         writer.finish()
     return out
-
-
-def _start(real_images, sources, i, j, settings, device) -> dict:
-    """``sample``'s x_start/strength for images [i, j) of a real-guided run (nothing otherwise)."""
-    import torch
-
-    if sources is None:
-        return {}
-    x = torch.from_numpy(real_images[sources[i:j]]).permute(0, 3, 1, 2).float().div(127.5).sub(1)
-    return {"x_start": x.to(device), "strength": float(settings.real_guided["strength"])}
 
 
 class _BackgroundWrites:

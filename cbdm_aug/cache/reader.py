@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 
 from cbdm_aug.cache.schema import (IMAGES, JSON_ATTRS, LABELS, REQUIRED_ATTRS, SCHEMA, SCHEMA_VERSION,
-                                   SEEDS, SOURCES, CacheError)
+                                   SEEDS, CacheError)
 
 log = logging.getLogger(__name__)
 
@@ -163,13 +163,6 @@ class SyntheticCache:
         """int64 (N,): the seed each image was sampled from."""
         with open_cache(self.path) as f:
             return np.asarray(f[SEEDS][()], dtype=np.int64)
-
-    @property
-    def sources(self) -> np.ndarray | None:
-        """int64 (N,): for a real-guided cache, the index of each image's start image in the real set
-        its ``sampler`` record names (``real_guided``); None for a cache sampled from noise."""
-        with open_cache(self.path) as f:
-            return np.asarray(f[SOURCES][()], dtype=np.int64) if SOURCES in f else None
 
     def counts(self) -> np.ndarray:
         """int64 (num_classes,): images per class."""

@@ -3,8 +3,8 @@
     /images   uint8 (N, H, W, C)   contiguous, uncompressed, allocated at creation
     /labels   int64 (N,)           class index of each image; written at creation
     /seeds    int64 (N,)           the seed each image was sampled from; written at creation
-    /sources  int64 (N,)           optional, real-guided caches only: the index, in the real set that
-                                   the sampler record names, of the image each one started from
+
+Readers ignore any other dataset (caches from versions with real-guided generation carry /sources).
 
 Attributes of the root group:
 
@@ -15,8 +15,7 @@ Attributes of the root group:
     num_done         int; images [0, num_done) of this file are final (the resume point)
     generator        JSON: the run's UNet config, image size, channels, schedule, class counts
                      and weights_sha256
-    sampler          JSON: {"sampler", "steps", "guidance", "seed"}, plus "feedback" and
-                     "real_guided" ({"source", "strength", "data", "images_sha256"}) when used
+    sampler          JSON: {"sampler", "steps", "guidance", "seed"}, plus "feedback" when used
     plan             JSON: {"policy", "counts": {class: n}, "real_counts": {class: n}, "total"}
     shard            JSON: {"index", "count", "start", "stop"} (global image range) or "null"
     package_version  the cbdm-aug version that wrote the file
@@ -40,7 +39,6 @@ SCHEMA_VERSION = 1
 IMAGES = "images"
 LABELS = "labels"
 SEEDS = "seeds"
-SOURCES = "sources"
 
 # Attributes a v1 file must carry; JSON-valued ones are stored as str.
 REQUIRED_ATTRS = ("schema", "schema_version", "class_names", "complete", "num_done", "generator",

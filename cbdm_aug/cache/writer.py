@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 
 from cbdm_aug.cache.reader import check_header, open_cache, read_header
-from cbdm_aug.cache.schema import IMAGES, LABELS, SCHEMA, SCHEMA_VERSION, SEEDS, SOURCES, CacheError
+from cbdm_aug.cache.schema import IMAGES, LABELS, SCHEMA, SCHEMA_VERSION, SEEDS, CacheError
 
 
 def _package_version() -> str:
@@ -40,11 +40,10 @@ def _check_space(path: Path, data_bytes: int) -> None:
 
 def create_cache(path: str | os.PathLike, *, labels, seeds, image_shape: tuple[int, int, int],
                  class_names: list[str], generator: dict, sampler: dict, plan: dict,
-                 shard: dict | None = None, command: str = "", sources=None) -> Path:
+                 shard: dict | None = None, command: str = "") -> Path:
     """Create an empty (``complete=False``, ``num_done=0``) cache for ``len(labels)`` images.
 
-    ``labels`` and ``seeds`` (ints, one per image), and for a real-guided cache ``sources`` (the index
-    of each image's start image), are written now; images are written later by
+    ``labels`` and ``seeds`` (ints, one per image) are written now; images are written later by
     ``CacheWriter``. The file is built under a temporary name and renamed, so ``path`` is either
     absent or a valid file. Its whole layout is allocated here (see ``schema``).
     """
@@ -65,8 +64,6 @@ def create_cache(path: str | os.PathLike, *, labels, seeds, image_shape: tuple[i
             f.create_dataset(IMAGES, shape=(len(labels), *image_shape), dtype=np.uint8, dcpl=dcpl)
             f.create_dataset(LABELS, data=labels)
             f.create_dataset(SEEDS, data=seeds)
-            if sources is not None:
-                f.create_dataset(SOURCES, data=np.asarray(sources, dtype=np.int64))
             f.attrs.update({
                 "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
                 "class_names": json.dumps(list(class_names)), "complete": False, "num_done": 0,
@@ -205,21 +202,18 @@ def merge_shards(out: str | os.PathLike, shards, *, overwrite: bool = False, blo
         raise CacheError(f"{out}: already exists; pass --overwrite to replace it")
     if out.resolve() in {p.resolve() for p in shards}:
         raise CacheError(f"{out}: the output must not be one of the shards")
-    labels, seeds, sources = [], [], []
+    labels, seeds = [], []
     for _, p, _ in headers:
         with open_cache(p) as f:
             labels.append(f[LABELS][()])
             seeds.append(f[SEEDS][()])
-            if SOURCES in f:
-                sources.append(f[SOURCES][()])
             image_shape = f[IMAGES].shape[1:]
     command = "cbdm-aug merge-shards " + " ".join(map(str, [out, *(p for _, p, _ in headers)]))
     tmp = out.with_name(f".{out.name}.merging{os.getpid()}")
     try:
         create_cache(tmp, labels=np.concatenate(labels), seeds=np.concatenate(seeds), image_shape=image_shape,
                      class_names=first["class_names"], generator=first["generator"],
-                     sampler=first["sampler"], plan=first["plan"], shard=None, command=command,
-                     sources=np.concatenate(sources) if sources else None)
+                     sampler=first["sampler"], plan=first["plan"], shard=None, command=command)
         with CacheWriter(tmp) as w:
             for _, p, _ in headers:
                 with open_cache(p) as f:

@@ -94,19 +94,12 @@ def initial_noise(seeds, shape: tuple[int, int, int], device, dtype=torch.float3
 def sample(unet, labels: torch.Tensor, seeds, *, image_size: int, channels: int, null_class: int,
            sampler: str = "ddim", steps: int | None = None, guidance: float = 0.0,
            schedule: dict | None = None, progress: bool = False, feedback=None,
-           feedback_scale: float = 0.0, x_start: torch.Tensor | None = None, strength: float = 1.0) -> torch.Tensor:
+           feedback_scale: float = 0.0) -> torch.Tensor:
     """Generate one image per label; returns float (N, channels, image_size, image_size) in [-1, 1].
 
     ``labels`` is int64 (N,) on the model's device; ``seeds`` gives one int per image. With
     ``feedback`` (e.g. ``classifier_feedback(...)``) and ``feedback_scale`` > 0, each step's guided
     eps is further steered by ``feedback_eps``.
-
-    Real-guided generation (SDEdit, Meng et al., ICLR 2022; "Real Guidance", He et al., ICLR 2023):
-    with ``x_start`` (float (N, channels, image_size, image_size) in [-1, 1], e.g. real images),
-    each start image is noised to the timestep a fraction ``strength`` in (0, 1] of the way along
-    the sampler's schedule, x_t = sqrt(alpha_bar_t) x_start + sqrt(1 - alpha_bar_t) eps, and only
-    the remaining steps are run, denoising towards ``labels``. Its noise comes from the image's own
-    generator too. ``strength`` 1 starts from pure noise (x_start is then ignored).
     """
     if len(seeds) != len(labels):
         raise ValueError(f"need one seed per label: {len(seeds)} seeds for {len(labels)} labels")
@@ -114,24 +107,13 @@ def sample(unet, labels: torch.Tensor, seeds, *, image_size: int, channels: int,
         raise ValueError(f"steps must be >= 1, got {steps}")
     if guidance < 0:
         raise ValueError(f"guidance must be >= 0, got {guidance}")
-    if not 0 < strength <= 1:
-        raise ValueError(f"strength must be in (0, 1], got {strength}")
-    if x_start is not None and x_start.shape != (len(labels), channels, image_size, image_size):
-        raise ValueError(f"x_start must be {(len(labels), channels, image_size, image_size)}, got {tuple(x_start.shape)}")
     scheduler = make_scheduler(sampler, schedule)
     scheduler.set_timesteps(steps or DEFAULT_STEPS[sampler])
     device = labels.device
     dtype = next(unet.parameters()).dtype
     x, generators = initial_noise(seeds, (channels, image_size, image_size), device, dtype)
+    x = x * scheduler.init_noise_sigma
     timesteps = scheduler.timesteps
-    if x_start is None or strength == 1:
-        x = x * scheduler.init_noise_sigma
-    else:  # SDEdit: skip the first (1 - strength) of the schedule, start from the noised image
-        skip = min(len(timesteps) - 1, int(round(len(timesteps) * (1 - strength))))
-        timesteps = timesteps[skip:]
-        if hasattr(scheduler, "set_begin_index"):
-            scheduler.set_begin_index(skip)
-        x = scheduler.add_noise(x_start.to(device, dtype), x, timesteps[:1].repeat(len(x)))
     if progress:
         from tqdm.auto import tqdm
         timesteps = tqdm(timesteps, desc=f"{sampler} sampling", leave=False)

@@ -71,7 +71,7 @@ def filter_cache(cache: str | os.PathLike, out: str | os.PathLike, space: Featur
         by_class = [train[train_labels == c] for c in range(C)]
         # Each training image's distance to its nearest same-class neighbour, the near-copy scale.
         sibling = [M.kth_neighbour_distance(t, 1, 1024) if len(t) > 1 else None for t in by_class]
-        labels, seeds, sources = syn.labels, syn.seeds, syn.sources
+        labels, seeds = syn.labels, syn.seeds
         confident = np.zeros(len(syn), bool)
         copy = np.zeros(len(syn), bool)
         near = np.ones(len(syn), bool)
@@ -122,8 +122,7 @@ def filter_cache(cache: str | os.PathLike, out: str | os.PathLike, space: Featur
         try:
             create_cache(tmp, labels=labels[keep], seeds=seeds[keep], image_shape=syn.image_shape,
                          class_names=names, generator=attrs["generator"], sampler=attrs["sampler"], plan=plan,
-                         shard=attrs["shard"], command=command,
-                         sources=None if sources is None else sources[keep])
+                         shard=attrs["shard"], command=command)
             with CacheWriter(tmp) as w:
                 kept = np.flatnonzero(keep)
                 for i in range(0, len(kept), batch_size):

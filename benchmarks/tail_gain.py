@@ -350,8 +350,10 @@ def report(args, arm_names, counts, seeds, work, t_all, failed):
 
     def pair(a, b_name, b_label=None):
         d = paired(per_seed[a]["few"], per_seed[b_name]["few"])
+        bal = paired(per_seed[a]["balanced"], per_seed[b_name]["balanced"])
         pairs.append({"arm": a, "baseline": b_label or b_name, "baseline_arm": b_name, "few_shot_diff_mean": d["mean"],
-                      "ci95_low": d["lo"], "ci95_high": d["hi"], "per_seed": d["per_seed"]})
+                      "ci95_low": d["lo"], "ci95_high": d["hi"], "per_seed": d["per_seed"],
+                      "balanced_diff_mean": bal["mean"], "balanced_ci95_low": bal["lo"], "balanced_ci95_high": bal["hi"]})
     synthetic = [n for n in per_seed if n not in REAL_ARMS and not n.startswith(("oracle", "real-"))]
     for n in per_seed:
         if n != "real-cb":
@@ -361,6 +363,9 @@ def report(args, arm_names, counts, seeds, work, t_all, failed):
             pair(n, best_real, "best-real")
     d = args.default_arm
     if d and d in per_seed:
+        for n in synthetic:  # each lever against the default it varies
+            if n != d:
+                pair(n, d, "default")
         for g, other in compared_arms(d, args.compare_gens).items():
             if other in per_seed:  # issue 17's names: 'ddpm' and 'ddpm-balanced'
                 pair(d, other, {"ddpm-bal": "ddpm-balanced"}.get(g, g))
@@ -392,12 +397,15 @@ def report(args, arm_names, counts, seeds, work, t_all, failed):
              f"arms (GEN[:OPT]): top-up to {args.top_up} a class, dpmpp-sde 20 steps, guidance {args.guidance:g}, "
              f"filtered, loss weight {args.synthetic_weight:g}, + RandAugment, the class-balanced sampler of real-cb "
              "(see the script's docstring for the options). best-real = " + best_real + ".", "",
-             "| arm | few-shot acc | balanced acc | few vs real-cb | few vs best-real |", "| --- | --- | --- | --- | --- |"]
+             "| arm | few-shot acc | balanced acc | few vs real-cb | few vs best-real | few vs default | "
+             "balanced vs real-cb |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for a in arms:
         vs = {p["baseline"]: fmt(p) for p in pairs if p["arm"] == a["name"]}
+        cb = next((p for p in pairs if p["arm"] == a["name"] and p["baseline"] == "real-cb"), None)
+        bal = f"{cb['balanced_diff_mean']:+.2f} [{cb['balanced_ci95_low']:+.2f}, {cb['balanced_ci95_high']:+.2f}]" if cb else ""
         lines.append(f"| {a['name']} | {a['few_shot_mean']:.2f} ± {a['few_shot_std']:.2f} | {a['balanced_mean']:.2f} | "
-                     f"{vs.get('real-cb', '')} | {vs.get('best-real', '')} |")
-    others = [p for p in pairs if p["baseline"] not in ("real-cb", "best-real")]
+                     f"{vs.get('real-cb', '')} | {vs.get('best-real', '')} | {vs.get('default', '')} | {bal} |")
+    others = [p for p in pairs if p["baseline"] not in ("real-cb", "best-real", "default")]
     if others:
         lines += ["", "Default arm against the same pipeline with another generator:", ""]
         lines += [f"- {p['arm']} vs {p['baseline']} ({p['baseline_arm']}): {fmt(p)}" for p in others]

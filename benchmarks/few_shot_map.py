@@ -26,20 +26,21 @@ def main(argv=None):
 
     fig, ax = plt.subplots(figsize=(7, 3.8))
     rows = []
-    for f, marker in zip(files, "os^D"):
+    for i, (f, marker) in enumerate(zip(files, "os^D")):
         r = json.loads(f.read_text())
+        data = r["dataset"].split()[0].split(".")[0]
         arm = r["default_arm"]
         gains = r["per_class_gain_vs_best_real"].get(arm)
         if gains is None:
             print(f"{f}: no per-class gain for its default arm {arm!r}; skipped")
             continue
-        x = [g["count"] for g in gains]
+        x = [g["count"] * 1.06 ** (i - (len(files) - 1) / 2) for g in gains]  # side by side at equal counts
         y = [g["mean"] for g in gains]
         err = [[g["mean"] - g["lo"] for g in gains], [g["hi"] - g["mean"] for g in gains]]
         ax.errorbar(x, y, yerr=err, fmt=marker, capsize=3,
-                    label=f"{r['dataset'].split('.')[0]} rho={r['imbalance']:g}: {arm} - {r['best_real']} "
+                    label=f"{data} rho={r['imbalance']:g}: {arm} - {r['best_real']} "
                           f"({len(r['seeds'])} seeds)")
-        rows += [(r["dataset"].split(".")[0], r["imbalance"], g["class"], g["count"], g["mean"], g["lo"], g["hi"])
+        rows += [(data, r["imbalance"], g["class"], g["count"], g["mean"], g["lo"], g["hi"])
                  for g in gains]
     ax.axhline(0, color="grey", lw=0.8)
     ax.axvline(20, color="grey", ls=":", lw=0.8)

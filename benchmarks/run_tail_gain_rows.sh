@@ -5,10 +5,10 @@
 #     the two classes under 100 (--few-below 100); with the DDPM and DDPM-balanced pipelines;
 #   - CIFAR-10-LT rho=100 from the JPEG copy (16x16 RGB, + horizontal flips), 5 seeds, CBDM only.
 # Resumable: rerun it and every finished generator, cache and classifier seed is reused.
-#   bash benchmarks/run_tail_gain_rows.sh [SCRATCH]     (SCRATCH/cifar10 is unpacked there; default /work/scratch)
+#   bash benchmarks/run_tail_gain_rows.sh [SCRATCH]     (SCRATCH/cifar10 is unpacked there; default $TMPDIR/cbdm-scratch)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-S=${1:-/work/scratch}
+S=${1:-${TMPDIR:-/tmp}/cbdm-scratch}
 [ -d "$S/cifar10/train" ] || { mkdir -p "$S"; tar xzf ../shared/datasets/cifar10-jpeg.tar.gz -C "$S"; }
 L="python benchmarks/_ladder.py"
 # generators (benchmarks/_ladder.py: cpu UNet, 16x16, batch 64, lr 1e-3)

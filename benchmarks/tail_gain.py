@@ -386,7 +386,9 @@ def report(args, arm_names, counts, seeds, work, t_all, failed):
     results.mkdir(parents=True, exist_ok=True)
     (results / f"{args.tag}.json").write_text(json.dumps(record, indent=1, default=str))
     per_class_plot(arms, counts, best_real, d, results / f"{args.tag}_per_class.png")
-    fmt = lambda p: f"{p['few_shot_diff_mean']:+.2f} [{p['ci95_low']:+.2f}, {p['ci95_high']:+.2f}]"  # noqa: E731
+    def fmt(p, kind="few_shot_"):  # "mean [lo, hi]" of a pair's few-shot (or, kind="balanced_", balanced) difference
+        pre = "" if kind == "few_shot_" else kind
+        return f"{p[kind + 'diff_mean']:+.2f} [{p[pre + 'ci95_low']:+.2f}, {p[pre + 'ci95_high']:+.2f}]"
     lines = [f"# Few-shot tail gain, {args.dataset} exp-LT rho={args.imbalance:g}, n_max={args.max_per_class}, "
              f"16x16; seeds {args.seeds}", "",
              f"machine: {env['machine']['cpu']} ({env['machine']['cpu_count']} cores); torch {env['versions']['torch']}; "
@@ -400,9 +402,9 @@ def report(args, arm_names, counts, seeds, work, t_all, failed):
              "| arm | few-shot acc | balanced acc | few vs real-cb | few vs best-real | few vs default | "
              "balanced vs real-cb |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for a in arms:
-        vs = {p["baseline"]: fmt(p) for p in pairs if p["arm"] == a["name"]}
-        cb = next((p for p in pairs if p["arm"] == a["name"] and p["baseline"] == "real-cb"), None)
-        bal = f"{cb['balanced_diff_mean']:+.2f} [{cb['balanced_ci95_low']:+.2f}, {cb['balanced_ci95_high']:+.2f}]" if cb else ""
+        mine = {p["baseline"]: p for p in pairs if p["arm"] == a["name"]}
+        vs = {b: fmt(p) for b, p in mine.items()}
+        bal = fmt(mine["real-cb"], "balanced_") if "real-cb" in mine else ""
         lines.append(f"| {a['name']} | {a['few_shot_mean']:.2f} ± {a['few_shot_std']:.2f} | {a['balanced_mean']:.2f} | "
                      f"{vs.get('real-cb', '')} | {vs.get('best-real', '')} | {vs.get('default', '')} | {bal} |")
     others = [p for p in pairs if p["baseline"] not in ("real-cb", "best-real", "default")]

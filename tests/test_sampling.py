@@ -85,26 +85,21 @@ def _classifier_run(path, classes, size=8):
     return path
 
 
-def _tiny_generator_run(path, names):
-    """A random-weight tiny 8x8 grey generator run with real counts 6, 3, 1."""
-    from cbdm_aug.diffusion.sampling import DEFAULT_SCHEDULE
-    from cbdm_aug.diffusion.unet import build_unet, unet_config
-    from cbdm_aug.generator.run_dir import save_generator
-
-    cfg = unet_config("tiny", 8, 1, len(names))
-    torch.manual_seed(0)
-    return save_generator(path, build_unet(cfg), {
-        "preset": "tiny", "model": cfg, "class_names": names, "class_counts": [6, 3, 1], "image_size": 8,
-        "channels": 1, "schedule": DEFAULT_SCHEDULE, "loss": {}, "step": 0, "finished": True,
-        "package_version": "test"})
-
-
 def test_generate_with_a_feedback_classifier_records_it_and_refuses_a_mismatched_one(tmp_path, capsys):
     from helpers import run_cli
 
     from cbdm_aug.cache.reader import SyntheticCache, read_header
+    from cbdm_aug.diffusion.sampling import DEFAULT_SCHEDULE
+    from cbdm_aug.diffusion.unet import build_unet, unet_config
+    from cbdm_aug.generator.run_dir import save_generator
+
     names = ["a", "b", "c"]
-    run = _tiny_generator_run(tmp_path / "gen", names)
+    cfg = unet_config("tiny", 8, 1, 3)
+    torch.manual_seed(0)
+    run = save_generator(tmp_path / "gen", build_unet(cfg), {
+        "preset": "tiny", "model": cfg, "class_names": names, "class_counts": [6, 3, 1], "image_size": 8,
+        "channels": 1, "schedule": DEFAULT_SCHEDULE, "loss": {}, "step": 0, "finished": True,
+        "package_version": "test"})
     cls = _classifier_run(tmp_path / "cls", names)
     common = ["generate", run, "--per-class", 2, "--sampler", "dpmpp-sde", "--steps", 3, "--device", "cpu"]
     code, out, err = run_cli([*common, "--out", tmp_path / "fb.h5", "--feedback-classifier", cls,

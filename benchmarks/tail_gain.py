@@ -332,6 +332,19 @@ def _per_seed(work: Path, name: str, seeds: list[int], few: list[int]) -> dict |
             "per_class": [[100 * float(x) for x in r] for r in rows]}
 
 
+def synthetic_counts(work: Path, name: str, seed: int) -> list[int] | None:
+    """Images per class in the cache a synthetic arm trained on (after the filter), from its recipe."""
+    import yaml
+
+    from cbdm_aug.cache.reader import SyntheticCache
+
+    recipe = work / "arms" / name.replace(":", "+") / f"seed{seed}" / "recipe.yaml"
+    cache = (yaml.safe_load(recipe.read_text()) or {}).get("sampling", {}).get("cache") if recipe.exists() else None
+    if not cache or not Path(cache).exists():
+        return None
+    return SyntheticCache(cache).counts().tolist()
+
+
 def report(args, arm_names, counts, seeds, work, t_all, failed):
     few = [c for c, n in enumerate(counts) if n < args.few_below]
     # every arm --work holds for these seeds, not only this invocation's
@@ -345,7 +358,8 @@ def report(args, arm_names, counts, seeds, work, t_all, failed):
     best_real = max(real, key=lambda n: np.mean(per_seed[n]["few"]))
     arms = [{"name": n, "few_shot_mean": float(np.mean(v["few"])), "few_shot_std": float(np.std(v["few"], ddof=1)),
              "balanced_mean": float(np.mean(v["balanced"])), "balanced_std": float(np.std(v["balanced"], ddof=1)),
-             "per_class_mean": np.mean(v["per_class"], axis=0).tolist()} for n, v in per_seed.items()]
+             "per_class_mean": np.mean(v["per_class"], axis=0).tolist(),
+             "synthetic_counts": synthetic_counts(work, n, seeds[0])} for n, v in per_seed.items()]
     pairs = []
 
     def pair(a, b_name, b_label=None):
@@ -400,13 +414,15 @@ def report(args, arm_names, counts, seeds, work, t_all, failed):
              f"filtered, loss weight {args.synthetic_weight:g}, + RandAugment, the class-balanced sampler of real-cb "
              "(see the script's docstring for the options). best-real = " + best_real + ".", "",
              "| arm | few-shot acc | balanced acc | few vs real-cb | few vs best-real | few vs default | "
-             "balanced vs real-cb |", "| --- | --- | --- | --- | --- | --- | --- |"]
+             "balanced vs real-cb | kept synthetic images, few-shot classes |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for a in arms:
         mine = {p["baseline"]: p for p in pairs if p["arm"] == a["name"]}
         vs = {b: fmt(p) for b, p in mine.items()}
         bal = fmt(mine["real-cb"], "balanced_") if "real-cb" in mine else ""
         lines.append(f"| {a['name']} | {a['few_shot_mean']:.2f} ± {a['few_shot_std']:.2f} | {a['balanced_mean']:.2f} | "
-                     f"{vs.get('real-cb', '')} | {vs.get('best-real', '')} | {vs.get('default', '')} | {bal} |")
+                     f"{vs.get('real-cb', '')} | {vs.get('best-real', '')} | {vs.get('default', '')} | {bal} | "
+                     + (" / ".join(f"{a['synthetic_counts'][c]}" for c in few) if a["synthetic_counts"] else "") + " |")
     others = [p for p in pairs if p["baseline"] not in ("real-cb", "best-real", "default")]
     if others:
         lines += ["", "Default arm against the same pipeline with another generator:", ""]

@@ -8,6 +8,9 @@
 with y' ~ q(y') per sample, and L_reg applied only to samples that kept their label under the
 classifier-free-guidance label drop. ``tau = 0`` is the plain class-conditional DDPM loss.
 
+With augmentation conditioning (``diffusion.augment``), x0 arrives warped and ``augment`` carries each
+image's augmentation vector: both branches, y and y', see the same x_t and the same vector.
+
 (A min-SNR-gamma weighting of L_dm was tried and removed: on MNIST-LT at 600 steps it gave the same
 FID, tail KID and tail CAS as the unweighted loss; benchmarks/results/tail_gain.md.)
 """
@@ -55,8 +58,8 @@ def _mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def cbdm_loss(unet, x0: torch.Tensor, y: torch.Tensor, alpha_bar: torch.Tensor, q_target: torch.Tensor,
-              cfg: CBDMLossConfig, null_class: int,
-              generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+              cfg: CBDMLossConfig, null_class: int, generator: torch.Generator | None = None,
+              augment: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Per-sample CBDM loss terms, each float (N,); the caller reduces ``terms["loss"]``.
 
     x0: float (N, C, H, W) in [-1, 1]; y: int64 (N,); alpha_bar: (T,) cumulative products of
@@ -64,6 +67,8 @@ def cbdm_loss(unet, x0: torch.Tensor, y: torch.Tensor, alpha_bar: torch.Tensor, 
     and y') comes from ``generator`` when given, so the loss is reproducible; it is drawn on the
     generator's device (a CPU generator gives the same draws on every device). Without one it is
     drawn on x0's device: on a GPU, a draw on the host and a copy would stall every step.
+    augment: float (N, D) augmentation vectors of the (already warped) x0, or None: the UNet is
+    called exactly as without augmentation.
     """
     n, device = len(x0), x0.device
     T = len(alpha_bar)
@@ -75,16 +80,20 @@ def cbdm_loss(unet, x0: torch.Tensor, y: torch.Tensor, alpha_bar: torch.Tensor, 
     x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps  # q(x_t | x_0), DDPM eq. (4)
     y_in = torch.where(keep, y, torch.full_like(y, null_class))
 
+    aug = {} if augment is None else {"augment_labels": augment}
     if cfg.tau == 0:
-        eps_y = unet(x_t, t, class_labels=y_in).sample
+        eps_y = unet(x_t, t, class_labels=y_in, **aug).sample
         zero = torch.zeros(n, device=device)
         dm = _mse(eps_y, eps)
         return {"loss": dm, "dm": dm, "reg": zero, "commit": zero, "l_reg": zero, "t": t, "keep": keep}
 
     y_prime = torch.multinomial(q_target.to(rng, torch.float32), n, replacement=True, generator=generator).to(device)
-    # Both branches in one forward pass on the concatenated batch (same x_t and t, labels y and y').
+    # Both branches in one forward pass on the concatenated batch (same x_t, t and augmentation
+    # vector; labels y and y').
+    if augment is not None:
+        aug = {"augment_labels": torch.cat([augment, augment])}
     eps_y, eps_y_prime = unet(torch.cat([x_t, x_t]), torch.cat([t, t]),
-                              class_labels=torch.cat([y_in, y_prime])).sample.chunk(2)
+                              class_labels=torch.cat([y_in, y_prime]), **aug).sample.chunk(2)
     dm = _mse(eps_y, eps)
     reg = _mse(eps_y, eps_y_prime.detach())        # moves only the y branch
     commit = _mse(eps_y.detach(), eps_y_prime)     # moves only the y' branch

@@ -3,6 +3,11 @@
 The label embedding is diffusers' ``num_class_embeds`` table, which is added to the time
 embedding as in the DDPM/CBDM reference UNet. It has ``num_classes + 1`` rows: the last row is the
 null class used for classifier-free guidance.
+
+A generator trained with augmentation conditioning (``diffusion.augment``) has ``augment_dim`` in its
+config: the UNet then also adds a bias-free linear map of the augmentation vector to the time
+embedding, as the reference's ADA variant does. Called without a vector (every sampler) that term is
+exactly zero. A config without ``augment_dim`` builds the plain ``UNet2DModel`` of every earlier run.
 """
 from __future__ import annotations
 
@@ -35,8 +40,9 @@ PRESETS: dict[str, UNetPreset] = {
 }
 
 
-def unet_config(preset: str, image_size: int, channels: int, num_classes: int) -> dict:
-    """The ``UNet2DModel`` config (a JSON-able dict) for ``preset`` at this data shape."""
+def unet_config(preset: str, image_size: int, channels: int, num_classes: int, augment_dim: int = 0) -> dict:
+    """The ``UNet2DModel`` config (a JSON-able dict) for ``preset`` at this data shape; with
+    ``augment_dim`` > 0, also the size of the augmentation vector the UNet is conditioned on."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown UNet preset {preset!r}; choose one of {sorted(PRESETS)}")
     p = PRESETS[preset]
@@ -58,6 +64,7 @@ def unet_config(preset: str, image_size: int, channels: int, num_classes: int) -
         "norm_num_groups": p.norm_num_groups,
         "attention_head_dim": None,  # one head spanning all channels, as in the DDPM UNet
         "num_class_embeds": num_classes + 1,  # + the null class for classifier-free guidance
+        **({"augment_dim": augment_dim} if augment_dim else {}),
     }
 
 
@@ -66,7 +73,7 @@ def unet_config(preset: str, image_size: int, channels: int, num_classes: int) -
 MAX_MODEL_BYTES = 2 << 30
 _INT_BOUNDS = {"sample_size": (4, 1024), "in_channels": (1, 3), "out_channels": (1, 3),
                "layers_per_block": (1, 16), "num_class_embeds": (2, 100_001), "norm_num_groups": (1, 4096)}
-_MAX_LEVELS, _MAX_CHANNELS = 8, 4096
+_MAX_LEVELS, _MAX_CHANNELS, _MAX_AUGMENT_DIM = 8, 4096, 64
 # Self-attention over an r x r feature map holds an (r^2 x r^2) matrix per image: 64 MB at r = 64.
 _MAX_ATTENTION_SIZE = 64
 
@@ -83,6 +90,10 @@ def check_unet_config(config: dict) -> int:
             or any(type(c) is not int or not 1 <= c <= _MAX_CHANNELS for c in channels)):
         raise ConfigError(f"model block_out_channels must be 1 to {_MAX_LEVELS} integers in "
                           f"[1, {_MAX_CHANNELS}], got {channels!r:.60}")
+    if "augment_dim" in config and (type(config["augment_dim"]) is not int
+                                    or not 1 <= config["augment_dim"] <= _MAX_AUGMENT_DIM):
+        raise ConfigError(f"model augment_dim must be an integer in [1, {_MAX_AUGMENT_DIM}], "
+                          f"got {config['augment_dim']!r:.40}")
     size = config["sample_size"]
     for i, block in enumerate(config.get("down_block_types") or []):
         if "Attn" in str(block) and size >> i > _MAX_ATTENTION_SIZE:
@@ -99,10 +110,17 @@ def check_unet_config(config: dict) -> int:
 
 
 def build_unet(config: dict):
-    """A ``diffusers.UNet2DModel`` from a config made by ``unet_config``."""
+    """A ``diffusers.UNet2DModel`` from a config made by ``unet_config`` (with ``augment_dim``: the
+    augmentation-conditioned subclass)."""
     from diffusers import UNet2DModel
 
-    return UNet2DModel(**config)
+    config = dict(config)
+    augment_dim = config.pop("augment_dim", 0)
+    if not augment_dim:
+        return UNet2DModel(**config)
+    from cbdm_aug.diffusion.augment_unet import AugmentConditionedUNet
+
+    return AugmentConditionedUNet(augment_dim, **config)
 
 
 def describe_presets() -> str:

@@ -37,6 +37,11 @@ from cbdm_aug.diffusion.unet import PRESETS
 @click.option("--balance-power", type=float, default=1.0, show_default=True,
               help="Draw each class with probability ~ (its image count) ** P: 1 as the data, 0 class-balanced, "
                    "0.5 in between. Lower values show rare classes to the generator more often.")
+@click.option("--augment", "augment_p", type=float, default=0.0, show_default=True,
+              help="Augmentation-conditioned training (CBDM+ADA, Karras et al.): each image is warped by each "
+                   "of scale, rotation, anisotropy and translation (and flips where --hflip holds) with "
+                   "probability P, and the UNet is told how; sampling asks for no warp. 0.12 is the "
+                   "reference's value. Fights memorisation of small classes.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--num-workers", type=int, default=0, show_default=True, help="DataLoader workers (data is in memory).")
 @click.option("--accelerator", default="auto", show_default=True, help="Lightning accelerator: auto, cpu, gpu.")
@@ -57,7 +62,7 @@ from cbdm_aug.diffusion.unet import PRESETS
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 def fit_generator(data, out, preset, image_size, channels, split, longtail, imbalance, max_per_class,
                   data_seed, skip_bad, tau, gamma, target, p_uncond, max_steps, batch_size, lr,
-                  warmup_steps, ema_decay, hflip, balance_power, seed, num_workers, accelerator, devices, num_nodes,
+                  warmup_steps, ema_decay, hflip, balance_power, augment_p, seed, num_workers, accelerator, devices, num_nodes,
                   strategy, precision, sample_every, checkpoint_every, init_from, compile_unet, device_data,
                   resume):
     """Train a class-balancing diffusion model on DATA.
@@ -79,7 +84,7 @@ def fit_generator(data, out, preset, image_size, channels, split, longtail, imba
             TrainConfig(preset, max_steps, batch_size, lr, warmup_steps, 1.0, ema_decay, hflip, seed,
                         num_workers, accelerator, devices, num_nodes, strategy, precision, sample_every,
                         checkpoint_every, init_from, compile=compile_unet, device_data=device_data,
-                        balance_power=balance_power),
+                        balance_power=balance_power, augment_p=augment_p),
             CBDMLossConfig(tau, gamma, target or ("uniform" if init_from else "train"), p_uncond),
         )
     except ValueError as e:

@@ -13,6 +13,7 @@ import torch
 from cbdm_aug import __version__
 from cbdm_aug.data import LabeledImages, count_table, make_longtail, open_data
 from cbdm_aug.data.convert import convert_images
+from cbdm_aug.diffusion.augment import AUGMENT_DIM, AugmentConfig
 from cbdm_aug.diffusion.loss import CBDMLossConfig
 from cbdm_aug.diffusion.sampling import DEFAULT_SCHEDULE
 from cbdm_aug.diffusion.unet import unet_config
@@ -67,6 +68,7 @@ class TrainConfig:
     device_data: bool | None = None    # training images on the device; default: on CUDA when they fit
     balance_power: float = 1.0         # draw class c with probability ~ n_c ** balance_power: 1 as the
                                        # data, 0 class-balanced (a 5-image class is otherwise ~80 of 150k draws)
+    augment_p: float = 0.0             # augmentation conditioning (diffusion.augment): each op's probability
 
     def __post_init__(self):
         for name in ("max_steps", "batch_size", "sample_every", "checkpoint_every", "num_nodes"):
@@ -81,6 +83,8 @@ class TrainConfig:
         if not 0 <= self.balance_power <= 1:
             raise ConfigError(f"--balance-power must be in [0, 1] (1: as the data, 0: class-balanced), "
                               f"got {self.balance_power}")
+        if not 0 <= self.augment_p <= 1:
+            raise ConfigError(f"--augment must be a probability in [0, 1], got {self.augment_p}")
 
 
 @dataclass(frozen=True)
@@ -301,8 +305,14 @@ def fit(cfg: FitConfig, out: str | os.PathLike, resume: bool = False, progress: 
         first = json.loads((out / RUN_CONFIG).read_text())["resolved"]["train"]
         train = replace(train, **{k: first[k] for k in ("warmup_steps", "hflip", "precision")})
     resolved = FitConfig(cfg.data, train, cfg.loss)
-    model_config = unet_config(train.preset, data.image_size, data.channels, data.num_classes)
+    # flips are non-leaking only where the data are mirror-symmetric, which is what hflip says
+    augment = AugmentConfig.for_data(train.augment_p, flips=train.hflip)
+    model_config = unet_config(train.preset, data.image_size, data.channels, data.num_classes,
+                               augment_dim=AUGMENT_DIM if augment.p > 0 else 0)
     counts = data.counts().tolist()
+    if augment.p > 0:
+        echo(f"augmentation conditioning: each of {', '.join(augment.ops)} with probability {augment.p:g}; "
+             "sampling uses the zero vector (no warp)")
     echo(f"training data: {data.source}, {len(data)} images, {data.image_size}x{data.image_size}x{data.channels}")
     echo(count_table(data.class_names, ("train", counts)))
     if data.skipped:
@@ -318,7 +328,8 @@ def fit(cfg: FitConfig, out: str | os.PathLike, resume: bool = False, progress: 
         init_meta = {"run": str(train.init_from), "weights_sha256": base.weights_sha256,
                      "step": base.meta.get("step")}
     module = CBDMModule(model_config, counts, asdict(cfg.loss), DEFAULT_SCHEDULE, lr=train.lr,
-                        warmup_steps=train.warmup_steps, ema_decay=train.ema_decay, hflip=train.hflip)
+                        warmup_steps=train.warmup_steps, ema_decay=train.ema_decay, hflip=train.hflip,
+                        augment=augment.to_dict() if augment.p > 0 else None)
     if train.init_from:
         module.unet.load_state_dict(base.unet.state_dict())
         module.ema.module.load_state_dict(base.unet.state_dict())
@@ -330,7 +341,8 @@ def fit(cfg: FitConfig, out: str | os.PathLike, resume: bool = False, progress: 
         "loss": asdict(cfg.loss), "schedule": DEFAULT_SCHEDULE, "data": data.source,
         "train": {k: getattr(train, k) for k in ("max_steps", "batch_size", "lr", "warmup_steps",
                                                   "ema_decay", "hflip", "seed", "precision",
-                                                  "balance_power")},
+                                                  "balance_power", "augment_p")},
+        "augment": augment.to_dict(),
         "init_from": init_meta, "package_version": __version__,
     }
     if first_process and not (out / RUN_CONFIG).exists():

@@ -6,6 +6,7 @@ import pytorch_lightning as pl
 import torch
 from timm.utils import ModelEmaV3
 
+from cbdm_aug.diffusion.augment import AugmentConfig, augment
 from cbdm_aug.diffusion.loss import CBDMLossConfig, cbdm_loss, ddpm_alpha_bar, target_distribution
 from cbdm_aug.diffusion.unet import build_unet
 
@@ -38,7 +39,7 @@ class _Ema(ModelEmaV3):
 class CBDMModule(pl.LightningModule):
     def __init__(self, model_config: dict, class_counts: list[int], loss: dict, schedule: dict,
                  lr: float = 2e-4, warmup_steps: int = 5000, ema_decay: float = 0.9999,
-                 hflip: bool = False):
+                 hflip: bool = False, augment: dict | None = None):
         super().__init__()
         self.save_hyperparameters()
         self.unet = build_unet(model_config)
@@ -47,6 +48,8 @@ class CBDMModule(pl.LightningModule):
         # its parameters unused by the loss and stop at the second step.
         self.ema.requires_grad_(False)
         self.loss_cfg = CBDMLossConfig(**loss)
+        # augmentation conditioning (diffusion.augment): {"p", "ops"}; None or p = 0 is off
+        self.augment_cfg = AugmentConfig(augment["p"], tuple(augment["ops"])) if augment else AugmentConfig()
         self.null_class = len(class_counts)
         self.register_buffer("alpha_bar", ddpm_alpha_bar(schedule), persistent=False)
         self.register_buffer("q_target", target_distribution(self.loss_cfg.target, class_counts).float(),
@@ -82,7 +85,11 @@ class CBDMModule(pl.LightningModule):
         if self.hparams.hflip:
             flip = torch.rand(len(x0), device=x0.device) < 0.5
             x0 = torch.where(flip.view(-1, 1, 1, 1), x0.flip(-1), x0)
-        terms = cbdm_loss(self.denoiser, x0, y, self.alpha_bar, self.q_target, self.loss_cfg, self.null_class)
+        cond = None
+        if self.augment_cfg.p > 0:  # at p = 0 nothing is drawn: the step is exactly the unaugmented one
+            x0, cond = augment(x0, self.augment_cfg)
+        terms = cbdm_loss(self.denoiser, x0, y, self.alpha_bar, self.q_target, self.loss_cfg, self.null_class,
+                          augment=cond)
         loss = terms["loss"].mean()
         dm = terms["dm"].mean()
         self.log("loss", loss, prog_bar=True)

@@ -79,3 +79,32 @@ def test_the_feature_distance_filter_drops_confident_outliers_and_counts_them_pe
     record = filter_cache(tmp_path / "syn.h5", tmp_path / "all.h5", stub_space(), train_x, train_y,
                           confidence=0.0, near_copy_ratio=0.0, progress=False)
     assert sum(record["kept"].values()) == 6 and record["removed_far_from_class"] == {"dark": 0, "bright": 0}
+
+
+def test_the_gate_drops_every_image_of_a_class_whose_samples_are_mostly_near_copies(tmp_path):
+    rng = np.random.default_rng(1)
+    dark = lambda n: rng.integers(0, 80, (n, 8, 8, 1), dtype=np.uint8)  # noqa: E731
+    bright = lambda n: rng.integers(176, 256, (n, 8, 8, 1), dtype=np.uint8)  # noqa: E731
+    train_x = np.concatenate([dark(10), bright(3)])
+    train_y = np.array([0] * 10 + [1] * 3)
+    # 'bright' (3 real images): 3 of its 4 samples are copies of them; 'dark': 1 copy of 4
+    images = np.concatenate([dark(3), train_x[[0]], train_x[[10, 11, 12]], bright(1)])
+    labels = np.array([0] * 4 + [1] * 4)
+    write_cache(tmp_path / "syn.h5", images, labels, class_names=NAMES)
+
+    record = filter_cache(tmp_path / "syn.h5", tmp_path / "out.h5", stub_space(), train_x, train_y,
+                          confidence=0.9, max_copy_share=0.5, progress=False)
+    assert record["removed_near_copy"] == {"dark": 1, "bright": 3}
+    assert record["removed_gated"] == {"dark": 0, "bright": 1}  # the one novel-looking 'bright' goes too
+    assert record["kept"] == {"dark": 3, "bright": 0}
+    gate = record["gate"]
+    assert gate["bright"]["used"] is False and gate["dark"]["used"] is True
+    assert gate["bright"]["copy_share"] == 0.75 and gate["bright"]["real"] == 3
+    assert gate["bright"]["why"].startswith("bright: 3 real images; 75% of its 4 generated images were near-copies")
+    assert gate["bright"]["why"].endswith("none used (the gate drops a class at 50% or more)")
+    # copies sit near 0 on the spacing scale, fresh samples near or above 1
+    assert gate["bright"]["spacing_ratio"] < 0.1 < gate["dark"]["spacing_ratio"]
+    # without the gate the class keeps what the filter kept, and the gate is still reported
+    record = filter_cache(tmp_path / "syn.h5", tmp_path / "all.h5", stub_space(), train_x, train_y,
+                          confidence=0.9, progress=False)
+    assert record["kept"] == {"dark": 3, "bright": 1} and record["gate"]["bright"]["used"] is True

@@ -116,12 +116,15 @@ def evaluate_generator(run_dir, real, split, longtail, imbalance, max_per_class,
 @click.option("--feature-quantile", type=click.FloatRange(0, 1, min_open=True), default=None,
               help="Also drop images farther from their class's mean real feature than this quantile of the "
                    "class's real images (DiffuLT's in-distribution filter; e.g. 0.95) [default: off].")
+@click.option("--max-copy-share", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="Per-class gate: a class whose generated images are near-copies at this share or more keeps "
+                   "none of them (e.g. 0.5) [default: off].")
 @click.option("--epochs", type=click.IntRange(min=1), default=4, show_default=True, help="Epochs of a classifier trained here.")
 @click.option("--overwrite", is_flag=True)
 @click.option("--device", default=None)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def filter_cache(cache, out, real, split, longtail, imbalance, max_per_class, data_seed, classifier, confidence,
-                 near_copy_ratio, feature_quantile, epochs, overwrite, device, quiet):
+                 near_copy_ratio, feature_quantile, max_copy_share, epochs, overwrite, device, quiet):
     """Drop low-confidence images, near-copies of training images and (with --feature-quantile) images
     far from their class's real ones in feature space, from CACHE into --out.
 
@@ -154,7 +157,11 @@ def filter_cache(cache, out, real, split, longtail, imbalance, max_per_class, da
                                          progress=not quiet, device=str(dev))
     with output_lock(out, folder=False, what="cache", echo=click.echo):
         record = run(cache, out, space, train.images, train.labels, confidence=confidence,
-                     near_copy_ratio=near_copy_ratio, feature_quantile=feature_quantile, overwrite=overwrite,
+                     near_copy_ratio=near_copy_ratio, feature_quantile=feature_quantile,
+                     max_copy_share=max_copy_share, overwrite=overwrite,
                      progress=not quiet, command=shlex.join(["cbdm-aug", *sys.argv[1:]]))
     click.echo(removed_table(record))
+    if max_copy_share is not None:
+        click.echo("\n".join(g["why"] for g in record["gate"].values() if not g["used"]) or
+                   f"gate: every class is under {max_copy_share:g} near-copies; none gated off")
     click.echo(f"wrote {out}: kept {sum(record['kept'].values())} of {sum(record['before'].values())} images")

@@ -1,7 +1,8 @@
 """Filter a synthetic cache: drop images that a classifier trained on the real data does not assign
 to their class with enough confidence, images far from their class's real images in that
 classifier's feature space (DiffuLT, Shao et al. 2024, keeps only "approximately in-distribution"
-samples), and near-copies of training images.
+samples), and near-copies of training images; then, with ``max_copy_share``, every image of a class
+whose generated images are mostly near-copies (``evaluate.gate``).
 
 The feature-distance criterion: for class c, mu_c is the mean feature of its real training images
 and r_c the ``feature_quantile`` quantile of their distances to mu_c; a generated image of class c
@@ -34,15 +35,16 @@ DEFAULT_CONFIDENCE = 0.5
 def filter_cache(cache: str | os.PathLike, out: str | os.PathLike, space: FeatureSpace, train_images: np.ndarray,
                  train_labels: np.ndarray, *, confidence: float = DEFAULT_CONFIDENCE,
                  near_copy_ratio: float = M.NEAR_COPY_RATIO, feature_quantile: float | None = None,
-                 overwrite: bool = False,
+                 max_copy_share: float | None = None, overwrite: bool = False,
                  batch_size: int = 512, progress: bool = True, command: str = "") -> dict:
     """Write the images of ``cache`` that pass both criteria to ``out``; returns the ``filter`` record.
 
     An image of class c is kept when the classifier's softmax probability of c is >= ``confidence``
     and it is not a near-copy of a training image of class c (``metrics.memorisation`` with
     ``near_copy_ratio``). With ``feature_quantile`` q it must also lie within its class's
-    q-quantile feature distance (module docstring). ``train_images`` are the real training images,
-    uint8 (N, H, W, C).
+    q-quantile feature distance (module docstring). With ``max_copy_share`` s, a class whose
+    unfiltered images are near-copies at a share of s or more keeps none (``gate.gate_classes``).
+    ``train_images`` are the real training images, uint8 (N, H, W, C).
     """
     from tqdm.auto import tqdm
 
@@ -50,6 +52,7 @@ def filter_cache(cache: str | os.PathLike, out: str | os.PathLike, space: Featur
     from cbdm_aug.progress import on_terminal
     from cbdm_aug.cache.writer import CacheWriter, create_cache
     from cbdm_aug.data.convert import convert_images
+    from cbdm_aug.evaluate.gate import gate_classes
 
     cache, out = Path(cache), Path(out)
     if not 0 <= confidence <= 1:
@@ -58,6 +61,8 @@ def filter_cache(cache: str | os.PathLike, out: str | os.PathLike, space: Featur
         raise EvaluateError(f"--near-copy-ratio must be in [0, 1], got {near_copy_ratio}")
     if feature_quantile is not None and not 0 < feature_quantile <= 1:
         raise EvaluateError(f"--feature-quantile must be in (0, 1], got {feature_quantile}")
+    if max_copy_share is not None and not 0 < max_copy_share <= 1:
+        raise EvaluateError(f"--max-copy-share must be in (0, 1], got {max_copy_share}")
     if out.exists() and not overwrite:
         raise EvaluateError(f"{out}: already exists; pass --overwrite to replace it")
     if out.resolve() == cache.resolve():
@@ -74,6 +79,7 @@ def filter_cache(cache: str | os.PathLike, out: str | os.PathLike, space: Featur
         labels, seeds = syn.labels, syn.seeds
         confident = np.zeros(len(syn), bool)
         copy = np.zeros(len(syn), bool)
+        spacing = np.full(len(syn), np.nan)  # distance to the nearest training image / that image's spacing
         near = np.ones(len(syn), bool)
         if feature_quantile is not None:
             centre, radius = class_feature_radii(space, train_images, train_labels, C, feature_quantile)
@@ -92,9 +98,21 @@ def filter_cache(cache: str | os.PathLike, out: str | os.PathLike, space: Featur
                 m = y == c
                 if len(by_class[c]):
                     d, nearest = M.nearest_distance(pix[m], by_class[c])
-                    limit = near_copy_ratio * sibling[c][nearest] if sibling[c] is not None else M.NEAR_COPY_FALLBACK
+                    if sibling[c] is not None:
+                        scale = sibling[c][nearest]
+                        limit = near_copy_ratio * scale
+                    else:  # one training image: an absolute limit, and the spacing it stands for
+                        scale = torch.full_like(d, M.NEAR_COPY_FALLBACK / M.NEAR_COPY_RATIO)
+                        limit = M.NEAR_COPY_FALLBACK
                     copy[i:j][m] = (d < limit).numpy()
-        keep = confident & ~copy & near
+                    spacing[i:j][m] = (d / scale.clamp_min(1e-12)).numpy()
+        real_counts = np.bincount(train_labels, minlength=C)
+        generated = np.bincount(labels, minlength=C)
+        median = [float(np.median(spacing[labels == c])) if (labels == c).any() else float("nan") for c in range(C)]
+        gate = gate_classes(names, real_counts, generated, np.bincount(labels[copy], minlength=C), median,
+                            max_copy_share)
+        gated = np.array([gate[n]["used"] for n in names], bool)[labels] if len(labels) else np.ones(0, bool)
+        keep = confident & ~copy & near & gated
         count = lambda m: np.bincount(labels[m], minlength=C).tolist()  # noqa: E731
         record = {
             "criteria": {"classifier_confidence_min": confidence,
@@ -103,6 +121,7 @@ def filter_cache(cache: str | os.PathLike, out: str | os.PathLike, space: Featur
                                        f"(< {M.NEAR_COPY_FALLBACK} for a class with one training image)"),
                          "near_copy_ratio": near_copy_ratio,
                          "feature_quantile": feature_quantile,
+                         "max_copy_share": max_copy_share,
                          "feature_distance": (None if feature_quantile is None else
                                               f"distance to the class's mean real feature <= the {feature_quantile} "
                                               "quantile of the class's real images' distances")},
@@ -113,6 +132,8 @@ def filter_cache(cache: str | os.PathLike, out: str | os.PathLike, space: Featur
             "removed_near_copy": dict(zip(names, count(copy))),
             "removed_far_from_class": dict(zip(names, count(~near))),
             "removed_both": dict(zip(names, count(~confident & copy))),
+            "removed_gated": dict(zip(names, count(~gated & confident & ~copy & near))),
+            "gate": gate,
             "command": command,
         }
         attrs = syn.attrs
@@ -160,5 +181,6 @@ def removed_table(record: dict) -> str:
 
     names = list(record["before"])
     col = lambda key: [record[key][n] for n in names]  # noqa: E731
+    gated = [("gated off", col("removed_gated"))] if record.get("removed_gated") else []
     return count_table(names, ("before", col("before")), ("low confidence", col("removed_low_confidence")),
-                       ("near-copy", col("removed_near_copy")), ("kept", col("kept")))
+                       ("near-copy", col("removed_near_copy")), *gated, ("kept", col("kept")))

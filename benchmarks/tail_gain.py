@@ -16,7 +16,8 @@ Protocol:
   oracle: every class topped up to --top-up with *real* images the long-tailed split left out (same
   draws an epoch as the control); real-cb-2x doubles the epochs (the convergence check);
 - synthetic arms are named GEN[:OPT[:OPT...]], GEN a snapshot in --gen-runs (benchmarks/_ladder.py:
-  cbdm-2400 = tau 1, 2400 steps; cbdm-bal-2400 = the same with --balance-power 0; ddpm-*, tau 0), OPT:
+  cbdm-2400 = tau 1, 2400 steps; cbdm-bal-2400 = the same with --balance-power 0; cbdm-sqrt-* with
+  --balance-power 0.5; *-a12-* and *-a30-* with --augment 0.12 / 0.3; ddpm-*, tau 0), OPT:
     g2                  guidance 2 (default --guidance)
     top1000             top every class up to 1000 (default --top-up)
     w1                  synthetic loss weight 1 (default --synthetic-weight)
@@ -27,6 +28,8 @@ Protocol:
                         by (seed, class, index), so the other classes get the very images of the full arm)
     nora                no RandAugment (default: every synthetic arm adds RandAugment, so the images
                         must beat the strongest real-only augmentation, not replace it)
+    gate                the per-class gate (filter-cache --max-copy-share --gate-share, default 0.5): a class
+                        whose unfiltered samples are near-copies at that share or more gets no synthetic image
   a cache is generated with dpmpp-sde 20 steps, seed 0, and shared by the arms that need it;
 - generator metrics (--eval-gens): `evaluate-generator`, --eval-per-class unfiltered samples a class,
   in the filter classifier's feature space: per-class recall, precision, KID and near-copy share.
@@ -118,7 +121,7 @@ def parse_arm(name: str, args) -> dict:
     """GEN[:OPT...] -> the settings of a synthetic arm (see the module docstring)."""
     gen, *opts = name.split(":")
     spec = {"gen": gen, "guidance": args.guidance, "top_up": args.top_up, "weight": args.synthetic_weight,
-            "share": None, "filter": True, "randaugment": True, "notail": False}
+            "share": None, "filter": True, "randaugment": True, "notail": False, "gate": False}
     for o in opts:
         if o.startswith("g"):
             spec["guidance"] = float(o[1:])
@@ -134,6 +137,8 @@ def parse_arm(name: str, args) -> dict:
             spec["randaugment"] = False
         elif o == "notail":
             spec["notail"] = True
+        elif o == "gate":
+            spec["gate"] = True
         else:
             raise SystemExit(f"unknown arm option {o!r} in {name!r}")
     return spec
@@ -161,6 +166,7 @@ def main(argv=None):
     p.add_argument("--top-up", type=int, default=500, help="real + synthetic images per class")
     p.add_argument("--guidance", type=float, default=1.0)
     p.add_argument("--synthetic-weight", type=float, default=0.3)
+    p.add_argument("--gate-share", type=float, default=0.5, help="the gate option's --max-copy-share")
     p.add_argument("--eval-per-class", type=int, default=50)
     p.add_argument("--cas-epochs", type=int, default=40)
     p.add_argument("--epochs", type=int, default=4)
@@ -233,9 +239,11 @@ def main(argv=None):
                                       "--device", "cpu"], log))
         if not s["filter"]:
             return made
-        filt = out.with_name(out.stem + "-filtered.h5")
+        gate = f"-gated{args.gate_share:g}" if s["gate"] else ""
+        filt = out.with_name(out.stem + f"-filtered{gate}.h5")
         return once(filt, lambda: run([cbdm_aug(), "filter-cache", made, "--out", filt, "--real", args.data, *lt_cli,
-                                       "--classifier", filt_cls, "--quiet", "--overwrite"], log))
+                                       "--classifier", filt_cls, "--quiet", "--overwrite",
+                                       *(["--max-copy-share", args.gate_share] if s["gate"] else [])], log))
 
     oracle = lambda k: oracle_npz(args.data, lt, k, work / f"oracle{k}.npz")  # noqa: E731
     n_real = sum(counts)
@@ -345,6 +353,20 @@ def synthetic_counts(work: Path, name: str, seed: int) -> list[int] | None:
     return SyntheticCache(cache).counts().tolist()
 
 
+def gate_record(work: Path, name: str, seed: int) -> dict | None:
+    """The per-class gate decisions stored in the filtered cache a synthetic arm trained on."""
+    import yaml
+
+    from cbdm_aug.cache.reader import SyntheticCache
+
+    recipe = work / "arms" / name.replace(":", "+") / f"seed{seed}" / "recipe.yaml"
+    cache = (yaml.safe_load(recipe.read_text()) or {}).get("sampling", {}).get("cache") if recipe.exists() else None
+    if not cache or not Path(cache).exists():
+        return None
+    rec = SyntheticCache(cache).attrs.get("filter")
+    return (json.loads(rec) if isinstance(rec, str) else rec or {}).get("gate")
+
+
 def report(args, arm_names, counts, seeds, work, t_all, failed):
     few = [c for c, n in enumerate(counts) if n < args.few_below]
     # every arm --work holds for these seeds, not only this invocation's
@@ -388,6 +410,10 @@ def report(args, arm_names, counts, seeds, work, t_all, failed):
     for n in synthetic:
         a, b = np.asarray(per_seed[n]["per_class"]), np.asarray(per_seed[best_real]["per_class"])
         per_class_gain[n] = [paired(a[:, c], b[:, c]) | {"class": c, "count": counts[c]} for c in range(len(counts))]
+    # issue 21's schema: the default arm against best-real, per class
+    per_class_paired = [{"class": c, "n_real": counts[c], "arm": d, "baseline": best_real,
+                         "diff_mean": g["mean"], "ci95_low": g["lo"], "ci95_high": g["hi"]}
+                        for g in per_class_gain.get(d, []) for c in [g["class"]]] if d else []
     budget = budget_curve(args, work, counts, per_seed)
     env = environment()
     record = {"commit": env["commit"], "dirty_tree": env["dirty_tree"], "dataset": f"{args.dataset} exp-LT",
@@ -395,6 +421,7 @@ def report(args, arm_names, counts, seeds, work, t_all, failed):
               "few_below": args.few_below, "many_above": args.many_above, "few_classes": few,
               "seeds": seeds, "arms": arms, "best_real": best_real, "default_arm": d,
               "paired": pairs, "budget_curve": budget, "per_class_gain_vs_best_real": per_class_gain,
+              "per_class_paired": per_class_paired, "gates": {n: gate_record(work, n, seeds[0]) for n in synthetic},
               "settings": vars(args), "machine": env["machine"], "versions": env["versions"]}
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
@@ -466,11 +493,15 @@ def budget_curve(args, work, counts, per_seed) -> list[dict]:
         arm = next((a for a in ([f"{g}:{opts}"] if opts else []) + [g] if a in per_seed), None)
         out.append({"gen": g, "tau": meta["loss"]["tau"], "gen_steps": int(g.rsplit("-", 1)[1]),
                     "balance_power": meta["train"].get("balance_power", 1.0),
+                    "augment_p": meta["train"].get("augment_p", 0.0),
+                    "recognised_share": (float(np.mean([x["recognised_share"] for x in rows]))
+                                         if all(x.get("recognised_share") is not None for x in rows) else None),
                     "tail_recall": float(np.mean([x["recall"] for x in rows])),
                     "tail_precision": float(np.mean([x["precision"] for x in rows])),
                     "near_copy_share": float(np.mean([x["near_copy_share"] for x in rows])),
                     "kid": float(np.mean([x["kid"] for x in rows])),
-                    "per_class": [{k: x[k] for k in ("recall", "precision", "near_copy_share", "kid")} | {"count": counts[c]}
+                    "per_class": [{k: x.get(k) for k in ("recall", "precision", "near_copy_share", "kid", "recognised_share")}
+                                  | {"count": counts[c]}
                                   for c, x in zip(rare, rows)],
                     "few_shot_arm": arm, "few_shot_mean": float(np.mean(per_seed[arm]["few"])) if arm else None})
     return out

@@ -23,7 +23,7 @@ def test_the_demo_is_run_on_its_split_and_reports_paired_intervals(tmp_path):
     cfg = DemoConfig(preset="tiny", gen_steps=5, classifier_epochs=1, seeds=(0, 1))
     result = run_demo(cfg, tmp_path, echo=lines.append)
     text = "\n".join(map(str, lines))
-    for name in ("control", "RandAugment", "+ synthetic"):
+    for name in ("control", "RandAugment", "control + synthetic", "RandAugment + synthetic"):
         assert f"| {name} " in text
     assert result["verdict"] in text and "test split of" in text
     for f in ("report.md", "samples.png", "per_class_accuracy.png", "generator/generator.json"):

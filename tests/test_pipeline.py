@@ -55,16 +55,30 @@ def test_run_on_a_folder_with_a_test_folder_writes_the_report_with_paired_interv
     for f in ("report.md", "report.json", "samples.png", "per_class_accuracy.png"):
         assert (out / f).is_file(), f
     report = (out / "report.md").read_text()
-    # the three arms, each group, and the three paired differences with [lo, hi] intervals
-    for text in ("| control ", "| RandAugment ", "| + synthetic ", "RandAugment - control", "+ synthetic - control",
-                 "(best real-only)", "Verdict", "class 2"):
+    # the four arms, each group, and each synthetic arm against its twin with [lo, hi] intervals
+    for text in ("| control ", "| RandAugment ", "| control + synthetic ", "| RandAugment + synthetic ",
+                 "RandAugment - control", "control + synthetic - control (twin", "RandAugment + synthetic - RandAugment (twin",
+                 "best vs best real-only", "Verdict", "class 2", "near-copies", "synthetic used"):
         assert text in report, text
     assert re.search(r"[+-]\d+\.\d \[[+-]\d+\.\d, [+-]\d+\.\d\]", report)
     record = json.loads((out / "report.json").read_text())
     assert record["verdict"] in stdout and record["verdict"] in report
-    assert "few-shot class" in record["verdict"] and ("beat" in record["verdict"] or "lost" in record["verdict"])
-    stat = record["paired"]["synthetic-control"]["few"]
-    assert stat["n"] == 2 and stat["lo"] <= stat["mean"] <= stat["hi"]
+    # the verdict names both real-only recipes
+    assert "few-shot class" in record["verdict"] and "the control (" in record["verdict"] \
+        and "RandAugment (" in record["verdict"]
+    # issue 21's names, read by tools
+    assert record["arms"] == list(ARMS)
+    assert record["twins"] == {"control+synthetic": "control", "randaugment+synthetic": "randaugment"}
+    assert record["best_real_only"] in ("control", "randaugment")
+    assert record["counts"] == {"class 0": 12, "class 1": 6, "class 2": 3}
+    assert set(record["per_class"]) == set(ARMS) and len(record["per_class"]["control"]["class 2"]) == 2
+    assert record["per_class"]["control"]["class 0"][0] == pytest.approx(
+        100 * json.loads((out / "arms" / "control" / "seed0" / "metrics.json").read_text())["metrics"]["per_class"][0])
+    for key in ("control+synthetic-control", "randaugment+synthetic-randaugment", "randaugment-control",
+                f"{record['best_synthetic']}-{record['best_real_only']}"):
+        stat = record["paired"][key]["few"]
+        assert stat["n"] == 2 and stat["lo"] <= stat["mean"] <= stat["hi"]
+    assert set(record["gate"]) == {"class 0", "class 1", "class 2"}
     for arm in ARMS:
         assert sorted(p.name for p in (out / "arms" / arm).glob("seed*")) == ["seed0", "seed1"]
 
@@ -90,7 +104,7 @@ def test_a_changed_setting_reruns_its_stage_and_the_ones_after_it_and_says_why(f
     assert "[data] reused" in stdout and "[control] reused" in stdout and "[randaugment] reused" in stdout
     assert "[generator] rerun" in stdout and "gen_steps: 3 -> 4" in stdout
     assert "[cache] rerun" in stdout and "stage 'generator' changed" in stdout
-    assert "[synthetic] rerun" in stdout
+    assert "[control+synthetic] rerun" in stdout and "[randaugment+synthetic] rerun" in stdout
     assert json.loads((out / "generator" / "generator.json").read_text())["step"] == 4
 
 
@@ -101,7 +115,7 @@ def test_more_seeds_train_only_the_new_ones(finished, data, tmp_path, capsys):
     assert "[control] rerun" in stdout and "seeds: [0, 1] -> [0, 1, 2]" in stdout
     assert "control (class-balanced re-sampling), seed 0: reused" in stdout
     assert "control (class-balanced re-sampling), seed 2 (3/3)" in stdout
-    assert json.loads((out / "report.json").read_text())["paired"]["synthetic-control"]["few"]["n"] == 3
+    assert json.loads((out / "report.json").read_text())["paired"]["control+synthetic-control"]["few"]["n"] == 3
 
 
 def test_a_run_killed_in_the_middle_of_a_stage_resumes_there(finished, data, tmp_path, capsys, monkeypatch):
@@ -128,7 +142,7 @@ def test_a_run_killed_in_the_middle_of_a_stage_resumes_there(finished, data, tmp
     code, stdout, err = _run(data, out, capsys)
     assert code == 0, err
     assert "[randaugment] resuming" in stdout and "RandAugment, seed 0: reused" in stdout
-    assert "RandAugment, seed 1 (2/2)" in stdout and "[synthetic] reused" in stdout
+    assert "RandAugment, seed 1 (2/2)" in stdout and "[randaugment+synthetic] reused" in stdout
     assert (out / "arms" / "randaugment" / "seed0" / "metrics.json").stat().st_mtime_ns == seed0
 
 

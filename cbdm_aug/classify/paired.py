@@ -34,6 +34,8 @@ def excludes_zero(stat: dict) -> bool:
 
 
 def interval(stat: dict, digits: int = 1) -> str:
-    """``+4.1 [+1.2, +7.0]``."""
+    """``+4.1 [+1.2, +7.0]``; with one seed, ``+4.1, n/a (1 seed)``: there is no interval."""
     f = f"{{:+.{digits}f}}"
+    if not (math.isfinite(stat["lo"]) and math.isfinite(stat["hi"])):
+        return f"{f.format(stat['mean'])}, n/a ({stat.get('n', 1)} seed{'s' * (stat.get('n', 1) != 1)})"
     return f"{f.format(stat['mean'])} [{f.format(stat['lo'])}, {f.format(stat['hi'])}]"

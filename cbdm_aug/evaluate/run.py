@@ -239,6 +239,11 @@ def evaluate_generator(out: str | Path, real: RealData, opts: EvalOptions, *, ru
     whole["precision"], whole["recall"] = M.precision_recall(ref_f, fake_f, opts.k)
 
     per_class, near_copies = [], []
+    # the share of a class's samples that the feature network's classifier gives that class (p >= 0.5)
+    recognised = None
+    if space.classifier is not None:
+        proba = space.predict_proba(fake_x)
+        recognised = (proba[torch.arange(len(fake_l)), torch.as_tensor(fake_l)] >= 0.5).numpy()
     train_pix = M.pixel_vectors(train.images)
     fake_pix = M.pixel_vectors(fake_x)
     for c in range(C):
@@ -250,6 +255,7 @@ def evaluate_generator(out: str | Path, real: RealData, opts: EvalOptions, *, ru
         row["nn_feature"] = M.summarise(mem["feature"])
         row["train_nn_median_pixel"] = mem["train_nn_median_pixel"]
         row["near_copy_share"] = float(mem["near_copy"].float().mean())
+        row["recognised_share"] = float(recognised[fm].mean()) if recognised is not None and fm.any() else None
         per_class.append(row)
         near_copies.append(mem["near_copy"])
     whole["near_copy_share"] = float(torch.cat(near_copies).float().mean())

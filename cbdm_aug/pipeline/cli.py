@@ -6,6 +6,7 @@ from dataclasses import replace
 import click
 
 from cbdm_aug.diffusion.unet import PRESETS
+from cbdm_aug.pipeline.settings import CPU_GEN_STEPS, GPU_GEN_STEPS, SyntheticArm
 
 
 @click.command("run")
@@ -18,7 +19,8 @@ from cbdm_aug.diffusion.unet import PRESETS
               help="Reuse this fitted generator run (fit-generator's folder) instead of fitting one.")
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default=None,
               help="Generator UNet [default: cpu on a CPU; small, or cifar-paper from 32 px, on a GPU].")
-@click.option("--gen-steps", type=int, default=None, help="Generator training steps [default: 1500 on a CPU, 20000 on a GPU].")
+@click.option("--gen-steps", type=int, default=None,
+              help=f"Generator training steps [default: {CPU_GEN_STEPS} on a CPU, {GPU_GEN_STEPS} on a GPU].")
 @click.option("--image-size", type=int, default=None,
               help="Image size of the generator and classifiers [default: the data's, at most 16 on a CPU].")
 @click.option("--model", default=None, help="Classifier: a timm model name [default: sized from the image size].")
@@ -26,30 +28,33 @@ from cbdm_aug.diffusion.unet import PRESETS
               help="Epochs of each classifier run [default: about 40,000 images drawn, 4..30 epochs].")
 @click.option("--seeds", default="0,1,2", show_default=True, help="Comma-separated seeds; each arm trains once per seed.")
 @click.option("--device", default="auto", show_default=True, help="auto (cuda if available), cpu, cuda or cuda:N.")
-@click.option("--synthetic-randaugment/--no-synthetic-randaugment", default=True, show_default=True,
-              help="RandAugment the + synthetic arm's images, as the RandAugment arm does the real ones.")
+@click.option("--augment", "augment_p", type=click.FloatRange(0, 1), default=SyntheticArm().gen_augment_p,
+              show_default=True,
+              help="The generator's augmentation-conditioned training (fit-generator --augment): each warp "
+                   "with this probability; 0 is off.")
 @click.option("--skip-bad", is_flag=True, help="Skip unreadable image files (and report how many) instead of failing.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def run(data, test, holdout_per_class, out, generator, preset, gen_steps, image_size, model, classifier_epochs,
-        seeds, device, synthetic_randaugment, skip_bad, no_progress):
+        seeds, device, augment_p, skip_bad, no_progress):
     """Will generated images help your rare classes? Fit a CBDM generator on DATA (already
-    long-tailed: an image folder, an .npz or `digits`), top every class up with filtered generated
-    images, train three classifier arms over --seeds (the control: class-balanced re-sampling;
-    RandAugment; + synthetic) and report paired differences with 95% intervals and a verdict.
+    long-tailed: an image folder, an .npz or `digits`), top every class up with filtered, per-class
+    gated generated images, train four classifier arms over --seeds (the control: class-balanced
+    re-sampling; RandAugment; and each of them + the synthetic images) and report paired differences
+    with 95% intervals and a verdict.
 
     Writes OUT/report.md, samples.png and per_class_accuracy.png. Rerunning the same command reuses
     the finished stages, resumes an interrupted one, and reruns a stage whose settings changed.
     """
     from cbdm_aug.classify.cli import _parse_seeds
     from cbdm_aug.pipeline.run import run_pipeline
-    from cbdm_aug.pipeline.settings import RunOptions, SyntheticArm
+    from cbdm_aug.pipeline.settings import RunOptions
 
     seed_list = _parse_seeds(seeds)
     try:
         opts = RunOptions(data=data, test=test, holdout_per_class=holdout_per_class, skip_bad=skip_bad, generator=generator,
                           preset=preset, gen_steps=gen_steps, image_size=image_size, model=model,
                           classifier_epochs=classifier_epochs, seeds=tuple(seed_list), device=device,
-                          synthetic=replace(SyntheticArm(), randaugment=synthetic_randaugment))
+                          synthetic=replace(SyntheticArm(), gen_augment_p=augment_p))
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     run_pipeline(opts, out, echo=click.echo, progress=not no_progress)

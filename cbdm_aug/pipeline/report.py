@@ -1,6 +1,12 @@
 """The report of ``cbdm-aug run``: accuracy per shot group and per class for each arm, paired
-differences with 95% t-intervals over the seeds, a verdict sentence, a labelled sample grid and the
-per-class accuracy plot. ``sample_grid`` is also the demo's."""
+differences with 95% t-intervals over the seeds (each synthetic arm against its real-only twin, and
+the best synthetic arm against the best real-only arm), a verdict sentence, what the per-class gate
+used and why, a labelled sample grid and the per-class accuracy plot. ``sample_grid`` is also the
+demo's.
+
+``report.json`` is read by tools; its names are fixed (issue 21): ``arms``, ``twins``,
+``best_real_only``, ``counts``, ``per_class`` ({arm: {class: [accuracy % per seed]}}), ``paired``
+(keyed "A-B", then by group), and ``verdict``, ``best_synthetic``, ``per_seed``, ``groups``, ``gate``."""
 from __future__ import annotations
 
 import json
@@ -10,10 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from cbdm_aug.classify.paired import excludes_zero, interval, paired
+from cbdm_aug.pipeline.settings import TWINS
 
 GROUPS = ("many", "medium", "few", "balanced", "top1")
 GROUP_LABELS = {"many": "many", "medium": "medium", "few": "few", "balanced": "balanced", "top1": "overall"}
-TITLES = {"control": "control", "randaugment": "RandAugment", "synthetic": "+ synthetic"}
+TITLES = {"control": "control", "randaugment": "RandAugment", "control+synthetic": "control + synthetic",
+          "randaugment+synthetic": "RandAugment + synthetic"}
 
 
 def sample_grid(images: np.ndarray, labels: np.ndarray, cache: str | Path, class_names: list[str], path: str | Path,
@@ -62,33 +70,52 @@ def _groups_of(arms: dict) -> dict:
     return first["per_seed"][str(first["seeds"][0])]["groups"]
 
 
-def verdict(stats: dict, best: str, groups: dict, class_names: list[str], n_seeds: int) -> str:
-    """One plain sentence on + synthetic against the best real-only arm, on the rarest group there is."""
+def _says(s: dict, rival: str) -> str:
+    if s["lo"] > 0:
+        return f"beat {rival} ({interval(s)} points)"
+    if s["hi"] < 0:
+        return f"lost to {rival} ({interval(s)} points)"
+    return f"did not beat {rival} ({interval(s)} points, the interval includes 0)"
+
+
+def verdict(stats: dict, twins: dict, best: str, best_syn: str, groups: dict, class_names: list[str],
+            n_seeds: int) -> str:
+    """Plain sentences on the rarest group there is: each synthetic arm against its real-only twin,
+    then the best synthetic arm against the best real-only arm where that is another pair."""
     key = next((g for g in ("few", "medium") if groups.get(g)), "balanced")
-    s = stats["synthetic-best"][key]
     if key == "balanced":
-        where = "on all your classes (balanced accuracy)"
+        where = "On all your classes (balanced accuracy)"
     else:
         ids = groups[key]
         names = ", ".join(class_names[i] for i in ids[:6]) + (", ..." if len(ids) > 6 else "")
-        where = f"on your {len(ids)} {key}-shot class{'es' if len(ids) > 1 else ''} ({names})"
-    rival = TITLES[best]
+        where = f"On your {len(ids)} {key}-shot class{'es' if len(ids) > 1 else ''} ({names})"
+    c = stats["control+synthetic-control"][key]
+    r = stats["randaugment+synthetic-randaugment"][key]
     if n_seeds < 2:
-        return (f"{where[0].upper()}{where[1:]}, + synthetic vs {rival}: {s['mean']:+.1f} points with one seed, which "
-                "gives no interval; rerun with --seeds 0,1,2 for an answer")
-    text = f"{where[0].upper()}{where[1:]}, "
-    if s["lo"] > 0:
-        return text + f"+ synthetic beat {rival} by {interval(s)} points (95% t-interval over {n_seeds} seeds)."
-    if s["hi"] < 0:
-        return text + f"+ synthetic lost to {rival} by {interval(s)} points (95% t-interval over {n_seeds} seeds)."
-    return text + (f"+ synthetic did not beat {rival}: {interval(s)} points, the interval includes 0 "
-                   f"({n_seeds} seeds).")
+        return (f"{where}, + synthetic against the control: {c['mean']:+.1f} points, against RandAugment: "
+                f"{r['mean']:+.1f} points, with one seed, which gives no interval; rerun with --seeds 0,1,2 for an answer.")
+    text = (f"{where}, + synthetic {_says(c, 'the control')} and {_says(r, 'RandAugment')}; "
+            f"{n_seeds} seeds, paired 95% t-intervals.")
+    if twins[best_syn] != best:
+        b = stats[f"{best_syn}-{best}"][key]
+        text += f" The best arm with generated images, {TITLES[best_syn]}, {_says(b, f'the best real-only arm, {TITLES[best]}')}."
+    return text
 
 
 def _table(headers, rows) -> str:
     from cbdm_aug.classify.report import _md_table
 
     return _md_table(headers, rows)
+
+
+def _gate_cells(name: str, syn: dict) -> tuple[str, str, str]:
+    """(generated, near-copies, used) for a class, from the synthetic stage's record."""
+    g = (syn.get("gate") or {}).get(name)
+    kept = syn.get("kept", {}).get(name, 0)
+    if g is None:  # an unfiltered cache: everything generated is used
+        return str(syn.get("generated", syn.get("kept", {})).get(name, kept)), "", str(kept)
+    return (str(g["generated"]), f"{100 * g['copy_share']:.0f}%" if g["generated"] else "",
+            str(kept) if g["used"] else "none (gated)")
 
 
 def write_report(out: Path, data: dict, syn: dict, arms: dict, opts, r, why: list[str], times: dict,
@@ -104,26 +131,37 @@ def write_report(out: Path, data: dict, syn: dict, arms: dict, opts, r, why: lis
               for a in arms}
     key = next((g for g in ("few", "medium") if groups.get(g)), "balanced")
     best = max(("control", "randaugment"), key=lambda a: np.mean(values[a][key]))
-    pairs = {"randaugment-control": ("randaugment", "control"), "synthetic-control": ("synthetic", "control"),
-             "synthetic-best": ("synthetic", best)}  # the best real-only arm may be the control itself
+    best_syn = max(TWINS, key=lambda a: np.mean(values[a][key]))
+    pairs = {"randaugment-control": ("randaugment", "control"),
+             **{f"{a}-{b}": (a, b) for a, b in TWINS.items()},
+             f"{best_syn}-{best}": (best_syn, best)}  # the best pair may be a twin pair: then it is one key
     stats = {p: {g: paired(values[a][g], values[b][g]) for g in values[a] if g in values[b]} for p, (a, b) in pairs.items()}
-    sentence = verdict(stats, best, groups, names, n)
+    sentence = verdict(stats, TWINS, best, best_syn, groups, names, n)
 
     shown = [g for g in GROUPS if g in values["control"]]
     arm_rows = [[TITLES[a]] + [f"{np.mean(values[a][g]):.2f} ± {np.std(values[a][g], ddof=1) if n > 1 else 0:.2f}"
                                for g in shown] for a in arms]
     arm_table = _table(["arm"] + [GROUP_LABELS[g] for g in shown], arm_rows)
-    pair_rows = [[f"{TITLES[a]} - {TITLES[b]}" + (" (best real-only)" if p == "synthetic-best" else "")] + [interval(stats[p][g]) + (" *" if excludes_zero(stats[p][g]) else "")
-                                                   for g in shown] for p, (a, b) in pairs.items()]
+
+    def label(p, a, b):
+        tags = [t for t, on in (("twin", TWINS.get(a) == b), ("best vs best real-only", p == f"{best_syn}-{best}")) if on]
+        return f"{TITLES[a]} - {TITLES[b]}" + (f" ({', '.join(tags)})" if tags else "")
+
+    pair_rows = [[label(p, a, b)] + [interval(stats[p][g]) + (" *" if excludes_zero(stats[p][g]) else "") for g in shown]
+                 for p, (a, b) in pairs.items()]
     pair_table = _table(["paired difference (points)"] + [GROUP_LABELS[g] for g in shown], pair_rows)
-    kept = syn.get("kept", {})
+    per_class_acc = {a: {name: [100 * v if v is not None else None
+                                for v in (arms[a]["per_seed"][str(s)]["per_class"][c] for s in arms[a]["seeds"])]
+                         for c, name in enumerate(names)} for a in arms}
     per_class_rows = []
     for c, name in enumerate(names):
         group = next(g for g, ids in groups.items() if c in ids)
-        per_class_rows.append([name, str(data["counts"][c]), str(kept.get(name, 0)), str(data["test_counts"][c]), group]
-                              + [f"{100 * np.nanmean([np.nan if v is None else v for v in (arms[a]['per_seed'][str(s)]['per_class'][c] for s in arms[a]['seeds'])]):.1f}"
+        per_class_rows.append([name, str(data["counts"][c]), *_gate_cells(name, syn), str(data["test_counts"][c]), group]
+                              + [f"{np.nanmean([np.nan if v is None else v for v in per_class_acc[a][name]]):.1f}"
                                  for a in arms])
-    per_class = _table(["class", "real train", "synthetic", "test", "group"] + [TITLES[a] for a in arms], per_class_rows)
+    per_class = _table(["class", "real train", "generated", "near-copies", "synthetic used", "test", "group"]
+                       + [TITLES[a] for a in arms], per_class_rows)
+    gated = [g["why"] for g in (syn.get("gate") or {}).values() if not g["used"]]
     thresholds = f"many > {opts.many_threshold}, medium {opts.few_threshold}..{opts.many_threshold}, few < {opts.few_threshold} real training images"
 
     runs = [load_run(out / "arms" / a) for a in arms]
@@ -138,7 +176,8 @@ def write_report(out: Path, data: dict, syn: dict, arms: dict, opts, r, why: lis
     terminal = "\n".join([
         f"\nAccuracy (%) on {data['test_source']}, mean ± sample std over seeds {list(opts.seeds)}; groups: {thresholds}.",
         arm_table, "", f"Paired differences, same seeds, mean [95% t-interval] (* excludes 0):", pair_table, "",
-        sentence])
+        *(f"gate: {w}" for w in gated), *([""] if gated else []), sentence])
+    s = opts.synthetic
     lines = [
         "# cbdm-aug run", "",
         f"Data: {data['source']}, {sum(data['counts'])} training images in {len(names)} classes; "
@@ -146,14 +185,19 @@ def write_report(out: Path, data: dict, syn: dict, arms: dict, opts, r, why: lis
         "## Verdict", "", sentence, "",
         f"## Accuracy (%) per arm over seeds {list(opts.seeds)}", "",
         "Arms: the control trains on the real images with class-balanced re-sampling; RandAugment adds a RandAugment "
-        "policy to it (the strongest real-only recipe); + synthetic adds the filtered generated images to the control "
-        f"(synthetic loss weight {opts.synthetic.synthetic_weight:g}"
-        + (", RandAugment on its real and generated images" if opts.synthetic.randaugment else "") + "). "
-        f"Groups: {thresholds}.", "", arm_table, "",
+        "policy to it (the strongest real-only recipe we know); each '+ synthetic' arm is its real-only twin plus the "
+        f"filtered, gated generated images (synthetic loss weight {s.synthetic_weight:g}; RandAugment, where the twin "
+        f"has it, on real and generated images alike). Groups: {thresholds}.", "", arm_table, "",
         "## Paired differences (accuracy points)", "",
         f"Per seed, arm minus arm (same seed: same initialisation and real-image draws), mean and 95% t-interval over "
-        f"{n} seeds; * marks an interval that excludes 0. The best real-only arm here is {TITLES[best]}.", "", pair_table, "",
-        "## Per class (accuracy %, mean over seeds)", "", per_class, "",
+        f"{n} seeds; * marks an interval that excludes 0. The best real-only arm here is {TITLES[best]}, the best arm "
+        f"with generated images {TITLES[best_syn]}.", "", pair_table, "",
+        "## Per class (accuracy %, mean over seeds)", "",
+        "'generated' counts the class's samples before the filter, 'near-copies' the share of them that are "
+        "near-copies of its training images, 'synthetic used' what the classifier saw after the filter and the "
+        "per-class gate" + (f" (a class at {100 * s.max_copy_share:.0f}% near-copies or more gets none)"
+                            if s.max_copy_share is not None else " (off)") + ".", "", per_class, "",
+        *([*(f"- {w}" for w in gated), ""] if gated else []),
         "![per-class accuracy](per_class_accuracy.png)", "",
         "Per class, real training images (left) and generated, filtered ones (right):", "", "![samples](samples.png)", "",
         "## Settings", "", *(f"- {w}" for w in why), "", "```json",
@@ -164,7 +208,9 @@ def write_report(out: Path, data: dict, syn: dict, arms: dict, opts, r, why: lis
     tmp = out / f".report.md.tmp{os.getpid()}"
     tmp.write_text("\n".join(lines) + "\n")
     os.replace(tmp, out / "report.md")
-    record = {"verdict": sentence, "best_real_only": best, "per_seed": values, "paired": stats, "groups": groups}
+    record = {"verdict": sentence, "arms": list(arms), "twins": dict(TWINS), "best_real_only": best,
+              "best_synthetic": best_syn, "counts": dict(zip(names, data["counts"])), "per_class": per_class_acc,
+              "paired": stats, "per_seed": values, "groups": groups, "gate": syn.get("gate")}
     tmp = out / f".report.json.tmp{os.getpid()}"
     tmp.write_text(json.dumps(record, indent=1))
     os.replace(tmp, out / "report.json")

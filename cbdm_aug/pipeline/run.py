@@ -3,8 +3,10 @@
 1. data: DATA as it is (already long-tailed) and a test set (TEST, or a balanced hold-out);
 2. generator: fit a CBDM generator on the training images (or reuse ``--generator``);
 3. synthetic: top every class up, then filter (the settings of ``SyntheticArm``);
-4. three classifier arms over the seeds: the control (class-balanced re-sampling of the real
-   images), RandAugment on top of it (the strongest real-only recipe), and + synthetic;
+4. four classifier arms over the seeds: the two real-only recipes, the control (class-balanced
+   re-sampling of the real images) and RandAugment on top of it (the strongest real-only recipe we
+   know), and each of them + the synthetic images (its "twin"), so the images are measured on top
+   of both;
 5. report: per-group and per-class accuracy, paired differences with 95% t-intervals, a verdict.
 
 The stages and their reuse rules are in ``cbdm_aug.pipeline.stages``; each uses the package's own
@@ -22,12 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from cbdm_aug.errors import UserError
-from cbdm_aug.pipeline.settings import Resolved, RunOptions, resolve
+from cbdm_aug.pipeline.settings import ARMS, TWINS, Resolved, RunOptions, resolve
 from cbdm_aug.pipeline.stages import Stages
 
-ARMS = ("control", "randaugment", "synthetic")
 ARM_TITLES = {"control": "control (class-balanced re-sampling)", "randaugment": "RandAugment",
-              "synthetic": "+ synthetic"}
+              "control+synthetic": "control + synthetic", "randaugment+synthetic": "RandAugment + synthetic"}
 _OWN = {".lock", ".lock.takeover", "stages", "data", "generator", "synthetic", "arms", "report.md",
         "samples.png", "per_class_accuracy.png", "report.json", "run.log"}
 
@@ -130,7 +131,7 @@ def _fit_stage(out: Path, r: Resolved, device, echo, progress: bool) -> dict:
     gen_dir = out / "generator"
     cfg = FitConfig(DataConfig(str(out / "data" / "train.npz"), image_size=r.image_size, channels=r.channels),
                     TrainConfig(r.preset, r.gen_steps, r.gen_batch_size, r.gen_lr, seed=0,
-                                balance_power=r.gen_balance_power,
+                                balance_power=r.gen_balance_power, augment_p=r.gen_augment_p,
                                 sample_every=max(1, r.gen_steps // 4), checkpoint_every=max(1, min(250, r.gen_steps // 4)),
                                 # one device: Lightning's 'auto' would start DDP over every GPU and re-run this command
                                 accelerator="gpu" if device.type == "cuda" else "cpu",
@@ -181,10 +182,15 @@ def _synthetic_stage(out: Path, gen_run: str, data: dict, r: Resolved, opts: Run
     filtered = d / "filtered.h5"
     with output_lock(filtered, folder=False, what="cache", echo=echo):
         record = filter_cache(cache, filtered, space, train.images, train.labels, confidence=s.filter_confidence,
-                              near_copy_ratio=s.near_copy_ratio, overwrite=True, progress=progress,
+                              near_copy_ratio=s.near_copy_ratio, max_copy_share=s.max_copy_share,
+                              overwrite=True, progress=progress,
                               command=f"cbdm-aug run (synthetic stage of {out})")
     echo(removed_table(record))
-    return {"cache": str(filtered.relative_to(out)), "kept": record["kept"], "generated": record["before"]}
+    for g in record["gate"].values():
+        if not g["used"]:
+            echo(f"gate: {g['why']}")
+    return {"cache": str(filtered.relative_to(out)), "kept": record["kept"], "generated": record["before"],
+            "gate": record["gate"]}
 
 
 def arm_recipe(arm: str, out: Path, r: Resolved, opts: RunOptions, device, cache: str | None):
@@ -199,12 +205,10 @@ def arm_recipe(arm: str, out: Path, r: Resolved, opts: RunOptions, device, cache
             f"schedule.epochs={r.epochs}", f"schedule.batch_size={r.batch_size}", "schedule.kind=cosine",
             "schedule.warmup_epochs=0.5", "schedule.milestones=[]", "loss.kind=ce", "sampling.mode=class-balanced",
             f"eval.many_threshold={opts.many_threshold}", f"eval.few_threshold={opts.few_threshold}", "eval.batch_size=1000"]
-    if arm == "randaugment":
+    if arm.startswith("randaugment"):  # on the generated images too, as benchmarks/tail_gain.py measures it
         sets.append("data.augment=randaugment")
-    elif arm == "synthetic":
+    if arm in TWINS:
         sets += ["sampling.mode=synthetic", f"sampling.cache={cache}", f"loss.synthetic_weight={s.synthetic_weight:g}"]
-        if s.randaugment:  # on the generated images too, as benchmarks/tail_gain.py measured it
-            sets += ["data.augment=randaugment"]
     return load_recipe(None, sets)
 
 
@@ -309,9 +313,11 @@ def _run(opts: RunOptions, out: Path, echo, progress: bool) -> dict:
                          lambda: {"run": str(Path(opts.generator).resolve())}, after=("data",))
     else:
         gen = stages.run("generator", f"fit a CBDM generator ({r.preset} UNet, {r.gen_steps} steps, "
-                         f"{r.image_size}x{r.image_size}, class c drawn ~ n_c^{r.gen_balance_power:g})",
+                         f"{r.image_size}x{r.image_size}, class c drawn ~ n_c^{r.gen_balance_power:g}"
+                         + (f", augmentation-conditioned at p={r.gen_augment_p:g}" if r.gen_augment_p else "") + ")",
                          {k: getattr(r, k) for k in ("image_size", "channels", "preset", "gen_steps", "gen_batch_size",
-                                                    "gen_lr", "gen_balance_power")} | {"accelerator": "gpu" if on_gpu else "cpu"},
+                                                    "gen_lr", "gen_balance_power", "gen_augment_p")}
+                         | {"accelerator": "gpu" if on_gpu else "cpu"},
                          lambda: _fit_stage(out, r, device, echo, progress),
                          clean=lambda: shutil.rmtree(out / "generator", ignore_errors=True), after=("data",))
     syn = stages.run("cache", "generate the top-up cache and filter it",
@@ -321,11 +327,11 @@ def _run(opts: RunOptions, out: Path, echo, progress: bool) -> dict:
                      clean=lambda: shutil.rmtree(out / "synthetic", ignore_errors=True), after=("data", "generator"))
     arms = {}
     for arm in ARMS:
-        recipe = arm_recipe(arm, out, r, opts, str(device), str(out / syn["cache"]) if arm == "synthetic" else None)
+        recipe = arm_recipe(arm, out, r, opts, str(device), str(out / syn["cache"]) if arm in TWINS else None)
         arms[arm] = stages.run(arm, f"train {ARM_TITLES[arm]} over seeds {list(opts.seeds)}",
                                {"recipe": recipe_key(recipe), "seeds": list(opts.seeds)},
                                lambda arm=arm, recipe=recipe: _arm_stage(arm, out, recipe, opts.seeds, echo, progress),
-                               after=("data", "cache") if arm == "synthetic" else ("data",))
+                               after=("data", "cache") if arm in TWINS else ("data",))
     times = {n: rec.get("seconds", 0.0) for n, rec in stages.records.items()}
     report = write_report(out, data, syn, arms, opts, r, why, times, time.time() - t0)
     echo(report["terminal"])

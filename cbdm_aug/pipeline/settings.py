@@ -10,6 +10,10 @@ from dataclasses import asdict, dataclass, field
 
 from cbdm_aug.errors import ConfigError
 
+# The classifier arms of a run: the two real-only recipes, and each of them + the synthetic images
+ARMS = ("control", "randaugment", "control+synthetic", "randaugment+synthetic")
+TWINS = {"control+synthetic": "control", "randaugment+synthetic": "randaugment"}  # synthetic arm: its real-only twin
+
 
 @dataclass(frozen=True)
 class SyntheticArm:
@@ -23,19 +27,21 @@ class SyntheticArm:
                                         # this probability (None: keep all); unfiltered images lost to
                                         # plain re-sampling on MNIST-LT (benchmarks/results/e2e_quality.md)
     near_copy_ratio: float = 0.5        # and near-copies of a training image (filter-cache's criterion)
+    max_copy_share: float | None = 0.5  # the per-class gate (evaluate/gate.py): a class whose unfiltered
+                                        # samples are near-copies at this share or more gets none of them
+                                        # (None: off). MEASURED: see the README's Results, issue 21
     synthetic_weight: float = 1.0       # loss weight of a synthetic image relative to a real one (DiffuLT).
                                         # MNIST-LT rho=1000, balanced-batch CBDM: 1 gave +2.1 [+0.5, +3.6] few-shot
                                         # points over RandAugment, 0.3 gave +2.0 [-1.1, +5.2]
                                         # (benchmarks/results/tail_gain_rho1000.md)
-    randaugment: bool = True            # RandAugment the arm's images, real and generated: "the best real-only
-                                        # recipe + synthetic"; without it the arm lost to RandAugment alone
-                                        # (-4.7 [-6.9, -2.5] few-shot points in a run at rho=1000)
     seed: int = 0                       # sampling seed of the cache
     gen_balance_power: float = 0.5      # the generator's own batches draw class c ~ n_c ** this. At rho=1000 a
                                         # CBDM on natural batches (1) had not learned its 5- and 10-image classes
                                         # (0-6% of samples recognised), on class-balanced ones (0) it memorised
                                         # them (100% near-copies by 1200 steps), on square-root ones (0.5) 81-88%
                                         # were recognised and none were copies (benchmarks/results/tail_probe_rho1000*.md)
+    gen_augment_p: float = 0.0          # the generator's augmentation conditioning (fit-generator --augment).
+                                        # MEASURED: see the README's Results, issue 21
 
     def __post_init__(self):
         if self.top_up < 1:
@@ -46,11 +52,15 @@ class SyntheticArm:
             raise ConfigError(f"filter_confidence must be in [0, 1] or None, got {self.filter_confidence}")
         if not 0 <= self.synthetic_weight <= 1e3:
             raise ConfigError(f"synthetic_weight must be in [0, 1000], got {self.synthetic_weight}")
+        if self.max_copy_share is not None and not 0 < self.max_copy_share <= 1:
+            raise ConfigError(f"max_copy_share must be in (0, 1] or None, got {self.max_copy_share}")
+        if not 0 <= self.gen_augment_p <= 1:
+            raise ConfigError(f"--augment must be a probability in [0, 1], got {self.gen_augment_p}")
 
     def cache_settings(self) -> dict:
         """The settings that make the cache (the rest only change how the classifier uses it)."""
         d = asdict(self)
-        for k in ("synthetic_weight", "randaugment", "gen_balance_power"):
+        for k in ("synthetic_weight", "gen_balance_power", "gen_augment_p"):
             d.pop(k)
         return d
 
@@ -99,6 +109,7 @@ class Resolved:
     gen_batch_size: int
     gen_lr: float
     gen_balance_power: float
+    gen_augment_p: float
     model: str
     epochs: int
     batch_size: int
@@ -148,6 +159,6 @@ def resolve(opts: RunOptions, num_images: int, image_size: int, channels: int, o
         why.append(f"{epochs} classifier epochs: about {DRAWS:,} images drawn per run for your {num_images:,} (--classifier-epochs)")
     return Resolved(image_size=size, channels=channels, preset=preset, gen_steps=steps,
                     gen_batch_size=64 if not on_gpu else 128, gen_lr=1e-3 if not on_gpu else 2e-4,
-                    gen_balance_power=opts.synthetic.gen_balance_power,
+                    gen_balance_power=opts.synthetic.gen_balance_power, gen_augment_p=opts.synthetic.gen_augment_p,
                     model=model, epochs=epochs, batch_size=batch, lr=0.1 * batch / 128,
                     crop_padding=1 if size <= 16 else size // 8, hflip=channels == 3), why

@@ -1,6 +1,7 @@
 """Fit one generator in stages and keep a frozen copy of its sampling files at each budget.
 
-    python benchmarks/_ladder.py NAME --budgets 600,1200,2400,4800 [--tau 1] [--imbalance 100] [more fit-generator options]
+    python benchmarks/_ladder.py NAME --budgets 600,1200,2400,4800 [--tau 1] [--imbalance 100] [--max-per-class 5000]
+        [more fit-generator options, e.g. --balance-power 0.5 --augment 0.12]
 
 The run grows with ``fit-generator --resume --max-steps B``; the warm-up is fixed (--warmup-steps),
 so the copy at budget B is what a B-step run with that warm-up gives (up to the data order, which a
@@ -32,7 +33,8 @@ def main(argv=None):
     p.add_argument("--budgets", default="600,1200,2400,4800")
     p.add_argument("--tau", default="1")
     p.add_argument("--data", default="../shared/datasets/mnist.npz")
-    p.add_argument("--imbalance", default="100", help="rho of the exp long-tail view (n_max 5000)")
+    p.add_argument("--imbalance", default="100", help="rho of the exp long-tail view")
+    p.add_argument("--max-per-class", default="5000", help="n_max of the exp long-tail view")
     p.add_argument("--work", default=str(ROOT / "runs" / "budget_curve" / "gens"))
     args, extra = p.parse_known_args(argv)  # anything else goes to fit-generator as it is
     args.extra = [e for e in extra if e != "--"]
@@ -44,7 +46,7 @@ def main(argv=None):
             continue
         if step_of(live) < b:
             cmd = [cbdm_aug(), "fit-generator", args.data, "--out", live, "--preset", "cpu", "--image-size", 16,
-                   "--longtail", "exp", "--imbalance", args.imbalance, "--max-per-class", 5000, "--data-seed", 0,
+                   "--longtail", "exp", "--imbalance", args.imbalance, "--max-per-class", args.max_per_class, "--data-seed", 0,
                    "--max-steps", b, "--batch-size", 64, "--lr", "1e-3", "--warmup-steps", 60, "--seed", 0,
                    "--tau", args.tau, "--accelerator", "cpu", "--sample-every", 600, "--checkpoint-every", 300,
                    *args.extra, *(["--resume"] if (live / "run.json").exists() else [])]

@@ -123,7 +123,9 @@ def parse_arm(name: str, args) -> dict:
     spec = {"gen": gen, "guidance": args.guidance, "top_up": args.top_up, "weight": args.synthetic_weight,
             "share": None, "filter": True, "randaugment": True, "notail": False, "gate": False}
     for o in opts:
-        if o.startswith("g"):
+        if o == "gate":
+            spec["gate"] = True
+        elif o.startswith("g"):
             spec["guidance"] = float(o[1:])
         elif o.startswith("top"):
             spec["top_up"] = int(o[3:])
@@ -137,8 +139,6 @@ def parse_arm(name: str, args) -> dict:
             spec["randaugment"] = False
         elif o == "notail":
             spec["notail"] = True
-        elif o == "gate":
-            spec["gate"] = True
         else:
             raise SystemExit(f"unknown arm option {o!r} in {name!r}")
     return spec
@@ -402,9 +402,11 @@ def report(args, arm_names, counts, seeds, work, t_all, failed):
         for n in synthetic:  # each lever against the default it varies
             if n != d:
                 pair(n, d, "default")
+        family = d.split(":")[0].rsplit("-", 1)[0]
         for g, other in compared_arms(d, args.compare_gens).items():
-            if other in per_seed:  # issue 17's names: 'ddpm' and 'ddpm-balanced'
-                pair(d, other, {"ddpm-bal": "ddpm-balanced"}.get(g, g))
+            if other in per_seed:  # issue 17's names: 'ddpm' (the same pipeline with tau 0) and 'ddpm-balanced'
+                pair(d, other, "ddpm" if g in ("ddpm", family.replace("cbdm", "ddpm", 1))
+                     else {"ddpm-bal": "ddpm-balanced"}.get(g, g))
     # per-class paired gain of the default arm (or each synthetic arm) over best-real
     per_class_gain = {}
     for n in synthetic:

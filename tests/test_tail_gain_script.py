@@ -45,7 +45,9 @@ def test_arm_names_and_the_default_arms_comparisons():
     assert (s["gen"], s["guidance"], s["weight"], s["top_up"], s["share"], s["filter"], s["randaugment"]) == \
         ("cbdm-sqrt-1200", 2.0, 1.0, 1000, 0.5, False, False)
     d = tail_gain.parse_arm("ddpm-1200:notail", args)
-    assert d["notail"] and not s["notail"]
+    assert d["notail"] and not s["notail"] and not d["gate"]
+    g = tail_gain.parse_arm("cbdm-sqrt-a12-1200:w1:gate", args)  # 'gate' is not a guidance 'g<w>'
+    assert g["gate"] and g["guidance"] == 1.0 and g["gen"] == "cbdm-sqrt-a12-1200"
     assert (d["guidance"], d["weight"], d["top_up"], d["share"], d["filter"], d["randaugment"]) == \
         (1.0, 0.3, 500, None, True, True)  # the defaults
     with pytest.raises(SystemExit, match="unknown arm option"):
@@ -55,4 +57,6 @@ def test_arm_names_and_the_default_arms_comparisons():
     assert tail_gain.compared_arms("cbdm-sqrt-1200:w1", "ddpm,ddpm-bal") == \
         {"ddpm": "ddpm-1200:w1", "ddpm-bal": "ddpm-bal-1200:w1"}
     assert tail_gain.compared_arms("cbdm-sqrt-1200:w1", "") == {}
+    assert tail_gain.compared_arms("cbdm-sqrt-a12-1200:w1:gate", "ddpm-sqrt-a12") == \
+        {"ddpm-sqrt-a12": "ddpm-sqrt-a12-1200:w1:gate"}
     assert tail_gain.lt_counts(100, 5000) == [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]

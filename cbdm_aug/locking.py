@@ -113,12 +113,17 @@ def _take_over(lock: Path, stale: dict, record: dict) -> bool:
     """Replace a stale lock by ours, one taker at a time; False if someone else got there first."""
     import fcntl
 
-    with open(lock.with_name(lock.name + ".takeover"), "a") as side:
+    side_path = lock.with_name(lock.name + ".takeover")
+    with open(side_path, "a") as side:
         fcntl.flock(side, fcntl.LOCK_EX)
         if read_holder(lock) != stale:  # changed since we looked: another process took it
             return False
         lock.unlink(missing_ok=True)
-        return _create(lock, record)
+        taken = _create(lock, record)
+        # Not left behind. Removed while held: a taker still waiting on this file, or one that opens a
+        # new one, re-reads the holder above, finds ours instead of the stale one, and backs off.
+        side_path.unlink(missing_ok=True)
+        return taken
 
 
 @contextlib.contextmanager

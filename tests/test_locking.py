@@ -75,6 +75,7 @@ def test_a_lock_left_by_a_dead_process_is_taken_over_and_reported(tmp_path):
     with output_lock(tmp_path / "c.h5", folder=False, echo=said.append):
         assert read_holder(lock)["pid"] != dead
     assert len(said) == 1 and f"pid {dead}" in said[0] and "no longer running" in said[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # neither the lock nor the takeover file is left
 
 
 def test_a_pid_reused_by_a_later_process_counts_as_a_dead_holder(tmp_path, live_pid):

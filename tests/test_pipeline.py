@@ -93,6 +93,7 @@ def test_a_rerun_of_the_same_command_reuses_every_stage_in_a_fraction_of_the_tim
     for stage in STAGES:
         assert f"[{stage}] reused" in stdout, stage
     assert "seed 0 (1/2)" not in stdout  # nothing trained
+    assert "- generator (reused): " in (out / "report.md").read_text()  # the report says so too
     assert (out / "generator" / "ema.safetensors").stat().st_mtime_ns == weights
     assert time.time() - t < finished[2] / 2
 
@@ -106,6 +107,14 @@ def test_a_changed_setting_reruns_its_stage_and_the_ones_after_it_and_says_why(f
     assert "[cache] rerun" in stdout and "stage 'generator' changed" in stdout
     assert "[control+synthetic] rerun" in stdout and "[randaugment+synthetic] rerun" in stdout
     assert json.loads((out / "generator" / "generator.json").read_text())["step"] == 4
+
+
+def test_changing_the_classifier_epochs_reruns_the_arms_but_not_the_cache(finished, data, tmp_path, capsys):
+    out = _copy(finished, tmp_path)
+    code, stdout, err = _run(data, out, capsys, "--classifier-epochs", "2")
+    assert code == 0, err
+    assert "[cache] reused" in stdout and "[generator] reused" in stdout  # the filter classifier has its own epochs
+    assert "[control] rerun" in stdout and "epochs" in stdout
 
 
 def test_more_seeds_train_only_the_new_ones(finished, data, tmp_path, capsys):

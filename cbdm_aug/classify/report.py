@@ -29,23 +29,85 @@ def _md_table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join([fmt(headers), "| " + " | ".join("-" * w for w in widths) + " |", *map(fmt, rows)])
 
 
-def _plot(series: list[tuple[str, list[int], list]], path: Path, thresholds: dict | None, title: str) -> None:
-    """Per-class accuracy against training images per class (log x), one marker series per run."""
+# Past this many classes one line per class reads as noise: the plot bins classes by size instead.
+MAX_CLASSES_PLOTTED = 20
+LABEL_CLASSES_UP_TO = 20  # and up to this many, each point carries its class name
+
+
+def size_bins(counts, per_bin: float = 2.0) -> list[tuple[int, int]]:
+    """Log-spaced [lo, hi] ranges of class size (training images) that cover ``counts``, each spanning
+    a factor of about ``per_bin``; empty ranges are dropped."""
+    counts = np.asarray(counts)
+    lo, hi = max(1, int(counts.min())), int(counts.max())
+    edges = sorted({int(round(e)) for e in np.geomspace(lo, hi + 1, max(2, int(np.ceil(np.log((hi + 1) / lo) / np.log(per_bin))) + 1))})
+    edges[0], edges[-1] = lo, hi + 1
+    bins = [(a, b - 1) for a, b in zip(edges, edges[1:]) if b - 1 >= a]
+    return [(a, b) for a, b in bins if ((counts >= a) & (counts <= b)).any()]
+
+
+def binned_accuracy(counts, acc, bins) -> list[dict]:
+    """Per size bin: the mean accuracy (%) of its classes with a 95% t-interval over the classes, and
+    how many classes it holds. ``acc`` is per class, fractions in [0, 1] (None for a class never tested)."""
+    from cbdm_aug.classify.paired import t975
+
+    counts = np.asarray(counts)
+    a = np.array([np.nan if v is None else 100 * v for v in acc], dtype=float)
+    out = []
+    for lo, hi in bins:
+        v = a[(counts >= lo) & (counts <= hi) & ~np.isnan(a)]
+        half = t975(len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else float("nan")
+        out.append({"lo": lo, "hi": hi, "classes": int(len(v)), "mean": float(v.mean()) if len(v) else float("nan"),
+                    "ci95": float(half)})
+    return out
+
+
+def _plot(series: list[tuple[str, list[int], list]], path: Path, thresholds: dict | None, title: str,
+          class_names: list[str] | None = None) -> None:
+    """Per-class accuracy against training images per class (log x), one marker series per run. Up to
+    ``MAX_CLASSES_PLOTTED`` classes a point per class (named, up to ``LABEL_CLASSES_UP_TO``); past it, one
+    point per log-spaced size bin with its 95% interval over the bin's classes."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
+    counts0 = series[0][1]
+    binned = len(counts0) > MAX_CLASSES_PLOTTED
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
-    for name, counts, acc in series:
-        order = np.argsort(counts)
-        x = np.asarray(counts, dtype=float)[order]
-        y = np.array([np.nan if a is None else 100 * a for a in np.asarray(acc, dtype=object)[order]], dtype=float)
-        ax.plot(x, y, "o-", ms=4, lw=1, alpha=0.85, label=name)
-    if thresholds:
+    if binned:
+        bins = size_bins(counts0)
+        for k, (name, counts, acc) in enumerate(series):
+            rows = binned_accuracy(counts, acc, bins)
+            x = np.array([np.sqrt(r["lo"] * r["hi"]) for r in rows]) * (1 + 0.03 * (k - (len(series) - 1) / 2))
+            ax.errorbar(x, [r["mean"] for r in rows], yerr=[r["ci95"] for r in rows], fmt="o-", ms=4, lw=1,
+                        capsize=3, alpha=0.85, label=name)
+        ax.set_xlabel(f"real training images of the class ({len(counts0)} classes in {len(bins)} size bins; "
+                      "bars: 95% interval over a bin's classes)", fontsize=8)
+    else:
+        for name, counts, acc in series:
+            order = np.argsort(counts, kind="stable")
+            x = np.asarray(counts, dtype=float)[order]
+            y = np.array([np.nan if a is None else 100 * a for a in np.asarray(acc, dtype=object)[order]], dtype=float)
+            ax.plot(x, y, "o-", ms=4, lw=1, alpha=0.85, label=name)
+        if class_names is not None and len(class_names) <= LABEL_CLASSES_UP_TO:
+            name, counts, acc = series[0]
+            for c, label in enumerate(class_names):
+                if acc[c] is not None:
+                    ax.annotate(str(label), (counts[c], 100 * acc[c]), textcoords="offset points", xytext=(3, 4),
+                                fontsize=6, alpha=0.7)
+        ax.set_xlabel("real training images of the class")
+    if thresholds:  # the group boundaries that fall inside the data's range of class sizes
         for t in thresholds.values():
-            ax.axvline(t, color="grey", ls=":", lw=1)
+            if min(counts0) <= t <= max(counts0):
+                ax.axvline(t, color="grey", ls=":", lw=1)
     ax.set_xscale("log")
-    ax.set_xlabel("real training images of the class")
+    # plain numbers on the log axis: matplotlib's default labels a short range "2x10^1"
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    if binned:  # one tick per bin, named by its range
+        ax.set_xticks([np.sqrt(lo * hi) for lo, hi in bins], [f"{lo}" if lo == hi else f"{lo}-{hi}" for lo, hi in bins],
+                      fontsize=7)
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.set_ylabel("test accuracy of the class (%)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
@@ -79,7 +141,7 @@ def write_run_report(result: dict, out: Path) -> None:
             f"{head}\n\n{per_class}\n")
     (out / "summary.md").write_text(text)
     _plot([(f"{result['recipe']} seed {result['seed']}", tc["real"], m["per_class"])], out / "per_class.png",
-          _threshold_values(m), f"{result['recipe']}: top-1 {_pct(m['top1'])}%")
+          _threshold_values(m), f"{result['recipe']}: top-1 {_pct(m['top1'])}%", class_names=result["class_names"])
 
 
 def aggregate_runs(runs: list[dict]) -> dict:
@@ -161,4 +223,5 @@ def compare_plot(runs: list[dict], path: str | Path) -> None:
     _plot([(r["name"], r["counts"], r["per_class"]) for r in runs], Path(path),
           {"many": float(t["many"].split()[-1]), "few": float(t["few"].split()[-1])},
           "per-class accuracy against class size" if len(runs) > 3
-          else "per-class accuracy: " + " vs ".join(r["name"] for r in runs))  # the legend names many runs
+          else "per-class accuracy: " + " vs ".join(r["name"] for r in runs),  # the legend names many runs
+          class_names=runs[0].get("class_names"))

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from cbdm_aug.classify.paired import excludes_zero, interval, paired
+from cbdm_aug.classify.report import MAX_CLASSES_PLOTTED, binned_accuracy, size_bins
 from cbdm_aug.pipeline.settings import TWINS
 
 GROUPS = ("many", "medium", "few", "balanced", "top1")
@@ -102,6 +103,20 @@ def verdict(stats: dict, twins: dict, best: str, best_syn: str, groups: dict, cl
     return text
 
 
+RAREST_SHOWN = 10  # past MAX_CLASSES_PLOTTED classes the report lists this many rarest ones
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
+    import csv
+
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    os.replace(tmp, path)
+
+
 def _table(headers, rows) -> str:
     from cbdm_aug.classify.report import _md_table
 
@@ -116,6 +131,19 @@ def _gate_cells(name: str, syn: dict) -> tuple[str, str, str]:
         return str(syn.get("generated", syn.get("kept", {})).get(name, kept)), "", str(kept)
     return (str(g["generated"]), f"{100 * g['copy_share']:.0f}%" if g["generated"] else "",
             str(kept) if g["used"] else "none (gated)")
+
+
+def next_steps(cache: Path) -> list[str]:
+    """The report's last section: where the filtered, gated images are and the two lines that put them
+    into a PyTorch training loop (the README's plugin snippet, filled in)."""
+    return ["## Next: use the images in your own training loop", "",
+            f"The filtered, gated images are in `{cache}` (HDF5, with their provenance). With your real "
+            "training set as a map-style dataset `real_train_set`:", "", "```python",
+            "from cbdm_aug import BalancedSyntheticSampler, RealSyntheticDataset", "",
+            f"ds = RealSyntheticDataset(real_train_set, {str(cache)!r}, transform=train_tf)",
+            "loader = DataLoader(ds, batch_size=128, sampler=BalancedSyntheticSampler(ds, seed=0), num_workers=4)",
+            "```", "", "Call `loader.sampler.set_epoch(epoch)` at the start of every epoch (the README: "
+            "'Plugging into your training loop')."]
 
 
 def write_report(out: Path, data: dict, syn: dict, arms: dict, opts, r, why: list[str], times: dict,
@@ -159,8 +187,24 @@ def write_report(out: Path, data: dict, syn: dict, arms: dict, opts, r, why: lis
         per_class_rows.append([name, str(data["counts"][c]), *_gate_cells(name, syn), str(data["test_counts"][c]), group]
                               + [f"{np.nanmean([np.nan if v is None else v for v in per_class_acc[a][name]]):.1f}"
                                  for a in arms])
-    per_class = _table(["class", "real train", "generated", "near-copies", "synthetic used", "test", "group"]
-                       + [TITLES[a] for a in arms], per_class_rows)
+    header = ["class", "real train", "generated", "near-copies", "synthetic used", "test", "group"] + [TITLES[a] for a in arms]
+    _write_csv(out / "per_class.csv", header, per_class_rows)
+    if len(names) <= MAX_CLASSES_PLOTTED:
+        per_class = _table(header, per_class_rows)
+    else:  # a table a reader can take in: the size bins, then the rarest classes; every class is in the CSV
+        bins = size_bins(data["counts"])
+        binned = {a: binned_accuracy(data["counts"], [np.nanmean([np.nan if v is None else v / 100 for v in
+                                                                  per_class_acc[a][name]]) for name in names], bins)
+                  for a in arms}
+        bin_rows = [[f"{lo}" if lo == hi else f"{lo}-{hi}", str(binned["control"][k]["classes"])]
+                    + [f"{binned[a][k]['mean']:.1f} ± {binned[a][k]['ci95']:.1f}" if binned[a][k]["classes"] > 1
+                       else f"{binned[a][k]['mean']:.1f}" for a in arms] for k, (lo, hi) in enumerate(bins)]
+        rare = np.argsort(data["counts"], kind="stable")[:RAREST_SHOWN]
+        per_class = "\n".join([
+            f"By class size (mean accuracy of a bin's classes ± the 95% interval over them):", "",
+            _table(["real train images", "classes"] + [TITLES[a] for a in arms], bin_rows), "",
+            f"The {len(rare)} rarest of {len(names)} classes (every class: per_class.csv):", "",
+            _table(header, [per_class_rows[c] for c in rare])])
     gated = [g["why"] for g in (syn.get("gate") or {}).values() if not g["used"]]
     thresholds = f"many > {opts.many_threshold}, medium {opts.few_threshold}..{opts.many_threshold}, few < {opts.few_threshold} real training images"
 
@@ -197,14 +241,17 @@ def write_report(out: Path, data: dict, syn: dict, arms: dict, opts, r, why: lis
         "near-copies of its training images, 'synthetic used' what the classifier saw after the filter and the "
         "per-class gate" + (f" (a class at {100 * s.max_copy_share:.0f}% near-copies or more gets none)"
                             if s.max_copy_share is not None else " (off)") + ".", "", per_class, "",
-        *([*(f"- {w}" for w in gated), ""] if gated else []),
+        *([*(f"- {w}" for w in gated[:RAREST_SHOWN]),
+           *([f"- ... and {len(gated) - RAREST_SHOWN} more classes gated off (per_class.csv)"]
+             if len(gated) > RAREST_SHOWN else []), ""] if gated else []),
         "![per-class accuracy](per_class_accuracy.png)", "",
         "Per class, real training images (left) and generated, filtered ones (right):", "", "![samples](samples.png)", "",
         "## Settings", "", *(f"- {w}" for w in why), "", "```json",
         json.dumps({"options": {k: v for k, v in vars(opts).items() if k != "synthetic"},
                     "synthetic_arm": vars(opts.synthetic), "resolved": vars(r)}, indent=1, default=str), "```", "",
-        "## Time (seconds, this call; stages reused from an earlier call count their first time)", "",
-        *(f"- {k}: {v:.0f}" for k, v in times.items()), f"- this call in all: {seconds:.0f}"]
+        "## Time (seconds; a stage marked reused was made by an earlier call, in the time shown)", "",
+        *(f"- {k}: {v:.0f}" for k, v in times.items()), f"- this call in all: {seconds:.0f}", "",
+        *next_steps(out / syn["cache"])]
     tmp = out / f".report.md.tmp{os.getpid()}"
     tmp.write_text("\n".join(lines) + "\n")
     os.replace(tmp, out / "report.md")

@@ -30,7 +30,7 @@ from cbdm_aug.pipeline.stages import Stages
 ARM_TITLES = {"control": "control (class-balanced re-sampling)", "randaugment": "RandAugment",
               "control+synthetic": "control + synthetic", "randaugment+synthetic": "RandAugment + synthetic"}
 _OWN = {".lock", ".lock.takeover", "stages", "data", "generator", "synthetic", "arms", "report.md",
-        "samples.png", "per_class_accuracy.png", "report.json", "run.log"}
+        "samples.png", "per_class_accuracy.png", "report.json", "run.log", "per_class.csv"}
 
 
 class RunError(UserError):
@@ -177,7 +177,7 @@ def _synthetic_stage(out: Path, gen_run: str, data: dict, r: Resolved, opts: Run
     if (clf / "metrics.json").is_file() and (clf / "model.pt").is_file():
         space = load_classifier_space(clf, device)
     else:
-        space = train_classifier_space(train.images, train.labels, train.class_names, clf, epochs=r.epochs,
+        space = train_classifier_space(train.images, train.labels, train.class_names, clf, epochs=r.filter_epochs,
                                        progress=progress, device=str(device), seed=0)
     filtered = d / "filtered.h5"
     with output_lock(filtered, folder=False, what="cache", echo=echo):
@@ -321,7 +321,7 @@ def _run(opts: RunOptions, out: Path, echo, progress: bool) -> dict:
                          lambda: _fit_stage(out, r, device, echo, progress),
                          clean=lambda: shutil.rmtree(out / "generator", ignore_errors=True), after=("data",))
     syn = stages.run("cache", "generate the top-up cache and filter it",
-                     opts.synthetic.cache_settings() | {"image_size": r.image_size, "filter_epochs": r.epochs,
+                     opts.synthetic.cache_settings() | {"image_size": r.image_size, "filter_epochs": r.filter_epochs,
                                                         "filter_model": "resnet8_cifar"},
                      lambda: _synthetic_stage(out, gen["run"], data, r, opts, device, echo, progress),
                      clean=lambda: shutil.rmtree(out / "synthetic", ignore_errors=True), after=("data", "generator"))
@@ -332,9 +332,11 @@ def _run(opts: RunOptions, out: Path, echo, progress: bool) -> dict:
                                {"recipe": recipe_key(recipe), "seeds": list(opts.seeds)},
                                lambda arm=arm, recipe=recipe: _arm_stage(arm, out, recipe, opts.seeds, echo, progress),
                                after=("data", "cache") if arm in TWINS else ("data",))
-    times = {n: rec.get("seconds", 0.0) for n, rec in stages.records.items()}
+    times = {n + (" (reused)" if n in stages.reused else ""): rec.get("seconds", 0.0) for n, rec in stages.records.items()}
     report = write_report(out, data, syn, arms, opts, r, why, times, time.time() - t0)
     echo(report["terminal"])
     echo(f"\nreport: {out / 'report.md'}\nsamples (real | generated): {out / 'samples.png'}\n"
-         f"per-class accuracy: {out / 'per_class_accuracy.png'}\ntook {(time.time() - t0) / 60:.1f} min")
+         f"per-class accuracy: {out / 'per_class_accuracy.png'} (every class: {out / 'per_class.csv'})\n"
+         f"filtered, gated images for your own training loop: {out / syn['cache']} (the report's last section)\n"
+         f"took {(time.time() - t0) / 60:.1f} min")
     return report

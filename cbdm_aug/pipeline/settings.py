@@ -112,6 +112,7 @@ class Resolved:
     gen_augment_p: float
     model: str
     epochs: int
+    filter_epochs: int      # the filter classifier's own: --classifier-epochs does not change the cache
     batch_size: int
     lr: float
     crop_padding: int
@@ -154,11 +155,12 @@ def resolve(opts: RunOptions, num_images: int, image_size: int, channels: int, o
     model = opts.model or ("resnet18" if size > 32 else "resnet32_cifar" if on_gpu else "resnet8_cifar")
     if not opts.model:
         why.append(f"classifier {model}: sized for {size}x{size} images on a {'GPU' if on_gpu else 'CPU'} (--model)")
-    epochs = opts.classifier_epochs or max(4, min(30, round(DRAWS / num_images)))
+    auto_epochs = max(4, min(30, round(DRAWS / num_images)))
+    epochs = opts.classifier_epochs or auto_epochs
     if not opts.classifier_epochs:
         why.append(f"{epochs} classifier epochs: about {DRAWS:,} images drawn per run for your {num_images:,} (--classifier-epochs)")
     return Resolved(image_size=size, channels=channels, preset=preset, gen_steps=steps,
                     gen_batch_size=64 if not on_gpu else 128, gen_lr=1e-3 if not on_gpu else 2e-4,
                     gen_balance_power=opts.synthetic.gen_balance_power, gen_augment_p=opts.synthetic.gen_augment_p,
-                    model=model, epochs=epochs, batch_size=batch, lr=0.1 * batch / 128,
+                    model=model, epochs=epochs, filter_epochs=auto_epochs, batch_size=batch, lr=0.1 * batch / 128,
                     crop_padding=1 if size <= 16 else size // 8, hflip=channels == 3), why

@@ -49,6 +49,7 @@ class Stages:
     def __init__(self, out: Path, echo=print):
         self.dir, self.echo = Path(out) / "stages", echo
         self.records: dict[str, dict] = {}
+        self.reused: set[str] = set()  # the stages this call reused as they were
 
     def _read(self, name: str) -> dict | None:
         try:
@@ -71,6 +72,7 @@ class Stages:
         rec = self._read(name)
         if rec and rec.get("status") == "done" and rec.get("settings") == settings:
             self.records[name] = rec
+            self.reused.add(name)
             self.echo(f"[{name}] reused: {title} (made in {rec.get('seconds', 0):.0f} s)")
             return rec["result"]
         if rec and rec.get("settings") != settings:

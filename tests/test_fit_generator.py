@@ -245,3 +245,21 @@ def test_a_class_balanced_fit_records_its_power_and_a_bad_power_is_refused(tmp_p
     assert meta["train"]["balance_power"] == 0.0
     run = json.loads((tmp_path / "bal" / "run.json").read_text())
     assert run["config"]["train"]["balance_power"] == 0.0
+
+
+def test_progress_grids_of_many_classes_show_a_bounded_labelled_selection(tmp_path, capsys):
+    from PIL import Image
+
+    from cbdm_aug.pictures import MAX_GRID_CLASSES
+
+    rng = np.random.default_rng(0)
+    counts = [int(20 * 0.05 ** (i / 59)) for i in range(60)]  # 60 classes, 20 down to 1 image
+    y = np.repeat(np.arange(60), counts)
+    np.savez(tmp_path / "many.npz", x_train=rng.integers(0, 255, (len(y), 8, 8, 1), np.uint8), y_train=y)
+    code, _, err = run_cli(["fit-generator", tmp_path / "many.npz", "--out", tmp_path / "run", *FAST[:4],
+                            "--max-steps", "2", "--sample-every", "1", "--accelerator", "cpu"], capsys)
+    assert code == 0, err
+    w, h = Image.open(tmp_path / "run" / "samples" / "latest.png").size
+    tile = 8 * 4 + 2  # 8 px images enlarged to 32 px, 2 px apart
+    assert h < 32 + tile * (MAX_GRID_CLASSES + 1) and h <= 4000 and w <= 4000
+    assert len(list((tmp_path / "run" / "samples").glob("step_*.png"))) >= 2

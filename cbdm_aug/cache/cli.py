@@ -190,24 +190,25 @@ def _disk_full(out: Path) -> str:
     return f"disk full while writing {out}: {saved}; free space and rerun the same command to resume"
 
 
-def _grid(cache_path: Path, header: dict, per_row: int) -> np.ndarray:
-    """uint8 (H', W', C) grid: row c holds the first ``per_row`` written images of class c."""
+def _grid(cache_path: Path, header: dict, per_row: int, path: Path) -> str:
+    """Write a PNG with one labelled row of the first ``per_row`` written images per class, for at most
+    ``pictures.MAX_GRID_CLASSES`` classes (by the plan's real counts, else the file's); returns which."""
     from cbdm_aug.cache.reader import open_cache
     from cbdm_aug.cache.schema import IMAGES, LABELS
+    from cbdm_aug.pictures import classes_to_show, labelled_rows, selection_note
 
+    names = header["class_names"]
     with open_cache(cache_path) as f:
-        done = int(header["num_done"])
-        labels = f[LABELS][:done]
-        images = f[IMAGES]
-        h, w, c = images.shape[1:]
-        pad = 2
-        scale = max(1, 48 // h)  # small images are enlarged so the grid is viewable
-        grid = np.zeros((len(header["class_names"]) * (h + pad) + pad, per_row * (w + pad) + pad, c), np.uint8)
-        for row in range(len(header["class_names"])):
-            for col, i in enumerate(np.flatnonzero(labels == row)[:per_row]):
-                y, x = pad + row * (h + pad), pad + col * (w + pad)
-                grid[y:y + h, x:x + w] = images[int(i)]
-    return grid.repeat(scale, 0).repeat(scale, 1)
+        labels = f[LABELS][:int(header["num_done"])]
+        real = (header.get("plan") or {}).get("real_counts")
+        by = [real[n] for n in names] if real else np.bincount(labels, minlength=len(names))
+        shown = classes_to_show(by)
+        take = {c: np.flatnonzero(labels == c)[:per_row] for c in shown}
+        rows = [(f"{names[c]}" + (f" ({real[names[c]]} real)" if real else ""),
+                 f[IMAGES][take[c]] if len(take[c]) else np.zeros((0, *f[IMAGES].shape[1:]), np.uint8)) for c in shown]
+    note = selection_note(len(shown), len(names))
+    labelled_rows(rows, path, header=note if len(shown) < len(names) else "", per_row=per_row)
+    return note
 
 
 @click.command()
@@ -255,11 +256,8 @@ def inspect(file, grid, per_row):
     columns.append(("written", np.bincount(labels[:h["num_done"]], minlength=len(names)).tolist()))
     click.echo(count_table(names, *columns))
     if grid is not None:
-        from PIL import Image
-
-        img = _grid(file, h, per_row)
-        Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(grid)
-        click.echo(f"wrote {grid}: one row per class, top to bottom: {json.dumps(names)}")
+        note = _grid(file, h, per_row, grid)
+        click.echo(f"wrote {grid}: one labelled row per class ({note})")
 
 
 @click.command("merge-shards")

@@ -63,6 +63,16 @@ def binned_accuracy(counts, acc, bins) -> list[dict]:
 
 def _plot(series: list[tuple[str, list[int], list]], path: Path, thresholds: dict | None, title: str,
           class_names: list[str] | None = None) -> None:
+    """Write ``per_class_figure`` to ``path``."""
+    import matplotlib.pyplot as plt
+
+    fig = per_class_figure(series, thresholds, title, class_names)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def per_class_figure(series: list[tuple[str, list[int], list]], thresholds: dict | None, title: str,
+                     class_names: list[str] | None = None):
     """Per-class accuracy against training images per class (log x), one marker series per run. Up to
     ``MAX_CLASSES_PLOTTED`` classes a point per class (named, up to ``LABEL_CLASSES_UP_TO``); past it, one
     point per log-spaced size bin with its 95% interval over the bin's classes."""
@@ -113,8 +123,8 @@ def _plot(series: list[tuple[str, list[int], list]], path: Path, thresholds: dic
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    fig.canvas.draw()  # resolve the tick labels, so callers (and tests) can read them
+    return fig
 
 
 def _threshold_values(metrics: dict) -> dict:

@@ -96,22 +96,37 @@ def bar_plot_png(path: Path, r: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from cbdm_aug.classify.report import MAX_CLASSES_PLOTTED
+
     rows = sorted(r["per_class"], key=lambda row: -row["train_count"])
-    names = [f"{row['class']}\n({row['train_count']})" for row in rows]
-    x = np.arange(len(rows))
     nan = lambda v: np.nan if v is None else v  # noqa: E731
-    fig, axes = plt.subplots(3, 1, figsize=(max(6, 0.5 * len(rows) + 2), 8), sharex=True)
-    axes[0].bar(x, [row["train_count"] for row in rows], color="0.6")
-    axes[0].set_yscale("log")
-    axes[0].set_ylabel("training images")
-    axes[1].bar(x, [nan(row["recall"]) for row in rows], color="tab:blue", label="recall")
-    axes[1].plot(x, [nan(row["precision"]) for row in rows], "o-", color="tab:orange", label="precision")
-    axes[1].set_ylim(0, 1.05)
-    axes[1].set_ylabel(f"k={r['options']['k']}")
-    axes[1].legend(loc="lower left", fontsize=8)
-    axes[2].bar(x, [nan(row["kid"]) for row in rows], color="tab:red")
-    axes[2].set_ylabel("KID")
-    axes[2].set_xticks(x, names, fontsize=7)
+    if len(rows) > MAX_CLASSES_PLOTTED:  # a bar per class is unreadable: each metric against class size
+        n = np.array([row["train_count"] for row in rows], float)
+        fig, axes = plt.subplots(2, 1, figsize=(6.4, 6), sharex=True)
+        axes[0].scatter(n, [nan(row["recall"]) for row in rows], s=6, alpha=0.5, label="recall")
+        axes[0].scatter(n, [nan(row["precision"]) for row in rows], s=6, alpha=0.5, label="precision")
+        axes[0].set_ylim(-0.02, 1.05)
+        axes[0].set_ylabel(f"k={r['options']['k']}")
+        axes[0].legend(loc="lower left", fontsize=8)
+        axes[1].scatter(n, [nan(row["kid"]) for row in rows], s=6, alpha=0.5, color="tab:red")
+        axes[1].set_ylabel("KID")
+        axes[1].set_xscale("log")
+        axes[1].set_xlabel(f"training images of the class ({len(rows)} classes, a point each)")
+    else:
+        names = [f"{row['class']}\n({row['train_count']})" for row in rows]
+        x = np.arange(len(rows))
+        fig, axes = plt.subplots(3, 1, figsize=(max(6, 0.5 * len(rows) + 2), 8), sharex=True)
+        axes[0].bar(x, [row["train_count"] for row in rows], color="0.6")
+        axes[0].set_yscale("log")
+        axes[0].set_ylabel("training images")
+        axes[1].bar(x, [nan(row["recall"]) for row in rows], color="tab:blue", label="recall")
+        axes[1].plot(x, [nan(row["precision"]) for row in rows], "o-", color="tab:orange", label="precision")
+        axes[1].set_ylim(0, 1.05)
+        axes[1].set_ylabel(f"k={r['options']['k']}")
+        axes[1].legend(loc="lower left", fontsize=8)
+        axes[2].bar(x, [nan(row["kid"]) for row in rows], color="tab:red")
+        axes[2].set_ylabel("KID")
+        axes[2].set_xticks(x, names, fontsize=7)
     fig.suptitle(f"per-class metrics, {r['feature_space']['name']} feature space (head -> tail)", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -121,11 +136,16 @@ def bar_plot_png(path: Path, r: dict) -> None:
 
 def write_report(r: dict, out: Path, fake_x: np.ndarray, fake_l: np.ndarray, train_x: np.ndarray,
                  train_l: np.ndarray) -> None:
-    """Write report.json, report.md, grids/<class index>_<name>.png and per_class.png into ``out``."""
+    """Write report.json, report.md, grids/<class index>_<name>.png (for at most
+    ``pictures.MAX_GRID_CLASSES`` classes: the rarest, the largest, sizes in between) and per_class.png."""
+    from cbdm_aug.pictures import classes_to_show
+
     out = Path(out)
     (out / "report.json").write_text(json.dumps(r, indent=1))
     (out / "report.md").write_text(summary_markdown(r))
-    for c, name in enumerate(r["class_names"]):
+    counts = np.bincount(train_l, minlength=len(r["class_names"]))
+    for c in classes_to_show(counts):
+        name = r["class_names"][c]
         safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
         class_grid_png(out / "grids" / f"{c:03d}_{safe}.png", fake_x[fake_l == c], train_x[train_l == c],
                        f"class {name} ({int((train_l == c).sum())} training images)")

@@ -29,50 +29,52 @@ class ExportCallback(pl.Callback):
         self._export(trainer, module, finished=trainer.global_step >= (trainer.max_steps or 0))
 
 
-def save_class_grid(images: torch.Tensor, path: Path, per_row: int, min_tile: int = 32) -> None:
-    """Save [-1, 1] images (N, C, H, W), ``per_row`` to a row, upscaled so tiles are visible."""
-    from torchvision.utils import save_image
-
-    scale = max(1, -(-min_tile // images.shape[-1]))
-    if scale > 1:
-        images = torch.nn.functional.interpolate(images, scale_factor=scale, mode="nearest")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    save_image((images + 1) / 2, tmp, nrow=per_row, padding=2, pad_value=1.0)
-    tmp.replace(path)
+GRID_BATCH = 256  # images sampled at once for a progress grid: bounded, whatever the number of classes
 
 
 @torch.no_grad()
-def class_grid(unet, num_classes: int, image_size: int, channels: int, per_class: int = 8,
-               guidance: float = 1.0, steps: int = 20, seed: int = 0) -> torch.Tensor:
-    """One row of ``per_class`` samples for every class, with fixed seeds so grids are comparable."""
+def class_grid(unet, classes: list[int], num_classes: int, image_size: int, channels: int, per_class: int = 8,
+               guidance: float = 1.0, steps: int = 20, seed: int = 0, batch: int = GRID_BATCH) -> torch.Tensor:
+    """``per_class`` samples for each class in ``classes`` (float [-1, 1] (len(classes) * per_class, C, H, W)),
+    sampled ``batch`` at a time. Seeds are fixed by (class, position), so grids are comparable across steps."""
     device = next(unet.parameters()).device
-    labels = torch.arange(num_classes, device=device).repeat_interleave(per_class)
-    seeds = [seed * 100_003 + i for i in range(len(labels))]
+    labels = torch.tensor(classes, device=device).repeat_interleave(per_class)
+    seeds = [seed * 100_003 + c * per_class + j for c in classes for j in range(per_class)]
     was_training = unet.training
     unet.eval()
-    x = sample(unet, labels, seeds, image_size=image_size, channels=channels, null_class=num_classes,
-               sampler="dpmpp-sde", steps=steps, guidance=guidance)
+    out = [sample(unet, labels[i:i + batch], seeds[i:i + batch], image_size=image_size, channels=channels,
+                  null_class=num_classes, sampler="dpmpp-sde", steps=steps, guidance=guidance).cpu()
+           for i in range(0, len(labels), batch)]
     unet.train(was_training)
-    return x
+    return torch.cat(out)
 
 
 class SampleGridCallback(pl.Callback):
-    """Every ``every`` steps, a PNG grid sampled from the EMA weights: one row per class."""
+    """Every ``every`` steps, a PNG grid sampled from the EMA weights: one labelled row per class, for
+    at most ``pictures.MAX_GRID_CLASSES`` classes (the rarest, the largest, sizes in between)."""
 
-    def __init__(self, out: Path, every: int, per_class: int = 8, guidance: float = 1.0):
+    def __init__(self, out: Path, every: int, class_names: list[str] | None = None, per_class: int = 8,
+                 guidance: float = 1.0):
         self.dir = Path(out) / "samples"
-        self.every, self.per_class, self.guidance = every, per_class, guidance
+        self.every, self.per_class, self.guidance, self.class_names = every, per_class, guidance, class_names
 
     def _draw(self, trainer, module):
+        from cbdm_aug.diffusion.sampling import to_uint8
+        from cbdm_aug.pictures import classes_to_show, labelled_rows, selection_note
+
         if not trainer.is_global_zero:
             return
-        cfg = module.hparams.model_config
-        x = class_grid(module.ema_unet, len(module.hparams.class_counts), cfg["sample_size"],
-                       cfg["in_channels"], self.per_class, self.guidance)
+        cfg, counts = module.hparams.model_config, list(module.hparams.class_counts)
+        names = self.class_names or [str(c) for c in range(len(counts))]
+        classes = classes_to_show(counts)
+        x = to_uint8(class_grid(module.ema_unet, classes, len(counts), cfg["sample_size"], cfg["in_channels"],
+                                self.per_class, self.guidance).float())
+        rows = [(f"{names[c]} ({counts[c]})", x[k * self.per_class:(k + 1) * self.per_class].numpy())
+                for k, c in enumerate(classes)]
+        header = f"step {trainer.global_step}: {selection_note(len(classes), len(counts))}"
         grid = self.dir / f"step_{trainer.global_step:07d}.png"
-        save_class_grid(x.float(), grid, self.per_class)
-        save_class_grid(x.float(), self.dir / "latest.png", self.per_class)
+        labelled_rows(rows, grid, header, per_row=self.per_class)
+        labelled_rows(rows, self.dir / "latest.png", header, per_row=self.per_class)
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         if trainer.global_step % self.every == 0:

@@ -366,7 +366,7 @@ def fit(cfg: FitConfig, out: str | os.PathLike, resume: bool = False, progress: 
         num_nodes=train.num_nodes, strategy=train.strategy, precision=train.precision,
         gradient_clip_val=train.grad_clip, default_root_dir=out,
         logger=CSVLogger(out, name="logs"), log_every_n_steps=10,  # logs/version_N per (re)start
-        callbacks=[checkpoint, ExportCallback(out, meta), SampleGridCallback(out, train.sample_every),
+        callbacks=[checkpoint, ExportCallback(out, meta), SampleGridCallback(out, train.sample_every, data.class_names),
                    *([StepProgress(echo, refresh=25 if _on_gpu(train.accelerator) else 1)] if progress else [])],
         enable_progress_bar=False,  # StepProgress counts steps, the unit of --max-steps
         enable_model_summary=False, num_sanity_val_steps=0, plugins=[KeepPreviousCheckpointIO()],

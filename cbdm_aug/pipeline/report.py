@@ -26,40 +26,30 @@ TITLES = {"control": "control", "randaugment": "RandAugment", "control+synthetic
 
 
 def sample_grid(images: np.ndarray, labels: np.ndarray, cache: str | Path, class_names: list[str], path: str | Path,
-                per_class: int = 8) -> None:
-    """One row per class, labelled with its name: ``per_class`` real training images (uint8 NHWC),
-    a gap, then generated ones from ``cache``; a header says "real | generated"."""
-    from PIL import Image, ImageDraw
-
+                per_class: int = 8) -> str:
+    """One labelled row per class, for at most ``pictures.MAX_GRID_CLASSES`` classes (the rarest, the
+    largest and sizes in between): ``per_class`` real training images (uint8 NHWC), a gap, then
+    generated ones from ``cache``. Returns the line that says which classes it shows."""
     from cbdm_aug.cache.reader import SyntheticCache
     from cbdm_aug.data.convert import convert_images
+    from cbdm_aug.pictures import classes_to_show, labelled_rows, selection_note
 
+    counts = np.bincount(labels, minlength=len(class_names))
+    shown = classes_to_show(counts)
     with SyntheticCache(cache) as syn:
         syn_labels = syn.labels
         size, _, c = syn.image_shape
-        fakes = [[syn[int(i)][0] for i in np.flatnonzero(syn_labels == k)[:per_class]] for k in range(len(class_names))]
-    real = convert_images(images, size, c)
-    scale = max(1, 32 // size)
-    tile = size * scale + 2
-    label_w, head_h = 8 + 7 * max(len(n) for n in class_names), 16
-    grid = Image.new("RGB", (label_w + tile * (2 * per_class + 1), head_h + tile * len(class_names)), "white")
-    draw = ImageDraw.Draw(grid)
-    draw.text((label_w, 2), "real", fill="black")
-    draw.text((label_w + tile * (per_class + 1), 2), "generated", fill="black")
-
-    def paste(x, col, row):
-        im = Image.fromarray(x[..., 0] if c == 1 else x).convert("RGB")
-        grid.paste(im.resize((size * scale, size * scale), Image.NEAREST), (label_w + col * tile + 1, head_h + row * tile + 1))
-
-    for k, name in enumerate(class_names):
-        draw.text((4, head_h + k * tile + tile // 2 - 6), name, fill="black")
-        for j, i in enumerate(np.flatnonzero(labels == k)[:per_class]):
-            paste(real[i], j, k)
-        for j, x in enumerate(fakes[k]):
-            paste(x, per_class + 1 + j, k)
-    tmp = Path(path).with_name(f".{Path(path).stem}.tmp{os.getpid()}.png")
-    grid.save(tmp)
-    os.replace(tmp, path)
+        fakes = {k: [syn[int(i)][0] for i in np.flatnonzero(syn_labels == k)[:per_class]] for k in shown}
+    rows = []
+    for k in shown:
+        real = convert_images(images[np.flatnonzero(labels == k)[:per_class]], size, c)
+        blank = np.full((per_class - len(real), size, size, c), 255, np.uint8)
+        fake = np.stack(fakes[k]) if fakes[k] else np.zeros((0, size, size, c), np.uint8)
+        rows.append((f"{class_names[k]} ({counts[k]})", np.concatenate([real, blank, fake])))
+    note = selection_note(len(shown), len(class_names))
+    labelled_rows(rows, path, header=note if len(shown) < len(class_names) else "", per_row=2 * per_class,
+                  columns=[(0, "real"), (per_class, "generated")])
+    return note
 
 
 def _per_seed(arm: dict, key: str) -> list[float]:
@@ -215,7 +205,7 @@ def write_report(out: Path, data: dict, syn: dict, arms: dict, opts, r, why: lis
     from cbdm_aug.data import open_data
 
     train = open_data(str(out / "data" / "train.npz"), split="train")
-    sample_grid(train.images, train.labels, out / syn["cache"], names, out / "samples.png")
+    shown_note = sample_grid(train.images, train.labels, out / syn["cache"], names, out / "samples.png")
 
     terminal = "\n".join([
         f"\nAccuracy (%) on {data['test_source']}, mean ± sample std over seeds {list(opts.seeds)}; groups: {thresholds}.",
@@ -245,7 +235,8 @@ def write_report(out: Path, data: dict, syn: dict, arms: dict, opts, r, why: lis
            *([f"- ... and {len(gated) - RAREST_SHOWN} more classes gated off (per_class.csv)"]
              if len(gated) > RAREST_SHOWN else []), ""] if gated else []),
         "![per-class accuracy](per_class_accuracy.png)", "",
-        "Per class, real training images (left) and generated, filtered ones (right):", "", "![samples](samples.png)", "",
+        f"Per class ({shown_note}; the count of real training images beside the name), real training images "
+        "(left) and generated, filtered ones (right):", "", "![samples](samples.png)", "",
         "## Settings", "", *(f"- {w}" for w in why), "", "```json",
         json.dumps({"options": {k: v for k, v in vars(opts).items() if k != "synthetic"},
                     "synthetic_arm": vars(opts.synthetic), "resolved": vars(r)}, indent=1, default=str), "```", "",

@@ -25,3 +25,14 @@ $L cbdm-sqrt-a30 --imbalance 1000 --tau 1 --budgets 1200 --balance-power 0.5 --a
 $L ddpm-sqrt     --imbalance 1000 --tau 0 --budgets 1200 --balance-power 0.5 --work $G
 $L ddpm-sqrt-a12 --imbalance 1000 --tau 0 --budgets 1200 --balance-power 0.5 --augment 0.12 --work $G
 wait $ARMS_PID
+
+# The 3-image row: MNIST-LT rho=1000 with n_max 3000 (3000 ... 13, 6, 3 images; few-shot = the 13-, 6- and 3-image classes)
+G3=runs/rho1000_n3000/gens
+python benchmarks/tail_gain.py --imbalance 1000 --max-per-class 3000 --synthetic-weight 1 --jobs 1 \
+  --arms real-cb,real-ra,oracle,cbdm-sqrt-1200:w1,cbdm-sqrt-1200:w1:gate,cbdm-sqrt-a12-1200:w1,cbdm-sqrt-a12-1200:w1:gate \
+  --eval-gens cbdm-sqrt-1200,cbdm-sqrt-a12-1200 --gen-runs $G3 --work runs/tail_gain_rho1000_n3000 \
+  --default-arm "${DEFAULT_ARM_N3000:-cbdm-sqrt-a12-1200:w1:gate}" --compare-gens "" --tag tail_gain_rho1000_n3000 &
+ARMS_PID=$!
+$L cbdm-sqrt     --imbalance 1000 --max-per-class 3000 --tau 1 --budgets 1200 --balance-power 0.5 --work $G3
+$L cbdm-sqrt-a12 --imbalance 1000 --max-per-class 3000 --tau 1 --budgets 1200 --balance-power 0.5 --augment 0.12 --work $G3
+wait $ARMS_PID

@@ -340,30 +340,27 @@ def _per_seed(work: Path, name: str, seeds: list[int], few: list[int]) -> dict |
             "per_class": [[100 * float(x) for x in r] for r in rows]}
 
 
-def synthetic_counts(work: Path, name: str, seed: int) -> list[int] | None:
-    """Images per class in the cache a synthetic arm trained on (after the filter), from its recipe."""
+def _arm_cache(work: Path, name: str, seed: int):
+    """The (filtered) cache a synthetic arm trained on, opened, from its recipe; None for a real arm."""
     import yaml
 
     from cbdm_aug.cache.reader import SyntheticCache
 
     recipe = work / "arms" / name.replace(":", "+") / f"seed{seed}" / "recipe.yaml"
     cache = (yaml.safe_load(recipe.read_text()) or {}).get("sampling", {}).get("cache") if recipe.exists() else None
-    if not cache or not Path(cache).exists():
-        return None
-    return SyntheticCache(cache).counts().tolist()
+    return SyntheticCache(cache) if cache and Path(cache).exists() else None
+
+
+def synthetic_counts(work: Path, name: str, seed: int) -> list[int] | None:
+    """Images per class in the cache a synthetic arm trained on (after the filter), from its recipe."""
+    cache = _arm_cache(work, name, seed)
+    return None if cache is None else cache.counts().tolist()
 
 
 def gate_record(work: Path, name: str, seed: int) -> dict | None:
     """The per-class gate decisions stored in the filtered cache a synthetic arm trained on."""
-    import yaml
-
-    from cbdm_aug.cache.reader import SyntheticCache
-
-    recipe = work / "arms" / name.replace(":", "+") / f"seed{seed}" / "recipe.yaml"
-    cache = (yaml.safe_load(recipe.read_text()) or {}).get("sampling", {}).get("cache") if recipe.exists() else None
-    if not cache or not Path(cache).exists():
-        return None
-    rec = SyntheticCache(cache).attrs.get("filter")
+    cache = _arm_cache(work, name, seed)
+    rec = None if cache is None else cache.attrs.get("filter")
     return (json.loads(rec) if isinstance(rec, str) else rec or {}).get("gate")
 
 

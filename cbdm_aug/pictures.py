@@ -5,7 +5,7 @@ With ten classes every picture shows every class. With a thousand, a row per cla
 per-class picture (training progress grids, ``run``'s samples.png, ``evaluate-generator``'s grids,
 ``inspect --grid``) shows at most ``MAX_GRID_CLASSES`` classes, chosen by ``classes_to_show``: the
 rarest, the largest and evenly spaced sizes in between, each row labelled with its name and count.
-Light imports only (numpy; PIL inside the function): the cache and plugin sides use it too.
+Light imports only (numpy; PIL inside the function): `inspect` on the cache side uses it too.
 """
 from __future__ import annotations
 

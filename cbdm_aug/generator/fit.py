@@ -83,8 +83,7 @@ class TrainConfig:
         if not 0 <= self.balance_power <= 1:
             raise ConfigError(f"--balance-power must be in [0, 1] (1: as the data, 0: class-balanced), "
                               f"got {self.balance_power}")
-        if not 0 <= self.augment_p <= 1:
-            raise ConfigError(f"--augment must be a probability in [0, 1], got {self.augment_p}")
+        AugmentConfig(self.augment_p)  # its check and message: "--augment must be a probability in [0, 1]"
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,7 @@ class SyntheticArm:
             raise ConfigError(f"synthetic_weight must be in [0, 1000], got {self.synthetic_weight}")
         if self.max_copy_share is not None and not 0 < self.max_copy_share <= 1:
             raise ConfigError(f"max_copy_share must be in (0, 1] or None, got {self.max_copy_share}")
-        if not 0 <= self.gen_augment_p <= 1:
+        if not 0 <= self.gen_augment_p <= 1:  # as diffusion.augment.AugmentConfig; this module stays torch-free
             raise ConfigError(f"--augment must be a probability in [0, 1], got {self.gen_augment_p}")
 
     def cache_settings(self) -> dict:

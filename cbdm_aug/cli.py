@@ -71,9 +71,17 @@ def cli(verbose: bool):
 def main():
     # User errors (ValueError subclasses raised from our own validation) become one-line messages.
     from cbdm_aug.errors import UserError
+    from cbdm_aug.stopping import Stopped, stop_on_signals
 
     try:
-        cli.main(standalone_mode=False)
+        with stop_on_signals():
+            cli.main(standalone_mode=False)
+    except Stopped as e:
+        where = f" in stage {e.stage!r}" if e.stage else ""
+        how = ("fit-generator resumes with --resume" if sys.argv[1:2] == ["fit-generator"] else
+               "the same command resumes")
+        click.echo(f"Stopped by {e}{where}; what was written is kept and {how}.", err=True)
+        sys.exit(e.exit_code)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)

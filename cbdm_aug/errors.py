@@ -10,6 +10,14 @@ class ConfigError(UserError):
     """Options or settings that are invalid or contradict each other."""
 
 
+class NoSpace(UserError):
+    """A write refused before it starts, because it cannot fit where it goes."""
+
+    def __init__(self, filename, reason: str, hint: str = "free space and rerun"):
+        super().__init__(f"{filename}: {reason}; {hint}")
+        self.filename, self.strerror = str(filename), reason
+
+
 # No space left, a file-size limit (ulimit -f) or a quota: the user frees space and reruns.
 _DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 _DISK_FULL_TEXT = ("No space left on device", "File too large", "Disk quota exceeded")
@@ -20,7 +28,7 @@ def is_disk_full(e: BaseException | None) -> bool:
     reports the errno only inside its message, and as a RuntimeError when closing a file, so the
     message is checked too."""
     while e is not None:
-        if (isinstance(e, OSError) and e.errno in _DISK_FULL_ERRNOS) or (
+        if isinstance(e, NoSpace) or (isinstance(e, OSError) and e.errno in _DISK_FULL_ERRNOS) or (
                 isinstance(e, (OSError, RuntimeError)) and any(t in str(e) for t in _DISK_FULL_TEXT)):
             return True
         e = e.__cause__ or e.__context__

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cbdm_aug.atomic import atomic_path
+
 MAX_GRID_CLASSES = 24   # rows of a grid: at 34 px a row, under 1,000 px tall
 RAREST_ALWAYS = 8       # of those, the rarest classes, where memorisation and collapse show first
 LARGEST_ALWAYS = 4      # and the largest, the reference for what a learned class looks like
@@ -74,7 +76,6 @@ def labelled_rows(rows: list[tuple[str, np.ndarray]], path: str | os.PathLike, h
             grid.paste(tile_img.resize((size * scale, size * scale), Image.NEAREST), (x_of(j) + 1, y + 1))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
-    grid.save(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".png") as tmp:
+        grid.save(tmp)
     return grid.size

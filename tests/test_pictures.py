@@ -61,3 +61,13 @@ def test_past_20_classes_the_plot_is_binned_with_intervals():
     assert not ax.texts  # no names on 100 points
     assert len(ax.lines) <= 3 * len(size_bins(counts))  # a point per bin (and its error bar), not per class
     assert "size bins" in ax.get_xlabel()
+
+
+def test_a_binned_interval_is_cut_to_what_an_accuracy_can_be():
+    counts = _exp(100, 1000, 100)
+    acc = [0.0] * 9 + [0.2]  # near 0 in every bin: a t-interval reaches below 0
+    acc = (acc * 10)[:100]
+    assert min(r["mean"] - r["ci95"] for r in binned_accuracy(counts, acc, size_bins(counts))) < 0
+    fig = per_class_figure([("a", counts, acc)], None, "t")
+    lows = [seg[:, 1].min() for c in fig.axes[0].collections for seg in c.get_segments()]
+    assert lows and min(lows) >= 0.0

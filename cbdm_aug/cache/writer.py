@@ -14,12 +14,17 @@ import numpy as np
 
 from cbdm_aug.cache.reader import check_header, open_cache, read_header
 from cbdm_aug.cache.schema import IMAGES, LABELS, SCHEMA, SCHEMA_VERSION, SEEDS, CacheError
+from cbdm_aug.errors import NoSpace
 
 
 def _package_version() -> str:
     from cbdm_aug import __version__
 
     return __version__
+
+
+class CacheNoSpace(NoSpace, CacheError):
+    """A cache that could never be finished where it is."""
 
 
 def _check_space(path: Path, data_bytes: int) -> None:
@@ -34,8 +39,8 @@ def _check_space(path: Path, data_bytes: int) -> None:
     if limit != resource.RLIM_INFINITY:
         room = min(room, limit)
     if need > room:
-        raise CacheError(f"{path}: needs {need / 1e6:.1f} MB but only {room / 1e6:.1f} MB can be written "
-                         f"there; free space (or raise ulimit -f) and rerun")
+        raise CacheNoSpace(path, f"needs {need / 1e6:.1f} MB but only {room / 1e6:.1f} MB can be written there",
+                           "free space (or raise ulimit -f) and rerun")
 
 
 def create_cache(path: str | os.PathLike, *, labels, seeds, image_shape: tuple[int, int, int],

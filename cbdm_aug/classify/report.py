@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 import numpy as np
+
+from cbdm_aug.atomic import atomic_path
 from cbdm_aug.errors import UserError
 
 HEADLINE = ("top1", "balanced", "many", "medium", "few")
@@ -67,7 +69,8 @@ def _plot(series: list[tuple[str, list[int], list]], path: Path, thresholds: dic
     import matplotlib.pyplot as plt
 
     fig = per_class_figure(series, thresholds, title, class_names)
-    fig.savefig(path)
+    with atomic_path(path, suffix=Path(path).suffix) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
 
 
@@ -89,8 +92,11 @@ def per_class_figure(series: list[tuple[str, list[int], list]], thresholds: dict
         for k, (name, counts, acc) in enumerate(series):
             rows = binned_accuracy(counts, acc, bins)
             x = np.array([np.sqrt(r["lo"] * r["hi"]) for r in rows]) * (1 + 0.03 * (k - (len(series) - 1) / 2))
-            ax.errorbar(x, [r["mean"] for r in rows], yerr=[r["ci95"] for r in rows], fmt="o-", ms=4, lw=1,
-                        capsize=3, alpha=0.85, label=name)
+            mean = np.array([r["mean"] for r in rows], dtype=float)  # already %
+            half = np.array([r["ci95"] for r in rows], dtype=float)
+            # the interval, cut to what an accuracy can be
+            yerr = [mean - np.clip(mean - half, 0, 100), np.clip(mean + half, 0, 100) - mean]
+            ax.errorbar(x, mean, yerr=yerr, fmt="o-", ms=4, lw=1, capsize=3, alpha=0.85, label=name)
         ax.set_xlabel(f"real training images of the class ({len(counts0)} classes in {len(bins)} size bins; "
                       "bars: 95% interval over a bin's classes)", fontsize=8)
     else:

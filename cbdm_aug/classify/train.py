@@ -7,10 +7,10 @@ random transforms draw from it. Samplers get their own seeds.
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
-import os
 import platform
 import time
 from dataclasses import replace
@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
+from cbdm_aug.atomic import write_bytes_atomic, write_text_atomic
 from cbdm_aug.classify.recipe import DataConfig, Recipe, RecipeError, save_recipe
 from cbdm_aug.devices import resolve_device
 
@@ -325,14 +326,12 @@ def train_run(recipe: Recipe, out_dir: str | Path, progress: bool = True, comman
     }
     # Whole files, renamed into place, metrics.json last: a run folder with metrics.json is a finished
     # run (`cbdm-aug run` reuses such seeds), and a kill leaves no half-written file.
-    tmp = out / f".model.pt.tmp{os.getpid()}"
+    buffer = io.BytesIO()  # serialise first: a write error is then a plain OSError naming the file
     torch.save({"state_dict": model.state_dict(), "model": recipe.model.name, "num_classes": C,
-                "in_chans": channels}, tmp)
-    os.replace(tmp, out / "model.pt")
+                "in_chans": channels}, buffer)
+    write_bytes_atomic(out / "model.pt", buffer.getvalue())
     write_run_report(result, out)
-    tmp = out / f".metrics.json.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, out / "metrics.json")
+    write_text_atomic(out / "metrics.json", json.dumps(result, indent=1))
     return result
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cbdm_aug.atomic import atomic_path
+
 GRID_PER_SIDE = 16   # images per side of a class grid (4 x 4)
 
 
@@ -130,7 +132,8 @@ def bar_plot_png(path: Path, r: dict) -> None:
     fig.suptitle(f"per-class metrics, {r['feature_space']['name']} feature space (head -> tail)", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    with atomic_path(path, suffix=Path(path).suffix) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
 
 

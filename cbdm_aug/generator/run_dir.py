@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from cbdm_aug.atomic import write_bytes_atomic
 from cbdm_aug.diffusion.unet import MAX_MODEL_BYTES
 from cbdm_aug.errors import ConfigError, UserError
 
@@ -32,15 +33,7 @@ class RunDirError(UserError):
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:  # a full disk leaves no half-written temporary file behind
-        tmp.unlink(missing_ok=True)
+    write_bytes_atomic(path, data, fsync=True)
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -10,11 +10,11 @@ demo's.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
+from cbdm_aug.atomic import atomic_path, write_text_atomic
 from cbdm_aug.classify.paired import excludes_zero, interval, paired
 from cbdm_aug.classify.report import MAX_CLASSES_PLOTTED, binned_accuracy, size_bins
 from cbdm_aug.pipeline.settings import TWINS
@@ -47,8 +47,12 @@ def sample_grid(images: np.ndarray, labels: np.ndarray, cache: str | Path, class
         fake = np.stack(fakes[k]) if fakes[k] else np.zeros((0, size, size, c), np.uint8)
         rows.append((f"{class_names[k]} ({counts[k]})", np.concatenate([real, blank, fake])))
     note = selection_note(len(shown), len(class_names))
+    empty = [class_names[k] for k in shown if not fakes[k]]
+    generated = "generated, after the filter" + (
+        ": none kept for any class shown (the report's filter table says why)" if len(empty) == len(shown) else
+        f": none kept for {len(empty)} of the classes shown" if empty else "")
     labelled_rows(rows, path, header=note if len(shown) < len(class_names) else "", per_row=2 * per_class,
-                  columns=[(0, "real"), (per_class, "generated")])
+                  columns=[(0, "real"), (per_class, generated)])
     return note
 
 
@@ -99,12 +103,10 @@ RAREST_SHOWN = 10  # past MAX_CLASSES_PLOTTED classes the report lists this many
 def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
     import csv
 
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(header)
         w.writerows(rows)
-    os.replace(tmp, path)
 
 
 def _table(headers, rows) -> str:
@@ -243,13 +245,9 @@ def write_report(out: Path, data: dict, syn: dict, arms: dict, opts, r, why: lis
         "## Time (seconds; a stage marked reused was made by an earlier call, in the time shown)", "",
         *(f"- {k}: {v:.0f}" for k, v in times.items()), f"- this call in all: {seconds:.0f}", "",
         *next_steps(out / syn["cache"])]
-    tmp = out / f".report.md.tmp{os.getpid()}"
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, out / "report.md")
+    write_text_atomic(out / "report.md", "\n".join(lines) + "\n")
     record = {"verdict": sentence, "arms": list(arms), "twins": dict(TWINS), "best_real_only": best,
               "best_synthetic": best_syn, "counts": dict(zip(names, data["counts"])), "per_class": per_class_acc,
               "paired": stats, "per_seed": values, "groups": groups, "gate": syn.get("gate")}
-    tmp = out / f".report.json.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, out / "report.json")
+    write_text_atomic(out / "report.json", json.dumps(record, indent=1))
     return record | {"terminal": terminal}

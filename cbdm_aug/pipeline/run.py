@@ -25,7 +25,7 @@ import numpy as np
 
 from cbdm_aug.errors import UserError
 from cbdm_aug.pipeline.settings import ARMS, TWINS, Resolved, RunOptions, resolve
-from cbdm_aug.pipeline.stages import Stages
+from cbdm_aug.pipeline.stages import Stages, stage_errors
 
 ARM_TITLES = {"control": "control (class-balanced re-sampling)", "randaugment": "RandAugment",
               "control+synthetic": "control + synthetic", "randaugment+synthetic": "RandAugment + synthetic"}
@@ -59,9 +59,10 @@ def _fingerprint(spec: str | None) -> dict | None:
 
 
 def _save_npz(path: Path, split: str, data) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npz")
-    np.savez(tmp, **{f"x_{split}": data.images, f"y_{split}": data.labels, "class_names": np.array(data.class_names)})
-    os.replace(tmp, path)
+    from cbdm_aug.atomic import atomic_path
+
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez(tmp, **{f"x_{split}": data.images, f"y_{split}": data.labels, "class_names": np.array(data.class_names)})
 
 
 def _check_classes(train_names: list[str], test_names: list[str], test: str) -> None:
@@ -75,12 +76,12 @@ def _check_classes(train_names: list[str], test_names: list[str], test: str) -> 
                    "give a test set with the same class names")
 
 
-def _data_stage(opts: RunOptions, out: Path, echo) -> dict:
+def _data_stage(opts: RunOptions, out: Path, echo, progress: bool = True) -> dict:
     from cbdm_aug.data import balanced_holdout, count_table, open_data
 
-    train = open_data(opts.data, split="train", skip_bad=opts.skip_bad, progress=True)
+    train = open_data(opts.data, split="train", skip_bad=opts.skip_bad, progress=progress)
     if opts.test:
-        test = open_data(opts.test, split="test", skip_bad=opts.skip_bad, progress=True)
+        test = open_data(opts.test, split="test", skip_bad=opts.skip_bad, progress=progress)
         _check_classes(train.class_names, test.class_names, opts.test)
         how = f"test set: {test.source}"
     elif opts.holdout_per_class:
@@ -294,7 +295,7 @@ def _run(opts: RunOptions, out: Path, echo, progress: bool) -> dict:
                       {"data": opts.data, "data_files": _fingerprint(opts.data), "test": opts.test,
                        "test_files": _fingerprint(opts.test), "holdout_per_class": opts.holdout_per_class,
                        "skip_bad": opts.skip_bad},
-                      lambda: _data_stage(opts, out, echo))
+                      lambda: _data_stage(opts, out, echo, progress), writes=out / "data")
     gen_size = None
     if opts.generator:
         from cbdm_aug.generator.run_dir import load_generator, read_meta
@@ -310,7 +311,7 @@ def _run(opts: RunOptions, out: Path, echo, progress: bool) -> dict:
     if opts.generator:
         gen = stages.run("generator", f"reuse the generator {opts.generator}",
                          {"run": str(Path(opts.generator).resolve()), "weights": meta.get("weights_sha256")},
-                         lambda: {"run": str(Path(opts.generator).resolve())}, after=("data",))
+                         lambda: {"run": str(Path(opts.generator).resolve())}, after=("data",), writes=out / "generator")
     else:
         gen = stages.run("generator", f"fit a CBDM generator ({r.preset} UNet, {r.gen_steps} steps, "
                          f"{r.image_size}x{r.image_size}, class c drawn ~ n_c^{r.gen_balance_power:g}"
@@ -319,21 +320,24 @@ def _run(opts: RunOptions, out: Path, echo, progress: bool) -> dict:
                                                     "gen_lr", "gen_balance_power", "gen_augment_p")}
                          | {"accelerator": "gpu" if on_gpu else "cpu"},
                          lambda: _fit_stage(out, r, device, echo, progress),
-                         clean=lambda: shutil.rmtree(out / "generator", ignore_errors=True), after=("data",))
+                         clean=lambda: shutil.rmtree(out / "generator", ignore_errors=True), after=("data",),
+                         writes=out / "generator")
     syn = stages.run("cache", "generate the top-up cache and filter it",
                      opts.synthetic.cache_settings() | {"image_size": r.image_size, "filter_epochs": r.filter_epochs,
                                                         "filter_model": "resnet8_cifar"},
                      lambda: _synthetic_stage(out, gen["run"], data, r, opts, device, echo, progress),
-                     clean=lambda: shutil.rmtree(out / "synthetic", ignore_errors=True), after=("data", "generator"))
+                     clean=lambda: shutil.rmtree(out / "synthetic", ignore_errors=True), after=("data", "generator"),
+                     writes=out / "synthetic")
     arms = {}
     for arm in ARMS:
         recipe = arm_recipe(arm, out, r, opts, str(device), str(out / syn["cache"]) if arm in TWINS else None)
         arms[arm] = stages.run(arm, f"train {ARM_TITLES[arm]} over seeds {list(opts.seeds)}",
                                {"recipe": recipe_key(recipe), "seeds": list(opts.seeds)},
                                lambda arm=arm, recipe=recipe: _arm_stage(arm, out, recipe, opts.seeds, echo, progress),
-                               after=("data", "cache") if arm in TWINS else ("data",))
+                               after=("data", "cache") if arm in TWINS else ("data",), writes=out / "arms" / arm)
     times = {n + (" (reused)" if n in stages.reused else ""): rec.get("seconds", 0.0) for n, rec in stages.records.items()}
-    report = write_report(out, data, syn, arms, opts, r, why, times, time.time() - t0)
+    with stage_errors("report", out):
+        report = write_report(out, data, syn, arms, opts, r, why, times, time.time() - t0)
     echo(report["terminal"])
     echo(f"\nreport: {out / 'report.md'}\nsamples (real | generated): {out / 'samples.png'}\n"
          f"per-class accuracy: {out / 'per_class_accuracy.png'} (every class: {out / 'per_class.csv'})\n"

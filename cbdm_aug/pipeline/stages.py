@@ -9,19 +9,103 @@ reads (``digest``), so a rerun upstream changes them.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import time
 from pathlib import Path
 
+from cbdm_aug.atomic import write_text_atomic
+from cbdm_aug.errors import NoSpace, UserError, is_disk_full
+from cbdm_aug.stopping import Stopped
+
+
+class DiskFull(UserError):
+    """A stage ran out of disk space: one line naming the stage and the file, and how to go on."""
+
+    def __init__(self, stage: str, error: BaseException, folder: Path | None = None):
+        file = _filename(error)
+        where = f" while writing {file}" if file else f" while writing in {folder}" if folder else ""
+        super().__init__(f"disk full in stage {stage!r}{where} ({_reason(error)}); free space and run the same "
+                         "command again: it resumes there")
+
+
+def _chain(e: BaseException | None):
+    while e is not None:
+        yield e
+        e = e.__cause__ or e.__context__
+
+
+def _filename(e: BaseException) -> str | None:
+    """The file named by ``e`` or an exception it was raised from (h5py names it only in its message)."""
+    import re
+
+    for x in _chain(e):
+        if isinstance(x, (OSError, NoSpace)) and x.filename:
+            return str(x.filename)
+    for x in _chain(e):
+        m = re.search(r"file ?name = '([^']+)'", str(x))
+        if m:
+            return m.group(1)
+    return None
+
+
+def _reason(e: BaseException) -> str:
+    for x in _chain(e):
+        if isinstance(x, (OSError, NoSpace)) and x.strerror:
+            return x.strerror
+    return "no space left on device"
+
+
+@contextlib.contextmanager
+def stage_errors(name: str, folder: Path | None = None):
+    """Within the block, a full disk becomes ``DiskFull`` naming stage ``name`` (and ``folder``, the
+    stage's outputs, where the error names no file), and a ``Stopped`` learns its stage."""
+    try:
+        yield
+    except Stopped as e:
+        e.stage = e.stage or name
+        raise
+    except Exception as e:
+        if is_disk_full(e) and not isinstance(e, DiskFull):
+            raise DiskFull(name, e, folder) from e
+        raise
+
+
+def _peak_rss():
+    """Starts measuring this process's peak resident memory; returns a function that gives it in MB.
+    On Linux the kernel's peak (VmHWM) is reset here, so it is the peak of what follows; elsewhere it
+    is the process's peak so far (``ru_maxrss``)."""
+    status = Path("/proc/self/status")
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
+        reset = True
+    except OSError:
+        reset = False
+
+    def peak() -> float | None:
+        if reset:
+            try:
+                line = next(x for x in status.read_text().splitlines() if x.startswith("VmHWM:"))
+                return round(int(line.split()[1]) / 1024, 1)
+            except (OSError, StopIteration, ValueError):
+                pass
+        try:
+            import resource
+
+            kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux, bytes on macOS
+            return round(kb / (1 << 20 if os.uname().sysname == "Darwin" else 1024), 1)
+        except (ImportError, OSError):
+            return None
+
+    return peak
+
 
 def write_json_atomic(path: Path, obj) -> None:
     """``path`` holds either the old content or ``obj``, never half of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(obj, indent=1, default=str))
 
 
 def _plain(obj):
@@ -62,11 +146,12 @@ class Stages:
         rec = self.records[name]
         return hashlib.sha256(json.dumps([rec["settings"], rec["result"]], sort_keys=True).encode()).hexdigest()[:16]
 
-    def run(self, name: str, title: str, settings: dict, make, clean=None, after=()) -> dict:
+    def run(self, name: str, title: str, settings: dict, make, clean=None, after=(), writes: Path | None = None) -> dict:
         """Reuse, resume or (re)run stage ``name``; returns its result (a JSON-ready dict).
 
         ``make()`` does the work and returns the result; it must resume its own partial outputs.
-        ``clean()`` removes the outputs made with other settings. ``after`` names the stages read.
+        ``clean()`` removes the outputs made with other settings. ``after`` names the stages read,
+        ``writes`` the folder of the outputs (named when a full disk stops the stage).
         """
         settings = _plain({**settings, **{f"after:{a}": self.digest(a) for a in after}})
         rec = self._read(name)
@@ -84,11 +169,12 @@ class Stages:
         else:
             self.echo(f"[{name}] {title}")
         path = self.dir / f"{name}.json"
-        write_json_atomic(path, {"status": "running", "settings": settings, "started": time.time()})
-        t0 = time.time()
-        result = _plain(make())
-        rec = {"status": "done", "settings": settings, "result": result, "seconds": round(time.time() - t0, 1),
-               "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
-        write_json_atomic(path, rec)
+        with stage_errors(name, writes):
+            write_json_atomic(path, {"status": "running", "settings": settings, "started": time.time()})
+            t0, peak = time.time(), _peak_rss()
+            result = _plain(make())
+            rec = {"status": "done", "settings": settings, "result": result, "seconds": round(time.time() - t0, 1),
+                   "peak_rss_mb": peak(), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+            write_json_atomic(path, rec)
         self.records[name] = rec
         return result

@@ -50,3 +50,31 @@ def test_the_demo_resizes_an_npz_to_its_image_size(tmp_path):
                      imbalance=4)
     split = np.load(build_split(cfg, tmp_path / "demo", echo=lambda *_: None))
     assert split["x_train"].shape[1:] == (16, 16, 1) and split["x_test"].shape[1:] == (16, 16, 1)
+
+
+def test_reading_in_worker_processes_gives_the_same_images_labels_and_errors_as_in_one(tmp_path, monkeypatch):
+    import cbdm_aug.data.sources as sources
+    from test_fit_generator import make_folder
+
+    root = make_folder(tmp_path / "data", counts=(7, 5, 3), size=8)
+    (root / "class 1" / "broken.png").write_bytes(b"not a png")
+    monkeypatch.setattr(sources, "_CHUNK", 4)  # several chunks, so order across workers matters
+    one = sources.load_image_folder(root, skip_bad=True, workers=1)
+    two = sources.load_image_folder(root, skip_bad=True, workers=2)
+    assert np.array_equal(one.images, two.images) and np.array_equal(one.labels, two.labels)
+    assert one.skipped == two.skipped == {"unreadable image": 1} and len(two) == 15
+    with pytest.raises(sources.DataError, match=r"broken.png: cannot read image .*pass --skip-bad"):
+        sources.load_image_folder(root, workers=2)
+
+
+def test_a_count_table_of_a_thousand_classes_stays_a_screenful_with_the_rarest_and_the_totals():
+    from cbdm_aug.data import count_table
+
+    counts = [max(1, int(20 * (1 / 20) ** (i / 999))) for i in range(1000)]
+    table = count_table([f"c{i}" for i in range(1000)], ("train", counts), ("synthetic", [20 - c for c in counts]))
+    lines = table.splitlines()
+    assert len(lines) < 60
+    assert lines[-2].split() == ["total", str(sum(counts)), str(sum(20 - c for c in counts))]
+    assert "c999" in table and "c0 " in table and "(24 of 1000 classes shown" in lines[-1]
+    small = count_table(["a", "b"], ("train", [3, 4]))
+    assert small.splitlines()[2:] == ["a          3", "b          4", "total      7"]

@@ -145,6 +145,14 @@ class SyntheticCache:
         i %= n
         return np.array(self._data()[i]), int(self.labels[i])
 
+    def batch(self, index) -> np.ndarray:
+        """The images at ``index`` (a slice or increasing indices), uint8 (len, H, W, C), in one read."""
+        if not isinstance(index, slice):
+            index = np.asarray(index, dtype=np.int64)
+            if len(index) > 1 and (np.diff(index) <= 0).any():
+                raise ValueError("batch() takes increasing indices")
+        return np.array(self._data()[index])
+
     def _data(self):
         # Reopen after a fork: an HDF5 handle must not be shared between processes.
         if self._pid != os.getpid():

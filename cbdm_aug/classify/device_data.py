@@ -25,15 +25,20 @@ def dataset_images(dataset) -> np.ndarray:
     from cbdm_aug.cache.reader import open_cache
     from cbdm_aug.cache.schema import IMAGES
 
-    parts, start = [np.asarray(dataset.real.images)], len(dataset.real)
+    real = np.asarray(dataset.real.images)
+    out = np.empty((len(dataset), *real.shape[1:]), np.uint8)  # filled in place: no second copy
+    out[:len(real)] = real
+    start = len(real)
     for cache in dataset.caches:
         with open_cache(cache.path) as f:
-            images = f[IMAGES][:len(cache)]
-        if images.shape[1:] != dataset._out_shape:  # resize/convert as the dataset does, image by image
-            images = np.stack([dataset._synthetic(start + k) for k in range(len(cache))])
-        parts.append(images)
+            images = f[IMAGES]
+            same = images.shape[1:] == dataset._out_shape
+            for i in range(0, len(cache), 65536):
+                j = min(i + 65536, len(cache))
+                out[start + i:start + j] = (images[i:j] if same else  # else resized as the dataset does per item
+                                            np.stack([dataset._synthetic(start + k) for k in range(i, j)]))
         start += len(cache)
-    return np.concatenate(parts)
+    return out
 
 
 def _random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:

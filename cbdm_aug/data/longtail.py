@@ -61,11 +61,29 @@ def balanced_holdout(data: LabeledImages, per_class: int, seed: int = 0) -> tupl
     return data.subset(rest_idx), data.subset(test_idx, source=f"{data.source} (held-out test)")
 
 
-def count_table(class_names, *columns: tuple[str, list[int]]) -> str:
-    """A plain-text table: one row per class, one column per (header, values)."""
+def count_table(class_names, *columns: tuple[str, list[int]], max_rows: int | None = None) -> str:
+    """A plain-text table: one row per class, one column per (header, values), and the totals. Past
+    ``max_rows`` classes (default ``pictures.MAX_GRID_CLASSES``) only the classes a per-class picture
+    would show are listed (by the first column: the rarest, the largest, sizes in between), in class
+    order, with "..." where classes are left out, so a 1,000-class table stays a screenful."""
+    from cbdm_aug.pictures import MAX_GRID_CLASSES, classes_to_show
+
+    limit = MAX_GRID_CLASSES if max_rows is None else max_rows
+    n = len(class_names)
+    shown = list(range(n)) if n <= limit else sorted(classes_to_show(columns[0][1] if columns else [0] * n, limit))
     headers = ["class", *(h for h, _ in columns)]
-    rows = [[str(n), *(str(int(v[i])) for _, v in columns)] for i, n in enumerate(class_names)]
+    rows, previous = [], -1
+    for i in shown:
+        if i != previous + 1:
+            rows.append(["...", *("" for _ in columns)])
+        rows.append([str(class_names[i]), *(str(int(v[i])) for _, v in columns)])
+        previous = i
+    if previous != n - 1:
+        rows.append(["...", *("" for _ in columns)])
     rows.append(["total", *(str(int(sum(v))) for _, v in columns)])
     widths = [max(len(r[j]) for r in [headers, *rows]) for j in range(len(headers))]
     fmt = lambda r: "  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
-    return "\n".join([fmt(headers), fmt(["-" * w for w in widths]), *map(fmt, rows)])
+    lines = [fmt(headers), fmt(["-" * w for w in widths]), *map(fmt, rows)]
+    if len(shown) < n:
+        lines.append(f"({len(shown)} of {n} classes shown: the rarest, the largest and sizes in between)")
+    return "\n".join(lines)

@@ -154,17 +154,97 @@ def _peek(path: Path) -> tuple[tuple[int, int], str]:
         return im.size, im.mode
 
 
+def _bad_errors() -> tuple:
+    from PIL import Image, UnidentifiedImageError
+
+    return UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError
+
+
+def _peek_chunk(paths: list[Path]) -> list[tuple]:
+    """[((size, mode), None) or (None, "what went wrong")] for each path."""
+    bad, out = _bad_errors(), []
+    for path in paths:
+        try:
+            out.append((_peek(path), None))
+        except bad as e:
+            out.append((None, f"{type(e).__name__}: {e}"))
+    return out
+
+
+def _decode_chunk(paths: list[Path], size: int, channels: int) -> tuple[np.ndarray, list[tuple[int, str, str]]]:
+    """The images of ``paths``, uint8 (len(paths), size, size, channels) (zeros where one failed), and
+    the failures as (index, kind, one-line message)."""
+    bad = _bad_errors()
+    out, failed = np.zeros((len(paths), size, size, channels), np.uint8), []
+    for i, path in enumerate(paths):
+        try:
+            out[i] = _decode(path, size, channels)
+        except DataError as e:
+            failed.append((i, "too large", str(e)))
+        except bad as e:
+            failed.append((i, "unreadable image", f"{path}: cannot decode image ({type(e).__name__}: {e})"))
+    return out, failed
+
+
+# Reading in worker processes pays from a few thousand files on: starting them costs about 0.5 s, and
+# a small PNG decodes in about 0.1 ms (benchmarks/results/large_inputs.md).
+PARALLEL_MIN_FILES = 5000
+_CHUNK = 1000   # files per task: large enough to hide the inter-process cost, small for a smooth bar
+
+
+def _default_workers(num_files: int) -> int:
+    return min(os.cpu_count() or 1, 8) if num_files >= PARALLEL_MIN_FILES else 1
+
+
+def _quiet_worker() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the parent, which stops the pool
+
+
+class _Pool:
+    """``map(fn, args)`` in order, in this process or in ``workers`` processes with a bounded
+    number of chunks in flight (so results never pile up in memory); ``close`` cancels what is left."""
+
+    def __init__(self, workers: int):
+        self.workers, self.executor = max(1, workers), None
+
+    def map(self, fn, args: list[tuple]):
+        if self.workers == 1 or len(args) < 2:
+            for a in args:
+                yield fn(*a)
+            return
+        import multiprocessing
+        from collections import deque
+        from concurrent.futures import ProcessPoolExecutor
+
+        if self.executor is None:  # spawn: a clean child, whatever threads this process (torch) has started
+            self.executor = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                                initializer=_quiet_worker)
+        pending, todo = deque(), iter(args)
+        for a in todo:
+            pending.append(self.executor.submit(fn, *a))
+            if len(pending) >= 2 * self.workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+    def close(self) -> None:
+        if self.executor is not None:
+            self.executor.shutdown(wait=False, cancel_futures=True)
+
+
 def load_image_folder(root: str | os.PathLike, image_size: int | None = None,
                       channels: int | None = None, skip_bad: bool = False,
-                      progress: bool = False) -> LabeledImages:
+                      progress: bool = False, workers: int | None = None) -> LabeledImages:
     """Read ``root/<class name>/*.{png,jpg,jpeg,bmp,webp}``; class ids follow sorted folder names.
 
     Images are converted to ``channels`` (1 or 3; default: 3 if any image has colour) and resized
     to ``image_size`` squares (default: the most common width). Unreadable images raise
-    ``DataError`` naming the file, or are skipped and counted when ``skip_bad`` is set.
+    ``DataError`` naming the file, or are skipped and counted when ``skip_bad`` is set. Files are
+    read in chunks by ``workers`` processes (default: one per core from ``PARALLEL_MIN_FILES`` files
+    on; 1 reads them in this process); the result does not depend on the number.
     """
-    from PIL import Image, UnidentifiedImageError
-
     root = Path(root)
     if not root.exists():
         raise DataError(f"{root}: no such file or folder")
@@ -179,52 +259,68 @@ def load_image_folder(root: str | os.PathLike, image_size: int | None = None,
     if empty:
         raise DataError(f"{root}: class folder(s) with no images: {', '.join(map(repr, empty))}; "
                         f"remove them or add images ({', '.join(IMAGE_EXTENSIONS)})")
-    bad_errors = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+    files = [(label, p) for label, fs in enumerate(files_per_class) for p in fs]
+    pool = _Pool(workers if workers is not None else _default_workers(len(files)))
+    bar = None
 
-    # First pass reads only headers, to pick the default size and channel count.
-    headers: dict[Path, tuple[tuple[int, int], str]] = {}
-    for files in files_per_class:
-        for path in files:
-            try:
-                headers[path] = _peek(path)
-            except bad_errors as e:
+    def new_bar(what: str, total: int):
+        if bar is not None:
+            bar.close()
+        if progress:
+            from cbdm_aug.progress import counter  # a bar on a terminal, plain lines in a log
+            return counter(total, f"{what} {root.name}", "img")
+        return None
+
+    try:
+        # First pass reads only headers, to pick the default size and channel count.
+        bar = new_bar("checking", len(files))
+        headers: dict[Path, tuple[tuple[int, int], str]] = {}
+        chunks = [[p for _, p in files[i:i + _CHUNK]] for i in range(0, len(files), _CHUNK)]
+        for paths, peeked in zip(chunks, pool.map(_peek_chunk, [(c,) for c in chunks])):
+            for path, (head, error) in zip(paths, peeked):
+                if error is None:
+                    headers[path] = head
+                elif not skip_bad:
+                    raise DataError(f"{path}: cannot read image ({error}); pass --skip-bad to skip unreadable files")
+                else:
+                    skipped["unreadable image"] += 1
+                    log.warning("skipping unreadable image %s", path)
+            if bar is not None:
+                bar.update(len(paths))
+        if not headers:
+            raise DataError(f"{root}: no readable images")
+        if image_size is None:
+            image_size = Counter(size[0] for size, _ in headers.values()).most_common(1)[0][0]
+        if channels is None:
+            colour = {"RGB", "RGBA", "P", "CMYK", "YCbCr", "LAB", "HSV", "PA", "RGBX"}
+            channels = 3 if any(mode in colour for _, mode in headers.values()) else 1
+        readable = [(label, p) for label, p in files if p in headers]
+        bar = new_bar("reading", len(readable))
+        # One array, filled chunk by chunk: the images are never held twice.
+        images = np.empty((len(readable), image_size, image_size, channels), np.uint8)
+        keep = np.ones(len(readable), bool)
+        chunks = [[p for _, p in readable[i:i + _CHUNK]] for i in range(0, len(readable), _CHUNK)]
+        for k, (decoded, failed) in enumerate(pool.map(_decode_chunk, [(c, image_size, channels) for c in chunks])):
+            i = k * _CHUNK
+            images[i:i + len(decoded)] = decoded
+            for j, kind, message in failed:
                 if not skip_bad:
-                    raise DataError(f"{path}: cannot read image ({type(e).__name__}: {e}); "
-                                    f"pass --skip-bad to skip unreadable files") from None
-                skipped["unreadable image"] += 1
-                log.warning("skipping unreadable image %s", path)
-    if not headers:
+                    raise DataError(message + ("" if kind == "too large" else "; pass --skip-bad to skip unreadable files"))
+                skipped[kind] += 1
+                keep[i + j] = False
+                log.warning("skipping %s", message)
+            if bar is not None:
+                bar.update(len(decoded))
+    finally:
+        pool.close()
+        if bar is not None:
+            bar.close()
+    labels = np.array([label for label, _ in readable], np.int64)
+    if not keep.all():
+        images, labels = images[keep], labels[keep]
+    if not len(images):
         raise DataError(f"{root}: no readable images")
-    if image_size is None:
-        image_size = Counter(size[0] for size, _ in headers.values()).most_common(1)[0][0]
-    if channels is None:
-        colour = {"RGB", "RGBA", "P", "CMYK", "YCbCr", "LAB", "HSV", "PA", "RGBX"}
-        channels = 3 if any(mode in colour for _, mode in headers.values()) else 1
-
-    images, labels = [], []
-    iterator = [(label, p) for label, files in enumerate(files_per_class) for p in files if p in headers]
-    if progress:
-        from tqdm.auto import tqdm
-        iterator = tqdm(iterator, desc=f"reading {root.name}", unit="img", disable=None)  # None: off a terminal
-    for label, path in iterator:
-        try:
-            images.append(_decode(path, image_size, channels))
-        except DataError:
-            if not skip_bad:
-                raise
-            skipped["too large"] += 1
-            continue
-        except bad_errors as e:
-            if not skip_bad:
-                raise DataError(f"{path}: cannot decode image ({type(e).__name__}: {e}); "
-                                f"pass --skip-bad to skip unreadable files") from None
-            skipped["unreadable image"] += 1
-            log.warning("skipping undecodable image %s", path)
-            continue
-        labels.append(label)
-    if not images:
-        raise DataError(f"{root}: no readable images")
-    data = LabeledImages(np.stack(images), np.asarray(labels, dtype=np.int64),
+    data = LabeledImages(images, labels,
                          [c.name for c in classes], str(root), dict(skipped))
     missing = [data.class_names[i] for i in np.flatnonzero(data.counts() == 0)]
     if missing:

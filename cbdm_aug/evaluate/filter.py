@@ -86,7 +86,7 @@ def filter_cache(cache: str | os.PathLike, out: str | os.PathLike, space: Featur
         for i in tqdm(range(0, len(syn), batch_size), desc=f"filter {cache.name}",
                       disable=not (progress and on_terminal())):  # a log gets the removed table, not redraws
             j = min(i + batch_size, len(syn))
-            x = np.stack([syn[k][0] for k in range(i, j)])
+            x = syn.batch(slice(i, j))
             y = labels[i:j]
             p = space.predict_proba(x)
             confident[i:j] = (p[torch.arange(j - i), torch.as_tensor(y)] >= confidence).numpy()
@@ -147,7 +147,7 @@ def filter_cache(cache: str | os.PathLike, out: str | os.PathLike, space: Featur
             with CacheWriter(tmp) as w:
                 kept = np.flatnonzero(keep)
                 for i in range(0, len(kept), batch_size):
-                    w.write(np.stack([syn[int(k)][0] for k in kept[i:i + batch_size]]))
+                    w.write(syn.batch(kept[i:i + batch_size]))
                 w.finish()
             import h5py
 

@@ -173,7 +173,7 @@ class Stages:
             write_json_atomic(path, {"status": "running", "settings": settings, "started": time.time()})
             t0, peak = time.time(), _peak_rss()
             result = _plain(make())
-            rec = {"status": "done", "settings": settings, "result": result, "seconds": round(time.time() - t0, 1),
+            rec = {"status": "done", "settings": settings, "result": result, "seconds": round(time.time() - t0, 3),
                    "peak_rss_mb": peak(), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
             write_json_atomic(path, rec)
         self.records[name] = rec

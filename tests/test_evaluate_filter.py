@@ -108,3 +108,39 @@ def test_the_gate_drops_every_image_of_a_class_whose_samples_are_mostly_near_cop
     record = filter_cache(tmp_path / "syn.h5", tmp_path / "all.h5", stub_space(), train_x, train_y,
                           confidence=0.9, progress=False)
     assert record["kept"] == {"dark": 3, "bright": 1} and record["gate"]["bright"]["used"] is True
+
+
+def test_near_copies_are_found_per_class_with_shuffled_training_labels_and_more_classes_than_a_batch_holds(tmp_path):
+    # training labels in random order, a batch smaller than the cache: each class's vectors are
+    # looked up by its own group, never another class's
+    rng = np.random.default_rng(1)
+    C = 7
+    train_y = rng.permutation(np.repeat(np.arange(C), 5))
+    train_x = rng.integers(0, 256, (len(train_y), 8, 8, 1), dtype=np.uint8)
+    labels = np.repeat(np.arange(C), 4)
+    images = rng.integers(0, 256, (len(labels), 8, 8, 1), dtype=np.uint8)
+    copies = {}
+    for c in range(C):  # class c's first c % 3 images are copies of its own training images
+        own = np.flatnonzero(train_y == c)
+        for j in range(c % 3):
+            images[4 * c + j] = train_x[own[j]]
+        copies[str(c)] = c % 3
+    images[4 * 6 + 3] = train_x[np.flatnonzero(train_y == 0)[0]]  # a copy of another class's image: not a copy
+    names = [str(c) for c in range(C)]
+    write_cache(tmp_path / "syn.h5", images, labels, class_names=names, seeds=np.arange(len(labels)))
+
+    class Uniform(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(()), requires_grad=False)
+
+        def forward(self, x):
+            return torch.zeros(len(x), C) + self.w
+
+    net = Uniform()
+    space = FeatureSpace("classifier", "uniform stub", net, lambda x: torch.from_numpy(x).float(), C,
+                         classifier=net, class_names=names)
+    record = filter_cache(tmp_path / "syn.h5", tmp_path / "out.h5", space, train_x, train_y, confidence=0.0,
+                          progress=False, batch_size=5)
+    assert record["removed_near_copy"] == copies
+    assert record["gate"]["2"]["copy_share"] == 0.5

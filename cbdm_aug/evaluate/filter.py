@@ -15,6 +15,7 @@ the counts kept and removed per class for each reason.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -72,10 +73,20 @@ def filter_cache(cache: str | os.PathLike, out: str | os.PathLike, space: Featur
         if space.class_names is not None and space.class_names != names:
             raise EvaluateError(f"the classifier's classes {space.class_names} differ from the cache's {names}")
         C, (size, _, channels) = len(names), syn.image_shape
-        train = M.pixel_vectors(convert_images(train_images, size, channels))
-        by_class = [train[train_labels == c] for c in range(C)]
+        # The training images stay uint8 and grouped by class; a class's float vectors (4 bytes a
+        # pixel) are made when a batch needs them, a few classes at a time (the cache is in class
+        # order), so a large training set is not held again as floats.
+        train = convert_images(train_images, size, channels)
+        order = np.argsort(train_labels, kind="stable")
+        bounds = np.searchsorted(train_labels[order], np.arange(C + 1))
+
+        @functools.lru_cache(maxsize=8)
+        def class_pixels(c: int) -> torch.Tensor:
+            return M.pixel_vectors(train[order[bounds[c]:bounds[c + 1]]])
+
         # Each training image's distance to its nearest same-class neighbour, the near-copy scale.
-        sibling = [M.kth_neighbour_distance(t, 1, 1024) if len(t) > 1 else None for t in by_class]
+        sibling = [M.kth_neighbour_distance(class_pixels(c), 1, 1024) if bounds[c + 1] - bounds[c] > 1 else None
+                   for c in range(C)]
         labels, seeds = syn.labels, syn.seeds
         confident = np.zeros(len(syn), bool)
         copy = np.zeros(len(syn), bool)
@@ -96,8 +107,8 @@ def filter_cache(cache: str | os.PathLike, out: str | os.PathLike, space: Featur
             pix = M.pixel_vectors(x)
             for c in np.unique(y):
                 m = y == c
-                if len(by_class[c]):
-                    d, nearest = M.nearest_distance(pix[m], by_class[c])
+                if bounds[c + 1] > bounds[c]:
+                    d, nearest = M.nearest_distance(pix[m], class_pixels(int(c)))
                     if sibling[c] is not None:
                         scale = sibling[c][nearest]
                         limit = near_copy_ratio * scale
@@ -108,7 +119,10 @@ def filter_cache(cache: str | os.PathLike, out: str | os.PathLike, space: Featur
                     spacing[i:j][m] = (d / scale.clamp_min(1e-12)).numpy()
         real_counts = np.bincount(train_labels, minlength=C)
         generated = np.bincount(labels, minlength=C)
-        median = [float(np.median(spacing[labels == c])) if (labels == c).any() else float("nan") for c in range(C)]
+        by_label = np.argsort(labels, kind="stable")  # one grouping, not a pass over the cache per class
+        cuts = np.searchsorted(labels[by_label], np.arange(C + 1))
+        median = [float(np.median(spacing[by_label[cuts[c]:cuts[c + 1]]])) if cuts[c + 1] > cuts[c] else float("nan")
+                  for c in range(C)]
         gate = gate_classes(names, real_counts, generated, np.bincount(labels[copy], minlength=C), median,
                             max_copy_share)
         gated = np.array([gate[n]["used"] for n in names], bool)[labels] if len(labels) else np.ones(0, bool)

@@ -61,7 +61,8 @@ def top_up_level(counts, generated: int) -> int:
     return int(levels[min(np.searchsorted(added, generated), len(levels) - 1)])  # the first that adds enough
 
 
-def worker(classes: int, images: int, out: Path, gen_steps: int) -> list[dict]:
+def worker(classes: int, images: int, out: Path, gen_steps: int, size: int = 16, share: float = GENERATED_SHARE,
+           model: str | None = None) -> list[dict]:
     """One set through `run`, in this process; returns its rows."""
     from dataclasses import replace
 
@@ -73,10 +74,11 @@ def worker(classes: int, images: int, out: Path, gen_steps: int) -> list[dict]:
     from cbdm_aug.pipeline.settings import RunOptions, SyntheticArm
     from cbdm_aug.pipeline.stages import _peak_rss
 
-    d = _procedural.make(classes, n_max_for(classes, images), IMBALANCE, test_per_class=max(2, TEST_IMAGES // classes))
+    d = _procedural.make(classes, n_max_for(classes, images), IMBALANCE, test_per_class=max(2, TEST_IMAGES // classes),
+                         size=size)
     real = len(d["y_train"])
     counts = np.bincount(d["y_train"], minlength=classes)
-    level = top_up_level(counts, int(GENERATED_SHARE * real))
+    level = top_up_level(counts, int(share * real))
     out.mkdir(parents=True, exist_ok=True)
     np.savez(out / "data.npz", **d)
     timed = {}
@@ -90,7 +92,7 @@ def worker(classes: int, images: int, out: Path, gen_steps: int) -> list[dict]:
 
     report.write_report = timed_report
     opts = RunOptions(data=str(out / "data.npz"), preset="tiny", gen_steps=gen_steps, classifier_epochs=1, seeds=(0,),
-                      device="cpu", synthetic=replace(SyntheticArm(), top_up=level))
+                      device="cpu", image_size=size, model=model, synthetic=replace(SyntheticArm(), top_up=level))
     t = time.time()
     run_pipeline(opts, out / "run", echo=lambda *a, **k: None, progress=False)
     wall = time.time() - t
@@ -98,10 +100,10 @@ def worker(classes: int, images: int, out: Path, gen_steps: int) -> list[dict]:
     generated = sum(json.loads((out / "run" / "stages" / "cache.json").read_text())["result"]["generated"].values())
     for stage in STAGES:
         rec = timed if stage == "report" else json.loads((out / "run" / "stages" / f"{stage}.json").read_text())
-        rows.append({"classes": classes, "images": real, "stage": stage, "seconds": rec["seconds"],
+        rows.append({"classes": classes, "images": real, "image_size": size, "stage": stage, "seconds": rec["seconds"],
                      "peak_rss_mb": rec["peak_rss_mb"], "generated": generated, "test_images": len(d["y_test"]),
                      "seconds_per_1k_images": round(1000 * rec["seconds"] / real, 3)})
-    rows.append({"classes": classes, "images": real, "stage": "all", "seconds": round(wall, 1),
+    rows.append({"classes": classes, "images": real, "image_size": size, "stage": "all", "seconds": round(wall, 1),
                  "peak_rss_mb": None, "generated": generated, "test_images": len(d["y_test"]),
                  "seconds_per_1k_images": round(1000 * wall / real, 3)})
     return rows
@@ -161,13 +163,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="2k and 20k images instead of 20k and 200k")
     ap.add_argument("--gen-steps", type=int, default=20)
-    ap.add_argument("--out", default=str(HERE / "results" / "scale"))
+    ap.add_argument("--memory", action="store_true",
+                    help="the memory rows at 64x64 (5k and 20k images) and the largest set that fits in 24 GiB")
     ap.add_argument("--no-smoke", action="store_true", help="skip the two-set `cbdm-aug run` comparison")
-    ap.add_argument("--worker", nargs=3, metavar=("CLASSES", "IMAGES", "DIR"), help=argparse.SUPPRESS)
+    ap.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)  # CLASSES IMAGES DIR [SIZE SHARE MODEL]
     a = ap.parse_args()
     if a.worker:
-        rows = worker(int(a.worker[0]), int(a.worker[1]), Path(a.worker[2]), a.gen_steps)
+        w = a.worker
+        extra = (int(w[3]), float(w[4]), w[5]) if len(w) > 3 else ()
+        rows = worker(int(w[0]), int(w[1]), Path(w[2]), a.gen_steps, *extra)
         print(json.dumps(rows))
+        return
+    if a.memory:
+        memory(a.gen_steps)
         return
     from _env import environment
 
@@ -202,6 +210,76 @@ def main() -> None:
     (out / f"{name}.json").write_text(json.dumps(result, indent=1))
     (out / f"{name}.md").write_text(markdown(result))
     print(markdown(result))
+
+
+MEMORY_SETS = ((100, 5_000), (100, 20_000))  # at 64x64 grey: two points of each stage's memory line
+BUDGET_MB = 24 * 1024
+
+
+def _run_set(classes: int, images: int, tmp: Path, gen_steps: int, extra=()) -> list[dict]:
+    r = subprocess.run([sys.executable, __file__, "--gen-steps", str(gen_steps), "--worker", str(classes), str(images),
+                        str(tmp / f"c{classes}_n{images}"), *map(str, extra)],
+                       capture_output=True, text=True, env=dict(os.environ, OMP_WAIT_POLICY="PASSIVE"))
+    if r.returncode != 0:
+        sys.exit(f"{classes} classes, {images} images: failed\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def fits(rows: list[dict], budget_mb: float = BUDGET_MB) -> dict:
+    """Per stage, the line through its two (images, peak RSS) points and the images at which it reaches
+    ``budget_mb``; the set fits where every stage does."""
+    out = {}
+    for stage in STAGES:
+        pts = sorted((r["images"], r["peak_rss_mb"]) for r in rows if r["stage"] == stage and r["peak_rss_mb"])
+        if len(pts) < 2:
+            continue
+        (n0, m0), (n1, m1) = pts[0], pts[-1]
+        slope = (m1 - m0) / (n1 - n0)  # MB per image
+        out[stage] = {"mb_per_1k_images": round(1000 * slope, 3), "at_0_mb": round(m0 - slope * n0, 1),
+                      "images_at_budget": (int((budget_mb - (m0 - slope * n0)) / slope) if slope > 0 else None)}
+    limits = [v["images_at_budget"] for v in out.values() if v["images_at_budget"]]
+    return {"per_stage": out, "largest_set": min(limits) if limits else None,
+            "bound_by": min(out, key=lambda k: out[k]["images_at_budget"] or float("inf")) if limits else None}
+
+
+def memory(gen_steps: int) -> None:
+    """Peak RSS per stage at 64x64 grey for two sizes (resnet8 classifiers, 2% generated, ``gen_steps``
+    generator steps: memory, not speed), and, with scale.json's 16x16 rows, the largest set in 24 GiB."""
+    from _env import environment
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="scale-mem-") as tmp:
+        for classes, images in MEMORY_SETS:
+            t = time.time()
+            got = _run_set(classes, images, Path(tmp), gen_steps, (64, 0.02, "resnet8_cifar"))
+            rows += got
+            print(f"64x64: {classes} classes, {got[0]['images']} images: {time.time() - t:.0f} s", flush=True)
+    result = {"what": "Peak memory per stage against images, and the largest set that fits in 24 GiB",
+              "command": "python benchmarks/scale.py --memory", "budget_mb": BUDGET_MB,
+              "settings_64": {"image_size": 64, "channels": 1, "generated_share": 0.02, "model": "resnet8_cifar",
+                              "gen_steps": gen_steps, "preset": "tiny"},
+              "rows_64": rows, "fits_64": fits(rows), **environment()}
+    scale = HERE / "results" / "scale.json"
+    if scale.exists():
+        r16 = [r for r in json.loads(scale.read_text())["rows"] if r["classes"] == 100]
+        result["rows_16"], result["fits_16"] = r16, fits(r16)
+    (HERE / "results" / "scale_memory.json").write_text(json.dumps(result, indent=1))
+    lines = [f"# {result['what']}", "", f"`{result['command']}` at commit {result['commit']}; the 16x16 lines from "
+             "scale.json's 100-class rows (20k and 200k images), the 64x64 ones from 5k and 20k grey images "
+             f"({json.dumps(result['settings_64'])}).", "",
+             "| stage | 16x16: MB per 1k images | 16x16: images in 24 GiB | 64x64: MB per 1k images | 64x64: images in 24 GiB |",
+             "| --- | --- | --- | --- | --- |"]
+    for stage in STAGES:
+        a, b = result.get("fits_16", {}).get("per_stage", {}).get(stage, {}), result["fits_64"]["per_stage"].get(stage, {})
+        lines.append(f"| {stage} | {a.get('mb_per_1k_images', '')} | {a.get('images_at_budget') or ''} | "
+                     f"{b.get('mb_per_1k_images', '')} | {b.get('images_at_budget') or ''} |")
+    for k in ("16", "64"):
+        f = result.get(f"fits_{k}")
+        if f and f["largest_set"]:
+            lines.append(f"\nAt {k}x{k} grey the largest set is about **{f['largest_set']:,} images** (bound by the "
+                         f"{f['bound_by']} stage).")
+    (HERE / "results" / "scale_memory.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
 
 
 def markdown(r: dict) -> str:

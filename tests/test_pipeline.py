@@ -207,3 +207,20 @@ def test_a_holdout_says_what_it_costs_the_tail(data, tmp_path):
     record = _data_stage(RunOptions(data=str(data / "train"), holdout_per_class=1), tmp_path, said.append)
     assert record["test_counts"] == [1, 1, 1] and record["counts"] == [11, 5, 2]
     assert any("costs the tail" in s and "'class 2'" in s and "2 of its 3" in s for s in said)
+
+
+def test_when_the_filter_keeps_no_generated_image_the_verdict_says_the_synthetic_arms_are_their_twins(finished, tmp_path):
+    from cbdm_aug.pipeline.report import write_report
+    from cbdm_aug.pipeline.run import ARMS as arms
+    from cbdm_aug.pipeline.settings import resolve
+
+    out = _copy(finished, tmp_path)
+    rec = lambda name: json.loads((out / "stages" / f"{name}.json").read_text())["result"]  # noqa: E731
+    data, syn = rec("data"), rec("cache")
+    syn["kept"] = {n: 0 for n in syn["kept"]}
+    opts = RunOptions(data="x", seeds=(0, 1))
+    r, why = resolve(opts, sum(data["counts"]), data["image_size"], data["channels"], False)
+    report = write_report(out, data, syn, {a: rec(a) for a in arms}, opts, r, why, {}, 1.0)
+    assert report["verdict"].startswith("The filter and the gate kept none of the generated images, so each "
+                                        "+ synthetic arm trained on your real images alone")
+    assert "the generator had not learned your classes" in (out / "report.md").read_text()

@@ -88,7 +88,9 @@ def real_from_run(run_dir: Path) -> dict:
 def _per_class_take(labels: np.ndarray, n: int, num_classes: int, seed: int) -> np.ndarray:
     """Indices of at most ``n`` images of every class, drawn with ``seed``, in class order."""
     rng = np.random.default_rng(seed)
-    return np.concatenate([np.sort(rng.permutation(np.flatnonzero(labels == c))[:n]) for c in range(num_classes)])
+    order = np.argsort(labels, kind="stable")  # one grouping, not a pass over the labels per class
+    cuts = np.searchsorted(labels[order], np.arange(num_classes + 1))
+    return np.concatenate([np.sort(rng.permutation(order[cuts[c]:cuts[c + 1]])[:n]) for c in range(num_classes)])
 
 
 def synthetic_images(out: Path, *, run_dir: Path | None, cache: Path | None, class_names, image_size: int,
@@ -118,7 +120,9 @@ def synthetic_images(out: Path, *, run_dir: Path | None, cache: Path | None, cla
                  if n < opts.k + 1}
         if short:
             raise EvaluateError(f"{cache}: too few images for precision/recall with k={opts.k} in classes {short}")
-        images = np.stack([syn[int(i)][0] for i in idx])
+        ascending = np.argsort(idx, kind="stable")  # one read of the cache, in file order
+        images = np.empty((len(idx), *syn.image_shape), np.uint8)
+        images[ascending] = syn.batch(idx[ascending])
         labels = syn.labels[idx].copy()
         provenance = {"cache": str(cache), "sampler": syn.attrs["sampler"],
                       "weights_sha256": syn.attrs["generator"].get("weights_sha256")}

@@ -157,6 +157,11 @@ def write_report(out: Path, data: dict, syn: dict, arms: dict, opts, r, why: lis
              f"{best_syn}-{best}": (best_syn, best)}  # the best pair may be a twin pair: then it is one key
     stats = {p: {g: paired(values[a][g], values[b][g]) for g in values[a] if g in values[b]} for p, (a, b) in pairs.items()}
     sentence = verdict(stats, TWINS, best, best_syn, groups, names, n)
+    if syn.get("kept") is not None and not sum(syn["kept"].values()):  # then each + synthetic arm is its twin: say so, not "+0.0 points"
+        sentence = ("The filter and the gate kept none of the generated images, so each + synthetic arm trained on "
+                    "your real images alone (its numbers are its twin's); the generator had not learned your classes "
+                    "well enough for its images to pass: fit it longer (--gen-steps) or look at samples.png. "
+                    + sentence)
 
     shown = [g for g in GROUPS if g in values["control"]]
     arm_rows = [[TITLES[a]] + [f"{np.mean(values[a][g]):.2f} ± {np.std(values[a][g], ddof=1) if n > 1 else 0:.2f}"

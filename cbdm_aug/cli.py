@@ -29,7 +29,7 @@ COMMANDS = {
 }
 
 HELP = {
-    "run": "Your long-tailed data, one command: fit, generate, train three arms, report with intervals.",
+    "run": "Your long-tailed data, one command: fit, generate, train four arms, report with intervals.",
     "demo": "`run` on a long-tailed split of the bundled digits: the pipeline in minutes.",
     "fit-generator": "Train a class-balancing diffusion model on a long-tailed dataset.",
     "generate": "Generate a class-balanced synthetic cache (HDF5) from a generator run.",

@@ -30,11 +30,6 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 
-def _peak_mb() -> float:
-    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmHWM:"))
-    return round(int(line.split()[1]) / 1024, 1)
-
-
 def _classes(n: int, classes: int, seed: int = 0):
     """Balanced procedural images: uint8 (n, 16, 16, 1) and their labels, class by class."""
     import numpy as np
@@ -157,9 +152,12 @@ def main() -> None:
     a = ap.parse_args()
     if a.step:
         name, args = a.step[0], a.step[1:]
+        from cbdm_aug.pipeline.stages import peak_rss
+
         conv = [int(v) if v.lstrip("-").isdigit() else Path(v) for v in args]
+        peak = peak_rss()
         out = STEPS[name](*conv)
-        out["peak_rss_mb"] = _peak_mb()
+        out["peak_rss_mb"] = peak()
         print(json.dumps(out))
         return
     from _env import environment

@@ -72,7 +72,7 @@ def worker(classes: int, images: int, out: Path, gen_steps: int, size: int = 16,
     import cbdm_aug.pipeline.report as report
     from cbdm_aug.pipeline.run import run_pipeline
     from cbdm_aug.pipeline.settings import RunOptions, SyntheticArm
-    from cbdm_aug.pipeline.stages import _peak_rss
+    from cbdm_aug.pipeline.stages import peak_rss
 
     d = _procedural.make(classes, n_max_for(classes, images), IMBALANCE, test_per_class=max(2, TEST_IMAGES // classes),
                          size=size)
@@ -85,7 +85,7 @@ def worker(classes: int, images: int, out: Path, gen_steps: int, size: int = 16,
     write_report = report.write_report
 
     def timed_report(*a, **k):
-        t, peak = time.time(), _peak_rss()
+        t, peak = time.time(), peak_rss()
         r = write_report(*a, **k)
         timed.update(seconds=round(time.time() - t, 1), peak_rss_mb=peak())
         return r

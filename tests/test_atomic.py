@@ -5,7 +5,7 @@ import errno
 import pytest
 
 from cbdm_aug.atomic import atomic_path, write_text_atomic
-from cbdm_aug.pipeline.stages import _peak_rss
+from cbdm_aug.pipeline.stages import peak_rss
 
 
 def test_a_failed_write_keeps_the_old_file_leaves_no_temporary_and_names_the_target(tmp_path):
@@ -35,7 +35,7 @@ def test_a_stage_peak_memory_is_the_peak_of_what_follows_not_of_the_process():
     big[::4096] = b"x" * len(big[::4096])
     del big
     before = _rss_mb()
-    peak = _peak_rss()
+    peak = peak_rss()
     small = bytearray(30 << 20)
     small[::4096] = b"y" * len(small[::4096])
     mb = peak()

@@ -77,8 +77,7 @@ def filter_cache(cache: str | os.PathLike, out: str | os.PathLike, space: Featur
         # pixel) are made when a batch needs them, a few classes at a time (the cache is in class
         # order), so a large training set is not held again as floats.
         train = convert_images(train_images, size, channels)
-        order = np.argsort(train_labels, kind="stable")
-        bounds = np.searchsorted(train_labels[order], np.arange(C + 1))
+        order, bounds = M.class_slices(train_labels, C)
 
         @functools.lru_cache(maxsize=8)
         def class_pixels(c: int) -> torch.Tensor:
@@ -119,8 +118,7 @@ def filter_cache(cache: str | os.PathLike, out: str | os.PathLike, space: Featur
                     spacing[i:j][m] = (d / scale.clamp_min(1e-12)).numpy()
         real_counts = np.bincount(train_labels, minlength=C)
         generated = np.bincount(labels, minlength=C)
-        by_label = np.argsort(labels, kind="stable")  # one grouping, not a pass over the cache per class
-        cuts = np.searchsorted(labels[by_label], np.arange(C + 1))
+        by_label, cuts = M.class_slices(labels, C)
         median = [float(np.median(spacing[by_label[cuts[c]:cuts[c + 1]]])) if cuts[c + 1] > cuts[c] else float("nan")
                   for c in range(C)]
         gate = gate_classes(names, real_counts, generated, np.bincount(labels[copy], minlength=C), median,

@@ -123,6 +123,13 @@ def nearest_distance(query: torch.Tensor, ref: torch.Tensor, chunk: int = 1024) 
     return torch.cat(dists), torch.cat(idx)
 
 
+def class_slices(labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(order, bounds): ``order[bounds[c]:bounds[c + 1]]`` are the indices of class c's items, increasing.
+    One sort for all classes, where a mask per class would pass over the labels once per class."""
+    order = np.argsort(labels, kind="stable")
+    return order, np.searchsorted(np.asarray(labels)[order], np.arange(num_classes + 1))
+
+
 def pixel_vectors(images: np.ndarray) -> torch.Tensor:
     """uint8 (N, H, W, C) -> float (N, H*W*C) scaled so L2 distance is the RMS pixel difference in [0, 1]."""
     flat = torch.from_numpy(np.ascontiguousarray(images).reshape(len(images), -1)).float()

@@ -88,8 +88,7 @@ def real_from_run(run_dir: Path) -> dict:
 def _per_class_take(labels: np.ndarray, n: int, num_classes: int, seed: int) -> np.ndarray:
     """Indices of at most ``n`` images of every class, drawn with ``seed``, in class order."""
     rng = np.random.default_rng(seed)
-    order = np.argsort(labels, kind="stable")  # one grouping, not a pass over the labels per class
-    cuts = np.searchsorted(labels[order], np.arange(num_classes + 1))
+    order, cuts = M.class_slices(labels, num_classes)
     return np.concatenate([np.sort(rng.permutation(order[cuts[c]:cuts[c + 1]])[:n]) for c in range(num_classes)])
 
 

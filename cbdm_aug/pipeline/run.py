@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cbdm_aug.atomic import atomic_path
 from cbdm_aug.errors import UserError
 from cbdm_aug.pipeline.settings import ARMS, TWINS, Resolved, RunOptions, resolve
 from cbdm_aug.pipeline.stages import Stages, stage_errors
@@ -59,8 +60,6 @@ def _fingerprint(spec: str | None) -> dict | None:
 
 
 def _save_npz(path: Path, split: str, data) -> None:
-    from cbdm_aug.atomic import atomic_path
-
     with atomic_path(path, suffix=".npz") as tmp:
         np.savez(tmp, **{f"x_{split}": data.images, f"y_{split}": data.labels, "class_names": np.array(data.class_names)})
 

@@ -73,7 +73,7 @@ def stage_errors(name: str, folder: Path | None = None):
         raise
 
 
-def _peak_rss():
+def peak_rss():
     """Starts measuring this process's peak resident memory; returns a function that gives it in MB.
     On Linux the kernel's peak (VmHWM) is reset here, so it is the peak of what follows; elsewhere it
     is the process's peak so far (``ru_maxrss``)."""
@@ -171,7 +171,7 @@ class Stages:
         path = self.dir / f"{name}.json"
         with stage_errors(name, writes):
             write_json_atomic(path, {"status": "running", "settings": settings, "started": time.time()})
-            t0, peak = time.time(), _peak_rss()
+            t0, peak = time.time(), peak_rss()
             result = _plain(make())
             rec = {"status": "done", "settings": settings, "result": result, "seconds": round(time.time() - t0, 3),
                    "peak_rss_mb": peak(), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}

@@ -21,6 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from e2e_quality import cbdm_aug  # noqa: E402
 
+from cbdm_aug.atomic import atomic_dir  # noqa: E402
+
 
 def step_of(run: Path) -> int:
     meta = run / "generator.json"
@@ -53,15 +55,12 @@ def main(argv=None):
             print("$", " ".join(map(str, cmd)), flush=True)
             subprocess.run([str(c) for c in cmd], check=True, cwd=ROOT)
         assert step_of(live) == b, f"{live} is at step {step_of(live)}, expected {b}"
-        tmp = snap.with_name(snap.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        for f in ("generator.json", "ema.safetensors", "run.json"):
-            shutil.copy2(live / f, tmp / f)
-        (tmp / "samples").mkdir()
-        if (live / "samples" / "latest.png").exists():
-            shutil.copy2(live / "samples" / "latest.png", tmp / "samples" / "latest.png")
-        tmp.rename(snap)
+        with atomic_dir(snap) as tmp:  # a copy is whole or absent, so a rerun trusts what it finds
+            for f in ("generator.json", "ema.safetensors", "run.json"):
+                shutil.copy2(live / f, tmp / f)
+            (tmp / "samples").mkdir()
+            if (live / "samples" / "latest.png").exists():
+                shutil.copy2(live / "samples" / "latest.png", tmp / "samples" / "latest.png")
         print(f"snapshot {snap} at step {b}", flush=True)
 
 

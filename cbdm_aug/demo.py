@@ -7,12 +7,12 @@ The table is whatever this run measured; nothing in it is fixed in advance.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from cbdm_aug.atomic import atomic_path
 from cbdm_aug.data import balanced_holdout, count_table, make_longtail, open_data
 
 
@@ -42,10 +42,9 @@ def build_split(cfg: DemoConfig, out: Path, echo=print) -> Path:
     echo(count_table(train.class_names, ("train", train.counts()), ("test", test.counts())))
     path = out / "data" / "split.npz"
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".split.tmp{os.getpid()}.npz")  # whole or absent: a rerun trusts what it finds
-    np.savez(tmp, x_train=train.images, y_train=train.labels, x_test=test.images, y_test=test.labels,
-             class_names=np.array(train.class_names))
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".npz") as tmp:  # whole or absent: a rerun trusts what it finds
+        np.savez(tmp, x_train=train.images, y_train=train.labels, x_test=test.images, y_test=test.labels,
+                 class_names=np.array(train.class_names))
     return path
 
 
@@ -94,13 +93,13 @@ def _command():
         """
         from dataclasses import replace
 
-        from cbdm_aug.classify.cli import _parse_seeds
+        from cbdm_aug.classify.cli import parse_seeds
 
         if gen_steps < 1 or (classifier_epochs is not None and classifier_epochs < 1):
             raise click.UsageError("--gen-steps and --classifier-epochs must be >= 1")
         cfg = replace(defaults, data=data, holdout_per_class=holdout_per_class, imbalance=imbalance,
                       max_per_class=max_per_class, image_size=image_size, preset=preset, gen_steps=gen_steps,
-                      classifier_epochs=classifier_epochs, seeds=tuple(_parse_seeds(seeds)), seed=seed, device=device)
+                      classifier_epochs=classifier_epochs, seeds=tuple(parse_seeds(seeds)), seed=seed, device=device)
         run_demo(cfg, out, echo=click.echo)
 
     return demo

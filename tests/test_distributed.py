@@ -33,12 +33,12 @@ PROBE = textwrap.dedent('''
     rank = lambda: os.environ.get("LOCAL_RANK", "0")
 
     import cbdm_aug.generator.fit as fit, cbdm_aug.generator.run_dir as run_dir
-    real_write = run_dir._atomic_write_bytes
-    def write(path, data):
+    real_write = run_dir.write_bytes_atomic
+    def write(path, data, **kwargs):
         with open(dump / f"writes{rank()}.txt", "a") as f:
             f.write(Path(path).name + "\\n")
-        real_write(path, data)
-    fit._atomic_write_bytes = run_dir._atomic_write_bytes = write
+        real_write(path, data, **kwargs)
+    fit.write_bytes_atomic = run_dir.write_bytes_atomic = write
 
     from cbdm_aug.generator.module import CBDMModule
     from safetensors.torch import save_file

@@ -12,6 +12,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from cbdm_aug.atomic import atomic_path
 from cbdm_aug.cache.reader import check_header, open_cache, read_header
 from cbdm_aug.cache.schema import IMAGES, LABELS, SCHEMA, SCHEMA_VERSION, SEEDS, CacheError
 from cbdm_aug.errors import NoSpace
@@ -60,8 +61,7 @@ def create_cache(path: str | os.PathLike, *, labels, seeds, image_shape: tuple[i
     if len(labels) and not (0 <= labels.min() and labels.max() < len(class_names)):
         raise ValueError(f"labels must lie in [0, {len(class_names)}), got [{labels.min()}, {labels.max()}]")
     _check_space(path, len(labels) * (int(np.prod(image_shape)) + 16))
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
             dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
@@ -77,9 +77,6 @@ def create_cache(path: str | os.PathLike, *, labels, seeds, image_shape: tuple[i
                 "plan": json.dumps(plan, sort_keys=True), "shard": json.dumps(shard, sort_keys=True),
                 "package_version": _package_version(), "command": command,
             })
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -214,8 +211,7 @@ def merge_shards(out: str | os.PathLike, shards, *, overwrite: bool = False, blo
             seeds.append(f[SEEDS][()])
             image_shape = f[IMAGES].shape[1:]
     command = "cbdm-aug merge-shards " + " ".join(map(str, [out, *(p for _, p, _ in headers)]))
-    tmp = out.with_name(f".{out.name}.merging{os.getpid()}")
-    try:
+    with atomic_path(out) as tmp:  # the merged file appears whole, under its name, or not at all
         create_cache(tmp, labels=np.concatenate(labels), seeds=np.concatenate(seeds), image_shape=image_shape,
                      class_names=first["class_names"], generator=first["generator"],
                      sampler=first["sampler"], plan=first["plan"], shard=None, command=command)
@@ -225,7 +221,4 @@ def merge_shards(out: str | os.PathLike, shards, *, overwrite: bool = False, blo
                     for i in range(0, f[IMAGES].shape[0], block):
                         w.write(f[IMAGES][i:i + block])
             w.finish()
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from cbdm_aug.atomic import write_text_atomic
+
 log = logging.getLogger(__name__)
 
 
@@ -16,7 +18,8 @@ def _user_error(e: Exception) -> click.ClickException:
     return click.ClickException(str(e).replace("\n", " "))
 
 
-def _parse_seeds(text: str | None) -> list[int] | None:
+def parse_seeds(text: str | None) -> list[int] | None:
+    """``--seeds``: "0,1,2" as [0, 1, 2] (distinct integers), None as None."""
     if text is None:
         return None
     try:
@@ -68,7 +71,7 @@ def train_classifier(recipe_path, overrides, out, seeds, dry_run, overwrite, no_
     """
     from cbdm_aug.classify.recipe import load_recipe
 
-    seed_list = _parse_seeds(seeds)
+    seed_list = parse_seeds(seeds)
     try:
         recipe = load_recipe(recipe_path, overrides)
         if dry_run:
@@ -129,7 +132,7 @@ def compare(runs, out):
                 raise ValueError(f"--out must be a .png file, got {out}")
             out.parent.mkdir(parents=True, exist_ok=True)
             compare_plot(records, out)
-            out.with_suffix(".md").write_text(table + "\n")
+            write_text_atomic(out.with_suffix(".md"), table + "\n")
             click.echo(f"wrote {out} and {out.with_suffix('.md')}")
     except (ValueError, OSError, KeyError) as e:
         raise _user_error(e) from None

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cbdm_aug.atomic import atomic_path
+from cbdm_aug.atomic import atomic_path, write_text_atomic
 from cbdm_aug.errors import UserError
 
 HEADLINE = ("top1", "balanced", "many", "medium", "few")
@@ -155,7 +155,7 @@ def write_run_report(result: dict, out: Path) -> None:
             f"{result['run']['device']}, {result['run']['seconds']} s.\n\n"
             f"Accuracy (%) on the test split; groups by real training images: {groups}.\n\n"
             f"{head}\n\n{per_class}\n")
-    (out / "summary.md").write_text(text)
+    write_text_atomic(out / "summary.md", text)
     _plot([(f"{result['recipe']} seed {result['seed']}", tc["real"], m["per_class"])], out / "per_class.png",
           _threshold_values(m), f"{result['recipe']}: top-1 {_pct(m['top1'])}%", class_names=result["class_names"])
 
@@ -181,11 +181,12 @@ def aggregate_runs(runs: list[dict]) -> dict:
 
 def write_aggregate_report(agg: dict, out: Path) -> None:
     """aggregate.json and aggregate.md: mean ± std over seeds."""
-    (out / "aggregate.json").write_text(json.dumps(agg, indent=1))
+    write_text_atomic(out / "aggregate.json", json.dumps(agg, indent=1))
     s = agg["aggregate"]
     rows = [[LABELS[k], "n/a" if s[k] is None else _pct(s[k]["mean"], s[k]["std"]),
              "n/a" if s[k] is None else f"{100 * s[k]['min']:.2f}..{100 * s[k]['max']:.2f}"] for k in HEADLINE]
-    (out / "aggregate.md").write_text(
+    write_text_atomic(
+        out / "aggregate.md",
         f"# {agg['recipe']}: {len(agg['seeds'])} seeds {agg['seeds']}\n\n"
         f"Accuracy (%), mean ± sample std over seeds, and the range.\n\n"
         + _md_table(["metric", "mean ± std", "range"], rows) + "\n")

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cbdm_aug.atomic import atomic_path
 from cbdm_aug.evaluate import metrics as M
 from cbdm_aug.evaluate.features import FeatureSpace
 from cbdm_aug.evaluate.run import EvaluateError
@@ -151,8 +152,7 @@ def filter_cache(cache: str | os.PathLike, out: str | os.PathLike, space: Featur
         attrs = syn.attrs
         plan = dict(attrs["plan"])
         plan.update(counts=record["kept"], total=int(keep.sum()))
-        tmp = out.with_name(f".{out.name}.filtering{os.getpid()}")
-        try:
+        with atomic_path(out) as tmp:
             create_cache(tmp, labels=labels[keep], seeds=seeds[keep], image_shape=syn.image_shape,
                          class_names=names, generator=attrs["generator"], sampler=attrs["sampler"], plan=plan,
                          shard=attrs["shard"], command=command)
@@ -165,9 +165,6 @@ def filter_cache(cache: str | os.PathLike, out: str | os.PathLike, space: Featur
 
             with h5py.File(tmp, "r+") as f:
                 f.attrs["filter"] = json.dumps(record)
-            os.replace(tmp, out)
-        finally:
-            tmp.unlink(missing_ok=True)
     return record
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cbdm_aug.atomic import atomic_path
+from cbdm_aug.atomic import atomic_path, write_text_atomic
 
 GRID_PER_SIDE = 16   # images per side of a class grid (4 x 4)
 
@@ -88,7 +88,8 @@ def class_grid_png(path: Path, generated: np.ndarray, real: np.ndarray, title: s
     draw.text((2, 16), f"generated ({min(len(generated), per_side)} of {len(generated)})", fill="black")
     draw.text((left.shape[1] + gap + 2, 16), f"real ({min(len(real), per_side)} of {len(real)})", fill="black")
     path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
+    with atomic_path(path, suffix=Path(path).suffix) as tmp:
+        img.save(tmp)
 
 
 def bar_plot_png(path: Path, r: dict) -> None:
@@ -144,8 +145,8 @@ def write_report(r: dict, out: Path, fake_x: np.ndarray, fake_l: np.ndarray, tra
     from cbdm_aug.pictures import classes_to_show
 
     out = Path(out)
-    (out / "report.json").write_text(json.dumps(r, indent=1))
-    (out / "report.md").write_text(summary_markdown(r))
+    write_text_atomic(out / "report.json", json.dumps(r, indent=1))
+    write_text_atomic(out / "report.md", summary_markdown(r))
     counts = np.bincount(train_l, minlength=len(r["class_names"]))
     for c in classes_to_show(counts):
         name = r["class_names"][c]

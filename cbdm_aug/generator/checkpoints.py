@@ -7,12 +7,12 @@ or, when that one is unreadable, ``previous.ckpt`` and says so; with neither rea
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import torch
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
+from cbdm_aug.atomic import remove_temporaries, write_bytes_atomic
 from cbdm_aug.generator.run_dir import RunDirError
 
 LAST, PREVIOUS = "last.ckpt", "previous.ckpt"
@@ -26,24 +26,9 @@ class KeepPreviousCheckpointIO(TorchCheckpointIO):
         path.parent.mkdir(parents=True, exist_ok=True)
         buffer = io.BytesIO()  # serialise first: a write error is then a plain OSError with its errno
         torch.save(checkpoint, buffer)
-        for stale in [*path.parent.glob(f".{path.name}.tmp*"), *path.parent.glob(f".{PREVIOUS}.tmp*")]:
-            stale.unlink(missing_ok=True)  # left by a writer that was killed; only rank 0 writes
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        link = path.with_name(f".{PREVIOUS}.tmp{os.getpid()}")
-        try:
-            with open(tmp, "wb") as f:
-                f.write(buffer.getbuffer())
-                f.flush()
-                os.fsync(f.fileno())
-            if path.exists():
-                link.unlink(missing_ok=True)
-                os.link(path, link)
-                os.replace(link, path.with_name(PREVIOUS))
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-            link.unlink(missing_ok=True)
-
+        for target in (path, path.with_name(PREVIOUS)):  # only rank 0 writes: any temporary is stale
+            remove_temporaries(target, only_dead=False)
+        write_bytes_atomic(path, buffer.getbuffer(), fsync=True, previous=path.with_name(PREVIOUS))
 
 def checkpoint_step(path: Path) -> int | None:
     """The training step stored in a checkpoint, or None if the file is unreadable (truncated or

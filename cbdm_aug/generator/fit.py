@@ -18,7 +18,8 @@ from cbdm_aug.diffusion.loss import CBDMLossConfig
 from cbdm_aug.diffusion.sampling import DEFAULT_SCHEDULE
 from cbdm_aug.diffusion.unet import unet_config
 from cbdm_aug.errors import ConfigError, is_disk_full
-from cbdm_aug.generator.run_dir import CONFIG_NAME, RunDirError, _atomic_write_bytes, load_generator
+from cbdm_aug.atomic import write_bytes_atomic
+from cbdm_aug.generator.run_dir import CONFIG_NAME, RunDirError, load_generator
 
 log = logging.getLogger(__name__)
 
@@ -346,9 +347,9 @@ def fit(cfg: FitConfig, out: str | os.PathLike, resume: bool = False, progress: 
     }
     if first_process and not (out / RUN_CONFIG).exists():
         out.mkdir(parents=True, exist_ok=True)
-        _atomic_write_bytes(out / RUN_CONFIG, json.dumps(
+        write_bytes_atomic(out / RUN_CONFIG, json.dumps(
             {"config": cfg.to_dict(), "resolved": resolved.to_dict(), "package_version": __version__},
-            indent=2).encode())
+            indent=2).encode(), fsync=True)
 
     images = torch.from_numpy(data.images)
     labels = torch.from_numpy(data.labels)

@@ -32,10 +32,6 @@ class RunDirError(UserError):
     """A run folder that is missing, unfinished, foreign or from a newer version."""
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    write_bytes_atomic(path, data, fsync=True)
-
-
 def sha256_file(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -51,10 +47,10 @@ def save_generator(run_dir: str | os.PathLike, unet: torch.nn.Module, meta: dict
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in unet.state_dict().items()}
-    _atomic_write_bytes(run_dir / WEIGHTS_NAME, save(state))
+    write_bytes_atomic(run_dir / WEIGHTS_NAME, save(state), fsync=True)
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta,
             "weights_sha256": sha256_file(run_dir / WEIGHTS_NAME)}
-    _atomic_write_bytes(run_dir / CONFIG_NAME, json.dumps(meta, indent=2).encode())
+    write_bytes_atomic(run_dir / CONFIG_NAME, json.dumps(meta, indent=2).encode(), fsync=True)
     return run_dir
 
 

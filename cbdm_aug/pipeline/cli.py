@@ -45,11 +45,11 @@ def run(data, test, holdout_per_class, out, generator, preset, gen_steps, image_
     Writes OUT/report.md, samples.png and per_class_accuracy.png. Rerunning the same command reuses
     the finished stages, resumes an interrupted one, and reruns a stage whose settings changed.
     """
-    from cbdm_aug.classify.cli import _parse_seeds
+    from cbdm_aug.classify.cli import parse_seeds
     from cbdm_aug.pipeline.run import run_pipeline
     from cbdm_aug.pipeline.settings import RunOptions
 
-    seed_list = _parse_seeds(seeds)
+    seed_list = parse_seeds(seeds)
     try:
         opts = RunOptions(data=data, test=test, holdout_per_class=holdout_per_class, skip_bad=skip_bad, generator=generator,
                           preset=preset, gen_steps=gen_steps, image_size=image_size, model=model,

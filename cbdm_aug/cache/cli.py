@@ -1,4 +1,4 @@
-"""``cbdm-aug generate``, ``cbdm-aug inspect`` and ``cbdm-aug merge-shards``."""
+"""``cbdm-aug generate``, ``cbdm-aug inspect``, ``cbdm-aug merge-shards`` and ``cbdm-aug export``."""
 from __future__ import annotations
 
 import json
@@ -277,3 +277,73 @@ def merge_shards(out, shards, overwrite):
     from cbdm_aug.cache.reader import SyntheticCache
 
     click.echo(f"wrote {path}: {len(SyntheticCache(path))} images from {len(shards)} shards, complete")
+
+
+def _readers_hint(out: Path, record: dict) -> str:
+    """How to read the export with the readers that take its format."""
+    n = len(record["classes"])
+    if record["format"] == "folder":
+        return (f"read it with torchvision.datasets.ImageFolder({str(out)!r}), timm.data.create_dataset('', "
+                f"root={str(out)!r}) or timm's train.py --data-dir {out} --num-classes {n}")
+    if record["format"] == "tar":
+        return f"read it with timm.data.create_dataset('', root={str(out / 'images.tar')!r})"
+    shards = record["settings"]
+    return (f"read it with timm.data.create_dataset('wds/{out.name}', root={str(out)!r}, split='train') or "
+            f"webdataset.WebDataset({str(out)!r} + '/shard-{{000000..{_last_shard(record, shards):06d}}}.tar')")
+
+
+def _last_shard(record: dict, settings: dict) -> int:
+    return max(0, -(-record["images"] // settings["shard_size"]) - 1)
+
+
+@click.command()
+@click.argument("cache", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="The folder to write (new or empty, or an interrupted export of the same settings to resume).")
+@click.option("--format", "fmt", type=click.Choice(["folder", "tar", "webdataset"]), default="folder",
+              show_default=True, help="folder: DIR/<class>/<id>.png (ImageFolder, timm); tar: DIR/images.tar "
+                                      "(timm's tar reader); webdataset: DIR/shard-*.tar with png and cls members.")
+@click.option("--shard-size", type=click.IntRange(min=1), default=None,
+              help="Images per webdataset shard [default: ExportSettings.shard_size, 5000].")
+@click.option("--real", "real", default=None, metavar="DATA",
+              help="Add your real images: an image folder (files hard-linked, or copied across file systems), "
+                   "an .npz or 'digits' (written as PNG). The run's own real training split is RUN/data/train.npz.")
+@click.option("--classes", default=None, help="Export only these classes (comma-separated names).")
+@click.option("--per-class", type=click.IntRange(min=1), default=None,
+              help="At most N images a class, real ones first: with --real, a class-balanced set.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Encoding processes [default: one per core (at most 8) from 2,000 images on].")
+@click.option("--overwrite", is_flag=True, help="Empty a non-empty --out first instead of refusing.")
+def export(cache, out, fmt, shard_size, real, classes, per_class, workers, overwrite):
+    """Write the images of CACHE as files other trainers read, with manifest.csv and export.json.
+
+    Rerunning the same command resumes an interrupted export and checks what is already written.
+    """
+    import sys
+
+    from cbdm_aug.cache.export import ExportSettings, export_cache
+    from cbdm_aug.data.longtail import count_table
+    from cbdm_aug.locking import output_lock
+    from cbdm_aug.pipeline.stages import stage_errors
+
+    defaults = ExportSettings()
+    try:
+        settings = ExportSettings(format=fmt, shard_size=shard_size or defaults.shard_size, real=real,
+                                  classes=tuple(c.strip() for c in classes.split(",") if c.strip())
+                                  if classes is not None else None, per_class=per_class)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    command = " ".join(shlex.quote(w) for w in ["cbdm-aug", *sys.argv[1:]])
+    t0 = time.perf_counter()
+    try:
+        with output_lock(out, folder=True, what="export", command=command, echo=click.echo), \
+                stage_errors("export", out):
+            record = export_cache(cache, out, settings, overwrite=overwrite, workers=workers, command=command)
+    except ValueError as e:  # a bad input, a live writer, a full disk: one line
+        raise click.ClickException(str(e)) from None
+    names = record["classes"]
+    click.echo(count_table(names, *((k, [record["counts"][n][k] for n in names]) for k in ("real", "synthetic"))))
+    done = ", ".join(f"{v} {k}" for k, v in sorted(record["done"].items()))
+    click.echo(f"wrote {out} ({fmt}): {record['images']} images ({done}), manifest.csv and export.json "
+               f"in {time.perf_counter() - t0:.1f} s")
+    click.echo(_readers_hint(out, record))

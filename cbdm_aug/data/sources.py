@@ -122,6 +122,17 @@ def _list_images(class_dir: Path, root: Path, skipped: Counter) -> list[Path]:
     return sorted(files)
 
 
+def image_files(root: str | os.PathLike) -> tuple[list[str], list[list[Path]]]:
+    """The class names of the image folder ``root`` and each class's image files, sorted, by the rules
+    ``load_image_folder`` reads it with (hidden entries skipped, symlinks only inside ``root``)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: not a folder (expected {root}/<class name>/*.png|jpg|...)")
+    skipped: Counter = Counter()
+    classes = _list_class_folders(root, skipped)
+    return [c.name for c in classes], [_list_images(c, root, skipped) for c in classes]
+
+
 def _decode(path: Path, size: int, channels: int) -> np.ndarray:
     from PIL import Image
 

@@ -125,17 +125,45 @@ def _gate_cells(name: str, syn: dict) -> tuple[str, str, str]:
             str(kept) if g["used"] else "none (gated)")
 
 
-def next_steps(cache: Path) -> list[str]:
-    """The report's last section: where the filtered, gated images are and the two lines that put them
-    into a PyTorch training loop (the README's plugin snippet, filled in)."""
-    return ["## Next: use the images in your own training loop", "",
-            f"The filtered, gated images are in `{cache}` (HDF5, with their provenance). With your real "
-            "training set as a map-style dataset `real_train_set`:", "", "```python",
-            "from cbdm_aug import BalancedSyntheticSampler, RealSyntheticDataset", "",
-            f"ds = RealSyntheticDataset(real_train_set, {str(cache)!r}, transform=train_tf)",
+def next_steps(out: Path, cache: Path, data: dict) -> list[str]:
+    """The report's last section: the two ways to use the filtered, gated images in ``cache``, filled in
+    for this run so that each runs as printed: the plugin snippet (``resize=True`` where the run trained
+    smaller than the user's images) and the ``export`` command for another trainer (timm's train.py)."""
+    import shlex
+
+    from cbdm_aug.cache.reader import SyntheticCache
+
+    with SyntheticCache(cache) as syn:
+        (h, w, _), n = syn.image_shape, len(syn)
+    size, q = int(data["image_size"]), lambda p: shlex.quote(str(p))
+    resize = (h, w) != (size, size)
+    sizes = (f"The {n} generated images are {h}x{w} (the size the run trained at) and your images are "
+             f"{size}x{size}, so `resize=True` scales the generated ones to your size before `train_tf`."
+             if resize else f"The {n} generated images are {h}x{w}, the size of your images.")
+    root, cap = out / "export", max(data["counts"])
+    call = f"ds = RealSyntheticDataset(real_train_set, {str(cache)!r}, transform=train_tf{', resize=True' * resize})"
+    plugin = ("In a PyTorch training loop, with your real training set as a map-style dataset `real_train_set` "
+              "(for example a torchvision `ImageFolder`) and your transform `train_tf`:")
+    other = ("With another trainer (timm's `train.py`, an `ImageFolder` script, Lightning, Hugging Face): write "
+             f"the generated images and the run's real training split as class folders, each class capped at {cap} "
+             "images (the largest class's real count; real images first), so a trainer without a balanced sampler "
+             "sees every class about equally often:")
+    export = (f"cbdm-aug export {q(cache)} --out {q(root / 'train')} --real {q(out / 'data' / 'train.npz')} "
+              f"--per-class {cap}")
+    train = (f"python train.py --data-dir {q(root)} --model resnet18 --num-classes {len(data['class_names'])} "
+             f"--img-size {size}")
+    after = (f"Put your validation images in `{root / 'validation'}/<class>/` (train.py looks for `train` and "
+             "`validation` under `--data-dir`). `manifest.csv` there lists every image with its provenance; its "
+             "`kind` column tells generated from real. The cap does not replace the sampler's per-epoch mixing or "
+             "its bound on the generated share (docs/export.md).")
+    return ["## Next: use the images in your own training", "",
+            f"The filtered, gated images are in `{cache}` (HDF5, with their provenance). {sizes}", "", plugin, "",
+            "```python", "from torch.utils.data import DataLoader", "",
+            "from cbdm_aug import BalancedSyntheticSampler, RealSyntheticDataset", "", call,
             "loader = DataLoader(ds, batch_size=128, sampler=BalancedSyntheticSampler(ds, seed=0), num_workers=4)",
-            "```", "", "Call `loader.sampler.set_epoch(epoch)` at the start of every epoch (the README: "
-            "'Plugging into your training loop')."]
+            "```", "",
+            ("Call `loader.sampler.set_epoch(epoch)` at the start of every epoch (the README: 'Plugging into "
+             "your training loop')."), "", other, "", "```bash", export, train, "```", "", after]
 
 
 def write_report(out: Path, data: dict, syn: dict, arms: dict, opts, r, why: list[str], times: dict,
@@ -249,7 +277,7 @@ def write_report(out: Path, data: dict, syn: dict, arms: dict, opts, r, why: lis
                     "synthetic_arm": vars(opts.synthetic), "resolved": vars(r)}, indent=1, default=str), "```", "",
         "## Time (seconds; a stage marked reused was made by an earlier call, in the time shown)", "",
         *(f"- {k}: {v:.0f}" for k, v in times.items()), f"- this call in all: {seconds:.0f}", "",
-        *next_steps(out / syn["cache"])]
+        *next_steps(out, out / syn["cache"], data)]
     write_text_atomic(out / "report.md", "\n".join(lines) + "\n")
     record = {"verdict": sentence, "arms": list(arms), "twins": dict(TWINS), "best_real_only": best,
               "best_synthetic": best_syn, "counts": dict(zip(names, data["counts"])), "per_class": per_class_acc,

@@ -16,7 +16,7 @@ from test_fit_generator import make_folder
 from cbdm_aug.pipeline.run import ARMS, _data_stage
 from cbdm_aug.pipeline.settings import RunOptions
 
-STAGES = ("data", "generator", "cache", *ARMS)
+STAGES = ("data", "generator", "cache", "evidence", *ARMS)
 TINY = ["--preset", "tiny", "--gen-steps", "3", "--classifier-epochs", "1", "--seeds", "0,1", "--device", "cpu",
         "--no-progress"]
 
@@ -79,6 +79,21 @@ def test_run_on_a_folder_with_a_test_folder_writes_the_report_with_paired_interv
         stat = record["paired"][key]["few"]
         assert stat["n"] == 2 and stat["lo"] <= stat["mean"] <= stat["hi"]
     assert set(record["gate"]) == {"class 0", "class 1", "class 2"}
+    # issue 26: the worst class against its twin, computed from the per-seed per-class accuracies
+    w = record["worst_class"]
+    assert set(w) >= {"arm", "twin", "class", "n_real", "mean", "lo", "hi"}
+    assert w["arm"] == record["best_synthetic"] and w["twin"] == record["twins"][w["arm"]]
+    diffs = {c: [a - b for a, b in zip(record["per_class"][w["arm"]][c], record["per_class"][w["twin"]][c])]
+             for c in record["counts"]}
+    assert w["class"] == min(diffs, key=lambda c: sum(diffs[c]))
+    assert w["mean"] == pytest.approx(sum(diffs[w["class"]]) / 2) and w["lo"] <= w["mean"] <= w["hi"]
+    assert w["n_real"] == record["counts"][w["class"]]
+    assert f"Worst class: {w['class']} ({w['n_real']} real images)" in record["verdict"]
+    # the per-class decisions, each with its one-line reason: class 2 (3 images) is too few to judge
+    d = record["decisions"]
+    assert not d["class 2"]["used"] and not d["class 2"]["judged"] and "too few to judge" in d["class 2"]["why"]
+    assert d["class 1"]["judged"] and d["class 1"]["held"] == 6 and d["class 1"]["why"] in report
+    assert json.loads((out / "synthetic" / "decisions.json").read_text())["class 2"] == 0.0
     for arm in ARMS:
         assert sorted(p.name for p in (out / "arms" / arm).glob("seed*")) == ["seed0", "seed1"]
 

@@ -75,8 +75,9 @@ def test_the_per_class_synthetic_share_bound_holds(ds):
 
 @pytest.mark.parametrize("num_samples", [1200, 1201, 1203])
 def test_ranks_get_disjoint_equally_long_shards_whose_union_is_the_epoch_plan(ds, num_samples):
-    shards = [BalancedSyntheticSampler(ds, num_samples=num_samples, num_replicas=3, rank=r, seed=7)
-              for r in range(3)]
+    # no real floor: at 1200 places the plan then holds every index of ds exactly once
+    shards = [BalancedSyntheticSampler(ds, num_samples=num_samples, num_replicas=3, rank=r, seed=7,
+                                       min_real_share=None) for r in range(3)]
     for s in shards:
         s.set_epoch(4)
     lists = [list(s) for s in shards]
@@ -148,12 +149,39 @@ def test_bad_arguments_get_errors_that_name_the_value(ds):
 def test_lightning_wrapping_a_single_replica_sampler_gives_disjoint_shards_and_forwards_set_epoch(ds):
     from lightning_fabric.utilities.distributed import DistributedSamplerWrapper
 
-    inner = [BalancedSyntheticSampler(ds, num_replicas=1, rank=0, seed=1) for _ in range(2)]
+    inner = [BalancedSyntheticSampler(ds, num_replicas=1, rank=0, seed=1, min_real_share=None) for _ in range(2)]
     wrapped = [DistributedSamplerWrapper(s, num_replicas=2, rank=r, shuffle=False) for r, s in enumerate(inner)]
-    ours = [BalancedSyntheticSampler(ds, num_replicas=2, rank=r, seed=1) for r in range(2)]
+    ours = [BalancedSyntheticSampler(ds, num_replicas=2, rank=r, seed=1, min_real_share=None) for r in range(2)]
     for w, o in zip(wrapped, ours):
         w.set_epoch(3)
         o.set_epoch(3)
     assert inner[0].epoch == 3
     assert [list(w) for w in wrapped] == [list(o) for o in ours]  # the same shards either way
     assert not set(list(wrapped[0])) & set(list(wrapped[1]))
+
+
+def test_the_real_floor_keeps_each_class_real_share_and_adds_synthetic_images_beside_them(ds):
+    """ds: tail has 8 real and 392 synthetic images; its 400 places get at least 200 real draws."""
+    for f in (0.5, 0.75, 1.0):
+        s = BalancedSyntheticSampler(ds, min_real_share=f)
+        q = s.quotas()
+        assert np.all(q["real"] + q["repeated"] >= np.ceil(f * q["total"]))
+        plan = s.plan()
+        tail = plan[ds.labels[plan] == 2]
+        assert (~ds.is_synthetic[tail]).sum() >= f * len(tail)
+        assert len(np.unique(tail[ds.is_synthetic[tail]])) == (ds.is_synthetic[tail]).sum()  # each once
+    assert BalancedSyntheticSampler(ds, min_real_share=1.0).quotas()["synthetic"].sum() == 0
+    off = BalancedSyntheticSampler(ds, min_real_share=None).quotas()
+    assert off["synthetic"].tolist() == [0, 340, 392] and off["repeated"][2] == 0  # the old fill
+
+
+def test_the_real_floor_by_class_name_and_its_errors(ds):
+    q = BalancedSyntheticSampler(ds, min_real_share={"tail": 0.9}).quotas()
+    assert q["synthetic"][1] == 340 and q["synthetic"][2] == 40
+    with pytest.raises(ValueError, match=r"min_real_share must lie in \[0, 1\]"):
+        BalancedSyntheticSampler(ds, min_real_share=1.5)
+    with pytest.raises(ValueError, match="'nope'"):
+        BalancedSyntheticSampler(ds, min_real_share={"nope": 0.5})
+    # a class with no real image is exempt: it is filled with its synthetic images
+    q = BalancedSyntheticSampler(Labelled([5, 5, 0], [0, 0, 5]), min_real_share=0.5).quotas()
+    assert q["synthetic"][2] == q["total"][2]

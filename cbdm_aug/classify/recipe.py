@@ -18,6 +18,7 @@ import yaml
 
 from cbdm_aug.classify.losses import LOSSES
 from cbdm_aug.errors import UserError
+from cbdm_aug.mixing import MIN_REAL_SHARE
 
 SAMPLING_MODES = ("none", "class-balanced", "synthetic")
 AUGMENTS = ("none", "randaugment")
@@ -133,12 +134,20 @@ class SamplingConfig:
     target: str = "uniform"             # 'uniform' or comma-separated class weights
     num_samples: int | None = None      # samples per epoch; None: the number of real training images
     max_synthetic_share: float | None = None  # 'synthetic': bound on the synthetic share of an epoch
+    share_file: str | None = None       # 'synthetic': a JSON {class name: bound on its synthetic share}, e.g.
+                                        # `cbdm-aug run`'s per-class decisions (synthetic/decisions.json)
+    min_real_share: float | None = MIN_REAL_SHARE  # 'synthetic': at least this share of a class's
+                                        # places go to its real images (the sampler's own default)
 
     def __post_init__(self):
         _check(self.mode in SAMPLING_MODES, f"sampling.mode must be one of {SAMPLING_MODES}, got {self.mode!r}")
         _check(self.num_samples is None or self.num_samples >= 1, f"sampling.num_samples must be >= 1, got {self.num_samples}")
         _check(self.max_synthetic_share is None or 0 <= self.max_synthetic_share <= 1,
                f"sampling.max_synthetic_share must be in [0, 1], got {self.max_synthetic_share}")
+        _check(self.min_real_share is None or 0 <= self.min_real_share <= 1,
+               f"sampling.min_real_share must be in [0, 1], got {self.min_real_share}")
+        _check(self.share_file is None or self.max_synthetic_share is None,
+               "give sampling.max_synthetic_share or sampling.share_file, not both")
         if self.target != "uniform":
             try:
                 [float(w) for w in self.target.split(",")]

@@ -187,8 +187,22 @@ def _build_training_set(recipe: Recipe, train, transform):
         transform = make_transform(train.image_size, train.channels, d.crop_padding, d.hflip)
     ds = RealSyntheticDataset(real, smp.cache_paths(), transform=transform, resize=True, convert=True)
     sampler = BalancedSyntheticSampler(ds, target=smp.target_weights(), num_samples=num_samples,
-                                       max_synthetic_share=smp.max_synthetic_share, seed=recipe.seed)
+                                       max_synthetic_share=_share_bound(smp), min_real_share=smp.min_real_share,
+                                       seed=recipe.seed)
     return ds, sampler
+
+
+def _share_bound(smp):
+    """The sampler's max_synthetic_share: the recipe's overall bound, or its share file's per-class one."""
+    if smp.share_file is None:
+        return smp.max_synthetic_share
+    try:
+        shares = json.loads(Path(smp.share_file).read_text())
+    except (OSError, ValueError) as e:
+        raise RecipeError(f"sampling.share_file {smp.share_file}: not a readable JSON file ({e})") from None
+    if not isinstance(shares, dict):
+        raise RecipeError(f"sampling.share_file {smp.share_file}: expected {{class name: share}}, got {type(shares).__name__}")
+    return {str(k): float(v) for k, v in shares.items()}
 
 
 def _randaugment_uint8(num_ops: int, magnitude: int):

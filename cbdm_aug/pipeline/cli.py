@@ -32,10 +32,16 @@ from cbdm_aug.pipeline.settings import CPU_GEN_STEPS, GPU_GEN_STEPS, SyntheticAr
               show_default=True,
               help="The generator's augmentation-conditioned training (fit-generator --augment): each warp "
                    "with this probability; 0 is off.")
+@click.option("--min-real-share", type=click.FloatRange(0, 1), default=SyntheticArm().min_real_share, show_default=True,
+              help="The + synthetic arms' real floor: at least this share of a class's places in an epoch go to its "
+                   "real images (the plugin's BalancedSyntheticSampler(min_real_share=)); 0 is no floor.")
+@click.option("--evidence/--no-evidence", default=SyntheticArm().evidence, show_default=True,
+              help="Judge each class by cross-fitting on the training images and give generated images only to "
+                   "the classes they help (--no-evidence: every class the filter and gate passed).")
 @click.option("--skip-bad", is_flag=True, help="Skip unreadable image files (and report how many) instead of failing.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def run(data, test, holdout_per_class, out, generator, preset, gen_steps, image_size, model, classifier_epochs,
-        seeds, device, augment_p, skip_bad, no_progress):
+        seeds, device, augment_p, min_real_share, evidence, skip_bad, no_progress):
     """Will generated images help your rare classes? Fit a CBDM generator on DATA (already
     long-tailed: an image folder, an .npz or `digits`), top every class up with filtered, per-class
     gated generated images, train four classifier arms over --seeds (the control: class-balanced
@@ -54,7 +60,8 @@ def run(data, test, holdout_per_class, out, generator, preset, gen_steps, image_
         opts = RunOptions(data=data, test=test, holdout_per_class=holdout_per_class, skip_bad=skip_bad, generator=generator,
                           preset=preset, gen_steps=gen_steps, image_size=image_size, model=model,
                           classifier_epochs=classifier_epochs, seeds=tuple(seed_list), device=device,
-                          synthetic=replace(SyntheticArm(), gen_augment_p=augment_p))
+                          synthetic=replace(SyntheticArm(), gen_augment_p=augment_p, evidence=evidence,
+                                            min_real_share=min_real_share or None))
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     run_pipeline(opts, out, echo=click.echo, progress=not no_progress)

@@ -100,6 +100,33 @@ def verdict(stats: dict, twins: dict, best: str, best_syn: str, groups: dict, cl
 RAREST_SHOWN = 10  # past MAX_CLASSES_PLOTTED classes the report lists this many rarest ones
 
 
+def worst_class(per_class_acc: dict, arm: str, twin: str, counts: dict) -> dict | None:
+    """The class ``arm`` hurts most against ``twin``: the lowest mean of the per-seed paired differences of
+    its accuracy (points). {arm, twin, class, n_real, mean, lo, hi} (lo/hi None with one seed); None when no
+    class has a test image."""
+    best = None
+    for name, a in per_class_acc[arm].items():
+        b = per_class_acc[twin][name]
+        if any(v is None for v in a + b):
+            continue
+        d = paired(a, b)
+        if best is None or d["mean"] < best["mean"]:
+            finite = np.isfinite(d["lo"])
+            best = {"arm": arm, "twin": twin, "class": name, "n_real": int(counts[name]), "mean": d["mean"],
+                    "lo": d["lo"] if finite else None, "hi": d["hi"] if finite else None, "n": d["n"]}
+    return best
+
+
+def worst_line(w: dict | None) -> str:
+    """'Worst class: R (3 images) -11.0 [-32.2, +10.2] points with RandAugment + synthetic against RandAugment.'"""
+    if w is None:
+        return ""
+    stat = {"mean": w["mean"], "lo": w["lo"] if w["lo"] is not None else float("nan"),
+            "hi": w["hi"] if w["hi"] is not None else float("nan"), "n": w["n"]}
+    return (f"Worst class: {w['class']} ({w['n_real']} real image{'s' * (w['n_real'] != 1)}) {interval(stat)} points "
+            f"with {TITLES[w['arm']]} against {TITLES[w['twin']]}.")
+
+
 def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
     import csv
 
@@ -115,14 +142,34 @@ def _table(headers, rows) -> str:
     return _md_table(headers, rows)
 
 
-def _gate_cells(name: str, syn: dict) -> tuple[str, str, str]:
-    """(generated, near-copies, used) for a class, from the synthetic stage's record."""
+def _gate_cells(name: str, syn: dict, evidence: dict | None) -> tuple[str, str, str]:
+    """(generated, near-copies, used) for a class, from the synthetic and evidence stages' records."""
     g = (syn.get("gate") or {}).get(name)
     kept = syn.get("kept", {}).get(name, 0)
+    e = (evidence or {}).get("decisions", {}).get(name)
+    used = str(kept) if e is None or e["used"] or not kept else (
+        "none (too few to judge)" if not e["judged"] else "none (evidence)")
     if g is None:  # an unfiltered cache: everything generated is used
-        return str(syn.get("generated", syn.get("kept", {})).get(name, kept)), "", str(kept)
+        return str(syn.get("generated", syn.get("kept", {})).get(name, kept)), "", used
     return (str(g["generated"]), f"{100 * g['copy_share']:.0f}%" if g["generated"] else "",
-            str(kept) if g["used"] else "none (gated)")
+            used if g["used"] else "none (gated)")
+
+
+def _decision_lines(decided: list[str], evidence: dict, s) -> list[str]:
+    """The per-class decisions of the evidence stage, one line a class that had generated images."""
+    floor = ("" if s.min_real_share is None else
+             f" A class that uses them still gives at least {100 * s.min_real_share:.0f}% of its places in an epoch "
+             "to its real images.")
+    head = (f"Which classes got generated images, and why: {evidence['folds']}-fold cross-fitting on the training "
+            f"images (a probe, the {TITLES[evidence['probe']]} recipe, trained with and without them, judged on "
+            f"held-out real images); a class under {evidence['min_judged']} real images is not judged and gets none."
+            + floor)
+    shown = decided[:MAX_DECISIONS_SHOWN]
+    more = len(decided) - len(shown)
+    return [head, "", *(f"- {w}" for w in shown), *([f"- ... and {more} more (per_class.csv)"] if more > 0 else []), ""]
+
+
+MAX_DECISIONS_SHOWN = 24
 
 
 def next_steps(out: Path, cache: Path, data: dict) -> list[str]:
@@ -167,7 +214,7 @@ def next_steps(out: Path, cache: Path, data: dict) -> list[str]:
 
 
 def write_report(out: Path, data: dict, syn: dict, arms: dict, opts, r, why: list[str], times: dict,
-                 seconds: float) -> dict:
+                 seconds: float, evidence: dict | None = None) -> dict:
     """Write report.md, report.json, samples.png and per_class_accuracy.png; returns the numbers and
     the terminal text."""
     from cbdm_aug.classify.report import compare_plot, load_run
@@ -206,14 +253,17 @@ def write_report(out: Path, data: dict, syn: dict, arms: dict, opts, r, why: lis
     per_class_acc = {a: {name: [100 * v if v is not None else None
                                 for v in (arms[a]["per_seed"][str(s)]["per_class"][c] for s in arms[a]["seeds"])]
                          for c, name in enumerate(names)} for a in arms}
+    worst = worst_class(per_class_acc, best_syn, TWINS[best_syn], dict(zip(names, data["counts"])))
+    sentence = " ".join(x for x in (sentence, worst_line(worst)) if x)
     per_class_rows = []
     for c, name in enumerate(names):
         group = next(g for g, ids in groups.items() if c in ids)
-        per_class_rows.append([name, str(data["counts"][c]), *_gate_cells(name, syn), str(data["test_counts"][c]), group]
+        per_class_rows.append([name, str(data["counts"][c]), *_gate_cells(name, syn, evidence), str(data["test_counts"][c]), group]
                               + [f"{np.nanmean([np.nan if v is None else v for v in per_class_acc[a][name]]):.1f}"
                                  for a in arms])
     header = ["class", "real train", "generated", "near-copies", "synthetic used", "test", "group"] + [TITLES[a] for a in arms]
-    _write_csv(out / "per_class.csv", header, per_class_rows)
+    why_of = {n: e["why"] for n, e in (evidence or {}).get("decisions", {}).items()}
+    _write_csv(out / "per_class.csv", header + ["decision"], [row + [why_of.get(row[0], "")] for row in per_class_rows])
     if len(names) <= MAX_CLASSES_PLOTTED:
         per_class = _table(header, per_class_rows)
     else:  # a table a reader can take in: the size bins, then the rarest classes; every class is in the CSV
@@ -231,6 +281,7 @@ def write_report(out: Path, data: dict, syn: dict, arms: dict, opts, r, why: lis
             f"The {len(rare)} rarest of {len(names)} classes (every class: per_class.csv):", "",
             _table(header, [per_class_rows[c] for c in rare])])
     gated = [g["why"] for g in (syn.get("gate") or {}).values() if not g["used"]]
+    decided = [e["why"] for e in (evidence or {}).get("decisions", {}).values() if e["synthetic"]]
     thresholds = f"many > {opts.many_threshold}, medium {opts.few_threshold}..{opts.many_threshold}, few < {opts.few_threshold} real training images"
 
     runs = [load_run(out / "arms" / a) for a in arms]
@@ -269,6 +320,7 @@ def write_report(out: Path, data: dict, syn: dict, arms: dict, opts, r, why: lis
         *([*(f"- {w}" for w in gated[:RAREST_SHOWN]),
            *([f"- ... and {len(gated) - RAREST_SHOWN} more classes gated off (per_class.csv)"]
              if len(gated) > RAREST_SHOWN else []), ""] if gated else []),
+        *(_decision_lines(decided, evidence, opts.synthetic) if evidence else []),
         "![per-class accuracy](per_class_accuracy.png)", "",
         f"Per class ({shown_note}; the count of real training images beside the name), real training images "
         "(left) and generated, filtered ones (right):", "", "![samples](samples.png)", "",
@@ -281,6 +333,7 @@ def write_report(out: Path, data: dict, syn: dict, arms: dict, opts, r, why: lis
     write_text_atomic(out / "report.md", "\n".join(lines) + "\n")
     record = {"verdict": sentence, "arms": list(arms), "twins": dict(TWINS), "best_real_only": best,
               "best_synthetic": best_syn, "counts": dict(zip(names, data["counts"])), "per_class": per_class_acc,
-              "paired": stats, "per_seed": values, "groups": groups, "gate": syn.get("gate")}
+              "paired": stats, "per_seed": values, "groups": groups, "gate": syn.get("gate"),
+              "worst_class": worst, "decisions": (evidence or {}).get("decisions")}
     write_text_atomic(out / "report.json", json.dumps(record, indent=1))
     return record | {"terminal": terminal}

@@ -193,8 +193,61 @@ def _synthetic_stage(out: Path, gen_run: str, data: dict, r: Resolved, opts: Run
             "gate": record["gate"]}
 
 
-def arm_recipe(arm: str, out: Path, r: Resolved, opts: RunOptions, device, cache: str | None):
-    """The classifier recipe of one arm (seed 0; the arms stage sets each seed)."""
+def _evidence_stage(out: Path, syn: dict, data: dict, r: Resolved, opts: RunOptions, device, echo,
+                    progress: bool) -> dict:
+    """Cross-fitted per-class decisions (``evaluate.evidence``) with the RandAugment + synthetic arm's
+    recipe as the probe; writes synthetic/decisions.json, the per-class bounds the + synthetic arms use."""
+    from cbdm_aug.atomic import write_text_atomic
+    from cbdm_aug.evaluate.evidence import FOLDS, cross_fit, decide
+
+    s = opts.synthetic
+    names, counts = data["class_names"], data["counts"]
+    kept = [syn["kept"].get(n, 0) for n in names]
+    d = out / "synthetic" / "evidence"
+    judged = [c for c in range(len(names)) if kept[c] and counts[c] >= s.min_judged]
+    tally = None
+    if judged:
+        echo(f"judging {len(judged)} classes by {FOLDS}-fold cross-fitting: {2 * FOLDS} probe classifiers "
+             "on your training images, with and without the generated images")
+        train = _load_split(out, "train", r.image_size, r.channels)
+        tally = cross_fit(train.images, train.labels, names, _probe(out, syn, r, opts, device, echo, progress), d,
+                          min_judged=s.min_judged)
+    decisions = decide(names, counts, kept, tally, s.min_judged)
+    write_text_atomic(out / "synthetic" / "decisions.json",
+                      json.dumps({n: e["share"] for n, e in decisions.items()}, indent=1))
+    for e in decisions.values():
+        if e["synthetic"] and not e["used"]:
+            echo(f"evidence: {e['why']}")
+    return {"decisions": decisions, "share_file": "synthetic/decisions.json", "folds": FOLDS,
+            "min_judged": s.min_judged, "probe": "randaugment+synthetic"}
+
+
+def _probe(out: Path, syn: dict, r: Resolved, opts: RunOptions, device, echo, progress: bool):
+    """``cross_fit``'s probe: the RandAugment arm (with or without the generated images, mixed as the arm
+    mixes them, every class allowed) trained on a fold's npz, predicting its held-out images."""
+    from cbdm_aug.classify.train import train_run
+    from cbdm_aug.evaluate.features import load_classifier_space
+
+    def probe(npz: Path, _held: Path, with_synthetic: bool, fold: int, run_dir: Path) -> np.ndarray:
+        arm = "randaugment+synthetic" if with_synthetic else "randaugment"
+        recipe = arm_recipe(arm, out, r, opts, str(device), str(out / syn["cache"]) if with_synthetic else None)
+        recipe = replace(recipe, seed=fold, data=replace(recipe.data, train=str(npz), test=None),
+                         sampling=replace(recipe.sampling, share_file=None))
+        if not (run_dir / "metrics.json").is_file():
+            t = time.time()
+            train_run(recipe, run_dir, progress=progress, command=f"cbdm-aug run (evidence probe of {out})")
+            echo(f"  probe fold {fold} {'with' if with_synthetic else 'without'} the generated images: "
+                 f"{time.time() - t:.0f} s")
+        with np.load(npz) as z:
+            held = z["x_test"]
+        return load_classifier_space(run_dir, device).predict_proba(held).argmax(1).numpy()
+    return probe
+
+
+def arm_recipe(arm: str, out: Path, r: Resolved, opts: RunOptions, device, cache: str | None,
+               share_file: str | None = None):
+    """The classifier recipe of one arm (seed 0; the arms stage sets each seed). ``share_file``: the
+    evidence stage's per-class bounds for a + synthetic arm."""
     from cbdm_aug.classify.recipe import load_recipe
 
     s = opts.synthetic
@@ -208,7 +261,10 @@ def arm_recipe(arm: str, out: Path, r: Resolved, opts: RunOptions, device, cache
     if arm.startswith("randaugment"):  # on the generated images too, as benchmarks/tail_gain.py measures it
         sets.append("data.augment=randaugment")
     if arm in TWINS:
-        sets += ["sampling.mode=synthetic", f"sampling.cache={cache}", f"loss.synthetic_weight={s.synthetic_weight:g}"]
+        sets += ["sampling.mode=synthetic", f"sampling.cache={cache}", f"loss.synthetic_weight={s.synthetic_weight:g}",
+                 f"sampling.min_real_share={'null' if s.min_real_share is None else f'{s.min_real_share:g}'}"]
+        if share_file:
+            sets.append(f"sampling.share_file={share_file}")
     return load_recipe(None, sets)
 
 
@@ -218,7 +274,7 @@ def recipe_key(recipe) -> dict:
     from cbdm_aug.classify.recipe import recipe_to_dict
 
     d = recipe_to_dict(recipe) if not isinstance(recipe, dict) else json.loads(json.dumps(recipe))
-    for section, key in (("data", "train"), ("data", "test"), ("sampling", "cache")):
+    for section, key in (("data", "train"), ("data", "test"), ("sampling", "cache"), ("sampling", "share_file")):
         d[section].pop(key, None)
     return d
 
@@ -327,16 +383,28 @@ def _run(opts: RunOptions, out: Path, echo, progress: bool) -> dict:
                      lambda: _synthetic_stage(out, gen["run"], data, r, opts, device, echo, progress),
                      clean=lambda: shutil.rmtree(out / "synthetic", ignore_errors=True), after=("data", "generator"),
                      writes=out / "synthetic")
+    evidence = None
+    if opts.synthetic.evidence:
+        s = opts.synthetic
+        evidence = stages.run("evidence", "judge each class by cross-fitting: do its generated images help?",
+                              {"min_judged": s.min_judged, "probe": recipe_key(arm_recipe(
+                                  "randaugment+synthetic", out, r, opts, str(device), str(out / syn["cache"])))},
+                              lambda: _evidence_stage(out, syn, data, r, opts, device, echo, progress),
+                              clean=lambda: shutil.rmtree(out / "synthetic" / "evidence", ignore_errors=True),
+                              after=("data", "cache"), writes=out / "synthetic" / "evidence")
+    share_file = str(out / evidence["share_file"]) if evidence else None
     arms = {}
     for arm in ARMS:
-        recipe = arm_recipe(arm, out, r, opts, str(device), str(out / syn["cache"]) if arm in TWINS else None)
+        recipe = arm_recipe(arm, out, r, opts, str(device), str(out / syn["cache"]) if arm in TWINS else None,
+                            share_file if arm in TWINS else None)
         arms[arm] = stages.run(arm, f"train {ARM_TITLES[arm]} over seeds {list(opts.seeds)}",
                                {"recipe": recipe_key(recipe), "seeds": list(opts.seeds)},
                                lambda arm=arm, recipe=recipe: _arm_stage(arm, out, recipe, opts.seeds, echo, progress),
-                               after=("data", "cache") if arm in TWINS else ("data",), writes=out / "arms" / arm)
+                               after=("data", "cache", *(("evidence",) if evidence else ())) if arm in TWINS
+                               else ("data",), writes=out / "arms" / arm)
     times = {n + (" (reused)" if n in stages.reused else ""): rec.get("seconds", 0.0) for n, rec in stages.records.items()}
     with stage_errors("report", out):
-        report = write_report(out, data, syn, arms, opts, r, why, times, time.time() - t0)
+        report = write_report(out, data, syn, arms, opts, r, why, times, time.time() - t0, evidence)
     echo(report["terminal"])
     echo(f"\nreport: {out / 'report.md'}\nsamples (real | generated): {out / 'samples.png'}\n"
          f"per-class accuracy: {out / 'per_class_accuracy.png'} (every class: {out / 'per_class.csv'})\n"

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from cbdm_aug.errors import ConfigError
+from cbdm_aug.evaluate.evidence import MIN_JUDGED
+from cbdm_aug.mixing import MIN_REAL_SHARE
 
 # The classifier arms of a run: the two real-only recipes, and each of them + the synthetic images
 ARMS = ("control", "randaugment", "control+synthetic", "randaugment+synthetic")
@@ -38,6 +40,11 @@ class SyntheticArm:
                                         # MNIST-LT rho=1000, balanced-batch CBDM: 1 gave +2.1 [+0.5, +3.6] few-shot
                                         # points over RandAugment, 0.3 gave +2.0 [-1.1, +5.2]
                                         # (benchmarks/results/tail_gain_rho1000.md)
+    min_real_share: float | None = MIN_REAL_SHARE  # the sampler's real floor: at least this share of a class's
+                                        # places go to its real images (None: no floor; docs/decisions.md)
+    evidence: bool = True               # cross-fitted per-class evidence (evaluate/evidence.py) decides which
+                                        # classes get generated images; False: every class the gate passed
+    min_judged: int = MIN_JUDGED        # the cautious rule: a class with fewer real images gets none
     seed: int = 0                       # sampling seed of the cache
     gen_balance_power: float = 0.5      # the generator's own batches draw class c ~ n_c ** this. At rho=1000 a
                                         # CBDM on natural batches (1) had not learned its 5- and 10-image classes
@@ -61,13 +68,17 @@ class SyntheticArm:
             raise ConfigError(f"synthetic_weight must be in [0, 1000], got {self.synthetic_weight}")
         if self.max_copy_share is not None and not 0 < self.max_copy_share <= 1:
             raise ConfigError(f"max_copy_share must be in (0, 1] or None, got {self.max_copy_share}")
+        if self.min_real_share is not None and not 0 <= self.min_real_share <= 1:
+            raise ConfigError(f"--min-real-share must be in [0, 1], got {self.min_real_share}")
+        if self.min_judged < 0:
+            raise ConfigError(f"min_judged must be >= 0, got {self.min_judged}")
         if not 0 <= self.gen_augment_p <= 1:  # as diffusion.augment.AugmentConfig; this module stays torch-free
             raise ConfigError(f"--augment must be a probability in [0, 1], got {self.gen_augment_p}")
 
     def cache_settings(self) -> dict:
         """The settings that make the cache (the rest only change how the classifier uses it)."""
         d = asdict(self)
-        for k in ("synthetic_weight", "gen_balance_power", "gen_augment_p"):
+        for k in ("synthetic_weight", "gen_balance_power", "gen_augment_p", "min_real_share", "evidence", "min_judged"):
             d.pop(k)
         return d
 

@@ -7,8 +7,14 @@ each rank takes its shard of it. Class ``c`` gets ``k_c = round(p_c * num_sample
 The places of class ``c`` are filled in this order:
 
 1. its real images, each once (a random subset of them if ``k_c`` is smaller than their number);
-2. its synthetic images, each at most once, up to the synthetic-share bound;
+2. its synthetic images, each at most once, up to the bounds: ``min_real_share`` f keeps at least
+   ``f * k_c`` of the class's places for its real images, and ``max_synthetic_share`` bounds the
+   synthetic share of the epoch or of each class;
 3. the rest by repeating its real images (or its synthetic ones if the class has no real image).
+
+Why a real floor: without it a 3-image class with 71 of 74 places filled by generated images saw
+its real images (and their augmented views) 1/25 as often as without them, and lost accuracy even
+where its generated images were not copies (docs/decisions.md).
 
 The plan is then shuffled, so a batch is a uniform random draw from it: with the uniform target
 every class is equally likely in every position. Randomness comes only from a numpy Generator
@@ -21,6 +27,8 @@ from collections.abc import Iterator, Mapping
 
 import numpy as np
 from torch.utils.data import Sampler
+
+from cbdm_aug.mixing import MIN_REAL_SHARE
 
 __all__ = ["BalancedSyntheticSampler"]
 
@@ -131,6 +139,12 @@ class BalancedSyntheticSampler(Sampler[int]):
         max_synthetic_share: ``None`` (no bound); a float in [0, 1] bounding the synthetic share
             of the whole epoch (met with the smallest common per-class cap); or a per-class
             vector / ``{class name: share}`` mapping bounding each class's share.
+        min_real_share: a float in [0, 1], a per-class vector or a ``{class name: share}`` mapping:
+            at least this share of each class's places go to its real images (each once, then
+            repeats), so generated images are added beside a class's real draws and never crowd
+            them out. Default 0.5: a class's real images are drawn at least half as often as
+            without synthetic images. ``None`` or 0 is no floor. A class with no real image is
+            exempt (it has nothing to repeat).
         seed: the plan of epoch ``e`` is a pure function of ``(seed, e)``.
         num_replicas, rank: the DDP world; read from ``torch.distributed`` when initialised and
             not given, else 1 and 0.
@@ -142,7 +156,8 @@ class BalancedSyntheticSampler(Sampler[int]):
     """
 
     def __init__(self, dataset, target="uniform", num_samples: int | None = None,
-                 max_synthetic_share=None, seed: int = 0, num_replicas: int | None = None,
+                 max_synthetic_share=None, min_real_share=MIN_REAL_SHARE, seed: int = 0,
+                 num_replicas: int | None = None,
                  rank: int | None = None, drop_last: bool = False):
         labels, synthetic, names = _dataset_labels(dataset)
         C = len(names) if names is not None else (int(labels.max()) + 1 if len(labels) else 0)
@@ -196,6 +211,14 @@ class BalancedSyntheticSampler(Sampler[int]):
                                  "their synthetic share cannot be bounded; give them target 0 or drop "
                                  "max_synthetic_share")
 
+        self._real_floor = np.zeros(C)
+        if min_real_share is not None:
+            floor = (np.full(C, float(min_real_share)) if isinstance(min_real_share, (int, float))
+                     else _per_class(min_real_share, C, names, "min_real_share", 0.0))
+            if not np.all((floor >= 0) & (floor <= 1)):
+                raise ValueError(f"min_real_share must lie in [0, 1], got {min_real_share!r}")
+            self._real_floor = np.where(self.real_counts > 0, floor, 0.0)
+
         if num_replicas is None or rank is None:
             world, world_rank = _dist_world()
             num_replicas = world if num_replicas is None else num_replicas
@@ -228,6 +251,7 @@ class BalancedSyntheticSampler(Sampler[int]):
         real = np.minimum(k, self.real_counts)
         deficit = k - real
         avail = np.minimum(deficit, self.synthetic_counts)
+        avail = np.minimum(avail, k - np.ceil(self._real_floor * k - 1e-9).astype(np.int64)).clip(min=0)
         if self._share_class is not None:
             syn = np.minimum(avail, np.floor(self._share_class * k).astype(np.int64))
         elif self._share_overall is not None:

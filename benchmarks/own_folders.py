@@ -1,0 +1,136 @@
+"""`cbdm-aug run` at its defaults on long-tailed image folders built here from two sources, each with a
+class of 3 images (issue 26's "folders of your own"): what a new user would get, with the worst class.
+
+- mnist-300-3: MNIST, 28x28 grey PNG, 10 classes on the exp profile 300 -> 3 (735 images, like the
+  held-out letters folder), the class order shuffled so the rarest class is not digit 9;
+- cifar10-500-3: the CIFAR-10 JPEG copy, 32x32 RGB, 500 -> 3 (1,658 images);
+each with a balanced test folder (--test-per-class images a class from the official test split).
+
+    python benchmarks/own_folders.py --folders mnist-300-3,cifar10-500-3
+
+Folders and runs go to --work (default $TMPDIR/cbdm-own-folders; data is never committed); rerunning
+reuses every finished stage of each run. Each run's report.json is summarised into
+benchmarks/results/own_folders.{md,json}: few-shot accuracy per arm, the paired differences, every class
+under 20 real images against its twin (mean [95% interval] over the seeds) and the worst class.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _env import environment  # noqa: E402
+from e2e_quality import cbdm_aug, run  # noqa: E402
+
+SHARED = (ROOT / ".." / "shared" / "datasets").resolve()
+FOLDERS = {"mnist-300-3": ("mnist", 300, 3), "cifar10-500-3": ("cifar10", 500, 3)}
+
+
+def profile(n_max: int, n_min: int, C: int = 10) -> list[int]:
+    """The exp profile from n_max down to n_min over C classes."""
+    return [int(n_max * (n_min / n_max) ** (i / (C - 1))) for i in range(C)]
+
+
+def _write_mnist(root: Path, counts: list[int], per_test: int, order: np.ndarray) -> None:
+    from PIL import Image
+
+    z = np.load(SHARED / "mnist.npz")
+    rng = np.random.default_rng(0)
+    for split, x, y, n_of in (("train", z["x_train"], z["y_train"], lambda r: counts[r]),
+                              ("test", z["x_test"], z["y_test"], lambda r: per_test)):
+        for rank, c in enumerate(order):
+            d = root / split / str(c)
+            d.mkdir(parents=True, exist_ok=True)
+            for i in rng.choice(np.flatnonzero(y == c), n_of(rank), replace=False):
+                Image.fromarray(x[i, :, :, 0]).save(d / f"{i:05d}.png")
+
+
+def _write_cifar(root: Path, counts: list[int], per_test: int, order: np.ndarray, scratch: Path) -> None:
+    import shutil
+
+    src = scratch / "cifar10"
+    if not (src / "test").is_dir():
+        with tarfile.open(SHARED / "cifar10-jpeg.tar.gz") as t:
+            t.extractall(scratch, filter="data")
+    names = sorted(p.name for p in (src / "train").iterdir())
+    rng = np.random.default_rng(0)
+    for split, n_of in (("train", lambda r: counts[r]), ("test", lambda r: per_test)):
+        for rank, c in enumerate(order):
+            files = sorted((src / split / names[c]).iterdir())
+            d = root / split / names[c]
+            d.mkdir(parents=True, exist_ok=True)
+            for i in rng.choice(len(files), n_of(rank), replace=False):
+                shutil.copy(files[i], d / files[i].name)
+
+
+def build(name: str, work: Path, per_test: int) -> Path:
+    """WORK/NAME/{train,test}/<class>/..., written once (a marker file says it is complete)."""
+    source, n_max, n_min = FOLDERS[name]
+    root = work / name
+    if (root / ".complete").exists():
+        return root
+    counts = profile(n_max, n_min)
+    order = np.random.default_rng(1).permutation(10)  # which class is the rarest: not the last label
+    if source == "mnist":
+        _write_mnist(root, counts, per_test, order)
+    else:
+        _write_cifar(root, counts, per_test, order, work)
+    (root / ".complete").write_text(json.dumps({"counts": dict(zip(map(int, order), counts))}))
+    return root
+
+
+def summarise(name: str, report: dict, few_below: int = 20) -> dict:
+    """The figures issue 26 reads from one run's report.json."""
+    counts = report["counts"]
+    small = [c for c in counts if counts[c]["real"] < few_below]
+    twin_rows = {}
+    for arm, twin in report["twins"].items():
+        per = report["per_class"]
+        rows = {}
+        for c in small:
+            d = per[c]["paired"].get(f"{arm}-{twin}") if "paired" in per[c] else None
+            rows[c] = {"n_real": counts[c]["real"], "diff": d}
+        twin_rows[f"{arm}-{twin}"] = rows
+    return {"folder": name, "few_shot": {a: report["arms"][a]["few"] for a in report["arms"]},
+            "paired": report["paired"], "small_classes": twin_rows, "worst_class": report.get("worst_class"),
+            "decisions": report.get("decisions"), "minutes": report.get("minutes")}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--folders", default=",".join(FOLDERS))
+    p.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "cbdm-own-folders"))
+    p.add_argument("--test-per-class", type=int, default=500)
+    p.add_argument("--tag", default="own_folders", help="results file stem")
+    p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
+    p.add_argument("--report-only", action="store_true", help="summarise the runs --work holds")
+    args = p.parse_args(argv)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name in [f for f in args.folders.split(",") if f]:
+        root = build(name, work, args.test_per_class)
+        out = work / "runs" / name
+        if not args.report_only:
+            t = time.time()
+            run([cbdm_aug(), "run", root / "train", "--test", root / "test", "--out", out, "--no-progress"],
+                work / f"{name}.log", env={**os.environ})
+            print(f"{name}: {time.time() - t:.0f} s")
+        rep = json.loads((out / "report.json").read_text())
+        rows.append(summarise(name, rep))
+    res = Path(args.results)
+    (res / f"{args.tag}.json").write_text(json.dumps({"env": environment(), "rows": rows}, indent=1))
+    print(json.dumps(rows, indent=1)[:4000])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Properties of the cross-fitted per-class evidence (cbdm_aug.evaluate.evidence)."""
+import numpy as np
+
+from cbdm_aug.evaluate.evidence import assign_folds, cross_fit, decide, tally
+
+
+def test_folds_are_stratified_and_a_class_too_small_to_judge_is_never_held_out():
+    labels = np.repeat([0, 1, 2], [30, 7, 3])
+    f = assign_folds(labels, 3, seed=0, min_judged=5)
+    assert set(f[labels == 2]) == {-1}
+    for c, n in ((0, 30), (1, 7)):
+        sizes = np.bincount(f[labels == c], minlength=3)
+        assert sizes.sum() == n and sizes.max() - sizes.min() <= 1  # dealt round-robin
+    assert np.array_equal(f, assign_folds(labels, 3, seed=0, min_judged=5))  # seeded
+    assert not np.array_equal(f, assign_folds(labels, 3, seed=1, min_judged=5))
+
+
+def test_tally_counts_recognised_images_and_images_taken_for_a_class():
+    y = np.array([0, 0, 1, 1, 2])
+    without = np.array([0, 1, 1, 0, 2])
+    with_ = np.array([0, 0, 0, 0, 2])  # class 0 gets both its own right and takes both of class 1's
+    t = tally(y, without, with_, 3)
+    assert t["held"].tolist() == [2, 2, 1]
+    assert t["right_without"].tolist() == [1, 1, 1] and t["right_with"].tolist() == [2, 0, 1]
+    assert t["into_without"].tolist() == [1, 1, 0] and t["into_with"].tolist() == [2, 0, 0]
+
+
+def test_a_class_is_used_when_its_images_do_not_cost_the_probe_a_held_out_image():
+    names = ["head", "helped", "spills", "tiny", "none"]
+    t = {"held": np.array([90, 10, 10, 0, 10]),
+         "right_without": np.array([80, 5, 5, 0, 9]), "right_with": np.array([80, 7, 6, 0, 9]),
+         "into_without": np.array([3, 1, 1, 0, 0]), "into_with": np.array([3, 1, 4, 0, 0])}
+    d = decide(names, [300, 30, 30, 3, 30], [0, 100, 100, 100, 0], t, min_judged=5)
+    assert d["helped"]["used"] and d["helped"]["net"] == 2 and d["helped"]["share"] == 1.0
+    assert not d["spills"]["used"] and d["spills"]["net"] == 1 - 3 and d["spills"]["share"] == 0.0
+    assert not d["tiny"]["used"] and not d["tiny"]["judged"] and "too few to judge" in d["tiny"]["why"]
+    assert not d["head"]["used"] and "no generated image" in d["head"]["why"]
+    assert all(len(e["why"].splitlines()) == 1 and e["why"].startswith(n) for n, e in d.items())
+
+
+def test_cross_fit_holds_each_judged_image_out_once_and_trains_on_the_rest(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1, 2], [12, 6, 2])
+    images = rng.integers(0, 255, (len(labels), 4, 4, 1), dtype=np.uint8)
+    seen = []
+
+    def probe(npz, held_npz, with_synthetic, fold, run_dir):
+        z = np.load(npz)
+        seen.append((fold, with_synthetic, len(z["y_train"]), len(z["y_test"])))
+        assert 2 in z["y_train"] and 2 not in z["y_test"]  # the 2-image class is never held out
+        return z["y_test"] if with_synthetic else np.zeros(len(z["y_test"]), np.int64)  # "with" is perfect
+
+    t = cross_fit(images, labels, ["a", "b", "c"], probe, tmp_path, folds=3, min_judged=5)
+    assert t["held"].tolist() == [12, 6, 0]
+    assert sum(h for *_, h in seen) == 2 * 18 and all(tr + h == 20 for _, _, tr, h in seen)
+    assert t["right_with"].tolist() == [12, 6, 0] and t["right_without"].tolist() == [12, 0, 0]
+    assert t["into_without"].tolist() == [6, 0, 0] and t["into_with"].tolist() == [0, 0, 0]

@@ -152,7 +152,7 @@ def main() -> None:
     a = ap.parse_args()
     if a.step:
         name, args = a.step[0], a.step[1:]
-        from cbdm_aug.pipeline.stages import peak_rss
+        from cbdm_aug.resources import peak_rss
 
         conv = [int(v) if v.lstrip("-").isdigit() else Path(v) for v in args]
         peak = peak_rss()

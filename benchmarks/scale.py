@@ -72,7 +72,7 @@ def worker(classes: int, images: int, out: Path, gen_steps: int, size: int = 16,
     import cbdm_aug.pipeline.report as report
     from cbdm_aug.pipeline.run import run_pipeline
     from cbdm_aug.pipeline.settings import RunOptions, SyntheticArm
-    from cbdm_aug.pipeline.stages import peak_rss
+    from cbdm_aug.resources import peak_rss
 
     d = _procedural.make(classes, n_max_for(classes, images), IMBALANCE, test_per_class=max(2, TEST_IMAGES // classes),
                          size=size)

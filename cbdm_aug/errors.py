@@ -23,13 +23,17 @@ _DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 _DISK_FULL_TEXT = ("No space left on device", "File too large", "Disk quota exceeded")
 
 
+def exception_chain(e: BaseException | None):
+    """``e``, then the exception it was raised from or while handling, and so on down the chain."""
+    while e is not None:
+        yield e
+        e = e.__cause__ or e.__context__
+
+
 def is_disk_full(e: BaseException | None) -> bool:
     """Whether ``e``, or an exception it was raised from, is a write that ran out of space. h5py
     reports the errno only inside its message, and as a RuntimeError when closing a file, so the
     message is checked too."""
-    while e is not None:
-        if isinstance(e, NoSpace) or (isinstance(e, OSError) and e.errno in _DISK_FULL_ERRNOS) or (
-                isinstance(e, (OSError, RuntimeError)) and any(t in str(e) for t in _DISK_FULL_TEXT)):
-            return True
-        e = e.__cause__ or e.__context__
-    return False
+    return any(isinstance(x, NoSpace) or (isinstance(x, OSError) and x.errno in _DISK_FULL_ERRNOS) or (
+        isinstance(x, (OSError, RuntimeError)) and any(t in str(x) for t in _DISK_FULL_TEXT))
+        for x in exception_chain(e))

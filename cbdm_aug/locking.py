@@ -32,7 +32,7 @@ class LockError(UserError):
     """Another live process writes this output."""
 
 
-def _start_time(pid: int) -> str | None:
+def process_start_time(pid: int) -> str | None:
     """The kernel's start time of ``pid`` (clock ticks since boot), or None where /proc is absent."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -55,7 +55,7 @@ def _alive(holder: dict) -> bool:
     except PermissionError:
         pass  # alive, someone else's
     started = holder.get("started_ticks")
-    return started is None or _start_time(pid) in (None, started)  # a reused pid is another process
+    return started is None or process_start_time(pid) in (None, started)  # a reused pid is another process
 
 
 def read_holder(lock: str | os.PathLike) -> dict | None:
@@ -134,7 +134,7 @@ def output_lock(output: str | os.PathLike, *, folder: bool, what: str = "output"
     lock = lock_path(output, folder)
     lock.parent.mkdir(parents=True, exist_ok=True)
     record = {"pid": os.getpid(), "host": socket.gethostname(), "time": time.time(),
-              "started_ticks": _start_time(os.getpid()),
+              "started_ticks": process_start_time(os.getpid()),
               "command": command if command is not None else " ".join(["cbdm-aug", *sys.argv[1:]])}
     for _ in range(3):
         if _create(lock, record):

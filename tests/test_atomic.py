@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from cbdm_aug.atomic import atomic_dir, atomic_path, write_text_atomic
-from cbdm_aug.pipeline.stages import peak_rss
 from cbdm_aug.stopping import Stopped
 
 
@@ -160,23 +159,3 @@ def test_a_checkpoint_that_fails_mid_write_keeps_last_and_previous_and_leaves_no
     assert e.value.errno == errno.ENOSPC and e.value.filename == str(tmp_path / "last.ckpt")
     assert checkpoint_step(tmp_path / "last.ckpt") == 2 and checkpoint_step(tmp_path / "previous.ckpt") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt", "previous.ckpt"]
-
-
-def _rss_mb() -> float:
-    from pathlib import Path
-
-    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmRSS:"))
-    return int(line.split()[1]) / 1024
-
-
-@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/clear_refs"), reason="Linux only")
-def test_a_stage_peak_memory_is_the_peak_of_what_follows_not_of_the_process():
-    big = bytearray(300 << 20)  # 300 MB touched (and given back) before the stage starts
-    big[::4096] = b"x" * len(big[::4096])
-    del big
-    before = _rss_mb()
-    peak = peak_rss()
-    small = bytearray(30 << 20)
-    small[::4096] = b"y" * len(small[::4096])
-    mb = peak()
-    assert before + 25 < mb < before + 100, (before, mb)

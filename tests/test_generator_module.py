@@ -8,7 +8,7 @@ import pytest
 import torch
 from timm.utils import ModelEmaV3
 
-from cbdm_aug.generator.module import EMA_WARMUP_POWER, CBDMModule, _Ema
+from cbdm_aug.generator.module import EMA_WARMUP_POWER, CBDMModule, TimmEma
 from helpers import run_cli
 from test_fit_generator import FAST, make_folder
 
@@ -26,7 +26,7 @@ def _perturb(model, k):
 
 
 def test_the_cached_ema_update_gives_timm_model_ema_v3s_weights_bit_for_bit(tiny_unet):
-    ours = _Ema(tiny_unet, decay=0.999, use_warmup=True, warmup_power=EMA_WARMUP_POWER)
+    ours = TimmEma(tiny_unet, decay=0.999, use_warmup=True, warmup_power=EMA_WARMUP_POWER)
     ref = ModelEmaV3(tiny_unet, decay=0.999, use_warmup=True, warmup_power=EMA_WARMUP_POWER)
     for step in range(1, 6):
         _perturb(tiny_unet, step)

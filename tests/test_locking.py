@@ -13,7 +13,7 @@ from test_distributed import tiny_run  # noqa: F401 (fixture)
 
 from cbdm_aug.cache.reader import read_header
 from cbdm_aug.cache.schema import CacheError
-from cbdm_aug.locking import LockError, _start_time, lock_path, output_lock, read_holder
+from cbdm_aug.locking import LockError, process_start_time, lock_path, output_lock, read_holder
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def hold(output, pid, folder=False, ticks=None):
     lock = lock_path(output, folder)
     lock.parent.mkdir(parents=True, exist_ok=True)
     lock.write_text(json.dumps({"pid": pid, "host": socket.gethostname(), "time": time.time(),
-                                "started_ticks": ticks if ticks is not None else _start_time(pid),
+                                "started_ticks": ticks if ticks is not None else process_start_time(pid),
                                 "command": "cbdm-aug generate ..."}))
     return lock
 

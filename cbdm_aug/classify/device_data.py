@@ -32,11 +32,11 @@ def dataset_images(dataset) -> np.ndarray:
     for cache in dataset.caches:
         with open_cache(cache.path) as f:
             images = f[IMAGES]
-            same = images.shape[1:] == dataset._out_shape
+            same = images.shape[1:] == dataset.out_shape
             for i in range(0, len(cache), 65536):
                 j = min(i + 65536, len(cache))
                 out[start + i:start + j] = (images[i:j] if same else  # else resized as the dataset does per item
-                                            np.stack([dataset._synthetic(start + k) for k in range(i, j)]))
+                                            np.stack([dataset.synthetic_item(start + k) for k in range(i, j)]))
         start += len(cache)
     return out
 

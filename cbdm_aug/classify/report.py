@@ -25,10 +25,13 @@ def _pct(v, std=None) -> str:
     return f"{100 * v:.2f}" + (f" ± {100 * std:.2f}" if std is not None else "")
 
 
-def _md_table(headers: list[str], rows: list[list[str]]) -> str:
+def md_table(headers: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(r[j]) for r in [headers, *rows]) for j in range(len(headers))]
     fmt = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
     return "\n".join([fmt(headers), "| " + " | ".join("-" * w for w in widths) + " |", *map(fmt, rows)])
+
+
+_md_table = md_table  # the old name, until pipeline/report.py imports md_table
 
 
 # Past this many classes one line per class reads as noise: the plot bins classes by size instead.
@@ -141,14 +144,14 @@ def _threshold_values(metrics: dict) -> dict:
 def write_run_report(result: dict, out: Path) -> None:
     """summary.md and per_class.png of one run."""
     m, tc = result["metrics"], result["train_counts"]
-    head = _md_table([LABELS[k] for k in HEADLINE], [[_pct(m[k]) for k in HEADLINE]])
+    head = md_table([LABELS[k] for k in HEADLINE], [[_pct(m[k]) for k in HEADLINE]])
     rows = [[name, str(tc["real"][c]), str(tc["synthetic_available"][c]),
              str(tc["epoch0_draws"]["real"][c]), str(tc["epoch0_draws"]["synthetic"][c]),
              str(m["test_counts"][c]), _pct(m["per_class"][c]),
              next(g for g, ids in m["groups"].items() if c in ids)]
             for c, name in enumerate(result["class_names"])]
-    per_class = _md_table(["class", "real train", "synthetic in cache", "real drawn/epoch",
-                           "synthetic drawn/epoch", "test", "accuracy %", "group"], rows)
+    per_class = md_table(["class", "real train", "synthetic in cache", "real drawn/epoch",
+                          "synthetic drawn/epoch", "test", "accuracy %", "group"], rows)
     groups = ", ".join(f"{g} {t}" for g, t in m["thresholds"].items())
     text = (f"# {result['recipe']} (seed {result['seed']})\n\n"
             f"Train: {result['data']['train']}; test: {result['data']['test']}; "
@@ -189,7 +192,7 @@ def write_aggregate_report(agg: dict, out: Path) -> None:
         out / "aggregate.md",
         f"# {agg['recipe']}: {len(agg['seeds'])} seeds {agg['seeds']}\n\n"
         f"Accuracy (%), mean ± sample std over seeds, and the range.\n\n"
-        + _md_table(["metric", "mean ± std", "range"], rows) + "\n")
+        + md_table(["metric", "mean ± std", "range"], rows) + "\n")
 
 
 def load_run(path: str | Path) -> dict:
@@ -230,7 +233,7 @@ def compare_table(runs: list[dict]) -> str:
             cells.append(cell)
         rows.append(cells)
     gains = f"; (+x.xx) is the gain over {base['name']} in points" if len(runs) > 1 else ""
-    return (_md_table(headers, rows) + f"\n\nAccuracy (%){gains}. Groups by real training images: "
+    return (md_table(headers, rows) + f"\n\nAccuracy (%){gains}. Groups by real training images: "
             + ", ".join(f"{g} {t}" for g, t in base["thresholds"].items()))
 
 

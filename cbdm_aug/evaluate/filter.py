@@ -27,7 +27,7 @@ import torch
 from cbdm_aug.atomic import atomic_path
 from cbdm_aug.evaluate import metrics as M
 from cbdm_aug.evaluate.features import FeatureSpace
-from cbdm_aug.evaluate.run import EvaluateError
+from cbdm_aug.evaluate.errors import EvaluateError
 
 log = logging.getLogger(__name__)
 

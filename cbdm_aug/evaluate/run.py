@@ -11,15 +11,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cbdm_aug.errors import UserError
 from cbdm_aug.evaluate import metrics as M
+from cbdm_aug.evaluate.errors import EvaluateError
 from cbdm_aug.evaluate.features import NOT_COMPARABLE, FeatureSpace
 
 log = logging.getLogger(__name__)
-
-
-class EvaluateError(UserError):
-    """Options or inputs that an evaluation cannot use."""
 
 
 @dataclass(frozen=True)

@@ -89,11 +89,11 @@ def fit_generator(data, out, preset, image_size, channels, split, longtail, imba
         )
     except ValueError as e:
         raise click.UsageError(str(e)) from None
-    from cbdm_aug.generator.fit import _is_first_process
+    from cbdm_aug.generator.fit import is_first_process
     from cbdm_aug.locking import output_lock
 
     out = Path(out) if out else default_run_dir(data)
-    if not _is_first_process():  # a DDP child re-runs this command line; rank 0 holds the lock
+    if not is_first_process():  # a DDP child re-runs this command line; rank 0 holds the lock
         fit(cfg, out, resume=resume, echo=click.echo)
         return
     with output_lock(out, folder=True, what="generator run folder", echo=click.echo):

@@ -13,6 +13,7 @@ import torch
 from cbdm_aug import __version__
 from cbdm_aug.data import LabeledImages, count_table, make_longtail, open_data
 from cbdm_aug.data.convert import convert_images
+from cbdm_aug.dicts import dict_changes
 from cbdm_aug.diffusion.augment import AUGMENT_DIM, AugmentConfig
 from cbdm_aug.diffusion.loss import CBDMLossConfig
 from cbdm_aug.diffusion.sampling import DEFAULT_SCHEDULE
@@ -136,15 +137,9 @@ def balance_weights(labels, power: float) -> torch.Tensor:
     return counts[labels] ** (power - 1.0)
 
 
-def _diff(a: dict, b: dict, prefix=()) -> list[str]:
-    out = []
-    for k in sorted(set(a) | set(b)):
-        key = (*prefix, k)
-        if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
-            out += _diff(a[k], b[k], key)
-        elif a.get(k) != b.get(k) and key not in _RESUMABLE:
-            out.append(f"{'.'.join(key)}: {a.get(k)!r} != {b.get(k)!r}")
-    return out
+def _diff(old: dict, new: dict) -> list[str]:
+    """The settings that differ between two run configs, except those a resume may change."""
+    return [f"{'.'.join(key)}: {a!r} != {b!r}" for key, a, b in dict_changes(old, new) if key not in _RESUMABLE]
 
 
 def prepare_run_dir(out: Path, cfg: FitConfig, resume: bool, echo=print) -> Path | None:
@@ -180,7 +175,7 @@ def prepare_run_dir(out: Path, cfg: FitConfig, resume: bool, echo=print) -> Path
 _RANK_VARS = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
 
 
-def _is_first_process() -> bool:
+def is_first_process() -> bool:
     """Whether this process is global rank 0 of a (possibly multi-process) job, decided from the
     environment before any process group exists. Lightning's ``ddp`` re-runs the command line in
     its child processes, so every rank enters ``fit``; only rank 0 may check and write the run folder."""
@@ -291,7 +286,7 @@ def fit(cfg: FitConfig, out: str | os.PathLike, resume: bool = False, progress: 
     if cfg.train.init_from and resume and (out / "checkpoints" / "last.ckpt").exists():
         raise ConfigError("--init-from starts a new run from another generator; with --resume the run "
                          "continues from its own checkpoint. Drop one of them")
-    first_process = _is_first_process()
+    first_process = is_first_process()
     if first_process:
         echo(f"run folder: {out}")
         ckpt = prepare_run_dir(out, cfg, resume, echo)  # before the (slow) data load: fail fast

@@ -15,7 +15,7 @@ from cbdm_aug.diffusion.unet import build_unet
 EMA_WARMUP_POWER = 2 / 3
 
 
-class _Ema(ModelEmaV3):
+class TimmEma(ModelEmaV3):
     """timm's ModelEmaV3, which already updates every tensor in one ``_foreach_lerp_``, without its
     two ``state_dict()`` walks per update: for the paper UNet (329 tensors) they cost about 2-4 ms of
     host time a step, as much as the GPU needs for a third of a step. The tensor lists are built once
@@ -43,7 +43,7 @@ class CBDMModule(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.unet = build_unet(model_config)
-        self.ema = _Ema(self.unet, decay=ema_decay, use_warmup=True, warmup_power=EMA_WARMUP_POWER)
+        self.ema = TimmEma(self.unet, decay=ema_decay, use_warmup=True, warmup_power=EMA_WARMUP_POWER)
         # The EMA copy is updated by averaging, never by gradients; left trainable, DDP would find
         # its parameters unused by the loss and stop at the second step.
         self.ema.requires_grad_(False)

@@ -12,12 +12,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 
 from cbdm_aug.atomic import write_text_atomic
-from cbdm_aug.errors import NoSpace, UserError, is_disk_full
+from cbdm_aug.dicts import dict_changes
+from cbdm_aug.errors import NoSpace, UserError, exception_chain, is_disk_full
+from cbdm_aug.resources import peak_rss
 from cbdm_aug.stopping import Stopped
 
 
@@ -31,20 +32,14 @@ class DiskFull(UserError):
                          "command again: it resumes there")
 
 
-def _chain(e: BaseException | None):
-    while e is not None:
-        yield e
-        e = e.__cause__ or e.__context__
-
-
 def _filename(e: BaseException) -> str | None:
     """The file named by ``e`` or an exception it was raised from (h5py names it only in its message)."""
     import re
 
-    for x in _chain(e):
+    for x in exception_chain(e):
         if isinstance(x, (OSError, NoSpace)) and x.filename:
             return str(x.filename)
-    for x in _chain(e):
+    for x in exception_chain(e):
         m = re.search(r"file ?name = '([^']+)'", str(x))
         if m:
             return m.group(1)
@@ -52,7 +47,7 @@ def _filename(e: BaseException) -> str | None:
 
 
 def _reason(e: BaseException) -> str:
-    for x in _chain(e):
+    for x in exception_chain(e):
         if isinstance(x, (OSError, NoSpace)) and x.strerror:
             return x.strerror
     return "no space left on device"
@@ -73,35 +68,6 @@ def stage_errors(name: str, folder: Path | None = None):
         raise
 
 
-def peak_rss():
-    """Starts measuring this process's peak resident memory; returns a function that gives it in MB.
-    On Linux the kernel's peak (VmHWM) is reset here, so it is the peak of what follows; elsewhere it
-    is the process's peak so far (``ru_maxrss``)."""
-    status = Path("/proc/self/status")
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
-        reset = True
-    except OSError:
-        reset = False
-
-    def peak() -> float | None:
-        if reset:
-            try:
-                line = next(x for x in status.read_text().splitlines() if x.startswith("VmHWM:"))
-                return round(int(line.split()[1]) / 1024, 1)
-            except (OSError, StopIteration, ValueError):
-                pass
-        try:
-            import resource
-
-            kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux, bytes on macOS
-            return round(kb / (1 << 20 if os.uname().sysname == "Darwin" else 1024), 1)
-        except (ImportError, OSError):
-            return None
-
-    return peak
-
-
 def write_json_atomic(path: Path, obj) -> None:
     """``path`` holds either the old content or ``obj``, never half of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -113,18 +79,9 @@ def _plain(obj):
 
 
 def _diff(old: dict, new: dict) -> list[str]:
-    out = []
-    for k in sorted(set(old) | set(new)):
-        a, b = old.get(k), new.get(k)
-        if a == b:
-            continue
-        if k.startswith("after:"):
-            out.append(f"stage {k[6:]!r} changed")
-        elif isinstance(a, dict) and isinstance(b, dict):
-            out += [f"{k}.{d}" for d in _diff(a, b)]
-        else:
-            out.append(f"{k}: {a!r} -> {b!r}")
-    return out
+    """What changed between two stage settings, one phrase each; an ``after:`` key is a stage read."""
+    return [f"stage {key[0][6:]!r} changed" if key[0].startswith("after:") else f"{'.'.join(key)}: {a!r} -> {b!r}"
+            for key, a, b in dict_changes(old, new)]
 
 
 class Stages:

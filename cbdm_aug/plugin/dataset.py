@@ -147,7 +147,7 @@ class RealSyntheticDataset(Dataset):
         self._mode = None
         if self._kind == "pil":
             self._mode = real_dataset[0][0].mode
-        self._out_shape = self._target_shape(real_shape, resize, convert)
+        self.out_shape = self._target_shape(real_shape, resize, convert)  # (H, W, C) of every item
 
         index = {n: i for i, n in enumerate(names)}
         parts_y = [real_y]
@@ -188,10 +188,16 @@ class RealSyntheticDataset(Dataset):
     def __len__(self) -> int:
         return int(self._offsets[-1])
 
-    def _synthetic(self, i: int):
+    @property
+    def _out_shape(self) -> tuple[int, int, int]:  # the old name, until classify/train.py reads out_shape
+        return self.out_shape
+
+    def synthetic_item(self, i: int):
+        """Image ``i`` of the combined set (a synthetic one), brought to the real images' size,
+        channels and kind (PIL, array or tensor), without the transform."""
         k = 1 if len(self.caches) == 1 else int(np.searchsorted(self._offsets, i, side="right"))
         image, _ = self.caches[k - 1][i - self._starts[k - 1]]
-        H, W, C = self._out_shape
+        H, W, C = self.out_shape
         if self._kind == "pil" and image.shape == (H, W, 3) and self._mode == "RGB":  # the common case
             from PIL import Image
 
@@ -222,7 +228,7 @@ class RealSyntheticDataset(Dataset):
         if i < self._starts[0]:
             image = self.real[i][0]
         else:
-            image = self._synthetic(i)
+            image = self.synthetic_item(i)
         label = int(self.labels[i])
         if self.transform is not None:
             image = self.transform(image)

@@ -30,6 +30,11 @@ Protocol:
                         must beat the strongest real-only augmentation, not replace it)
     gate                the per-class gate (filter-cache --max-copy-share --gate-share, default 0.5): a class
                         whose unfiltered samples are near-copies at that share or more gets no synthetic image
+    floorF              the sampler's real floor, sampling.min_real_share F (no option: no floor, the rows before
+                        issue 26; `cbdm-aug run` uses SyntheticArm().min_real_share)
+    evidence            the per-class decisions of `cbdm-aug run` (evaluate/evidence.py judge: 3-fold cross-fitting
+                        with this arm's own recipe as the probe; fewer than SyntheticArm().min_judged real images:
+                        none), given to the arm as sampling.share_file
   a cache is generated with dpmpp-sde 20 steps, seed 0, and shared by the arms that need it;
 - generator metrics (--eval-gens): `evaluate-generator`, --eval-per-class unfiltered samples a class,
   in the filter classifier's feature space: per-class recall, precision, KID and near-copy share.
@@ -58,6 +63,9 @@ from e2e_quality import cbdm_aug, run  # noqa: E402
 
 from cbdm_aug.cache.reader import is_complete  # noqa: E402
 from cbdm_aug.classify.paired import paired  # noqa: E402 - the protocol's statistic, shared with `cbdm-aug run`
+from cbdm_aug.pipeline.settings import SyntheticArm  # noqa: E402 - the arm's defaults are `cbdm-aug run`'s
+
+ARM = SyntheticArm()
 
 REAL_ARMS = ("real-cb", "real-ra", "real-bs", "real-la")
 
@@ -121,10 +129,15 @@ def parse_arm(name: str, args) -> dict:
     """GEN[:OPT...] -> the settings of a synthetic arm (see the module docstring)."""
     gen, *opts = name.split(":")
     spec = {"gen": gen, "guidance": args.guidance, "top_up": args.top_up, "weight": args.synthetic_weight,
-            "share": None, "filter": True, "randaugment": True, "notail": False, "gate": False}
+            "share": None, "filter": True, "randaugment": True, "notail": False, "gate": False, "floor": None,
+            "evidence": False}
     for o in opts:
         if o == "gate":
             spec["gate"] = True
+        elif o == "evidence":
+            spec["evidence"] = True
+        elif o.startswith("floor"):
+            spec["floor"] = float(o[5:])
         elif o.startswith("g"):
             spec["guidance"] = float(o[1:])
         elif o.startswith("top"):
@@ -163,10 +176,10 @@ def main(argv=None):
                    help="the default arm's pipeline with these generators in place of its CBDM (same budget)")
     p.add_argument("--gen-runs", default=None, help="snapshots of benchmarks/_ladder.py [default: runs/rho{rho}/gens]")
     p.add_argument("--eval-gens", default="", help="snapshots to score with evaluate-generator (the budget curve)")
-    p.add_argument("--top-up", type=int, default=500, help="real + synthetic images per class")
-    p.add_argument("--guidance", type=float, default=1.0)
-    p.add_argument("--synthetic-weight", type=float, default=0.3)
-    p.add_argument("--gate-share", type=float, default=0.5, help="the gate option's --max-copy-share")
+    p.add_argument("--top-up", type=int, default=ARM.top_up, help="real + synthetic images per class")
+    p.add_argument("--guidance", type=float, default=ARM.guidance)
+    p.add_argument("--synthetic-weight", type=float, default=ARM.synthetic_weight)
+    p.add_argument("--gate-share", type=float, default=ARM.max_copy_share, help="the gate option's --max-copy-share")
     p.add_argument("--eval-per-class", type=int, default=50)
     p.add_argument("--cas-epochs", type=int, default=40)
     p.add_argument("--epochs", type=int, default=4)
@@ -234,8 +247,9 @@ def main(argv=None):
             + ("-notail" if s["notail"] else "")
         out = work / "caches" / f"{name}.h5"
         made = once(out, lambda: run([cbdm_aug(), "generate", Path(args.gen_runs) / s["gen"], "--out", out,
-                                      "--counts-file", counts_file(s["top_up"], s["notail"]), "--sampler", "dpmpp-sde",
-                                      "--steps", 20, "--guidance", s["guidance"], "--seed", 0, "--batch-size", 256,
+                                      "--counts-file", counts_file(s["top_up"], s["notail"]), "--sampler", ARM.sampler,
+                                      "--steps", ARM.sample_steps, "--guidance", s["guidance"], "--seed", ARM.seed,
+                                      "--batch-size", 256,
                                       "--device", "cpu"], log))
         if not s["filter"]:
             return made
@@ -265,10 +279,35 @@ def main(argv=None):
             return (base, lambda: ["sampling.mode=class-balanced", f"data.train={oracle(k)}", "data.longtail=none",
                                    f"sampling.num_samples={n_real}"], None)
         s = parse_arm(name, args)
-        sets = lambda: [f"sampling.cache={cache(s)}", f"loss.synthetic_weight={s['weight']}",  # noqa: E731
+        base = lambda: [f"sampling.cache={cache(s)}", f"loss.synthetic_weight={s['weight']}",  # noqa: E731
                         "data.augment=" + ("randaugment" if s["randaugment"] else "none"),
+                        "sampling.min_real_share=" + ("null" if s["floor"] is None else f"{s['floor']:g}"),
                         *([f"sampling.max_synthetic_share={s['share']}"] if s["share"] is not None else [])]
+        sets = lambda: base() + ([f"sampling.share_file={decisions(name, base())}"] if s["evidence"] else [])  # noqa: E731
         return syn, sets, s["gen"]
+
+    def decisions(name: str, sets: list[str]) -> Path:
+        """The arm's per-class decisions (`cbdm-aug run`'s evidence stage on this arm's recipe), made once."""
+        from cbdm_aug.atomic import write_text_atomic
+        from cbdm_aug.cache.reader import SyntheticCache
+        from cbdm_aug.classify.recipe import load_recipe
+        from cbdm_aug.classify.train import load_data
+        from cbdm_aug.evaluate.evidence import judge
+
+        d = work / "evidence" / name.split(":evidence")[0].replace(":", "+")
+        out = d / "decisions.json"
+        with guard:
+            lock = locks.setdefault(str(out), threading.Lock())
+        with lock:
+            if not out.exists():
+                recipe = load_recipe(syn, [*common, *sets, "device=cpu"])
+                train, _ = load_data(recipe.data)
+                with SyntheticCache(recipe.sampling.cache_paths()[0]) as c:
+                    kept = c.counts().tolist()
+                dec = judge(train.images, train.labels, train.class_names, kept, recipe, d, ARM.min_judged, echo=print)
+                write_text_atomic(d / "evidence.json", json.dumps(dec, indent=1))
+                write_text_atomic(out, json.dumps({n: e["share"] for n, e in dec.items()}, indent=1))
+        return out
 
     arms = {n: arm_of(n) for n in arm_names}
     snapshot_ready = lambda g: (Path(args.gen_runs) / g / "generator.json").exists()  # noqa: E731
@@ -286,7 +325,7 @@ def main(argv=None):
         if not (out / "report.json").exists():
             run([cbdm_aug(), "evaluate-generator", Path(args.gen_runs) / gen, "--real", args.data, *lt_cli,
                  "--test", args.data, "--feature-net", filt_cls, "--out", out, "--samples-per-class",
-                 args.eval_per_class, "--sampler", "dpmpp-sde", "--steps", 20, "--guidance", args.guidance,
+                 args.eval_per_class, "--sampler", ARM.sampler, "--steps", ARM.sample_steps, "--guidance", args.guidance,
                  "--seed", 0, "--batch-size", 250, "--device", "cpu", "--quiet", "--cas-epochs", args.cas_epochs], log)
         return out / "report.json"
 
@@ -413,6 +452,10 @@ def report(args, arm_names, counts, seeds, work, t_all, failed):
     per_class_paired = [{"class": c, "n_real": counts[c], "arm": d, "baseline": best_real,
                          "diff_mean": g["mean"], "ci95_low": g["lo"], "ci95_high": g["hi"]}
                         for g in per_class_gain.get(d, []) for c in [g["class"]]] if d else []
+    twins, vs_twin, worst = twin_comparison(args, synthetic, per_seed, counts)
+    decisions = {n: json.loads(f.read_text()) for n in synthetic
+                 if (f := work / "evidence" / n.split(":evidence")[0].replace(":", "+") / "evidence.json").exists()
+                 and n.endswith(":evidence")}
     budget = budget_curve(args, work, counts, per_seed)
     env = environment()
     record = {"commit": env["commit"], "dirty_tree": env["dirty_tree"], "dataset": f"{args.dataset} exp-LT",
@@ -421,6 +464,7 @@ def report(args, arm_names, counts, seeds, work, t_all, failed):
               "seeds": seeds, "arms": arms, "best_real": best_real, "default_arm": d,
               "paired": pairs, "budget_curve": budget, "per_class_gain_vs_best_real": per_class_gain,
               "per_class_paired": per_class_paired, "gates": {n: gate_record(work, n, seeds[0]) for n in synthetic},
+              "twins": twins, "per_class_vs_twin": vs_twin, "worst_class": worst, "decisions": decisions,
               "settings": vars(args), "machine": env["machine"], "versions": env["versions"]}
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
@@ -436,7 +480,7 @@ def report(args, arm_names, counts, seeds, work, t_all, failed):
              f"Class counts {counts}; few-shot = classes with < {args.few_below} images ({few}). Classifier: "
              f"recipes/mnist-lt-*.yaml, resnet8_cifar, {args.epochs} epochs, 1-pixel shifts"
              f"{' and horizontal flips' if args.hflip else ''} on every arm. Synthetic "
-             f"arms (GEN[:OPT]): top-up to {args.top_up} a class, dpmpp-sde 20 steps, guidance {args.guidance:g}, "
+             f"arms (GEN[:OPT]): top-up to {args.top_up} a class, {ARM.sampler} {ARM.sample_steps} steps, guidance {args.guidance:g}, "
              f"filtered, loss weight {args.synthetic_weight:g}, + RandAugment, the class-balanced sampler of real-cb "
              "(see the script's docstring for the options). best-real = " + best_real + ".", "",
              "| arm | few-shot acc | balanced acc | few vs real-cb | few vs best-real | few vs default | "
@@ -449,6 +493,18 @@ def report(args, arm_names, counts, seeds, work, t_all, failed):
         lines.append(f"| {a['name']} | {a['few_shot_mean']:.2f} ± {a['few_shot_std']:.2f} | {a['balanced_mean']:.2f} | "
                      f"{vs.get('real-cb', '')} | {vs.get('best-real', '')} | {vs.get('default', '')} | {bal} | "
                      + (" / ".join(f"{a['synthetic_counts'][c]}" for c in few) if a["synthetic_counts"] else "") + " |")
+    small = [c for c, n in enumerate(counts) if n < args.few_below]
+    lines += ["", f"Each synthetic arm against its real-only twin, per class under {args.few_below} images (points, mean "
+              "[95% interval] over the paired seeds), and its worst class:", "",
+              "| arm | twin | " + " | ".join(f"class {c} ({counts[c]})" for c in small) + " | worst class |",
+              "| --- | --- | " + " | ".join("---" for _ in small) + " | --- |"]
+    for n, rows in vs_twin.items():
+        w = worst[n]
+        lines.append(f"| {n} | {twins[n]} | " + " | ".join(
+            f"{rows[c]['mean']:+.2f} [{rows[c]['lo']:+.2f}, {rows[c]['hi']:+.2f}]" for c in small)
+            + f" | {w['class']} ({w['n_real']}) {w['mean']:+.2f} [{w['lo']:+.2f}, {w['hi']:+.2f}] |")
+    for n, dec in decisions.items():
+        lines += ["", f"{n}, per-class decisions:", "", *(f"- {e['why']}" for e in dec.values() if e["synthetic"])]
     others = [p for p in pairs if p["baseline"] not in ("real-cb", "best-real", "default")]
     if others:
         lines += ["", "Default arm against the same pipeline with another generator:", ""]
@@ -469,6 +525,23 @@ def report(args, arm_names, counts, seeds, work, t_all, failed):
               + (f" Failed: {', '.join(failed)}." if failed else "")]
     (results / f"{args.tag}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def twin_comparison(args, synthetic: list[str], per_seed: dict, counts: list[int]):
+    """(twins {arm: twin}, per class {arm: [paired vs twin]}, worst class {arm: {arm, twin, class, n_real, mean, lo,
+    hi}}) for each synthetic arm whose real-only twin (real-ra with RandAugment, real-cb with nora) ran."""
+    twins, vs, worst = {}, {}, {}
+    for n in synthetic:
+        twin = "real-ra" if parse_arm(n, args)["randaugment"] else "real-cb"
+        if twin not in per_seed:
+            continue
+        a, b = np.asarray(per_seed[n]["per_class"]), np.asarray(per_seed[twin]["per_class"])
+        twins[n] = twin
+        vs[n] = [paired(a[:, c], b[:, c]) | {"class": c, "n_real": counts[c]} for c in range(len(counts))]
+        w = min(vs[n], key=lambda r: r["mean"])
+        worst[n] = {"arm": n, "twin": twin, "class": w["class"], "n_real": w["n_real"], "mean": w["mean"],
+                    "lo": w["lo"], "hi": w["hi"]}
+    return twins, vs, worst
 
 
 def rare_classes(args, counts) -> list[int]:

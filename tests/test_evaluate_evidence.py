@@ -44,7 +44,7 @@ def test_cross_fit_holds_each_judged_image_out_once_and_trains_on_the_rest(tmp_p
     images = rng.integers(0, 255, (len(labels), 4, 4, 1), dtype=np.uint8)
     seen = []
 
-    def probe(npz, held_npz, with_synthetic, fold, run_dir):
+    def probe(npz, with_synthetic, fold, run_dir):
         z = np.load(npz)
         seen.append((fold, with_synthetic, len(z["y_train"]), len(z["y_test"])))
         assert 2 in z["y_train"] and 2 not in z["y_test"]  # the 2-image class is never held out

@@ -50,6 +50,9 @@ def test_arm_names_and_the_default_arms_comparisons():
     assert g["gate"] and g["guidance"] == 1.0 and g["gen"] == "cbdm-sqrt-a12-1200"
     assert (d["guidance"], d["weight"], d["top_up"], d["share"], d["filter"], d["randaugment"]) == \
         (1.0, 0.3, 500, None, True, True)  # the defaults
+    e = tail_gain.parse_arm("cbdm-sqrt-a12-1200:w1:gate:floor0.5:evidence", args)  # issue 26's levers
+    assert e["floor"] == 0.5 and e["evidence"] and e["gate"] and d["floor"] is None and not d["evidence"]
+    assert tail_gain.ARM.synthetic_weight == 1.0  # the script's defaults are `cbdm-aug run`'s arm
     with pytest.raises(SystemExit, match="unknown arm option"):
         tail_gain.parse_arm("cbdm-1200:bogus", args)
     with pytest.raises(SystemExit, match="unknown arm option 'head0.7'"):  # real-guided starts were removed

@@ -24,6 +24,7 @@ class that loses even so is all the more likely to be hurt.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -90,9 +91,9 @@ def decide(names: list[str], real_counts, synthetic_counts, t: dict[str, np.ndar
 
 def cross_fit(images: np.ndarray, labels: np.ndarray, names: list[str], probe: Callable, out_dir: str | Path,
               folds: int = FOLDS, seed: int = 0, min_judged: int = MIN_JUDGED) -> dict[str, np.ndarray]:
-    """Sum of ``tally`` over the folds. ``probe(train_npz, held_npz, with_synthetic, fold, run_dir)`` trains
-    one probe on the npz's x_train/y_train and returns its int64 (N,) predictions on x_test (the held-out
-    fold, in file order). Each fold's npz is written once into ``out_dir``."""
+    """Sum of ``tally`` over the folds. ``probe(fold_npz, with_synthetic, fold, run_dir)`` trains one probe on
+    the npz's x_train/y_train and returns its int64 (N,) predictions on x_test (the held-out fold, in file
+    order). Each fold's npz is written once into ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     fold = assign_folds(labels, folds, seed, min_judged)
@@ -100,12 +101,56 @@ def cross_fit(images: np.ndarray, labels: np.ndarray, names: list[str], probe: C
     for k in range(folds):
         held = fold == k
         npz = _fold_npz(out_dir / f"fold{k}.npz", images, labels, names, ~held, held)
-        preds = [np.asarray(probe(npz, npz, w, k, out_dir / f"fold{k}-{'with' if w else 'without'}"))
-                 for w in (False, True)]
+        preds = [np.asarray(probe(npz, w, k, out_dir / f"fold{k}-{'with' if w else 'without'}")) for w in (False, True)]
         t = tally(labels[held], preds[0], preds[1], len(names))
         total = t if total is None else {key: total[key] + t[key] for key in total}
         log.info("evidence fold %d/%d: %d held out", k + 1, folds, int(held.sum()))
     return total
+
+
+def recipe_probe(recipe, device: str = "cpu", progress: bool = False, echo=None) -> Callable:
+    """``cross_fit``'s probe from a "+ synthetic" classifier recipe: with the generated images, mixed as the
+    recipe mixes them (every class allowed); without them, the same recipe on class-balanced re-sampling of
+    the real images. Both take the fold as their seed, so each pair shares initialisation and draws."""
+    from dataclasses import replace
+
+    from cbdm_aug.classify.train import train_run
+    from cbdm_aug.evaluate.features import load_classifier_space
+
+    def probe(npz: Path, with_synthetic: bool, fold: int, run_dir: Path) -> np.ndarray:
+        smp = recipe.sampling
+        smp = (replace(smp, share_file=None) if with_synthetic else
+               replace(smp, mode="class-balanced", cache=None, share_file=None, max_synthetic_share=None))
+        r = replace(recipe, seed=fold, sampling=smp, data=replace(recipe.data, train=str(npz), test=None,
+                                                                  longtail="none", holdout_per_class=0))
+        if not (run_dir / "metrics.json").is_file():
+            t = time.time()
+            train_run(r, run_dir, progress=progress, command="cross-fitted evidence probe")
+            if echo:
+                echo(f"  probe {fold + 1} {'with' if with_synthetic else 'without'} the generated images: "
+                     f"{time.time() - t:.0f} s")
+        with np.load(npz) as z:
+            held = z["x_test"]
+        return load_classifier_space(run_dir, device).predict_proba(held).argmax(1).numpy()
+    return probe
+
+
+def judge(images: np.ndarray, labels: np.ndarray, names: list[str], synthetic_counts, recipe, out_dir: str | Path,
+          min_judged: int = MIN_JUDGED, folds: int = FOLDS, device: str = "cpu", progress: bool = False,
+          echo=None) -> dict:
+    """``decide`` on ``cross_fit`` with ``recipe_probe(recipe)``: the per-class decisions for real training images
+    uint8 (N, H, W, C) and ``labels``, whose classes have ``synthetic_counts`` generated images in the recipe's
+    cache. No probe is trained when no class can be judged."""
+    real_counts = np.bincount(labels, minlength=len(names))
+    judged = [c for c in range(len(names)) if synthetic_counts[c] and real_counts[c] >= min_judged]
+    t = None
+    if judged:
+        if echo:
+            echo(f"judging {len(judged)} classes by {folds}-fold cross-fitting: {2 * folds} probe classifiers "
+                 "on the training images, with and without the generated images")
+        t = cross_fit(images, labels, names, recipe_probe(recipe, device, progress, echo), out_dir, folds,
+                      min_judged=min_judged)
+    return decide(names, real_counts, synthetic_counts, t, min_judged)
 
 
 def _fold_npz(path: Path, images, labels, names, train, held) -> Path:

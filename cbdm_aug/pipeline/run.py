@@ -195,24 +195,17 @@ def _synthetic_stage(out: Path, gen_run: str, data: dict, r: Resolved, opts: Run
 
 def _evidence_stage(out: Path, syn: dict, data: dict, r: Resolved, opts: RunOptions, device, echo,
                     progress: bool) -> dict:
-    """Cross-fitted per-class decisions (``evaluate.evidence``) with the RandAugment + synthetic arm's
-    recipe as the probe; writes synthetic/decisions.json, the per-class bounds the + synthetic arms use."""
+    """Cross-fitted per-class decisions (``evaluate.evidence.judge``), the RandAugment + synthetic arm's recipe
+    as the probe; writes synthetic/decisions.json, the per-class bounds the + synthetic arms use."""
     from cbdm_aug.atomic import write_text_atomic
-    from cbdm_aug.evaluate.evidence import FOLDS, cross_fit, decide
+    from cbdm_aug.evaluate.evidence import FOLDS, judge
 
     s = opts.synthetic
-    names, counts = data["class_names"], data["counts"]
-    kept = [syn["kept"].get(n, 0) for n in names]
-    d = out / "synthetic" / "evidence"
-    judged = [c for c in range(len(names)) if kept[c] and counts[c] >= s.min_judged]
-    tally = None
-    if judged:
-        echo(f"judging {len(judged)} classes by {FOLDS}-fold cross-fitting: {2 * FOLDS} probe classifiers "
-             "on your training images, with and without the generated images")
-        train = _load_split(out, "train", r.image_size, r.channels)
-        tally = cross_fit(train.images, train.labels, names, _probe(out, syn, r, opts, device, echo, progress), d,
-                          min_judged=s.min_judged)
-    decisions = decide(names, counts, kept, tally, s.min_judged)
+    names = data["class_names"]
+    train = _load_split(out, "train", r.image_size, r.channels)
+    recipe = arm_recipe("randaugment+synthetic", out, r, opts, str(device), str(out / syn["cache"]))
+    decisions = judge(train.images, train.labels, names, [syn["kept"].get(n, 0) for n in names], recipe,
+                      out / "synthetic" / "evidence", s.min_judged, device=str(device), progress=progress, echo=echo)
     write_text_atomic(out / "synthetic" / "decisions.json",
                       json.dumps({n: e["share"] for n, e in decisions.items()}, indent=1))
     for e in decisions.values():
@@ -220,28 +213,6 @@ def _evidence_stage(out: Path, syn: dict, data: dict, r: Resolved, opts: RunOpti
             echo(f"evidence: {e['why']}")
     return {"decisions": decisions, "share_file": "synthetic/decisions.json", "folds": FOLDS,
             "min_judged": s.min_judged, "probe": "randaugment+synthetic"}
-
-
-def _probe(out: Path, syn: dict, r: Resolved, opts: RunOptions, device, echo, progress: bool):
-    """``cross_fit``'s probe: the RandAugment arm (with or without the generated images, mixed as the arm
-    mixes them, every class allowed) trained on a fold's npz, predicting its held-out images."""
-    from cbdm_aug.classify.train import train_run
-    from cbdm_aug.evaluate.features import load_classifier_space
-
-    def probe(npz: Path, _held: Path, with_synthetic: bool, fold: int, run_dir: Path) -> np.ndarray:
-        arm = "randaugment+synthetic" if with_synthetic else "randaugment"
-        recipe = arm_recipe(arm, out, r, opts, str(device), str(out / syn["cache"]) if with_synthetic else None)
-        recipe = replace(recipe, seed=fold, data=replace(recipe.data, train=str(npz), test=None),
-                         sampling=replace(recipe.sampling, share_file=None))
-        if not (run_dir / "metrics.json").is_file():
-            t = time.time()
-            train_run(recipe, run_dir, progress=progress, command=f"cbdm-aug run (evidence probe of {out})")
-            echo(f"  probe fold {fold} {'with' if with_synthetic else 'without'} the generated images: "
-                 f"{time.time() - t:.0f} s")
-        with np.load(npz) as z:
-            held = z["x_test"]
-        return load_classifier_space(run_dir, device).predict_proba(held).argmax(1).numpy()
-    return probe
 
 
 def arm_recipe(arm: str, out: Path, r: Resolved, opts: RunOptions, device, cache: str | None,

@@ -8,7 +8,7 @@ import torch
 from cbdm_aug.cache.reader import SyntheticCache
 from cbdm_aug.cache.writer import write_cache
 from cbdm_aug.evaluate.features import FeatureSpace
-from cbdm_aug.evaluate.filter import filter_cache
+from cbdm_aug.evaluate.filter import filter_cache, removed_table
 
 NAMES = ["dark", "bright"]
 
@@ -47,6 +47,10 @@ def test_filter_drops_low_confidence_images_and_near_copies_and_records_why(tmp_
     assert record["removed_low_confidence"] == {"dark": 2, "bright": 1}
     assert record["removed_near_copy"] == {"dark": 1, "bright": 0}
     assert record["kept"] == {"dark": 3, "bright": 3}
+    assert record["removed_both"] == {"dark": 0, "bright": 0}
+    assert "feature_quantile" not in record["criteria"] and "removed_far_from_class" not in record
+    header = removed_table(record).splitlines()[0]
+    assert [c in header for c in ("low confidence", "near-copy", "in both", "kept")] == [True] * 4
     with SyntheticCache(tmp_path / "out.h5") as syn:
         kept = np.stack([syn[i][0] for i in range(len(syn))])
         assert np.array_equal(kept, np.concatenate([good_dark, good_bright]))
@@ -54,31 +58,6 @@ def test_filter_drops_low_confidence_images_and_near_copies_and_records_why(tmp_
         assert syn.attrs["plan"]["counts"] == {"dark": 3, "bright": 3}
     with h5py.File(tmp_path / "out.h5") as f:
         assert json.loads(f.attrs["filter"])["criteria"]["classifier_confidence_min"] == 0.9
-
-
-def test_the_feature_distance_filter_drops_confident_outliers_and_counts_them_per_class(tmp_path):
-    # real 'bright' images have brightness 150..200; generated ones at 175 sit at the class centre,
-    # ones at 255 are confidently 'bright' but farther out than any real image.
-    flat = lambda v: np.full((1, 8, 8, 1), v, np.uint8)  # noqa: E731
-    train_x = np.concatenate([flat(v) for v in np.linspace(150, 200, 20).astype(np.uint8)]
-                             + [flat(v) for v in np.linspace(20, 40, 10).astype(np.uint8)])
-    train_y = np.array([1] * 20 + [0] * 10)
-    images = np.concatenate([flat(175), flat(170), flat(255), flat(250), flat(30), flat(28)])
-    labels = np.array([1, 1, 1, 1, 0, 0])
-    write_cache(tmp_path / "syn.h5", images, labels, class_names=NAMES)
-
-    record = filter_cache(tmp_path / "syn.h5", tmp_path / "out.h5", stub_space(), train_x, train_y,
-                          confidence=0.0, near_copy_ratio=0.0, feature_quantile=0.95, progress=False)
-    assert record["removed_far_from_class"] == {"dark": 0, "bright": 2}
-    assert record["kept"] == {"dark": 2, "bright": 2}
-    with SyntheticCache(tmp_path / "out.h5") as syn:
-        assert [int(syn[i][0].mean()) for i in range(4)] == [175, 170, 30, 28]
-    with h5py.File(tmp_path / "out.h5") as f:
-        assert json.loads(f.attrs["filter"])["criteria"]["feature_quantile"] == 0.95
-    # without the criterion nothing is dropped for being far out
-    record = filter_cache(tmp_path / "syn.h5", tmp_path / "all.h5", stub_space(), train_x, train_y,
-                          confidence=0.0, near_copy_ratio=0.0, progress=False)
-    assert sum(record["kept"].values()) == 6 and record["removed_far_from_class"] == {"dark": 0, "bright": 0}
 
 
 def test_the_gate_drops_every_image_of_a_class_whose_samples_are_mostly_near_copies(tmp_path):

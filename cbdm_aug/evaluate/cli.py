@@ -113,9 +113,6 @@ def evaluate_generator(run_dir, real, split, longtail, imbalance, max_per_class,
 @click.option("--near-copy-ratio", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Drop images closer to a same-class training image than this times that image's distance "
                    "to its nearest same-class neighbour.")
-@click.option("--feature-quantile", type=click.FloatRange(0, 1, min_open=True), default=None,
-              help="Also drop images farther from their class's mean real feature than this quantile of the "
-                   "class's real images (DiffuLT's in-distribution filter; e.g. 0.95) [default: off].")
 @click.option("--max-copy-share", type=click.FloatRange(0, 1, min_open=True), default=None,
               help="Per-class gate: a class whose generated images are near-copies at this share or more keeps "
                    "none of them (e.g. 0.5) [default: off].")
@@ -124,9 +121,9 @@ def evaluate_generator(run_dir, real, split, longtail, imbalance, max_per_class,
 @click.option("--device", default=None)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def filter_cache(cache, out, real, split, longtail, imbalance, max_per_class, data_seed, classifier, confidence,
-                 near_copy_ratio, feature_quantile, max_copy_share, epochs, overwrite, device, quiet):
-    """Drop low-confidence images, near-copies of training images and (with --feature-quantile) images
-    far from their class's real ones in feature space, from CACHE into --out.
+                 near_copy_ratio, max_copy_share, epochs, overwrite, device, quiet):
+    """Drop low-confidence images and near-copies of training images (and, with --max-copy-share, the
+    classes that are mostly near-copies) from CACHE into --out.
 
     The counts removed per class and the criteria are printed and stored in the new cache's
     `filter` attribute.
@@ -157,8 +154,7 @@ def filter_cache(cache, out, real, split, longtail, imbalance, max_per_class, da
                                          progress=not quiet, device=str(dev))
     with output_lock(out, folder=False, what="cache", echo=click.echo):
         record = run(cache, out, space, train.images, train.labels, confidence=confidence,
-                     near_copy_ratio=near_copy_ratio, feature_quantile=feature_quantile,
-                     max_copy_share=max_copy_share, overwrite=overwrite,
+                     near_copy_ratio=near_copy_ratio, max_copy_share=max_copy_share, overwrite=overwrite,
                      progress=not quiet, command=shlex.join(["cbdm-aug", *sys.argv[1:]]))
     click.echo(removed_table(record))
     if max_copy_share is not None:

@@ -31,9 +31,6 @@ def md_table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join([fmt(headers), "| " + " | ".join("-" * w for w in widths) + " |", *map(fmt, rows)])
 
 
-_md_table = md_table  # the old name, until pipeline/report.py imports md_table
-
-
 # Past this many classes one line per class reads as noise: the plot bins classes by size instead.
 MAX_CLASSES_PLOTTED = 20
 LABEL_CLASSES_UP_TO = 20  # and up to this many, each point carries its class name

@@ -262,7 +262,7 @@ def _make_loader(recipe: Recipe, dataset, sampler, device: torch.device, device_
     drop_last = len(sampler) >= bs
     labels = np.asarray(dataset.labels if hasattr(dataset, "labels") else dataset.targets)
     if device_data is None:
-        shape = getattr(dataset, "_out_shape", None) or np.asarray(dataset.images).shape[1:]
+        shape = getattr(dataset, "out_shape", None) or np.asarray(dataset.images).shape[1:]
         device_data = dd.fits_on_device(len(labels) * int(np.prod(shape)), device)
     if device_data:
         return dd.DeviceLoader(dd.dataset_images(dataset), labels, sampler, bs, drop_last, device,

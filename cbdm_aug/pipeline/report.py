@@ -137,9 +137,9 @@ def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
 
 
 def _table(headers, rows) -> str:
-    from cbdm_aug.classify.report import _md_table
+    from cbdm_aug.classify.report import md_table
 
-    return _md_table(headers, rows)
+    return md_table(headers, rows)
 
 
 def _gate_cells(name: str, syn: dict, evidence: dict | None) -> tuple[str, str, str]:

@@ -188,10 +188,6 @@ class RealSyntheticDataset(Dataset):
     def __len__(self) -> int:
         return int(self._offsets[-1])
 
-    @property
-    def _out_shape(self) -> tuple[int, int, int]:  # the old name, until classify/train.py reads out_shape
-        return self.out_shape
-
     def synthetic_item(self, i: int):
         """Image ``i`` of the combined set (a synthetic one), brought to the real images' size,
         channels and kind (PIL, array or tensor), without the transform."""

@@ -287,13 +287,9 @@ def _readers_hint(out: Path, record: dict) -> str:
                 f"root={str(out)!r}) or timm's train.py --data-dir {out} --num-classes {n}")
     if record["format"] == "tar":
         return f"read it with timm.data.create_dataset('', root={str(out / 'images.tar')!r})"
-    shards = record["settings"]
+    last = max(0, -(-record["images"] // record["settings"]["shard_size"]) - 1)
     return (f"read it with timm.data.create_dataset('wds/{out.name}', root={str(out)!r}, split='train') or "
-            f"webdataset.WebDataset({str(out)!r} + '/shard-{{000000..{_last_shard(record, shards):06d}}}.tar')")
-
-
-def _last_shard(record: dict, settings: dict) -> int:
-    return max(0, -(-record["images"] // settings["shard_size"]) - 1)
+            f"webdataset.WebDataset({str(out)!r} + '/shard-{{000000..{last:06d}}}.tar')")
 
 
 @click.command()

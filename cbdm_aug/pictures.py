@@ -60,7 +60,8 @@ def labelled_rows(rows: list[tuple[str, np.ndarray]], path: str | os.PathLike, h
     label_w = 8 + 7 * max([len(label) for label, _ in rows] + [1])
     head_h = 2 + 14 * (bool(header) + bool(columns))
     x_of = lambda j: label_w + tile * j + 10 * sum(1 for g in starts[1:] if g <= j)  # noqa: E731
-    width = max(x_of(per_row - 1) + tile + 2, 8 + 6 * len(header))
+    width = max([x_of(per_row - 1) + tile + 2, 8 + 6 * len(header)]
+                + [x_of(j) + 6 * len(title) + 8 for j, title in columns or []])  # no heading cut off
     grid = Image.new("RGB", (width, head_h + tile * len(rows)), "white")
     draw = ImageDraw.Draw(grid)
     if header:

@@ -71,3 +71,30 @@ def test_a_binned_interval_is_cut_to_what_an_accuracy_can_be():
     fig = per_class_figure([("a", counts, acc)], None, "t")
     lows = [seg[:, 1].min() for c in fig.axes[0].collections for seg in c.get_segments()]
     assert lows and min(lows) >= 0.0
+
+
+def test_a_decade_wide_range_of_class_sizes_gets_more_than_one_axis_label():
+    counts = [140, 97, 68, 47, 33, 23, 14]  # the demo's 140 -> 14: decades alone label only "100"
+    fig = per_class_figure([("a", counts, [0.9] * 7)], None, "t")
+    ax = fig.axes[0]
+    lo, hi = ax.get_xlim()
+    shown = [t.get_text() for t in ax.get_xticklabels() if t.get_text() and lo <= t.get_position()[0] <= hi]
+    assert {"20", "50", "100"} <= set(shown), shown
+
+
+def test_the_sample_grid_headings_fit_and_a_class_that_needed_no_top_up_is_not_none_kept(tmp_path):
+    from PIL import Image
+
+    from cbdm_aug.cache.writer import write_cache
+    from cbdm_aug.pipeline.report import sample_grid
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (13, 8, 8, 1), dtype=np.uint8)
+    labels = np.array([0] * 10 + [1] * 3)
+    cache = tmp_path / "c.h5"
+    write_cache(cache, rng.integers(0, 255, (4, 8, 8, 1), dtype=np.uint8), [1] * 4, class_names=["head", "tail"])
+    sample_grid(images, labels, cache, ["head", "tail"], tmp_path / "s.png", wanted={"tail"})
+    grid = np.asarray(Image.open(tmp_path / "s.png"))
+    assert (grid[:, -3:] == 255).all()  # the right edge is blank: no heading runs off the picture
+    sample_grid(images, labels, cache, ["head", "tail"], tmp_path / "all.png")  # every class asked for images
+    assert Image.open(tmp_path / "all.png").size[0] > Image.open(tmp_path / "s.png").size[0]  # the longer heading

@@ -118,6 +118,8 @@ def per_class_figure(series: list[tuple[str, list[int], list]], thresholds: dict
                 ax.axvline(t, color="grey", ls=":", lw=1)
     ax.set_xscale("log")
     # plain numbers on the log axis: matplotlib's default labels a short range "2x10^1"
+    # and majors at 1, 2, 5 x 10^k: with decades alone a 14..140 range was labelled only "100"
+    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
     if binned:  # one tick per bin, named by its range

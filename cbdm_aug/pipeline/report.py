@@ -26,10 +26,12 @@ TITLES = {"control": "control", "randaugment": "RandAugment", "control+synthetic
 
 
 def sample_grid(images: np.ndarray, labels: np.ndarray, cache: str | Path, class_names: list[str], path: str | Path,
-                per_class: int = 8) -> str:
+                per_class: int = 8, wanted: set[str] | None = None, unused: set[str] = frozenset()) -> str:
     """One labelled row per class, for at most ``pictures.MAX_GRID_CLASSES`` classes (the rarest, the
     largest and sizes in between): ``per_class`` real training images (uint8 NHWC), a gap, then
-    generated ones from ``cache``. Returns the line that says which classes it shows."""
+    generated ones from ``cache``. ``wanted``: the classes that were topped up (None: all), so a class
+    that needed none is not counted as "none kept"; a class in ``unused`` is labelled "not used" (the
+    evidence gave it none). Returns the line that says which classes it shows."""
     from cbdm_aug.cache.reader import SyntheticCache
     from cbdm_aug.data.convert import convert_images
     from cbdm_aug.pictures import classes_to_show, labelled_rows, selection_note
@@ -45,12 +47,14 @@ def sample_grid(images: np.ndarray, labels: np.ndarray, cache: str | Path, class
         real = convert_images(images[np.flatnonzero(labels == k)[:per_class]], size, c)
         blank = np.full((per_class - len(real), size, size, c), 255, np.uint8)
         fake = np.stack(fakes[k]) if fakes[k] else np.zeros((0, size, size, c), np.uint8)
-        rows.append((f"{class_names[k]} ({counts[k]})", np.concatenate([real, blank, fake])))
+        tag = " not used" if class_names[k] in unused else ""
+        rows.append((f"{class_names[k]} ({counts[k]}){tag}", np.concatenate([real, blank, fake])))
     note = selection_note(len(shown), len(class_names))
-    empty = [class_names[k] for k in shown if not fakes[k]]
+    asked = [k for k in shown if wanted is None or class_names[k] in wanted]
+    empty = [class_names[k] for k in asked if not fakes[k]]
     generated = "generated, after the filter" + (
-        ": none kept for any class shown (the report's filter table says why)" if len(empty) == len(shown) else
-        f": none kept for {len(empty)} of the classes shown" if empty else "")
+        ": none kept for any class shown (the report's filter table says why)" if asked and len(empty) == len(asked) else
+        f": none kept for {len(empty)} of the {len(asked)} topped-up classes shown" if empty else "")
     labelled_rows(rows, path, header=note if len(shown) < len(class_names) else "", per_row=2 * per_class,
                   columns=[(0, "real"), (per_class, generated)])
     return note
@@ -87,10 +91,11 @@ def verdict(stats: dict, twins: dict, best: str, best_syn: str, groups: dict, cl
     c = stats["control+synthetic-control"][key]
     r = stats["randaugment+synthetic-randaugment"][key]
     if n_seeds < 2:
-        return (f"{where}, + synthetic against the control: {c['mean']:+.1f} points, against RandAugment: "
-                f"{r['mean']:+.1f} points, with one seed, which gives no interval; rerun with --seeds 0,1,2 for an answer.")
-    text = (f"{where}, + synthetic {_says(c, 'the control')} and {_says(r, 'RandAugment')}; "
-            f"{n_seeds} seeds, paired 95% t-intervals.")
+        return (f"{where}, control + synthetic against the control: {c['mean']:+.1f} points, RandAugment + synthetic "
+                f"against RandAugment: {r['mean']:+.1f} points, with one seed, which gives no interval; rerun with "
+                "--seeds 0,1,2 for an answer.")
+    text = (f"{where}, control + synthetic {_says(c, 'the control')}, and RandAugment + synthetic "
+            f"{_says(r, 'RandAugment')}; {n_seeds} seeds, paired 95% t-intervals.")
     if twins[best_syn] != best:
         b = stats[f"{best_syn}-{best}"][key]
         text += f" The best arm with generated images, {TITLES[best_syn]}, {_says(b, f'the best real-only arm, {TITLES[best]}')}."
@@ -239,8 +244,8 @@ def write_report(out: Path, data: dict, syn: dict, arms: dict, opts, r, why: lis
                     + sentence)
 
     shown = [g for g in GROUPS if g in values["control"]]
-    arm_rows = [[TITLES[a]] + [f"{np.mean(values[a][g]):.2f} ± {np.std(values[a][g], ddof=1) if n > 1 else 0:.2f}"
-                               for g in shown] for a in arms]
+    arm_rows = [[TITLES[a]] + [f"{np.mean(values[a][g]):.2f} ± {np.std(values[a][g], ddof=1):.2f}" if n > 1
+                               else f"{np.mean(values[a][g]):.2f} (1 seed)" for g in shown] for a in arms]
     arm_table = _table(["arm"] + [GROUP_LABELS[g] for g in shown], arm_rows)
 
     def label(p, a, b):
@@ -291,7 +296,10 @@ def write_report(out: Path, data: dict, syn: dict, arms: dict, opts, r, why: lis
     from cbdm_aug.data import open_data
 
     train = open_data(str(out / "data" / "train.npz"), split="train")
-    shown_note = sample_grid(train.images, train.labels, out / syn["cache"], names, out / "samples.png")
+    wanted = {n for n, g in syn.get("generated", syn.get("kept", {})).items() if g}
+    unused = {n for n, e in (evidence or {}).get("decisions", {}).items() if e["synthetic"] and not e["used"]}
+    shown_note = sample_grid(train.images, train.labels, out / syn["cache"], names, out / "samples.png",
+                             wanted=wanted, unused=unused)
 
     terminal = "\n".join([
         f"\nAccuracy (%) on {data['test_source']}, mean ± sample std over seeds {list(opts.seeds)}; groups: {thresholds}.",

@@ -167,60 +167,17 @@ def evaluate_generator(out: str | Path, real: RealData, opts: EvalOptions, *, ru
 
     t0 = time.time()
     out = Path(out)
-    if run_dir is None and cache is None:
-        raise EvaluateError("give a generator RUN_DIR or --cache")
-    if cache is not None and not Path(cache).is_file():
-        raise EvaluateError(f"--cache {cache}: no such file")
-    if inception_weights is not None and not Path(inception_weights).is_file():
-        raise EvaluateError(f"--inception-weights {inception_weights}: no such file")
-    if run_dir is not None:
-        from cbdm_aug.generator.run_dir import read_meta
-
-        meta = read_meta(run_dir)
-        class_names, image_size, channels = list(meta["class_names"]), int(meta["image_size"]), int(meta["channels"])
-        train_counts_meta = meta.get("class_counts")
-    else:
-        from cbdm_aug.cache.reader import read_header
-
-        h = read_header(cache)
-        from cbdm_aug.cache.reader import SyntheticCache
-
-        with SyntheticCache(cache) as syn:
-            image_size, _, channels = syn.image_shape
-        class_names, train_counts_meta = list(h["class_names"]), h["generator"].get("class_counts")
-    # A given feature network is loaded first, so a bad file fails before any sampling.
-    space = None
-    if inception_weights is not None:
-        space = F.inception_space(inception_weights)
-        space.network.to(device)
-    elif feature_net is not None:
-        space = F.load_classifier_space(feature_net, device)
+    class_names, image_size, channels, train_counts_meta = _generator_shape(run_dir, cache, inception_weights)
+    space = _given_space(inception_weights, feature_net, device)  # a bad file fails before any sampling
     out.mkdir(parents=True, exist_ok=True)
 
-    data, train = load_real(real, image_size, channels, class_names)
-    C = len(class_names)
-    train_counts = train.counts().tolist()
-    if train_counts_meta is not None and list(train_counts_meta) != train_counts:
-        log.warning("the rebuilt training split has counts %s but the generator was fitted on %s; "
-                    "memorisation is measured against the rebuilt split (check --longtail, "
-                    "--imbalance, --max-per-class, --data-seed)", train_counts, train_counts_meta)
-    ref_idx = _per_class_take(data.labels, opts.real_per_class or opts.samples_per_class, C, opts.seed + 1)
-    ref_x, ref_l = data.images[ref_idx], data.labels[ref_idx]
-
+    train, ref_x, ref_l = _real_sets(real, opts, image_size, channels, class_names, train_counts_meta)
+    C, train_counts = len(class_names), train.counts().tolist()
     fake_x, fake_l, provenance = synthetic_images(out, run_dir=Path(run_dir) if run_dir else None,
                                                   cache=Path(cache) if cache else None, class_names=class_names,
                                                   image_size=image_size, channels=channels, opts=opts,
                                                   device=device, progress=progress)
-    test_data = None
-    if test is not None:
-        from cbdm_aug.data import open_data
-        from cbdm_aug.data.convert import convert_images
-
-        test_data = open_data(test, split="test", image_size=image_size, channels=channels)
-        if list(test_data.class_names) != class_names:
-            raise EvaluateError(f"--test {test}: classes {test_data.class_names} differ from {class_names}")
-        test_data.images = convert_images(test_data.images, image_size, channels)
-
+    test_data = _load_test(test, image_size, channels, class_names) if test is not None else None
     if space is None:
         space = F.train_classifier_space(ref_x, ref_l, class_names, out / "feature_net",
                                          test=(test_data.images, test_data.labels) if test_data else None,
@@ -232,48 +189,12 @@ def evaluate_generator(out: str | Path, real: RealData, opts: EvalOptions, *, ru
     ref_f = space.extract(ref_x, progress=progress, desc="real features")
     fake_f = space.extract(fake_x, progress=progress, desc="generated features")
     train_f = space.extract(train.images, progress=progress, desc="training-set features")
-
-    whole = {"fid": M.fid(ref_f, fake_f)}
-    whole["kid"], whole["kid_std"] = M.kid(ref_f, fake_f, seed=opts.seed)
-    whole["precision"], whole["recall"] = M.precision_recall(ref_f, fake_f, opts.k)
-
-    per_class, near_copies = [], []
-    # the share of a class's samples that the feature network's classifier gives that class (p >= 0.5)
-    recognised = None
-    if space.classifier is not None:
-        proba = space.predict_proba(fake_x)
-        recognised = (proba[torch.arange(len(fake_l)), torch.as_tensor(fake_l)] >= 0.5).numpy()
-    train_pix = M.pixel_vectors(train.images)
-    fake_pix = M.pixel_vectors(fake_x)
-    for c in range(C):
-        row = {"class": class_names[c], "train_count": int(train_counts[c]),
-               **_class_block(c, fake_f, fake_l, ref_f, ref_l, opts)}
-        fm, tm = fake_l == c, train.labels == c
-        mem = M.memorisation(fake_pix[fm], fake_f[fm], train_pix[tm], train_f[tm], opts.near_copy_ratio)
-        row["nn_pixel"] = M.summarise(mem["pixel"])
-        row["nn_feature"] = M.summarise(mem["feature"])
-        row["train_nn_median_pixel"] = mem["train_nn_median_pixel"]
-        row["near_copy_share"] = float(mem["near_copy"].float().mean())
-        row["recognised_share"] = float(recognised[fm].mean()) if recognised is not None and fm.any() else None
-        per_class.append(row)
-        near_copies.append(mem["near_copy"])
-    whole["near_copy_share"] = float(torch.cat(near_copies).float().mean())
-    whole["nn_pixel_median"] = float(np.median([r["nn_pixel"]["median"] for r in per_class]))
-
+    per_class, near_copies = _per_class_rows(space, class_names, train_counts, train, train_f, fake_x, fake_l,
+                                             fake_f, ref_f, ref_l, opts)
+    whole = _whole_set(ref_f, fake_f, per_class, near_copies, opts)
     tail = M.tail_classes(train_counts, opts.tail_share)
-    tail_summary = {key: _mean([per_class[c][key] for c in tail])
-                    for key in ("kid", "precision", "recall", "near_copy_share")}
-    tail_summary["classes"] = [class_names[c] for c in tail]
-
-    cas = None
-    if test_data is not None:
-        from cbdm_aug.evaluate.cas import classification_accuracy_score
-
-        cas = classification_accuracy_score(fake_x, fake_l, class_names, test_data.images, test_data.labels,
-                                            train_counts, out / "cas", epochs=opts.cas_epochs, seed=opts.seed,
-                                            progress=progress, device=str(device))
-        cas = {k: cas[k] for k in ("top1", "balanced", "many", "medium", "few", "per_class", "groups")}
-        tail_summary["cas"] = _mean([cas["per_class"][c] for c in tail])
+    cas = None if test_data is None else _cas(fake_x, fake_l, class_names, test_data, train_counts, out, opts,
+                                              device, progress)
 
     report = {
         "format": "cbdm-aug-generator-eval", "format_version": 1,
@@ -285,22 +206,140 @@ def evaluate_generator(out: str | Path, real: RealData, opts: EvalOptions, *, ru
         "options": asdict(opts),
         "class_names": class_names,
         "whole_set": whole,
-        "tail": tail_summary,
+        "tail": _tail_summary(per_class, tail, class_names, cas),
         "per_class": per_class,
         "cas": cas,
-        "definitions": {
-            "precision_recall": f"improved precision/recall (Kynkaanniemi et al. 2019), k={opts.k} nearest-neighbour radii",
-            "kid": "KID (polynomial kernel, unbiased MMD^2), mean over random subsets; per class with all images of the class",
-            "fid": "FID of the whole balanced set (not per class: biased with few images)",
-            "near_copy": f"a generated image whose RMS pixel distance to its nearest same-class training image "
-                         f"is below {opts.near_copy_ratio} x that training image's distance to its own nearest "
-                         f"same-class neighbour (the 'train-train nn' column)",
-            "tail": f"the {len(tail)} classes with the fewest training images",
-        },
+        "definitions": _definitions(opts, len(tail)),
         "run": {"seconds": round(time.time() - t0, 1), "command": command, "torch": torch.__version__},
     }
     write_report(report, out, fake_x, fake_l, train.images, train.labels)
     return report
+
+
+def _real_sets(real: RealData, opts: EvalOptions, image_size: int, channels: int, class_names: list[str],
+               train_counts_meta: list[int] | None):
+    """(the long-tailed training split, reference images, their labels) at the generator's resolution."""
+    data, train = load_real(real, image_size, channels, class_names)
+    train_counts = train.counts().tolist()
+    if train_counts_meta is not None and list(train_counts_meta) != train_counts:
+        log.warning("the rebuilt training split has counts %s but the generator was fitted on %s; "
+                    "memorisation is measured against the rebuilt split (check --longtail, "
+                    "--imbalance, --max-per-class, --data-seed)", train_counts, train_counts_meta)
+    ref_idx = _per_class_take(data.labels, opts.real_per_class or opts.samples_per_class, len(class_names),
+                              opts.seed + 1)
+    return train, data.images[ref_idx], data.labels[ref_idx]
+
+
+def _whole_set(ref_f, fake_f, per_class: list[dict], near_copies, opts: EvalOptions) -> dict:
+    whole = {"fid": M.fid(ref_f, fake_f)}
+    whole["kid"], whole["kid_std"] = M.kid(ref_f, fake_f, seed=opts.seed)
+    whole["precision"], whole["recall"] = M.precision_recall(ref_f, fake_f, opts.k)
+    whole["near_copy_share"] = float(torch.cat(near_copies).float().mean())
+    whole["nn_pixel_median"] = float(np.median([r["nn_pixel"]["median"] for r in per_class]))
+    return whole
+
+
+def _tail_summary(per_class: list[dict], tail, class_names: list[str], cas: dict | None) -> dict:
+    """The tail classes' mean of each per-class metric (and of their CAS accuracy, with a test set)."""
+    summary = {key: _mean([per_class[c][key] for c in tail]) for key in ("kid", "precision", "recall", "near_copy_share")}
+    summary["classes"] = [class_names[c] for c in tail]
+    if cas is not None:
+        summary["cas"] = _mean([cas["per_class"][c] for c in tail])
+    return summary
+
+
+def _generator_shape(run_dir, cache, inception_weights) -> tuple[list[str], int, int, list[int] | None]:
+    """(class names, image size, channels, training counts if recorded) of the run or the cache."""
+    if run_dir is None and cache is None:
+        raise EvaluateError("give a generator RUN_DIR or --cache")
+    if cache is not None and not Path(cache).is_file():
+        raise EvaluateError(f"--cache {cache}: no such file")
+    if inception_weights is not None and not Path(inception_weights).is_file():
+        raise EvaluateError(f"--inception-weights {inception_weights}: no such file")
+    if run_dir is not None:
+        from cbdm_aug.generator.run_dir import read_meta
+
+        meta = read_meta(run_dir)
+        return (list(meta["class_names"]), int(meta["image_size"]), int(meta["channels"]),
+                meta.get("class_counts"))
+    from cbdm_aug.cache.reader import SyntheticCache, read_header
+
+    h = read_header(cache)
+    with SyntheticCache(cache) as syn:
+        image_size, _, channels = syn.image_shape
+    return list(h["class_names"]), image_size, channels, h["generator"].get("class_counts")
+
+
+def _given_space(inception_weights, feature_net, device):
+    """The feature space the user gave (Inception weights or a classifier run), or None."""
+    from cbdm_aug.evaluate import features as F
+
+    if inception_weights is not None:
+        space = F.inception_space(inception_weights)
+        space.network.to(device)
+        return space
+    if feature_net is not None:
+        return F.load_classifier_space(feature_net, device)
+    return None
+
+
+def _load_test(test: str, image_size: int, channels: int, class_names: list[str]):
+    from cbdm_aug.data import open_data
+    from cbdm_aug.data.convert import convert_images
+
+    test_data = open_data(test, split="test", image_size=image_size, channels=channels)
+    if list(test_data.class_names) != class_names:
+        raise EvaluateError(f"--test {test}: classes {test_data.class_names} differ from {class_names}")
+    test_data.images = convert_images(test_data.images, image_size, channels)
+    return test_data
+
+
+def _per_class_rows(space, class_names, train_counts, train, train_f, fake_x, fake_l, fake_f, ref_f, ref_l, opts):
+    """(one row of metrics per class, each class's near-copy flags)."""
+    per_class, near_copies = [], []
+    # the share of a class's samples that the feature network's classifier gives that class (p >= 0.5)
+    recognised = None
+    if space.classifier is not None:
+        proba = space.predict_proba(fake_x)
+        recognised = (proba[torch.arange(len(fake_l)), torch.as_tensor(fake_l)] >= 0.5).numpy()
+    train_pix = M.pixel_vectors(train.images)
+    fake_pix = M.pixel_vectors(fake_x)
+    for c in range(len(class_names)):
+        row = {"class": class_names[c], "train_count": int(train_counts[c]),
+               **_class_block(c, fake_f, fake_l, ref_f, ref_l, opts)}
+        fm, tm = fake_l == c, train.labels == c
+        mem = M.memorisation(fake_pix[fm], fake_f[fm], train_pix[tm], train_f[tm], opts.near_copy_ratio)
+        row["nn_pixel"] = M.summarise(mem["pixel"])
+        row["nn_feature"] = M.summarise(mem["feature"])
+        row["train_nn_median_pixel"] = mem["train_nn_median_pixel"]
+        row["near_copy_share"] = float(mem["near_copy"].float().mean())
+        row["recognised_share"] = float(recognised[fm].mean()) if recognised is not None and fm.any() else None
+        per_class.append(row)
+        near_copies.append(mem["near_copy"])
+    return per_class, near_copies
+
+
+def _cas(fake_x, fake_l, class_names, test_data, train_counts, out: Path, opts: EvalOptions, device,
+         progress: bool) -> dict:
+    """The classification accuracy score: a classifier trained on the generated images, tested on real ones."""
+    from cbdm_aug.evaluate.cas import classification_accuracy_score
+
+    cas = classification_accuracy_score(fake_x, fake_l, class_names, test_data.images, test_data.labels,
+                                        train_counts, out / "cas", epochs=opts.cas_epochs, seed=opts.seed,
+                                        progress=progress, device=str(device))
+    return {k: cas[k] for k in ("top1", "balanced", "many", "medium", "few", "per_class", "groups")}
+
+
+def _definitions(opts: EvalOptions, tail_classes: int) -> dict:
+    return {
+        "precision_recall": f"improved precision/recall (Kynkaanniemi et al. 2019), k={opts.k} nearest-neighbour radii",
+        "kid": "KID (polynomial kernel, unbiased MMD^2), mean over random subsets; per class with all images of the class",
+        "fid": "FID of the whole balanced set (not per class: biased with few images)",
+        "near_copy": f"a generated image whose RMS pixel distance to its nearest same-class training image "
+                     f"is below {opts.near_copy_ratio} x that training image's distance to its own nearest "
+                     f"same-class neighbour (the 'train-train nn' column)",
+        "tail": f"the {tail_classes} classes with the fewest training images",
+    }
 
 
 def _mean(values):

@@ -137,8 +137,8 @@ def test_more_seeds_train_only_the_new_ones(finished, data, tmp_path, capsys):
     code, stdout, err = _run(data, out, capsys, "--seeds", "0,1,2")  # the last --seeds wins
     assert code == 0, err
     assert "[control] rerun" in stdout and "seeds: [0, 1] -> [0, 1, 2]" in stdout
-    assert "control (class-balanced re-sampling), seed 0: reused" in stdout
-    assert "control (class-balanced re-sampling), seed 2 (3/3)" in stdout
+    assert "  control, seed 0: reused" in stdout
+    assert "  control, seed 2 (3/3)" in stdout
     assert json.loads((out / "report.json").read_text())["paired"]["control+synthetic-control"]["few"]["n"] == 3
 
 

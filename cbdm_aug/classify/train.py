@@ -421,15 +421,32 @@ def _classifier_retraining(recipe: Recipe, model, train, transform, num_classes:
 
 
 def train_seeds(recipe: Recipe, seeds: list[int], out_dir: str | Path, progress: bool = True,
-                command: str = "", device_data: bool | None = None) -> dict:
-    """Run ``recipe`` once per seed into ``out_dir/seed<N>`` and write the aggregate there."""
+                command: str = "", device_data: bool | None = None, reuse=None, echo=None,
+                title: str | None = None) -> list[dict]:
+    """Run ``recipe`` once per seed into ``out_dir/seed<N>`` and write the aggregate there; returns each
+    seed's metrics.json content. ``reuse(seed_dir, recipe)`` says a finished seed folder is kept (else it is
+    trained afresh); ``echo`` gets a line per seed, naming the run ``title``."""
+    import shutil
+
     from cbdm_aug.classify.report import aggregate_runs, write_aggregate_report
 
-    out = Path(out_dir)
-    runs = [train_run(replace(recipe, seed=s), out / f"seed{s}", progress, command, device_data) for s in seeds]
-    agg = aggregate_runs(runs)
-    write_aggregate_report(agg, out)
-    return agg
+    out, title = Path(out_dir), title or recipe.name
+    say = echo or (lambda line: None)
+    runs = []
+    for i, seed in enumerate(seeds):
+        rs, sd = replace(recipe, seed=seed), out / f"seed{seed}"
+        if reuse is not None and reuse(sd, rs):
+            say(f"  {title}, seed {seed}: reused")
+            runs.append(json.loads((sd / "metrics.json").read_text()))
+            continue
+        if reuse is not None and sd.exists():
+            shutil.rmtree(sd)
+        t = time.time()
+        say(f"  {title}, seed {seed} ({i + 1}/{len(seeds)}) ...")
+        runs.append(train_run(rs, sd, progress, command, device_data))
+        say(f"  {title}, seed {seed}: {time.time() - t:.0f} s")
+    write_aggregate_report(aggregate_runs(runs), out)
+    return runs
 
 
 def train_on_arrays(train_images: np.ndarray, train_labels: np.ndarray, test_images: np.ndarray,

@@ -17,12 +17,10 @@ import numpy as np
 from cbdm_aug.atomic import atomic_path, write_text_atomic
 from cbdm_aug.classify.paired import excludes_zero, interval, paired
 from cbdm_aug.classify.report import MAX_CLASSES_PLOTTED, binned_accuracy, size_bins
-from cbdm_aug.pipeline.settings import TWINS
+from cbdm_aug.pipeline.settings import ARM_TITLES, TWINS
 
 GROUPS = ("many", "medium", "few", "balanced", "top1")
 GROUP_LABELS = {"many": "many", "medium": "medium", "few": "few", "balanced": "balanced", "top1": "overall"}
-TITLES = {"control": "control", "randaugment": "RandAugment", "control+synthetic": "control + synthetic",
-          "randaugment+synthetic": "RandAugment + synthetic"}
 
 
 def sample_grid(images: np.ndarray, labels: np.ndarray, cache: str | Path, class_names: list[str], path: str | Path,
@@ -98,7 +96,7 @@ def verdict(stats: dict, twins: dict, best: str, best_syn: str, groups: dict, cl
             f"{_says(r, 'RandAugment')}; {n_seeds} seeds, paired 95% t-intervals.")
     if twins[best_syn] != best:
         b = stats[f"{best_syn}-{best}"][key]
-        text += f" The best arm with generated images, {TITLES[best_syn]}, {_says(b, f'the best real-only arm, {TITLES[best]}')}."
+        text += f" The best arm with generated images, {ARM_TITLES[best_syn]}, {_says(b, f'the best real-only arm, {ARM_TITLES[best]}')}."
     return text
 
 
@@ -129,7 +127,7 @@ def worst_line(w: dict | None) -> str:
     stat = {"mean": w["mean"], "lo": w["lo"] if w["lo"] is not None else float("nan"),
             "hi": w["hi"] if w["hi"] is not None else float("nan"), "n": w["n"]}
     return (f"Worst class: {w['class']} ({w['n_real']} real image{'s' * (w['n_real'] != 1)}) {interval(stat)} points "
-            f"with {TITLES[w['arm']]} against {TITLES[w['twin']]}.")
+            f"with {ARM_TITLES[w['arm']]} against {ARM_TITLES[w['twin']]}.")
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
@@ -166,7 +164,7 @@ def _decision_lines(decided: list[str], evidence: dict, s) -> list[str]:
              f" A class that uses them still gives at least {100 * s.min_real_share:.0f}% of its places in an epoch "
              "to its real images.")
     head = (f"Which classes got generated images, and why: {evidence['folds']}-fold cross-fitting on the training "
-            f"images (a probe, the {TITLES[evidence['probe']]} recipe, trained with and without them, judged on "
+            f"images (a probe, the {ARM_TITLES[evidence['probe']]} recipe, trained with and without them, judged on "
             f"held-out real images); a class under {evidence['min_judged']} real images is not judged and gets none."
             + floor)
     shown = decided[:MAX_DECISIONS_SHOWN]
@@ -244,13 +242,13 @@ def write_report(out: Path, data: dict, syn: dict, arms: dict, opts, r, why: lis
                     + sentence)
 
     shown = [g for g in GROUPS if g in values["control"]]
-    arm_rows = [[TITLES[a]] + [f"{np.mean(values[a][g]):.2f} ± {np.std(values[a][g], ddof=1):.2f}" if n > 1
+    arm_rows = [[ARM_TITLES[a]] + [f"{np.mean(values[a][g]):.2f} ± {np.std(values[a][g], ddof=1):.2f}" if n > 1
                                else f"{np.mean(values[a][g]):.2f} (1 seed)" for g in shown] for a in arms]
     arm_table = _table(["arm"] + [GROUP_LABELS[g] for g in shown], arm_rows)
 
     def label(p, a, b):
         tags = [t for t, on in (("twin", TWINS.get(a) == b), ("best vs best real-only", p == f"{best_syn}-{best}")) if on]
-        return f"{TITLES[a]} - {TITLES[b]}" + (f" ({', '.join(tags)})" if tags else "")
+        return f"{ARM_TITLES[a]} - {ARM_TITLES[b]}" + (f" ({', '.join(tags)})" if tags else "")
 
     pair_rows = [[label(p, a, b)] + [interval(stats[p][g]) + (" *" if excludes_zero(stats[p][g]) else "") for g in shown]
                  for p, (a, b) in pairs.items()]
@@ -266,7 +264,7 @@ def write_report(out: Path, data: dict, syn: dict, arms: dict, opts, r, why: lis
         per_class_rows.append([name, str(data["counts"][c]), *_gate_cells(name, syn, evidence), str(data["test_counts"][c]), group]
                               + [f"{np.nanmean([np.nan if v is None else v for v in per_class_acc[a][name]]):.1f}"
                                  for a in arms])
-    header = ["class", "real train", "generated", "near-copies", "synthetic used", "test", "group"] + [TITLES[a] for a in arms]
+    header = ["class", "real train", "generated", "near-copies", "synthetic used", "test", "group"] + [ARM_TITLES[a] for a in arms]
     why_of = {n: e["why"] for n, e in (evidence or {}).get("decisions", {}).items()}
     _write_csv(out / "per_class.csv", header + ["decision"], [row + [why_of.get(row[0], "")] for row in per_class_rows])
     if len(names) <= MAX_CLASSES_PLOTTED:
@@ -282,7 +280,7 @@ def write_report(out: Path, data: dict, syn: dict, arms: dict, opts, r, why: lis
         rare = np.argsort(data["counts"], kind="stable")[:RAREST_SHOWN]
         per_class = "\n".join([
             f"By class size (mean accuracy of a bin's classes ± the 95% interval over them):", "",
-            _table(["real train images", "classes"] + [TITLES[a] for a in arms], bin_rows), "",
+            _table(["real train images", "classes"] + [ARM_TITLES[a] for a in arms], bin_rows), "",
             f"The {len(rare)} rarest of {len(names)} classes (every class: per_class.csv):", "",
             _table(header, [per_class_rows[c] for c in rare])])
     gated = [g["why"] for g in (syn.get("gate") or {}).values() if not g["used"]]
@@ -291,7 +289,7 @@ def write_report(out: Path, data: dict, syn: dict, arms: dict, opts, r, why: lis
 
     runs = [load_run(out / "arms" / a) for a in arms]
     for run, a in zip(runs, arms):
-        run["name"] = TITLES[a]
+        run["name"] = ARM_TITLES[a]
     compare_plot(runs, out / "per_class_accuracy.png")
     from cbdm_aug.data import open_data
 
@@ -318,8 +316,8 @@ def write_report(out: Path, data: dict, syn: dict, arms: dict, opts, r, why: lis
         f"has it, on real and generated images alike). Groups: {thresholds}.", "", arm_table, "",
         "## Paired differences (accuracy points)", "",
         f"Per seed, arm minus arm (same seed: same initialisation and real-image draws), mean and 95% t-interval over "
-        f"{n} seeds; * marks an interval that excludes 0. The best real-only arm here is {TITLES[best]}, the best arm "
-        f"with generated images {TITLES[best_syn]}.", "", pair_table, "",
+        f"{n} seeds; * marks an interval that excludes 0. The best real-only arm here is {ARM_TITLES[best]}, the best arm "
+        f"with generated images {ARM_TITLES[best_syn]}.", "", pair_table, "",
         "## Per class (accuracy %, mean over seeds)", "",
         "'generated' counts the class's samples before the filter, 'near-copies' the share of them that are "
         "near-copies of its training images, 'synthetic used' what the classifier saw after the filter and the "

@@ -25,11 +25,9 @@ import numpy as np
 
 from cbdm_aug.atomic import atomic_path
 from cbdm_aug.errors import UserError
-from cbdm_aug.pipeline.settings import ARMS, TWINS, Resolved, RunOptions, resolve
+from cbdm_aug.pipeline.settings import ARM_TITLES, ARMS, TWINS, Resolved, RunOptions, resolve
 from cbdm_aug.pipeline.stages import Stages, stage_errors
 
-ARM_TITLES = {"control": "control (class-balanced re-sampling)", "randaugment": "RandAugment",
-              "control+synthetic": "control + synthetic", "randaugment+synthetic": "RandAugment + synthetic"}
 _OWN = {".lock", ".lock.takeover", "stages", "data", "generator", "synthetic", "arms", "report.md",
         "samples.png", "per_class_accuracy.png", "report.json", "run.log", "per_class.csv"}
 
@@ -262,26 +260,10 @@ def _seed_done(seed_dir: Path, recipe) -> bool:
 
 
 def _arm_stage(arm: str, out: Path, recipe, seeds, echo, progress: bool) -> dict:
-    from cbdm_aug.classify.report import aggregate_runs, write_aggregate_report
-    from cbdm_aug.classify.train import train_run
+    from cbdm_aug.classify.train import train_seeds
 
-    d = out / "arms" / arm
-    runs = []
-    for i, seed in enumerate(seeds):
-        rs = replace(recipe, seed=seed)
-        sd = d / f"seed{seed}"
-        if _seed_done(sd, rs):
-            echo(f"  {ARM_TITLES[arm]}, seed {seed}: reused")
-        else:
-            if sd.exists():
-                shutil.rmtree(sd)
-            t = time.time()
-            echo(f"  {ARM_TITLES[arm]}, seed {seed} ({i + 1}/{len(seeds)}) ...")
-            train_run(rs, sd, progress=progress, command=f"cbdm-aug run ({arm} arm of {out})")
-            echo(f"  {ARM_TITLES[arm]}, seed {seed}: {time.time() - t:.0f} s")
-        runs.append(json.loads((sd / "metrics.json").read_text()))
-    agg = aggregate_runs(runs)
-    write_aggregate_report(agg, d)
+    runs = train_seeds(recipe, seeds, out / "arms" / arm, progress, f"cbdm-aug run ({arm} arm of {out})",
+                       reuse=_seed_done, echo=echo, title=ARM_TITLES[arm])
     return {"seeds": list(seeds), "per_seed": {str(r["seed"]): r["metrics"] for r in runs}}
 
 

@@ -15,6 +15,8 @@ from cbdm_aug.mixing import MIN_REAL_SHARE
 # The classifier arms of a run: the two real-only recipes, and each of them + the synthetic images
 ARMS = ("control", "randaugment", "control+synthetic", "randaugment+synthetic")
 TWINS = {"control+synthetic": "control", "randaugment+synthetic": "randaugment"}  # synthetic arm: its real-only twin
+ARM_TITLES = {"control": "control", "randaugment": "RandAugment", "control+synthetic": "control + synthetic",
+              "randaugment+synthetic": "RandAugment + synthetic"}  # what reports and progress lines call them
 
 
 @dataclass(frozen=True)

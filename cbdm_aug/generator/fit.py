@@ -273,13 +273,6 @@ def fit(cfg: FitConfig, out: str | os.PathLike, resume: bool = False, progress: 
         echo=print) -> Path:
     """Train a generator as ``cfg`` says and write its run folder to ``out``; returns ``out``."""
     import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import ModelCheckpoint
-    from pytorch_lightning.loggers import CSVLogger
-
-    from cbdm_aug.generator.callbacks import ExportCallback, SampleGridCallback
-    from cbdm_aug.generator.checkpoints import KeepPreviousCheckpointIO
-    from cbdm_aug.generator.progress import StepProgress
-    from cbdm_aug.generator.module import CBDMModule
 
     out = Path(out)
     _quiet_lightning()
@@ -287,105 +280,29 @@ def fit(cfg: FitConfig, out: str | os.PathLike, resume: bool = False, progress: 
         raise ConfigError("--init-from starts a new run from another generator; with --resume the run "
                          "continues from its own checkpoint. Drop one of them")
     first_process = is_first_process()
-    if first_process:
-        echo(f"run folder: {out}")
-        ckpt = prepare_run_dir(out, cfg, resume, echo)  # before the (slow) data load: fail fast
-    else:  # rank 0 checked the folder and wrote run.json before it launched this process
-        from cbdm_aug.generator.checkpoints import resume_checkpoint
-
-        ckpt = resume_checkpoint(out / "checkpoints", echo=lambda *_: None) if resume else None  # rank 0's choice
+    ckpt = _checkpoint_to_resume(out, cfg, resume, first_process, echo)  # before the (slow) data load: fail fast
     data = load_training_data(cfg.data, progress=progress)
     train = _resolved_train(cfg.train, data.channels, data.images.nbytes)
     if (out / RUN_CONFIG).exists():  # resuming: keep the schedule the run started with
         first = json.loads((out / RUN_CONFIG).read_text())["resolved"]["train"]
         train = replace(train, **{k: first[k] for k in ("warmup_steps", "hflip", "precision")})
-    resolved = FitConfig(cfg.data, train, cfg.loss)
     # flips are non-leaking only where the data are mirror-symmetric, which is what hflip says
     augment = AugmentConfig.for_data(train.augment_p, flips=train.hflip)
     model_config = unet_config(train.preset, data.image_size, data.channels, data.num_classes,
                                augment_dim=AUGMENT_DIM if augment.p > 0 else 0)
-    counts = data.counts().tolist()
-    if augment.p > 0:
-        echo(f"augmentation conditioning: each of {', '.join(augment.ops)} with probability {augment.p:g}; "
-             "sampling uses the zero vector (no warp)")
-    echo(f"training data: {data.source}, {len(data)} images, {data.image_size}x{data.image_size}x{data.channels}")
-    echo(count_table(data.class_names, ("train", counts)))
-    if data.skipped:
-        echo("skipped " + ", ".join(f"{n} {why}" for why, n in data.skipped.items()) + " (see the log for names)")
+    _describe_data(data, augment, echo)
 
     pl.seed_everything(train.seed, workers=True, verbose=False)
-    init_meta = None
-    if train.init_from:
-        base = load_generator(train.init_from)
-        if base.class_names != data.class_names or base.meta["model"] != model_config:
-            raise RunDirError(f"--init-from {train.init_from}: its classes or model "
-                              f"({base.meta['preset']}, {base.image_size}px) differ from this run's")
-        init_meta = {"run": str(train.init_from), "weights_sha256": base.weights_sha256,
-                     "step": base.meta.get("step")}
-    module = CBDMModule(model_config, counts, asdict(cfg.loss), DEFAULT_SCHEDULE, lr=train.lr,
-                        warmup_steps=train.warmup_steps, ema_decay=train.ema_decay, hflip=train.hflip,
-                        augment=augment.to_dict() if augment.p > 0 else None)
-    if train.init_from:
-        module.unet.load_state_dict(base.unet.state_dict())
-        module.ema.module.load_state_dict(base.unet.state_dict())
-    module.compile_unet = train.compile
-
-    meta = {
-        "preset": train.preset, "model": model_config, "class_names": data.class_names,
-        "class_counts": counts, "image_size": data.image_size, "channels": data.channels,
-        "loss": asdict(cfg.loss), "schedule": DEFAULT_SCHEDULE, "data": data.source,
-        "train": {k: getattr(train, k) for k in ("max_steps", "batch_size", "lr", "warmup_steps",
-                                                  "ema_decay", "hflip", "seed", "precision",
-                                                  "balance_power", "augment_p")},
-        "augment": augment.to_dict(),
-        "init_from": init_meta, "package_version": __version__,
-    }
+    module, init_meta = _build_module(cfg, train, data, model_config, augment)
+    meta = _export_meta(cfg, train, data, model_config, augment, init_meta)
     if first_process and not (out / RUN_CONFIG).exists():
         out.mkdir(parents=True, exist_ok=True)
         write_bytes_atomic(out / RUN_CONFIG, json.dumps(
-            {"config": cfg.to_dict(), "resolved": resolved.to_dict(), "package_version": __version__},
-            indent=2).encode(), fsync=True)
+            {"config": cfg.to_dict(), "resolved": FitConfig(cfg.data, train, cfg.loss).to_dict(),
+             "package_version": __version__}, indent=2).encode(), fsync=True)
 
-    images = torch.from_numpy(data.images)
-    labels = torch.from_numpy(data.labels)
-    if train.device_data:  # the module carries the images to the device; the loader draws indices
-        module.keep_data_on_device(images, labels)
-        dataset = _Indices(len(labels))
-    else:
-        dataset = torch.utils.data.TensorDataset(images, labels)
-    checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", every_n_train_steps=train.checkpoint_every,
-                                 save_last=True, save_top_k=0, enable_version_counter=False)
-    trainer = pl.Trainer(
-        max_steps=train.max_steps, max_epochs=-1, accelerator=train.accelerator,
-        devices=int(train.devices) if str(train.devices).isdigit() else train.devices,
-        num_nodes=train.num_nodes, strategy=train.strategy, precision=train.precision,
-        gradient_clip_val=train.grad_clip, default_root_dir=out,
-        logger=CSVLogger(out, name="logs"), log_every_n_steps=10,  # logs/version_N per (re)start
-        callbacks=[checkpoint, ExportCallback(out, meta), SampleGridCallback(out, train.sample_every, data.class_names),
-                   *([StepProgress(echo, refresh=25 if _on_gpu(train.accelerator) else 1)] if progress else [])],
-        enable_progress_bar=False,  # StepProgress counts steps, the unit of --max-steps
-        enable_model_summary=False, num_sanity_val_steps=0, plugins=[KeepPreviousCheckpointIO()],
-    )
-    sampler_gen = torch.Generator().manual_seed(train.seed)
-    # Enough indices per epoch that a tiny tail-only set still fills whole batches on every rank.
-    # Under DDP, Lightning would swap a plain RandomSampler for a DistributedSampler over the
-    # dataset (dropping num_samples, so a small set gave every rank zero batches and the run
-    # "finished" at step 0); any other sampler it shards with DistributedSamplerWrapper.
-    num_samples = max(len(dataset), train.batch_size * trainer.world_size)
-    if train.balance_power == 1:  # as the data: the sampler every run before balance_power used
-        inner = torch.utils.data.RandomSampler(dataset, num_samples=num_samples, generator=sampler_gen)
-    else:
-        inner = torch.utils.data.WeightedRandomSampler(
-            balance_weights(data.labels, train.balance_power), num_samples, replacement=True, generator=sampler_gen)
-    sampler = _Sampler(inner)
-    if train.device_data:
-        loader = torch.utils.data.DataLoader(dataset, batch_size=train.batch_size, sampler=sampler,
-                                             drop_last=True, collate_fn=_index_batch,
-                                             pin_memory=_on_gpu(train.accelerator))
-    else:
-        loader = torch.utils.data.DataLoader(dataset, batch_size=train.batch_size, sampler=sampler,
-                                             drop_last=True, num_workers=train.num_workers,
-                                             persistent_workers=train.num_workers > 0)
+    trainer = _trainer(train, out, meta, data.class_names, progress, echo)
+    loader = _loader(train, data, module, trainer.world_size)
     if ckpt is not None:
         echo(f"resuming from {ckpt}")
     try:
@@ -399,3 +316,111 @@ def fit(cfg: FitConfig, out: str | os.PathLike, resume: bool = False, progress: 
     echo(f"generator written to {out} ({CONFIG_NAME}, ema.safetensors); samples in {out / 'samples'}")
     return out
 
+
+def _checkpoint_to_resume(out: Path, cfg: FitConfig, resume: bool, first_process: bool, echo) -> Path | None:
+    """Rank 0 checks the run folder against ``cfg`` and picks the checkpoint; the other ranks, which
+    rank 0 launched after it wrote run.json, take the same checkpoint without checking again."""
+    from cbdm_aug.generator.checkpoints import resume_checkpoint
+
+    if first_process:
+        echo(f"run folder: {out}")
+        return prepare_run_dir(out, cfg, resume, echo)
+    return resume_checkpoint(out / "checkpoints", echo=lambda *_: None) if resume else None
+
+
+def _describe_data(data: LabeledImages, augment: AugmentConfig, echo) -> None:
+    if augment.p > 0:
+        echo(f"augmentation conditioning: each of {', '.join(augment.ops)} with probability {augment.p:g}; "
+             "sampling uses the zero vector (no warp)")
+    echo(f"training data: {data.source}, {len(data)} images, {data.image_size}x{data.image_size}x{data.channels}")
+    echo(count_table(data.class_names, ("train", data.counts().tolist())))
+    if data.skipped:
+        echo("skipped " + ", ".join(f"{n} {why}" for why, n in data.skipped.items()) + " (see the log for names)")
+
+
+def _build_module(cfg: FitConfig, train: TrainConfig, data: LabeledImages, model_config: dict,
+                  augment: AugmentConfig):
+    """(the LightningModule, the record of the generator it starts from with --init-from, or None)."""
+    from cbdm_aug.generator.module import CBDMModule
+
+    init_meta = base = None
+    if train.init_from:
+        base = load_generator(train.init_from)
+        if base.class_names != data.class_names or base.meta["model"] != model_config:
+            raise RunDirError(f"--init-from {train.init_from}: its classes or model "
+                              f"({base.meta['preset']}, {base.image_size}px) differ from this run's")
+        init_meta = {"run": str(train.init_from), "weights_sha256": base.weights_sha256,
+                     "step": base.meta.get("step")}
+    module = CBDMModule(model_config, data.counts().tolist(), asdict(cfg.loss), DEFAULT_SCHEDULE, lr=train.lr,
+                        warmup_steps=train.warmup_steps, ema_decay=train.ema_decay, hflip=train.hflip,
+                        augment=augment.to_dict() if augment.p > 0 else None)
+    if base is not None:
+        module.unet.load_state_dict(base.unet.state_dict())
+        module.ema.module.load_state_dict(base.unet.state_dict())
+    module.compile_unet = train.compile
+    return module, init_meta
+
+
+def _export_meta(cfg: FitConfig, train: TrainConfig, data: LabeledImages, model_config: dict,
+                 augment: AugmentConfig, init_meta: dict | None) -> dict:
+    """What generator.json records beside the weights: enough to sample with nothing else."""
+    return {
+        "preset": train.preset, "model": model_config, "class_names": data.class_names,
+        "class_counts": data.counts().tolist(), "image_size": data.image_size, "channels": data.channels,
+        "loss": asdict(cfg.loss), "schedule": DEFAULT_SCHEDULE, "data": data.source,
+        "train": {k: getattr(train, k) for k in ("max_steps", "batch_size", "lr", "warmup_steps",
+                                                  "ema_decay", "hflip", "seed", "precision",
+                                                  "balance_power", "augment_p")},
+        "augment": augment.to_dict(),
+        "init_from": init_meta, "package_version": __version__,
+    }
+
+
+def _trainer(train: TrainConfig, out: Path, meta: dict, class_names: list[str], progress: bool, echo):
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ModelCheckpoint
+    from pytorch_lightning.loggers import CSVLogger
+
+    from cbdm_aug.generator.callbacks import ExportCallback, SampleGridCallback
+    from cbdm_aug.generator.checkpoints import KeepPreviousCheckpointIO
+    from cbdm_aug.generator.progress import StepProgress
+
+    checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", every_n_train_steps=train.checkpoint_every,
+                                 save_last=True, save_top_k=0, enable_version_counter=False)
+    return pl.Trainer(
+        max_steps=train.max_steps, max_epochs=-1, accelerator=train.accelerator,
+        devices=int(train.devices) if str(train.devices).isdigit() else train.devices,
+        num_nodes=train.num_nodes, strategy=train.strategy, precision=train.precision,
+        gradient_clip_val=train.grad_clip, default_root_dir=out,
+        logger=CSVLogger(out, name="logs"), log_every_n_steps=10,  # logs/version_N per (re)start
+        callbacks=[checkpoint, ExportCallback(out, meta), SampleGridCallback(out, train.sample_every, class_names),
+                   *([StepProgress(echo, refresh=25 if _on_gpu(train.accelerator) else 1)] if progress else [])],
+        enable_progress_bar=False,  # StepProgress counts steps, the unit of --max-steps
+        enable_model_summary=False, num_sanity_val_steps=0, plugins=[KeepPreviousCheckpointIO()],
+    )
+
+
+def _loader(train: TrainConfig, data: LabeledImages, module, world_size: int) -> torch.utils.data.DataLoader:
+    """The training batches: images and labels from the host, or, with the data on the device, the
+    indices of the images there (``module.keep_data_on_device``); one sampler draws both."""
+    images, labels = torch.from_numpy(data.images), torch.from_numpy(data.labels)
+    if train.device_data:  # the module carries the images to the device; the loader draws indices
+        module.keep_data_on_device(images, labels)
+        dataset = _Indices(len(labels))
+        path = {"collate_fn": _index_batch, "pin_memory": _on_gpu(train.accelerator)}
+    else:
+        dataset = torch.utils.data.TensorDataset(images, labels)
+        path = {"num_workers": train.num_workers, "persistent_workers": train.num_workers > 0}
+    sampler_gen = torch.Generator().manual_seed(train.seed)
+    # Enough indices per epoch that a tiny tail-only set still fills whole batches on every rank.
+    # Under DDP, Lightning would swap a plain RandomSampler for a DistributedSampler over the
+    # dataset (dropping num_samples, so a small set gave every rank zero batches and the run
+    # "finished" at step 0); any other sampler it shards with DistributedSamplerWrapper.
+    num_samples = max(len(dataset), train.batch_size * world_size)
+    if train.balance_power == 1:  # as the data: the sampler every run before balance_power used
+        inner = torch.utils.data.RandomSampler(dataset, num_samples=num_samples, generator=sampler_gen)
+    else:
+        inner = torch.utils.data.WeightedRandomSampler(
+            balance_weights(data.labels, train.balance_power), num_samples, replacement=True, generator=sampler_gen)
+    return torch.utils.data.DataLoader(dataset, batch_size=train.batch_size, sampler=_Sampler(inner),
+                                       drop_last=True, **path)

@@ -272,60 +272,20 @@ def load_image_folder(root: str | os.PathLike, image_size: int | None = None,
                         f"remove them or add images ({', '.join(IMAGE_EXTENSIONS)})")
     files = [(label, p) for label, fs in enumerate(files_per_class) for p in fs]
     pool = _Pool(workers if workers is not None else _default_workers(len(files)))
-    bar = None
-
-    def new_bar(what: str, total: int):
-        if bar is not None:
-            bar.close()
-        if progress:
-            from cbdm_aug.progress import counter  # a bar on a terminal, plain lines in a log
-            return counter(total, f"{what} {root.name}", "img")
-        return None
-
+    bar = _Bar(root.name if progress else None)
     try:
         # First pass reads only headers, to pick the default size and channel count.
-        bar = new_bar("checking", len(files))
-        headers: dict[Path, tuple[tuple[int, int], str]] = {}
-        chunks = [[p for _, p in files[i:i + _CHUNK]] for i in range(0, len(files), _CHUNK)]
-        for paths, peeked in zip(chunks, pool.map(_peek_chunk, [(c,) for c in chunks])):
-            for path, (head, error) in zip(paths, peeked):
-                if error is None:
-                    headers[path] = head
-                elif not skip_bad:
-                    raise DataError(f"{path}: cannot read image ({error}); pass --skip-bad to skip unreadable files")
-                else:
-                    skipped["unreadable image"] += 1
-                    log.warning("skipping unreadable image %s", path)
-            if bar is not None:
-                bar.update(len(paths))
-        if not headers:
-            raise DataError(f"{root}: no readable images")
+        headers = _peek_headers(root, [p for _, p in files], pool, bar, skip_bad, skipped)
         if image_size is None:
             image_size = Counter(size[0] for size, _ in headers.values()).most_common(1)[0][0]
         if channels is None:
             colour = {"RGB", "RGBA", "P", "CMYK", "YCbCr", "LAB", "HSV", "PA", "RGBX"}
             channels = 3 if any(mode in colour for _, mode in headers.values()) else 1
         readable = [(label, p) for label, p in files if p in headers]
-        bar = new_bar("reading", len(readable))
-        # One array, filled chunk by chunk: the images are never held twice.
-        images = np.empty((len(readable), image_size, image_size, channels), np.uint8)
-        keep = np.ones(len(readable), bool)
-        chunks = [[p for _, p in readable[i:i + _CHUNK]] for i in range(0, len(readable), _CHUNK)]
-        for k, (decoded, failed) in enumerate(pool.map(_decode_chunk, [(c, image_size, channels) for c in chunks])):
-            i = k * _CHUNK
-            images[i:i + len(decoded)] = decoded
-            for j, kind, message in failed:
-                if not skip_bad:
-                    raise DataError(message + ("" if kind == "too large" else "; pass --skip-bad to skip unreadable files"))
-                skipped[kind] += 1
-                keep[i + j] = False
-                log.warning("skipping %s", message)
-            if bar is not None:
-                bar.update(len(decoded))
+        images, keep = _decode_all(readable, image_size, channels, pool, bar, skip_bad, skipped)
     finally:
         pool.close()
-        if bar is not None:
-            bar.close()
+        bar.close()
     labels = np.array([label for label, _ in readable], np.int64)
     if not keep.all():
         images, labels = images[keep], labels[keep]
@@ -337,6 +297,72 @@ def load_image_folder(root: str | os.PathLike, image_size: int | None = None,
     if missing:
         raise DataError(f"{root}: no readable images left in class(es) {', '.join(map(repr, missing))}")
     return data
+
+
+class _Bar:
+    """One progress counter at a time for a folder's passes (none when ``name`` is None): a bar on
+    a terminal, plain lines in a log."""
+
+    def __init__(self, name: str | None):
+        self.name, self.bar = name, None
+
+    def start(self, what: str, total: int) -> None:
+        self.close()
+        if self.name is not None:
+            from cbdm_aug.progress import counter
+
+            self.bar = counter(total, f"{what} {self.name}", "img")
+
+    def update(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _peek_headers(root: Path, paths: list[Path], pool: _Pool, bar: _Bar, skip_bad: bool,
+                  skipped: Counter) -> dict[Path, tuple[tuple[int, int], str]]:
+    """Each readable file's ((width, height), mode), from its header only."""
+    bar.start("checking", len(paths))
+    headers: dict[Path, tuple[tuple[int, int], str]] = {}
+    chunks = [paths[i:i + _CHUNK] for i in range(0, len(paths), _CHUNK)]
+    for chunk, peeked in zip(chunks, pool.map(_peek_chunk, [(c,) for c in chunks])):
+        for path, (head, error) in zip(chunk, peeked):
+            if error is None:
+                headers[path] = head
+            elif not skip_bad:
+                raise DataError(f"{path}: cannot read image ({error}); pass --skip-bad to skip unreadable files")
+            else:
+                skipped["unreadable image"] += 1
+                log.warning("skipping unreadable image %s", path)
+        bar.update(len(chunk))
+    if not headers:
+        raise DataError(f"{root}: no readable images")
+    return headers
+
+
+def _decode_all(readable: list[tuple[int, Path]], image_size: int, channels: int, pool: _Pool, bar: _Bar,
+            skip_bad: bool, skipped: Counter) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 (N, size, size, channels) images, which of them decoded), filled chunk by chunk into
+    one array, so the images are never held twice."""
+    bar.start("reading", len(readable))
+    images = np.empty((len(readable), image_size, image_size, channels), np.uint8)
+    keep = np.ones(len(readable), bool)
+    chunks = [[p for _, p in readable[i:i + _CHUNK]] for i in range(0, len(readable), _CHUNK)]
+    for k, (decoded, failed) in enumerate(pool.map(_decode_chunk, [(c, image_size, channels) for c in chunks])):
+        i = k * _CHUNK
+        images[i:i + len(decoded)] = decoded
+        for j, kind, message in failed:
+            if not skip_bad:
+                raise DataError(message + ("" if kind == "too large" else "; pass --skip-bad to skip unreadable files"))
+            skipped[kind] += 1
+            keep[i + j] = False
+            log.warning("skipping %s", message)
+        bar.update(len(decoded))
+    return images, keep
 
 
 _NPZ_KEYS = {"train": [("x_train", "y_train"), ("images", "labels"), ("x", "y")],

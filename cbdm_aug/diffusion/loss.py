@@ -11,8 +11,6 @@ classifier-free-guidance label drop. ``tau = 0`` is the plain class-conditional 
 With augmentation conditioning (``diffusion.augment``), x0 arrives warped and ``augment`` carries each
 image's augmentation vector: both branches, y and y', see the same x_t and the same vector.
 
-(A min-SNR-gamma weighting of L_dm was tried and removed: on MNIST-LT at 600 steps it gave the same
-FID, tail KID and tail CAS as the unweighted loss; benchmarks/results/tail_gain.md.)
 """
 from __future__ import annotations
 

@@ -64,14 +64,12 @@ def top_up_level(counts, generated: int) -> int:
 def worker(classes: int, images: int, out: Path, gen_steps: int, size: int = 16, share: float = GENERATED_SHARE,
            model: str | None = None) -> list[dict]:
     """One set through `run`, in this process; returns its rows."""
-    from dataclasses import replace
-
+    import _procedural
     import numpy as np
 
-    import _procedural
     import cbdm_aug.pipeline.report as report
     from cbdm_aug.pipeline.run import run_pipeline
-    from cbdm_aug.pipeline.settings import RunOptions, SyntheticArm
+    from cbdm_aug.pipeline.settings import CacheSettings, RunOptions
     from cbdm_aug.resources import peak_rss
 
     d = _procedural.make(classes, n_max_for(classes, images), IMBALANCE, test_per_class=max(2, TEST_IMAGES // classes),
@@ -92,7 +90,7 @@ def worker(classes: int, images: int, out: Path, gen_steps: int, size: int = 16,
 
     report.write_report = timed_report
     opts = RunOptions(data=str(out / "data.npz"), preset="tiny", gen_steps=gen_steps, classifier_epochs=1, seeds=(0,),
-                      device="cpu", image_size=size, model=model, synthetic=replace(SyntheticArm(), top_up=level))
+                      device="cpu", image_size=size, model=model, cache=CacheSettings(top_up=level))
     t = time.time()
     run_pipeline(opts, out / "run", echo=lambda *a, **k: None, progress=False)
     wall = time.time() - t
@@ -126,10 +124,9 @@ def smoke_pair(tmp: Path) -> dict:
     """The issue's pair through the `cbdm-aug run` command line: 100 classes from 200 down to 2 images
     and 1,000 from 20 down to 1 (exp, about 4.3k and 5.9k real images, each topped up to about 20k),
     one after the other; wall time, stage seconds, the tallest picture and the report's size."""
+    import _procedural
     import numpy as np
     from PIL import Image
-
-    import _procedural
 
     out = {}
     for classes, n_max in ((100, 200), (1000, 20)):

@@ -31,9 +31,9 @@ Protocol:
     gate                the per-class gate (filter-cache --max-copy-share --gate-share, default 0.5): a class
                         whose unfiltered samples are near-copies at that share or more gets no synthetic image
     floorF              the sampler's real floor, sampling.min_real_share F (no option: no floor, the rows before
-                        issue 26; `cbdm-aug run` uses SyntheticArm().min_real_share)
+                        issue 26; `cbdm-aug run` uses ArmSettings().min_real_share)
     evidence            the per-class decisions of `cbdm-aug run` (evaluate/evidence.py judge: 3-fold cross-fitting
-                        with this arm's own recipe as the probe; fewer than SyntheticArm().min_judged real images:
+                        with this arm's own recipe as the probe; fewer than ArmSettings().min_judged real images:
                         none), given to the arm as sampling.share_file
   a cache is generated with dpmpp-sde 20 steps, seed 0, and shared by the arms that need it;
 - generator metrics (--eval-gens): `evaluate-generator`, --eval-per-class unfiltered samples a class,
@@ -63,9 +63,9 @@ from e2e_quality import cbdm_aug, run  # noqa: E402
 
 from cbdm_aug.cache.reader import is_complete  # noqa: E402
 from cbdm_aug.classify.paired import paired  # noqa: E402 - the protocol's statistic, shared with `cbdm-aug run`
-from cbdm_aug.pipeline.settings import SyntheticArm  # noqa: E402 - the arm's defaults are `cbdm-aug run`'s
+from cbdm_aug.pipeline.settings import ArmSettings, CacheSettings  # noqa: E402 - `cbdm-aug run`'s defaults
 
-ARM = SyntheticArm()
+ARM, CACHE = ArmSettings(), CacheSettings()
 
 REAL_ARMS = ("real-cb", "real-ra", "real-bs", "real-la")
 
@@ -176,10 +176,10 @@ def main(argv=None):
                    help="the default arm's pipeline with these generators in place of its CBDM (same budget)")
     p.add_argument("--gen-runs", default=None, help="snapshots of benchmarks/_ladder.py [default: runs/rho{rho}/gens]")
     p.add_argument("--eval-gens", default="", help="snapshots to score with evaluate-generator (the budget curve)")
-    p.add_argument("--top-up", type=int, default=ARM.top_up, help="real + synthetic images per class")
-    p.add_argument("--guidance", type=float, default=ARM.guidance)
+    p.add_argument("--top-up", type=int, default=CACHE.top_up, help="real + synthetic images per class")
+    p.add_argument("--guidance", type=float, default=CACHE.guidance)
     p.add_argument("--synthetic-weight", type=float, default=ARM.synthetic_weight)
-    p.add_argument("--gate-share", type=float, default=ARM.max_copy_share, help="the gate option's --max-copy-share")
+    p.add_argument("--gate-share", type=float, default=CACHE.max_copy_share, help="the gate option's --max-copy-share")
     p.add_argument("--eval-per-class", type=int, default=50)
     p.add_argument("--cas-epochs", type=int, default=40)
     p.add_argument("--epochs", type=int, default=4)
@@ -247,8 +247,8 @@ def main(argv=None):
             + ("-notail" if s["notail"] else "")
         out = work / "caches" / f"{name}.h5"
         made = once(out, lambda: run([cbdm_aug(), "generate", Path(args.gen_runs) / s["gen"], "--out", out,
-                                      "--counts-file", counts_file(s["top_up"], s["notail"]), "--sampler", ARM.sampler,
-                                      "--steps", ARM.sample_steps, "--guidance", s["guidance"], "--seed", ARM.seed,
+                                      "--counts-file", counts_file(s["top_up"], s["notail"]), "--sampler", CACHE.sampler,
+                                      "--steps", CACHE.sample_steps, "--guidance", s["guidance"], "--seed", CACHE.seed,
                                       "--batch-size", 256,
                                       "--device", "cpu"], log))
         if not s["filter"]:
@@ -325,7 +325,7 @@ def main(argv=None):
         if not (out / "report.json").exists():
             run([cbdm_aug(), "evaluate-generator", Path(args.gen_runs) / gen, "--real", args.data, *lt_cli,
                  "--test", args.data, "--feature-net", filt_cls, "--out", out, "--samples-per-class",
-                 args.eval_per_class, "--sampler", ARM.sampler, "--steps", ARM.sample_steps, "--guidance", args.guidance,
+                 args.eval_per_class, "--sampler", CACHE.sampler, "--steps", CACHE.sample_steps, "--guidance", args.guidance,
                  "--seed", 0, "--batch-size", 250, "--device", "cpu", "--quiet", "--cas-epochs", args.cas_epochs], log)
         return out / "report.json"
 
@@ -480,7 +480,7 @@ def report(args, arm_names, counts, seeds, work, t_all, failed):
              f"Class counts {counts}; few-shot = classes with < {args.few_below} images ({few}). Classifier: "
              f"recipes/mnist-lt-*.yaml, resnet8_cifar, {args.epochs} epochs, 1-pixel shifts"
              f"{' and horizontal flips' if args.hflip else ''} on every arm. Synthetic "
-             f"arms (GEN[:OPT]): top-up to {args.top_up} a class, {ARM.sampler} {ARM.sample_steps} steps, guidance {args.guidance:g}, "
+             f"arms (GEN[:OPT]): top-up to {args.top_up} a class, {CACHE.sampler} {CACHE.sample_steps} steps, guidance {args.guidance:g}, "
              f"filtered, loss weight {args.synthetic_weight:g}, + RandAugment, the class-balanced sampler of real-cb "
              "(see the script's docstring for the options). best-real = " + best_real + ".", "",
              "| arm | few-shot acc | balanced acc | few vs real-cb | few vs best-real | few vs default | "

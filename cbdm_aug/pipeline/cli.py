@@ -1,12 +1,10 @@
 """``cbdm-aug run DATA --test TEST --out OUT``."""
 from __future__ import annotations
 
-from dataclasses import replace
-
 import click
 
 from cbdm_aug.diffusion.unet import PRESETS
-from cbdm_aug.pipeline.settings import CPU_GEN_STEPS, GPU_GEN_STEPS, SyntheticArm
+from cbdm_aug.pipeline.settings import CPU_GEN_STEPS, GPU_GEN_STEPS, ArmSettings, GeneratorSettings
 
 
 @click.command("run")
@@ -28,14 +26,14 @@ from cbdm_aug.pipeline.settings import CPU_GEN_STEPS, GPU_GEN_STEPS, SyntheticAr
               help="Epochs of each classifier run [default: about 40,000 images drawn, 4..30 epochs].")
 @click.option("--seeds", default="0,1,2", show_default=True, help="Comma-separated seeds; each arm trains once per seed.")
 @click.option("--device", default="auto", show_default=True, help="auto (cuda if available), cpu, cuda or cuda:N.")
-@click.option("--augment", "augment_p", type=click.FloatRange(0, 1), default=SyntheticArm().gen_augment_p,
+@click.option("--augment", "augment_p", type=click.FloatRange(0, 1), default=GeneratorSettings().augment_p,
               show_default=True,
               help="The generator's augmentation-conditioned training (fit-generator --augment): each warp "
                    "with this probability; 0 is off.")
-@click.option("--min-real-share", type=click.FloatRange(0, 1), default=SyntheticArm().min_real_share, show_default=True,
+@click.option("--min-real-share", type=click.FloatRange(0, 1), default=ArmSettings().min_real_share, show_default=True,
               help="The + synthetic arms' real floor: at least this share of a class's places in an epoch go to its "
                    "real images (the plugin's BalancedSyntheticSampler(min_real_share=)); 0 is no floor.")
-@click.option("--evidence/--no-evidence", default=SyntheticArm().evidence, show_default=True,
+@click.option("--evidence/--no-evidence", default=ArmSettings().evidence, show_default=True,
               help="Judge each class by cross-fitting on the training images and give generated images only to "
                    "the classes they help (--no-evidence: every class the filter and gate passed).")
 @click.option("--skip-bad", is_flag=True, help="Skip unreadable image files (and report how many) instead of failing.")
@@ -60,8 +58,8 @@ def run(data, test, holdout_per_class, out, generator, preset, gen_steps, image_
         opts = RunOptions(data=data, test=test, holdout_per_class=holdout_per_class, skip_bad=skip_bad, generator=generator,
                           preset=preset, gen_steps=gen_steps, image_size=image_size, model=model,
                           classifier_epochs=classifier_epochs, seeds=tuple(seed_list), device=device,
-                          synthetic=replace(SyntheticArm(), gen_augment_p=augment_p, evidence=evidence,
-                                            min_real_share=min_real_share or None))
+                          fit=GeneratorSettings(augment_p=augment_p),
+                          arm=ArmSettings(evidence=evidence, min_real_share=min_real_share or None))
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     run_pipeline(opts, out, echo=click.echo, progress=not no_progress)

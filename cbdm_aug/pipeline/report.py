@@ -303,7 +303,7 @@ def write_report(out: Path, data: dict, syn: dict, arms: dict, opts, r, why: lis
         f"\nAccuracy (%) on {data['test_source']}, mean ± sample std over seeds {list(opts.seeds)}; groups: {thresholds}.",
         arm_table, "", f"Paired differences, same seeds, mean [95% t-interval] (* excludes 0):", pair_table, "",
         *(f"gate: {w}" for w in gated), *([""] if gated else []), sentence])
-    s = opts.synthetic
+    s = opts.arm
     lines = [
         "# cbdm-aug run", "",
         f"Data: {data['source']}, {sum(data['counts'])} training images in {len(names)} classes; "
@@ -321,18 +321,20 @@ def write_report(out: Path, data: dict, syn: dict, arms: dict, opts, r, why: lis
         "## Per class (accuracy %, mean over seeds)", "",
         "'generated' counts the class's samples before the filter, 'near-copies' the share of them that are "
         "near-copies of its training images, 'synthetic used' what the classifier saw after the filter and the "
-        "per-class gate" + (f" (a class at {100 * s.max_copy_share:.0f}% near-copies or more gets none)"
-                            if s.max_copy_share is not None else " (off)") + ".", "", per_class, "",
+        "per-class gate" + (f" (a class at {100 * opts.cache.max_copy_share:.0f}% near-copies or more gets none)"
+                            if opts.cache.max_copy_share is not None else " (off)")
+        + (", and the evidence (the list below)" if evidence else "") + ".", "", per_class, "",
         *([*(f"- {w}" for w in gated[:RAREST_SHOWN]),
            *([f"- ... and {len(gated) - RAREST_SHOWN} more classes gated off (per_class.csv)"]
              if len(gated) > RAREST_SHOWN else []), ""] if gated else []),
-        *(_decision_lines(decided, evidence, opts.synthetic) if evidence else []),
+        *(_decision_lines(decided, evidence, opts.arm) if evidence else []),
         "![per-class accuracy](per_class_accuracy.png)", "",
         f"Per class ({shown_note}; the count of real training images beside the name), real training images "
         "(left) and generated, filtered ones (right):", "", "![samples](samples.png)", "",
         "## Settings", "", *(f"- {w}" for w in why), "", "```json",
-        json.dumps({"options": {k: v for k, v in vars(opts).items() if k != "synthetic"},
-                    "synthetic_arm": vars(opts.synthetic), "resolved": vars(r)}, indent=1, default=str), "```", "",
+        json.dumps({"options": {k: v for k, v in vars(opts).items() if k not in ("fit", "cache", "arm")},
+                    "generator": vars(opts.fit), "cache": vars(opts.cache), "arm": vars(opts.arm),
+                    "resolved": vars(r)}, indent=1, default=str), "```", "",
         "## Time (seconds; a stage marked reused was made by an earlier call, in the time shown)", "",
         *(f"- {k}: {v:.0f}" for k, v in times.items()), f"- this call in all: {seconds:.0f}", "",
         *next_steps(out, out / syn["cache"], data)]

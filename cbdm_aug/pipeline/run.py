@@ -2,7 +2,8 @@
 
 1. data: DATA as it is (already long-tailed) and a test set (TEST, or a balanced hold-out);
 2. generator: fit a CBDM generator on the training images (or reuse ``--generator``);
-3. synthetic: top every class up, then filter (the settings of ``SyntheticArm``);
+3. cache: top every class up, then filter (``CacheSettings``);
+   evidence: judge each class by cross-fitting (``ArmSettings.evidence``);
 4. four classifier arms over the seeds: the two real-only recipes, the control (class-balanced
    re-sampling of the real images) and RandAugment on top of it (the strongest real-only recipe we
    know), and each of them + the synthetic images (its "twin"), so the images are measured on top
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cbdm_aug.atomic import atomic_path
+from cbdm_aug.atomic import atomic_path, write_text_atomic
 from cbdm_aug.errors import UserError
 from cbdm_aug.pipeline.settings import ARM_TITLES, ARMS, TWINS, Resolved, RunOptions, resolve
 from cbdm_aug.pipeline.stages import Stages, stage_errors
@@ -150,7 +151,7 @@ def _synthetic_stage(out: Path, gen_run: str, data: dict, r: Resolved, opts: Run
     from cbdm_aug.generator.run_dir import load_generator
     from cbdm_aug.locking import output_lock
 
-    s = opts.synthetic
+    s = opts.cache
     names, counts = data["class_names"], data["counts"]
     level = min(s.top_up, max(counts))
     top_up = {n: max(0, level - c) for n, c in zip(names, counts)}
@@ -158,10 +159,10 @@ def _synthetic_stage(out: Path, gen_run: str, data: dict, r: Resolved, opts: Run
         raise RunError(f"every class already has {level} or more images; nothing to top up (the arm's top_up is {s.top_up})")
     d = out / "synthetic"
     d.mkdir(parents=True, exist_ok=True)
-    write_counts = d / "topup_counts.json"
-    write_counts.write_text(json.dumps(top_up))
+    counts_file = d / "topup_counts.json"
+    write_text_atomic(counts_file, json.dumps(top_up))
     gen = load_generator(out / gen_run, device=device)  # an absolute gen_run stays itself
-    plan = make_plan("file", gen.class_names, gen.meta.get("class_counts"), counts_file=write_counts)
+    plan = make_plan("file", gen.class_names, gen.meta.get("class_counts"), counts_file=counts_file)
     echo(f"every class topped up to {level} images with {s.sampler} {s.sample_steps} steps, guidance {s.guidance:g}")
     echo(count_table(names, ("real", counts), ("synthetic", plan.counts)))
     cache = d / "generated.h5"
@@ -195,10 +196,9 @@ def _evidence_stage(out: Path, syn: dict, data: dict, r: Resolved, opts: RunOpti
                     progress: bool) -> dict:
     """Cross-fitted per-class decisions (``evaluate.evidence.judge``), the RandAugment + synthetic arm's recipe
     as the probe; writes synthetic/decisions.json, the per-class bounds the + synthetic arms use."""
-    from cbdm_aug.atomic import write_text_atomic
     from cbdm_aug.evaluate.evidence import FOLDS, judge
 
-    s = opts.synthetic
+    s = opts.arm
     names = data["class_names"]
     train = _load_split(out, "train", r.image_size, r.channels)
     recipe = arm_recipe("randaugment+synthetic", out, r, opts, str(device), str(out / syn["cache"]))
@@ -219,7 +219,7 @@ def arm_recipe(arm: str, out: Path, r: Resolved, opts: RunOptions, device, cache
     evidence stage's per-class bounds for a + synthetic arm."""
     from cbdm_aug.classify.recipe import load_recipe
 
-    s = opts.synthetic
+    s = opts.arm
     sets = [f"name={arm}", f"device={device}", f"data.train={out / 'data' / 'train.npz'}",
             f"data.test={out / 'data' / 'test.npz'}", "data.longtail=none", f"data.image_size={r.image_size}",
             f"data.channels={r.channels}", f"data.crop_padding={r.crop_padding}", f"data.hflip={str(r.hflip).lower()}",
@@ -331,14 +331,14 @@ def _run(opts: RunOptions, out: Path, echo, progress: bool) -> dict:
                          clean=lambda: shutil.rmtree(out / "generator", ignore_errors=True), after=("data",),
                          writes=out / "generator")
     syn = stages.run("cache", "generate the top-up cache and filter it",
-                     opts.synthetic.cache_settings() | {"image_size": r.image_size, "filter_epochs": r.filter_epochs,
+                     asdict(opts.cache) | {"image_size": r.image_size, "filter_epochs": r.filter_epochs,
                                                         "filter_model": "resnet8_cifar"},
                      lambda: _synthetic_stage(out, gen["run"], data, r, opts, device, echo, progress),
                      clean=lambda: shutil.rmtree(out / "synthetic", ignore_errors=True), after=("data", "generator"),
                      writes=out / "synthetic")
     evidence = None
-    if opts.synthetic.evidence:
-        s = opts.synthetic
+    if opts.arm.evidence:
+        s = opts.arm
         evidence = stages.run("evidence", "judge each class by cross-fitting: do its generated images help?",
                               {"min_judged": s.min_judged, "probe": recipe_key(arm_recipe(
                                   "randaugment+synthetic", out, r, opts, str(device), str(out / syn["cache"])))},

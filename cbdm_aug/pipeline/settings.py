@@ -1,12 +1,15 @@
 """What ``cbdm-aug run`` trains: the user's options, the defaults chosen from the data and the device,
-and, in one place, the configuration of the "+ synthetic" arm.
+and, in one place each, the settings of the "+ synthetic" arm: how its generator is fitted
+(``GeneratorSettings``), how its cache is made and filtered (``CacheSettings``) and how the classifier
+uses the images (``ArmSettings``).
 
-``SyntheticArm`` is the configuration that ``benchmarks/tail_gain.py`` measures; when a benchmark
-moves a default, change it here and nowhere else.
+These are the settings that ``benchmarks/tail_gain.py`` measures, and it reads its defaults from
+them: when a benchmark moves a default, change it here and nowhere else. The evidence behind each
+default is in docs/decisions.md. This module stays torch-free (the CLI's ``--help`` reads it).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from cbdm_aug.errors import ConfigError
 from cbdm_aug.evaluate.evidence import MIN_JUDGED
@@ -19,70 +22,57 @@ ARM_TITLES = {"control": "control", "randaugment": "RandAugment", "control+synth
               "randaugment+synthetic": "RandAugment + synthetic"}  # what reports and progress lines call them
 
 
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
 @dataclass(frozen=True)
-class SyntheticArm:
-    """The "+ synthetic" arm: how its cache is made and filtered, and how the classifier uses it."""
-    top_up: int = 500                   # every class topped up to min(top_up, largest class) images,
-                                        # real + synthetic (tail_gain: 500 on MNIST-LT with n_max 5000)
-    sampler: str = "dpmpp-sde"          # matched the 1000-step ddpm reference at 1/71 of its cost
-    sample_steps: int = 20              # (benchmarks/results/sampler_quality.md)
-    guidance: float = 1.0               # classifier-free guidance w
-    filter_confidence: float | None = 0.5  # drop images the real-data classifier gives their class below
-                                        # this probability (None: keep all); unfiltered images lost to
-                                        # plain re-sampling on MNIST-LT (benchmarks/results/e2e_quality.md)
-    near_copy_ratio: float = 0.5        # and near-copies of a training image (filter-cache's criterion)
-    max_copy_share: float | None = 0.5  # the per-class gate (evaluate/gate.py): a class whose unfiltered
-                                        # samples are near-copies at this share or more gets none of them
-                                        # (None: off). "Mostly copies": the memorising class-balanced
-                                        # generators of issue 17 sat at 0.50-0.79 on their 5/10-image classes
-                                        # and the held-out letters' 3-image class at 0.75 (-14 points); the
-                                        # generators kept here peak at 0.18 (a 3-image class, P=0) and the gate
-                                        # removed nothing in any measured row (tail_gain_rho1000*.md)
-    synthetic_weight: float = 1.0       # loss weight of a synthetic image relative to a real one (DiffuLT).
-                                        # MNIST-LT rho=1000, balanced-batch CBDM: 1 gave +2.1 [+0.5, +3.6] few-shot
-                                        # points over RandAugment, 0.3 gave +2.0 [-1.1, +5.2]
-                                        # (benchmarks/results/tail_gain_rho1000.md)
-    min_real_share: float | None = MIN_REAL_SHARE  # the sampler's real floor: at least this share of a class's
-                                        # places go to its real images (None: no floor; docs/decisions.md)
-    evidence: bool = True               # cross-fitted per-class evidence (evaluate/evidence.py) decides which
-                                        # classes get generated images; False: every class the gate passed
-    min_judged: int = MIN_JUDGED        # the cautious rule: a class with fewer real images gets none
-    seed: int = 0                       # sampling seed of the cache
-    gen_balance_power: float = 0.5      # the generator's own batches draw class c ~ n_c ** this. At rho=1000 a
-                                        # CBDM on natural batches (1) had not learned its 5- and 10-image classes
-                                        # (0-6% of samples recognised), on class-balanced ones (0) it memorised
-                                        # them (100% near-copies by 1200 steps), on square-root ones (0.5) 81-88%
-                                        # were recognised and none were copies (benchmarks/results/tail_probe_rho1000*.md)
-    gen_augment_p: float = 0.12         # the generator's augmentation conditioning (fit-generator --augment, the
-                                        # reference's 0.12). MNIST-LT rho=1000 n_max 3000 (13/6/3 images): the
-                                        # 3-image class's near-copies 0.20 -> 0.00, few-shot +1.78 [+0.24, +3.32]
-                                        # over P=0 (5 seeds); at n_max 5000 -0.17 [-1.48, +1.13] at 1200 steps,
-                                        # +0.63 at 2400; P=0.3 cost -1.45 [-3.74, +0.84] (tail_gain_rho1000*.md)
+class GeneratorSettings:
+    """How ``run`` fits its generator; the rest (size, preset, steps) is resolved from the data and device."""
+    balance_power: float = 0.5          # class c drawn ~ n_c ** this in the generator's batches (docs/decisions.md)
+    augment_p: float = 0.12             # augmentation-conditioned training, fit-generator --augment (docs/decisions.md)
 
     def __post_init__(self):
-        if self.top_up < 1:
-            raise ConfigError(f"top_up must be >= 1, got {self.top_up}")
-        if self.sample_steps < 1:
-            raise ConfigError(f"sample_steps must be >= 1, got {self.sample_steps}")
-        if self.filter_confidence is not None and not 0 <= self.filter_confidence <= 1:
-            raise ConfigError(f"filter_confidence must be in [0, 1] or None, got {self.filter_confidence}")
-        if not 0 <= self.synthetic_weight <= 1e3:
-            raise ConfigError(f"synthetic_weight must be in [0, 1000], got {self.synthetic_weight}")
-        if self.max_copy_share is not None and not 0 < self.max_copy_share <= 1:
-            raise ConfigError(f"max_copy_share must be in (0, 1] or None, got {self.max_copy_share}")
-        if self.min_real_share is not None and not 0 <= self.min_real_share <= 1:
-            raise ConfigError(f"--min-real-share must be in [0, 1], got {self.min_real_share}")
-        if self.min_judged < 0:
-            raise ConfigError(f"min_judged must be >= 0, got {self.min_judged}")
-        if not 0 <= self.gen_augment_p <= 1:  # as diffusion.augment.AugmentConfig; this module stays torch-free
-            raise ConfigError(f"--augment must be a probability in [0, 1], got {self.gen_augment_p}")
+        _check(self.balance_power >= 0, f"balance_power must be >= 0, got {self.balance_power}")
+        _check(0 <= self.augment_p <= 1, f"--augment must be a probability in [0, 1], got {self.augment_p}")
 
-    def cache_settings(self) -> dict:
-        """The settings that make the cache (the rest only change how the classifier uses it)."""
-        d = asdict(self)
-        for k in ("synthetic_weight", "gen_balance_power", "gen_augment_p", "min_real_share", "evidence", "min_judged"):
-            d.pop(k)
-        return d
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """How the "+ synthetic" arm's cache is made and filtered; ``asdict`` of it is the cache stage's key."""
+    top_up: int = 500                   # every class topped up to min(top_up, largest class) images (docs/decisions.md)
+    sampler: str = "dpmpp-sde"          # matched the 1000-step ddpm reference at 1/71 of its cost (docs/decisions.md)
+    sample_steps: int = 20
+    guidance: float = 1.0               # classifier-free guidance w
+    filter_confidence: float | None = 0.5  # drop images the real-data classifier scores below this (None: keep all)
+    near_copy_ratio: float = 0.5        # and near-copies of a training image (filter-cache's criterion)
+    max_copy_share: float | None = 0.5  # the per-class gate (evaluate/gate.py; None: off; docs/decisions.md)
+    seed: int = 0                       # sampling seed of the cache
+
+    def __post_init__(self):
+        _check(self.top_up >= 1, f"top_up must be >= 1, got {self.top_up}")
+        _check(self.sample_steps >= 1, f"sample_steps must be >= 1, got {self.sample_steps}")
+        _check(self.filter_confidence is None or 0 <= self.filter_confidence <= 1,
+               f"filter_confidence must be in [0, 1] or None, got {self.filter_confidence}")
+        _check(0 <= self.near_copy_ratio <= 1, f"near_copy_ratio must be in [0, 1], got {self.near_copy_ratio}")
+        _check(self.max_copy_share is None or 0 < self.max_copy_share <= 1,
+               f"max_copy_share must be in (0, 1] or None, got {self.max_copy_share}")
+
+
+@dataclass(frozen=True)
+class ArmSettings:
+    """How the "+ synthetic" classifier arms use the cache."""
+    synthetic_weight: float = 1.0       # loss weight of a synthetic image relative to a real one (docs/decisions.md)
+    min_real_share: float | None = MIN_REAL_SHARE  # the sampler's real floor per class (None: none; docs/decisions.md)
+    evidence: bool = True               # cross-fitted per-class decisions (evaluate/evidence.py); False: every class
+    min_judged: int = MIN_JUDGED        # the cautious rule: a class with fewer real images gets none
+
+    def __post_init__(self):
+        _check(0 <= self.synthetic_weight <= 1e3, f"synthetic_weight must be in [0, 1000], got {self.synthetic_weight}")
+        _check(self.min_real_share is None or 0 <= self.min_real_share <= 1,
+               f"--min-real-share must be in [0, 1], got {self.min_real_share}")
+        _check(self.min_judged >= 0, f"min_judged must be >= 0, got {self.min_judged}")
 
 
 @dataclass(frozen=True)
@@ -102,7 +92,9 @@ class RunOptions:
     device: str = "auto"
     many_threshold: int = 100           # shot groups by real training images (the literature's split)
     few_threshold: int = 20
-    synthetic: SyntheticArm = field(default_factory=SyntheticArm)
+    fit: GeneratorSettings = field(default_factory=GeneratorSettings)
+    cache: CacheSettings = field(default_factory=CacheSettings)
+    arm: ArmSettings = field(default_factory=ArmSettings)
 
     def __post_init__(self):
         if self.test and self.holdout_per_class:
@@ -181,6 +173,6 @@ def resolve(opts: RunOptions, num_images: int, image_size: int, channels: int, o
         why.append(f"{epochs} classifier epochs: about {DRAWS:,} images drawn per run for your {num_images:,} (--classifier-epochs)")
     return Resolved(image_size=size, channels=channels, preset=preset, gen_steps=steps,
                     gen_batch_size=64 if not on_gpu else 128, gen_lr=1e-3 if not on_gpu else 2e-4,
-                    gen_balance_power=opts.synthetic.gen_balance_power, gen_augment_p=opts.synthetic.gen_augment_p,
+                    gen_balance_power=opts.fit.balance_power, gen_augment_p=opts.fit.augment_p,
                     model=model, epochs=epochs, filter_epochs=auto_epochs, batch_size=batch, lr=0.1 * batch / 128,
                     crop_padding=1 if size <= 16 else size // 8, hflip=channels == 3), why

@@ -12,7 +12,8 @@ def environment() -> dict:
 
     def version(mod):
         # Read from the installed metadata, not by importing: importing Lightning alone costs seconds.
-        from importlib.metadata import PackageNotFoundError, version as dist_version
+        from importlib.metadata import PackageNotFoundError
+        from importlib.metadata import version as dist_version
 
         try:
             return dist_version(mod.replace("_", "-"))

@@ -32,9 +32,8 @@ sys.path.insert(0, str(HERE))
 
 def _classes(n: int, classes: int, seed: int = 0):
     """Balanced procedural images: uint8 (n, 16, 16, 1) and their labels, class by class."""
-    import numpy as np
-
     import _procedural
+    import numpy as np
 
     y = np.repeat(np.arange(classes), -(-n // classes))[:n]
     return _procedural.images_for(y, classes, 16, seed), y
@@ -61,9 +60,9 @@ def step_read_folder(root: Path, workers: int) -> dict:
 
 
 def step_write_cache(path: Path, n: int) -> dict:
+    import _procedural
     import numpy as np
 
-    import _procedural
     from cbdm_aug.cache.writer import CacheWriter, create_cache
 
     labels = np.repeat(np.arange(100), -(-n // 100))[:n]

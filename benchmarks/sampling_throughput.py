@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from _env import environment  # benchmarks/_env.py: machine, versions, commit
 
 from cbdm_aug.cache.generate import SamplerSettings

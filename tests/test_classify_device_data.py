@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from test_classify_train import _recipe, tiny_npz  # noqa: F401 - fixture
 
 from cbdm_aug.classify.cli import train_classifier
 from cbdm_aug.classify.device_data import DeviceLoader, augment, dataset_images, fits_on_device
 from cbdm_aug.plugin.sampler import BalancedSyntheticSampler
-from test_classify_train import _recipe, tiny_npz  # noqa: F401 - fixture
 
 
 def _batch(n=6, c=3, size=8, seed=0):

@@ -1,8 +1,7 @@
 import torch
 import torch.nn.functional as F
 
-from cbdm_aug.classify.losses import (ClassifierLoss, balanced_softmax_loss, log_prior,
-                                      logit_adjusted_loss)
+from cbdm_aug.classify.losses import ClassifierLoss, balanced_softmax_loss, log_prior, logit_adjusted_loss
 
 COUNTS = [100, 30, 5]
 

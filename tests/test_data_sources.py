@@ -53,8 +53,9 @@ def test_the_demo_resizes_an_npz_to_its_image_size(tmp_path):
 
 
 def test_reading_in_worker_processes_gives_the_same_images_labels_and_errors_as_in_one(tmp_path, monkeypatch):
-    import cbdm_aug.data.sources as sources
     from test_fit_generator import make_folder
+
+    import cbdm_aug.data.sources as sources
 
     root = make_folder(tmp_path / "data", counts=(7, 5, 3), size=8)
     (root / "class 1" / "broken.png").write_bytes(b"not a png")

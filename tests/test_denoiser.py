@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import functools
 
-import h5py
 import numpy as np
 import pytest
 import torch
+from test_cache import FAST, NAMES, _images, _kill_after, _Killed, gen, run_dir  # noqa: F401 - fixtures
 
 from cbdm_aug.cache import plan as plans
-from cbdm_aug.cache.generate import SamplerSettings, generate_cache
+from cbdm_aug.cache.generate import generate_cache
 from cbdm_aug.cache.reader import read_header
 from cbdm_aug.cache.schema import CacheError
 from cbdm_aug.diffusion.denoiser import Denoiser, choose
 from cbdm_aug.diffusion.sampling import sample
-from test_cache import FAST, NAMES, _images, _Killed, _kill_after, gen, run_dir  # noqa: F401 - fixtures
 
 
 def test_auto_settings_are_bf16_and_compiled_on_cuda_and_unchanged_on_cpu():

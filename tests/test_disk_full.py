@@ -2,11 +2,9 @@
 file-size limit (RLIMIT_FSIZE, as `ulimit -f`; Python ignores SIGXFSZ, so writes fail with EFBIG):
 one clear line, nothing that looks complete when it is not, and a rerun with space finishes."""
 import json
-import os
 import resource
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 from helpers import run_cli

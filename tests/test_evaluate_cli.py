@@ -6,10 +6,10 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from helpers import run_cli
 
 from cbdm_aug.cache.reader import SyntheticCache
 from cbdm_aug.cache.writer import write_cache
-from helpers import run_cli
 from cbdm_aug.diffusion.sampling import DEFAULT_SCHEDULE
 from cbdm_aug.diffusion.unet import build_unet, unet_config
 from cbdm_aug.generator.run_dir import save_generator

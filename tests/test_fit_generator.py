@@ -4,10 +4,10 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import run_cli
 from PIL import Image
 
 from cbdm_aug import load_generator
-from helpers import run_cli
 from cbdm_aug.diffusion.sampling import sample
 
 FAST = ["--preset", "tiny", "--batch-size", "8", "--sample-every", "1000", "--checkpoint-every", "4"]
@@ -74,7 +74,7 @@ def test_fine_tuning_starts_from_another_run_with_a_uniform_target(folder, tmp_p
 def _error(args, capsys):
     code, _, err = run_cli(args, capsys)
     assert code != 0
-    lines = [l for l in err.strip().splitlines() if l.strip()]
+    lines = [line for line in err.strip().splitlines() if line.strip()]
     assert "Traceback" not in err
     return lines[-1]
 

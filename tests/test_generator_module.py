@@ -6,11 +6,11 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import run_cli
+from test_fit_generator import FAST, make_folder
 from timm.utils import ModelEmaV3
 
 from cbdm_aug.generator.module import EMA_WARMUP_POWER, CBDMModule, TimmEma
-from helpers import run_cli
-from test_fit_generator import FAST, make_folder
 
 TINY = {"sample_size": 8, "in_channels": 3, "out_channels": 3, "block_out_channels": [8, 8],
         "layers_per_block": 1, "down_block_types": ["DownBlock2D", "DownBlock2D"],

@@ -13,8 +13,8 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from helpers import run_cli
+from PIL import Image
 from test_fit_generator import FAST, make_folder
 
 from cbdm_aug.cache.reader import SyntheticCache

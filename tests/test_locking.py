@@ -13,7 +13,7 @@ from test_distributed import tiny_run  # noqa: F401 (fixture)
 
 from cbdm_aug.cache.reader import read_header
 from cbdm_aug.cache.schema import CacheError
-from cbdm_aug.locking import LockError, process_start_time, lock_path, output_lock, read_holder
+from cbdm_aug.locking import LockError, lock_path, output_lock, process_start_time, read_holder
 
 
 @pytest.fixture

@@ -14,8 +14,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from cbdm_aug.cache.schema import (IMAGES, JSON_ATTRS, LABELS, REQUIRED_ATTRS, SCHEMA, SCHEMA_VERSION,
-                                   SEEDS, CacheError)
+from cbdm_aug.cache.schema import IMAGES, JSON_ATTRS, LABELS, REQUIRED_ATTRS, SCHEMA, SCHEMA_VERSION, SEEDS, CacheError
 
 log = logging.getLogger(__name__)
 

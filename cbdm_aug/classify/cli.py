@@ -33,10 +33,10 @@ def parse_seeds(text: str | None) -> list[int] | None:
 
 
 def _dry_run(recipe, recipe_path: str, seeds) -> str:
+    import yaml
+
     from cbdm_aug.classify.recipe import recipe_to_dict
     from cbdm_aug.classify.train import build_model
-
-    import yaml
 
     d = recipe.data
     lines = [f"# dry run of {recipe_path}: nothing trained", yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False)]

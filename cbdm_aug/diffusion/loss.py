@@ -10,7 +10,6 @@ classifier-free-guidance label drop. ``tau = 0`` is the plain class-conditional 
 
 With augmentation conditioning (``diffusion.augment``), x0 arrives warped and ``augment`` carries each
 image's augmentation vector: both branches, y and y', see the same x_t and the same vector.
-
 """
 from __future__ import annotations
 

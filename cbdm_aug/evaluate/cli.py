@@ -80,7 +80,8 @@ def evaluate_generator(run_dir, real, split, longtail, imbalance, max_per_class,
     downloaded: the feature space is a classifier trained here on --real (class-balanced), a
     --feature-net from an earlier run, or a local --inception-weights file.
     """
-    from cbdm_aug.evaluate.run import EvalOptions, evaluate_generator as run
+    from cbdm_aug.evaluate.run import EvalOptions
+    from cbdm_aug.evaluate.run import evaluate_generator as run
 
     if run_dir is None and cache is None:
         raise click.UsageError("give a generator RUN_DIR or --cache")
@@ -130,7 +131,8 @@ def filter_cache(cache, out, real, split, longtail, imbalance, max_per_class, da
     """
     from cbdm_aug.cache.reader import read_header
     from cbdm_aug.evaluate import features as F
-    from cbdm_aug.evaluate.filter import filter_cache as run, removed_table
+    from cbdm_aug.evaluate.filter import filter_cache as run
+    from cbdm_aug.evaluate.filter import removed_table
     from cbdm_aug.evaluate.run import load_real
     from cbdm_aug.locking import ensure_free, output_lock
 

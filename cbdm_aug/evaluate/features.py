@@ -11,7 +11,6 @@ A ``FeatureSpace`` maps uint8 (N, H, W, C) images to float (N, D) features, batc
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path

@@ -13,7 +13,7 @@ import torch
 
 from cbdm_aug.evaluate import metrics as M
 from cbdm_aug.evaluate.errors import EvaluateError
-from cbdm_aug.evaluate.features import NOT_COMPARABLE, FeatureSpace
+from cbdm_aug.evaluate.features import NOT_COMPARABLE
 
 log = logging.getLogger(__name__)
 

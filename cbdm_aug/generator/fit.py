@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from cbdm_aug import __version__
+from cbdm_aug.atomic import write_bytes_atomic
 from cbdm_aug.data import LabeledImages, count_table, make_longtail, open_data
 from cbdm_aug.data.convert import convert_images
 from cbdm_aug.dicts import dict_changes
@@ -19,7 +20,6 @@ from cbdm_aug.diffusion.loss import CBDMLossConfig
 from cbdm_aug.diffusion.sampling import DEFAULT_SCHEDULE
 from cbdm_aug.diffusion.unet import unet_config
 from cbdm_aug.errors import ConfigError, is_disk_full
-from cbdm_aug.atomic import write_bytes_atomic
 from cbdm_aug.generator.run_dir import CONFIG_NAME, RunDirError, load_generator
 
 log = logging.getLogger(__name__)
@@ -253,7 +253,7 @@ def _quiet_lightning():
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
     # A resumed run draws a fresh data order from the checkpointed step on; that is by design
-    # (README: Resume), so Lightning's warning about a non-resumable loader is not news either.
+    # (docs/generator.md: Resume), so Lightning's warning about a non-resumable loader is not news either.
     warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
 
 

@@ -74,8 +74,8 @@ def real_class_names(dataset) -> list[str] | None:
 
 def _form_of(sample) -> tuple[str, tuple[int, int, int], object]:
     """(kind, (H, W, C), dtype) of one real image: kind is 'pil', 'tensor' or 'array'."""
-    from PIL import Image
     import torch
+    from PIL import Image
 
     if isinstance(sample, Image.Image):
         channels = {"1": 1, "L": 1, "P": 3, "RGB": 3, "RGBA": 4}.get(sample.mode, len(sample.getbands()))

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from cbdm_aug.plugin.dataset import RealSyntheticDataset
 from cbdm_aug.plugin.sampler import BalancedSyntheticSampler
 
-__all__ = ["create_timm_loader", "timm_transform", "BalancedDataModule"]
+__all__ = ["create_timm_loader", "timm_transform", "BalancedDataModule"]  # noqa: F822 - made by __getattr__ below
 
 
 def timm_transform(model, is_training: bool = True, data_config: dict | None = None, **transform_kwargs):

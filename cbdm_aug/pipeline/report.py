@@ -10,6 +10,7 @@ demo's.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -216,15 +217,23 @@ def next_steps(out: Path, cache: Path, data: dict) -> list[str]:
              "your training loop')."), "", other, "", "```bash", export, train, "```", "", after]
 
 
-def write_report(out: Path, data: dict, syn: dict, arms: dict, opts, r, why: list[str], times: dict,
-                 seconds: float, evidence: dict | None = None) -> dict:
-    """Write report.md, report.json, samples.png and per_class_accuracy.png; returns the numbers and
-    the terminal text."""
-    from cbdm_aug.classify.report import compare_plot, load_run
+@dataclass
+class _Numbers:
+    """What the report says, computed once from the arms' per-seed metrics."""
+    values: dict          # {arm: {group: [accuracy % per seed]}}
+    groups: dict          # {group: [class ids]}
+    best: str             # the best real-only arm on the rarest group there is
+    best_syn: str         # the best + synthetic arm there
+    pairs: dict           # {"A-B": (A, B)}
+    stats: dict           # {"A-B": {group: paired()}}
+    per_class: dict       # {arm: {class name: [accuracy % per seed]}}
+    worst: dict | None    # worst_class of best_syn against its twin
+    sentence: str         # the verdict
 
+
+def _numbers(data: dict, syn: dict, arms: dict, opts) -> _Numbers:
     names = data["class_names"]
     groups = _groups_of(arms)
-    n = len(opts.seeds)
     values = {a: {g: _per_seed(arms[a], g) for g in GROUPS if arms[a]["per_seed"][str(arms[a]["seeds"][0])][g] is not None}
               for a in arms}
     key = next((g for g in ("few", "medium") if groups.get(g)), "balanced")
@@ -234,81 +243,104 @@ def write_report(out: Path, data: dict, syn: dict, arms: dict, opts, r, why: lis
              **{f"{a}-{b}": (a, b) for a, b in TWINS.items()},
              f"{best_syn}-{best}": (best_syn, best)}  # the best pair may be a twin pair: then it is one key
     stats = {p: {g: paired(values[a][g], values[b][g]) for g in values[a] if g in values[b]} for p, (a, b) in pairs.items()}
-    sentence = verdict(stats, TWINS, best, best_syn, groups, names, n)
+    sentence = verdict(stats, TWINS, best, best_syn, groups, names, len(opts.seeds))
     if syn.get("kept") is not None and not sum(syn["kept"].values()):  # then each + synthetic arm is its twin: say so, not "+0.0 points"
         sentence = ("The filter and the gate kept none of the generated images, so each + synthetic arm trained on "
                     "your real images alone (its numbers are its twin's); the generator had not learned your classes "
                     "well enough for its images to pass: fit it longer (--gen-steps) or look at samples.png. "
                     + sentence)
+    per_class = {a: {name: [100 * v if v is not None else None
+                            for v in (arms[a]["per_seed"][str(s)]["per_class"][c] for s in arms[a]["seeds"])]
+                     for c, name in enumerate(names)} for a in arms}
+    worst = worst_class(per_class, best_syn, TWINS[best_syn], dict(zip(names, data["counts"])))
+    sentence = " ".join(x for x in (sentence, worst_line(worst)) if x)
+    return _Numbers(values, groups, best, best_syn, pairs, stats, per_class, worst, sentence)
 
+
+def _arm_tables(nums: _Numbers, arms: dict, n: int) -> tuple[str, str, list[str]]:
+    """(accuracy table, paired-differences table, the groups shown)."""
+    values, stats = nums.values, nums.stats
     shown = [g for g in GROUPS if g in values["control"]]
     arm_rows = [[ARM_TITLES[a]] + [f"{np.mean(values[a][g]):.2f} ± {np.std(values[a][g], ddof=1):.2f}" if n > 1
-                               else f"{np.mean(values[a][g]):.2f} (1 seed)" for g in shown] for a in arms]
-    arm_table = _table(["arm"] + [GROUP_LABELS[g] for g in shown], arm_rows)
+                                   else f"{np.mean(values[a][g]):.2f} (1 seed)" for g in shown] for a in arms]
 
     def label(p, a, b):
-        tags = [t for t, on in (("twin", TWINS.get(a) == b), ("best vs best real-only", p == f"{best_syn}-{best}")) if on]
+        tags = [t for t, on in (("twin", TWINS.get(a) == b), ("best vs best real-only", p == f"{nums.best_syn}-{nums.best}"))
+                if on]
         return f"{ARM_TITLES[a]} - {ARM_TITLES[b]}" + (f" ({', '.join(tags)})" if tags else "")
 
     pair_rows = [[label(p, a, b)] + [interval(stats[p][g]) + (" *" if excludes_zero(stats[p][g]) else "") for g in shown]
-                 for p, (a, b) in pairs.items()]
-    pair_table = _table(["paired difference (points)"] + [GROUP_LABELS[g] for g in shown], pair_rows)
-    per_class_acc = {a: {name: [100 * v if v is not None else None
-                                for v in (arms[a]["per_seed"][str(s)]["per_class"][c] for s in arms[a]["seeds"])]
-                         for c, name in enumerate(names)} for a in arms}
-    worst = worst_class(per_class_acc, best_syn, TWINS[best_syn], dict(zip(names, data["counts"])))
-    sentence = " ".join(x for x in (sentence, worst_line(worst)) if x)
-    per_class_rows = []
+                 for p, (a, b) in nums.pairs.items()]
+    return (_table(["arm"] + [GROUP_LABELS[g] for g in shown], arm_rows),
+            _table(["paired difference (points)"] + [GROUP_LABELS[g] for g in shown], pair_rows), shown)
+
+
+def _per_class_section(out: Path, data: dict, syn: dict, evidence: dict | None, nums: _Numbers, arms: dict) -> str:
+    """The per-class table (binned past MAX_CLASSES_PLOTTED classes); writes per_class.csv with every class."""
+    names, acc = data["class_names"], nums.per_class
+    rows = []
     for c, name in enumerate(names):
-        group = next(g for g, ids in groups.items() if c in ids)
-        per_class_rows.append([name, str(data["counts"][c]), *_gate_cells(name, syn, evidence), str(data["test_counts"][c]), group]
-                              + [f"{np.nanmean([np.nan if v is None else v for v in per_class_acc[a][name]]):.1f}"
-                                 for a in arms])
+        group = next(g for g, ids in nums.groups.items() if c in ids)
+        rows.append([name, str(data["counts"][c]), *_gate_cells(name, syn, evidence), str(data["test_counts"][c]), group]
+                    + [f"{np.nanmean([np.nan if v is None else v for v in acc[a][name]]):.1f}" for a in arms])
     header = ["class", "real train", "generated", "near-copies", "synthetic used", "test", "group"] + [ARM_TITLES[a] for a in arms]
     why_of = {n: e["why"] for n, e in (evidence or {}).get("decisions", {}).items()}
-    _write_csv(out / "per_class.csv", header + ["decision"], [row + [why_of.get(row[0], "")] for row in per_class_rows])
+    _write_csv(out / "per_class.csv", header + ["decision"], [row + [why_of.get(row[0], "")] for row in rows])
     if len(names) <= MAX_CLASSES_PLOTTED:
-        per_class = _table(header, per_class_rows)
-    else:  # a table a reader can take in: the size bins, then the rarest classes; every class is in the CSV
-        bins = size_bins(data["counts"])
-        binned = {a: binned_accuracy(data["counts"], [np.nanmean([np.nan if v is None else v / 100 for v in
-                                                                  per_class_acc[a][name]]) for name in names], bins)
-                  for a in arms}
-        bin_rows = [[f"{lo}" if lo == hi else f"{lo}-{hi}", str(binned["control"][k]["classes"])]
-                    + [f"{binned[a][k]['mean']:.1f} ± {binned[a][k]['ci95']:.1f}" if binned[a][k]["classes"] > 1
-                       else f"{binned[a][k]['mean']:.1f}" for a in arms] for k, (lo, hi) in enumerate(bins)]
-        rare = np.argsort(data["counts"], kind="stable")[:RAREST_SHOWN]
-        per_class = "\n".join([
-            f"By class size (mean accuracy of a bin's classes ± the 95% interval over them):", "",
-            _table(["real train images", "classes"] + [ARM_TITLES[a] for a in arms], bin_rows), "",
-            f"The {len(rare)} rarest of {len(names)} classes (every class: per_class.csv):", "",
-            _table(header, [per_class_rows[c] for c in rare])])
-    gated = [g["why"] for g in (syn.get("gate") or {}).values() if not g["used"]]
-    decided = [e["why"] for e in (evidence or {}).get("decisions", {}).values() if e["synthetic"]]
-    thresholds = f"many > {opts.many_threshold}, medium {opts.few_threshold}..{opts.many_threshold}, few < {opts.few_threshold} real training images"
+        return _table(header, rows)
+    # a table a reader can take in: the size bins, then the rarest classes; every class is in the CSV
+    bins = size_bins(data["counts"])
+    binned = {a: binned_accuracy(data["counts"], [np.nanmean([np.nan if v is None else v / 100 for v in acc[a][name]])
+                                                  for name in names], bins) for a in arms}
+    bin_rows = [[f"{lo}" if lo == hi else f"{lo}-{hi}", str(binned["control"][k]["classes"])]
+                + [f"{binned[a][k]['mean']:.1f} ± {binned[a][k]['ci95']:.1f}" if binned[a][k]["classes"] > 1
+                   else f"{binned[a][k]['mean']:.1f}" for a in arms] for k, (lo, hi) in enumerate(bins)]
+    rare = np.argsort(data["counts"], kind="stable")[:RAREST_SHOWN]
+    return "\n".join([
+        "By class size (mean accuracy of a bin's classes ± the 95% interval over them):", "",
+        _table(["real train images", "classes"] + [ARM_TITLES[a] for a in arms], bin_rows), "",
+        f"The {len(rare)} rarest of {len(names)} classes (every class: per_class.csv):", "",
+        _table(header, [rows[c] for c in rare])])
+
+
+def _pictures(out: Path, data: dict, syn: dict, evidence: dict | None, arms: dict) -> str:
+    """per_class_accuracy.png and samples.png; returns the line that says which classes the grid shows."""
+    from cbdm_aug.classify.report import compare_plot, load_run
+    from cbdm_aug.data import open_data
 
     runs = [load_run(out / "arms" / a) for a in arms]
     for run, a in zip(runs, arms):
         run["name"] = ARM_TITLES[a]
     compare_plot(runs, out / "per_class_accuracy.png")
-    from cbdm_aug.data import open_data
-
     train = open_data(str(out / "data" / "train.npz"), split="train")
     wanted = {n for n, g in syn.get("generated", syn.get("kept", {})).items() if g}
     unused = {n for n, e in (evidence or {}).get("decisions", {}).items() if e["synthetic"] and not e["used"]}
-    shown_note = sample_grid(train.images, train.labels, out / syn["cache"], names, out / "samples.png",
-                             wanted=wanted, unused=unused)
+    return sample_grid(train.images, train.labels, out / syn["cache"], data["class_names"], out / "samples.png",
+                       wanted=wanted, unused=unused)
 
-    terminal = "\n".join([
-        f"\nAccuracy (%) on {data['test_source']}, mean ± sample std over seeds {list(opts.seeds)}; groups: {thresholds}.",
-        arm_table, "", f"Paired differences, same seeds, mean [95% t-interval] (* excludes 0):", pair_table, "",
-        *(f"gate: {w}" for w in gated), *([""] if gated else []), sentence])
-    s = opts.arm
-    lines = [
+
+def _class_notes(syn: dict, evidence: dict | None, opts) -> tuple[list[str], list[str]]:
+    """(the gated classes' reasons, then the per-class text: the gate's lines and the evidence's decisions)."""
+    gated = [g["why"] for g in (syn.get("gate") or {}).values() if not g["used"]]
+    decided = [e["why"] for e in (evidence or {}).get("decisions", {}).values() if e["synthetic"]]
+    lines = [*([*(f"- {w}" for w in gated[:RAREST_SHOWN]),
+                *([f"- ... and {len(gated) - RAREST_SHOWN} more classes gated off (per_class.csv)"]
+                  if len(gated) > RAREST_SHOWN else []), ""] if gated else []),
+             *(_decision_lines(decided, evidence, opts.arm) if evidence else [])]
+    return gated, lines
+
+
+def _markdown(out: Path, data: dict, syn: dict, evidence: dict | None, nums: _Numbers, tables: tuple, opts, r,
+              why: list[str], times: dict, seconds: float, thresholds: str) -> list[str]:
+    arm_table, pair_table, per_class, class_notes, shown_note = tables
+    names, n, s = data["class_names"], len(opts.seeds), opts.arm
+    gate = (f" (a class at {100 * opts.cache.max_copy_share:.0f}% near-copies or more gets none)"
+            if opts.cache.max_copy_share is not None else " (off)")
+    return [
         "# cbdm-aug run", "",
         f"Data: {data['source']}, {sum(data['counts'])} training images in {len(names)} classes; "
         f"{data['test_how']} ({sum(data['test_counts'])} images).", "",
-        "## Verdict", "", sentence, "",
+        "## Verdict", "", nums.sentence, "",
         f"## Accuracy (%) per arm over seeds {list(opts.seeds)}", "",
         "Arms: the control trains on the real images with class-balanced re-sampling; RandAugment adds a RandAugment "
         "policy to it (the strongest real-only recipe we know); each '+ synthetic' arm is its real-only twin plus the "
@@ -316,18 +348,13 @@ def write_report(out: Path, data: dict, syn: dict, arms: dict, opts, r, why: lis
         f"has it, on real and generated images alike). Groups: {thresholds}.", "", arm_table, "",
         "## Paired differences (accuracy points)", "",
         f"Per seed, arm minus arm (same seed: same initialisation and real-image draws), mean and 95% t-interval over "
-        f"{n} seeds; * marks an interval that excludes 0. The best real-only arm here is {ARM_TITLES[best]}, the best arm "
-        f"with generated images {ARM_TITLES[best_syn]}.", "", pair_table, "",
+        f"{n} seeds; * marks an interval that excludes 0. The best real-only arm here is {ARM_TITLES[nums.best]}, the "
+        f"best arm with generated images {ARM_TITLES[nums.best_syn]}.", "", pair_table, "",
         "## Per class (accuracy %, mean over seeds)", "",
         "'generated' counts the class's samples before the filter, 'near-copies' the share of them that are "
         "near-copies of its training images, 'synthetic used' what the classifier saw after the filter and the "
-        "per-class gate" + (f" (a class at {100 * opts.cache.max_copy_share:.0f}% near-copies or more gets none)"
-                            if opts.cache.max_copy_share is not None else " (off)")
-        + (", and the evidence (the list below)" if evidence else "") + ".", "", per_class, "",
-        *([*(f"- {w}" for w in gated[:RAREST_SHOWN]),
-           *([f"- ... and {len(gated) - RAREST_SHOWN} more classes gated off (per_class.csv)"]
-             if len(gated) > RAREST_SHOWN else []), ""] if gated else []),
-        *(_decision_lines(decided, evidence, opts.arm) if evidence else []),
+        "per-class gate" + gate + (", and the evidence (the list below)" if evidence else "") + ".", "", per_class, "",
+        *class_notes,
         "![per-class accuracy](per_class_accuracy.png)", "",
         f"Per class ({shown_note}; the count of real training images beside the name), real training images "
         "(left) and generated, filtered ones (right):", "", "![samples](samples.png)", "",
@@ -338,10 +365,30 @@ def write_report(out: Path, data: dict, syn: dict, arms: dict, opts, r, why: lis
         "## Time (seconds; a stage marked reused was made by an earlier call, in the time shown)", "",
         *(f"- {k}: {v:.0f}" for k, v in times.items()), f"- this call in all: {seconds:.0f}", "",
         *next_steps(out, out / syn["cache"], data)]
+
+
+def write_report(out: Path, data: dict, syn: dict, arms: dict, opts, r, why: list[str], times: dict,
+                 seconds: float, evidence: dict | None = None) -> dict:
+    """Write report.md, report.json, per_class.csv, samples.png and per_class_accuracy.png; returns the
+    numbers and the terminal text."""
+    nums = _numbers(data, syn, arms, opts)
+    arm_table, pair_table, _ = _arm_tables(nums, arms, len(opts.seeds))
+    per_class = _per_class_section(out, data, syn, evidence, nums, arms)
+    gated, class_notes = _class_notes(syn, evidence, opts)
+    shown_note = _pictures(out, data, syn, evidence, arms)
+    thresholds = (f"many > {opts.many_threshold}, medium {opts.few_threshold}..{opts.many_threshold}, "
+                  f"few < {opts.few_threshold} real training images")
+    terminal = "\n".join([
+        f"\nAccuracy (%) on {data['test_source']}, mean ± sample std over seeds {list(opts.seeds)}; groups: {thresholds}.",
+        arm_table, "", "Paired differences, same seeds, mean [95% t-interval] (* excludes 0):", pair_table, "",
+        *(f"gate: {w}" for w in gated), *([""] if gated else []), nums.sentence])
+    lines = _markdown(out, data, syn, evidence, nums, (arm_table, pair_table, per_class, class_notes, shown_note),
+                      opts, r, why, times, seconds, thresholds)
     write_text_atomic(out / "report.md", "\n".join(lines) + "\n")
-    record = {"verdict": sentence, "arms": list(arms), "twins": dict(TWINS), "best_real_only": best,
-              "best_synthetic": best_syn, "counts": dict(zip(names, data["counts"])), "per_class": per_class_acc,
-              "paired": stats, "per_seed": values, "groups": groups, "gate": syn.get("gate"),
-              "worst_class": worst, "decisions": (evidence or {}).get("decisions")}
+    names = data["class_names"]
+    record = {"verdict": nums.sentence, "arms": list(arms), "twins": dict(TWINS), "best_real_only": nums.best,
+              "best_synthetic": nums.best_syn, "counts": dict(zip(names, data["counts"])), "per_class": nums.per_class,
+              "paired": nums.stats, "per_seed": nums.values, "groups": nums.groups, "gate": syn.get("gate"),
+              "worst_class": nums.worst, "decisions": (evidence or {}).get("decisions")}
     write_text_atomic(out / "report.json", json.dumps(record, indent=1))
     return record | {"terminal": terminal}

@@ -279,11 +279,11 @@ def main(argv=None):
             return (base, lambda: ["sampling.mode=class-balanced", f"data.train={oracle(k)}", "data.longtail=none",
                                    f"sampling.num_samples={n_real}"], None)
         s = parse_arm(name, args)
-        base = lambda: [f"sampling.cache={cache(s)}", f"loss.synthetic_weight={s['weight']}",  # noqa: E731
+        own = lambda: [f"sampling.cache={cache(s)}", f"loss.synthetic_weight={s['weight']}",  # noqa: E731
                         "data.augment=" + ("randaugment" if s["randaugment"] else "none"),
                         "sampling.min_real_share=" + ("null" if s["floor"] is None else f"{s['floor']:g}"),
                         *([f"sampling.max_synthetic_share={s['share']}"] if s["share"] is not None else [])]
-        sets = lambda: base() + ([f"sampling.share_file={decisions(name, base())}"] if s["evidence"] else [])  # noqa: E731
+        sets = lambda: own() + ([f"sampling.share_file={decisions(name, own())}"] if s["evidence"] else [])  # noqa: E731
         return syn, sets, s["gen"]
 
     def decisions(name: str, sets: list[str]) -> Path:

@@ -1,7 +1,6 @@
 """``cbdm-aug generate``, ``cbdm-aug inspect``, ``cbdm-aug merge-shards`` and ``cbdm-aug export``."""
 from __future__ import annotations
 
-import json
 import shlex
 import time
 from pathlib import Path
@@ -32,9 +31,9 @@ def _feedback(run_dir, kind, scale, gen, device):
     """(criterion, provenance) of classifier-feedback guidance, or (None, None) without a classifier."""
     if run_dir is None:
         return None, None
-    from cbdm_aug.networks import load_classifier_run
     from cbdm_aug.diffusion.sampling import classifier_feedback
     from cbdm_aug.generator.run_dir import sha256_file
+    from cbdm_aug.networks import load_classifier_run
 
     model, info = load_classifier_run(run_dir, device)
     shape = (int(info["data"]["image_size"]), int(info["data"]["channels"]))
@@ -96,10 +95,10 @@ def generate(run_dir, out, policy, per_class, target, counts_file, sampler, step
     """
     from cbdm_aug.cache.generate import SamplerSettings, generate_cache
     from cbdm_aug.cache.plan import make_plan
-    from cbdm_aug.data.longtail import count_table
-    from cbdm_aug.diffusion.sampling import DEFAULT_STEPS
     from cbdm_aug.cache.reader import is_complete
     from cbdm_aug.cache.torchrun import join_on_rank_zero, launch_rank, rank_device, shard_path, wait_for_all_ranks
+    from cbdm_aug.data.longtail import count_table
+    from cbdm_aug.diffusion.sampling import DEFAULT_STEPS
     from cbdm_aug.generator.run_dir import load_generator
 
     shard_t = _parse_shard(shard)

@@ -320,8 +320,10 @@ def train_run(recipe: Recipe, out_dir: str | Path, progress: bool = True, comman
 
     ev = recipe.eval
     history = []
-    evaluate = (lambda: classification_metrics(predict(model, test.images, ev.batch_size, device),
-                                               test.labels, real_counts)["top1"])
+
+    def evaluate() -> float:
+        return classification_metrics(predict(model, test.images, ev.batch_size, device), test.labels, real_counts)["top1"]
+
     _train_epochs(model, loader, sampler, criterion, opt, sched, recipe.schedule.epochs, device,
                   recipe.loss.synthetic_weight, ev.every, evaluate, history, progress, stage="")
     if recipe.schedule.crt_epochs:

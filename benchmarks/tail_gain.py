@@ -111,10 +111,11 @@ def folder_pair_npz(folder: Path, out: Path) -> Path:
     train, test = (open_data(folder / s, split=s, progress=True) for s in ("train", "test"))
     if list(train.class_names) != list(test.class_names):
         raise SystemExit(f"{folder}: train classes {train.class_names} differ from test classes {test.class_names}")
-    tmp = out.with_name(out.stem + ".tmp.npz")
-    np.savez(tmp, x_train=train.images, y_train=train.labels, x_test=test.images, y_test=test.labels,
-             class_names=np.array(train.class_names))
-    os.replace(tmp, out)
+    from cbdm_aug.atomic import atomic_path
+
+    with atomic_path(out, suffix=".npz") as tmp:
+        np.savez(tmp, x_train=train.images, y_train=train.labels, x_test=test.images, y_test=test.labels,
+                 class_names=np.array(train.class_names))
     return out
 
 

@@ -1,5 +1,10 @@
-"""Exceptions for bad user input. The CLI prints these as one line, without a traceback."""
+"""Exceptions for bad user input. The CLI prints these as one line, without a traceback; a full disk
+within a stage of work (``stage_errors``) is one of them."""
+import contextlib
 import errno
+from pathlib import Path
+
+from cbdm_aug.stopping import Stopped
 
 
 class UserError(ValueError):
@@ -37,3 +42,49 @@ def is_disk_full(e: BaseException | None) -> bool:
     return any(isinstance(x, NoSpace) or (isinstance(x, OSError) and x.errno in _DISK_FULL_ERRNOS) or (
         isinstance(x, (OSError, RuntimeError)) and any(t in str(x) for t in _DISK_FULL_TEXT))
         for x in exception_chain(e))
+
+
+class DiskFull(UserError):
+    """A stage ran out of disk space: one line naming the stage and the file, and how to go on."""
+
+    def __init__(self, stage: str, error: BaseException, folder: Path | None = None):
+        file = _filename(error)
+        where = f" while writing {file}" if file else f" while writing in {folder}" if folder else ""
+        super().__init__(f"disk full in stage {stage!r}{where} ({_reason(error)}); free space and run the same "
+                         "command again: it resumes there")
+
+
+def _filename(e: BaseException) -> str | None:
+    """The file named by ``e`` or an exception it was raised from (h5py names it only in its message)."""
+    import re
+
+    for x in exception_chain(e):
+        if isinstance(x, (OSError, NoSpace)) and x.filename:
+            return str(x.filename)
+    for x in exception_chain(e):
+        m = re.search(r"file ?name = '([^']+)'", str(x))
+        if m:
+            return m.group(1)
+    return None
+
+
+def _reason(e: BaseException) -> str:
+    for x in exception_chain(e):
+        if isinstance(x, (OSError, NoSpace)) and x.strerror:
+            return x.strerror
+    return "no space left on device"
+
+
+@contextlib.contextmanager
+def stage_errors(name: str, folder: Path | None = None):
+    """Within the block, a full disk becomes ``DiskFull`` naming stage ``name`` (and ``folder``, the
+    stage's outputs, where the error names no file), and a ``Stopped`` learns its stage."""
+    try:
+        yield
+    except Stopped as e:
+        e.stage = e.stage or name
+        raise
+    except Exception as e:
+        if is_disk_full(e) and not isinstance(e, DiskFull):
+            raise DiskFull(name, e, folder) from e
+        raise

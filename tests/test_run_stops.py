@@ -16,7 +16,7 @@ from test_distributed import CLI, ENV
 from test_fit_generator import make_folder
 from test_pipeline import TINY, data, finished  # noqa: F401 (fixtures)
 
-from cbdm_aug.pipeline.stages import DiskFull, stage_errors
+from cbdm_aug.errors import DiskFull, stage_errors
 from cbdm_aug.stopping import Stopped, stop_on_signals
 
 # `cbdm-aug run` whose disk fills up as stage FULL_AT starts ("report": as the report is written).

@@ -318,8 +318,8 @@ def export(cache, out, fmt, shard_size, real, classes, per_class, workers, overw
 
     from cbdm_aug.cache.export import ExportSettings, export_cache
     from cbdm_aug.data.longtail import count_table
+    from cbdm_aug.errors import stage_errors
     from cbdm_aug.locking import output_lock
-    from cbdm_aug.pipeline.stages import stage_errors
 
     defaults = ExportSettings()
     try:

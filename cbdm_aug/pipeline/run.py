@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from cbdm_aug.atomic import atomic_path, write_text_atomic
-from cbdm_aug.errors import UserError
+from cbdm_aug.errors import UserError, stage_errors
 from cbdm_aug.pipeline.settings import ARM_TITLES, ARMS, TWINS, Resolved, RunOptions, resolve
-from cbdm_aug.pipeline.stages import Stages, stage_errors
+from cbdm_aug.pipeline.stages import Stages
 
 _OWN = {".lock", ".lock.takeover", "stages", "data", "generator", "synthetic", "arms", "report.md",
         "samples.png", "per_class_accuracy.png", "report.json", "run.log", "per_class.csv"}

@@ -96,7 +96,7 @@ def generate(run_dir, out, policy, per_class, target, counts_file, sampler, step
     from cbdm_aug.cache.generate import SamplerSettings, generate_cache
     from cbdm_aug.cache.plan import make_plan
     from cbdm_aug.cache.reader import is_complete
-    from cbdm_aug.cache.torchrun import join_on_rank_zero, launch_rank, rank_device, shard_path, wait_for_all_ranks
+    from cbdm_aug.cache.torchrun import launch_rank, rank_device, shard_path
     from cbdm_aug.data.longtail import count_table
     from cbdm_aug.diffusion.sampling import DEFAULT_STEPS
     from cbdm_aug.generator.run_dir import load_generator
@@ -131,19 +131,12 @@ def generate(run_dir, out, policy, per_class, target, counts_file, sampler, step
     columns = ([("real", real)] if real is not None else []) + [("synthetic", plan.counts)]
     click.echo(f"plan ({policy}):")
     click.echo(count_table(gen.class_names, *columns))
-    words = [f"cbdm-aug generate {shlex.quote(str(run_dir))} --out {shlex.quote(str(out))}",
-             f"--policy {policy}"]
-    if policy != "fill":
-        opt = {"fixed": ("--per-class", per_class), "target": ("--target", target),
-               "file": ("--counts-file", counts_file)}[policy]
-        words.append(f"{opt[0]} {shlex.quote(str(opt[1]))}")
-    words.append(f"--sampler {sampler} --steps {steps} --guidance {guidance:g} --seed {seed} --precision {precision}")
-    if feedback_classifier:
-        words.append(f"--feedback-classifier {shlex.quote(str(feedback_classifier))} --feedback-kind {feedback_kind} "
-                     f"--feedback-scale {feedback_scale:g}")
-    if shard_t:
-        words.append(f"--shard {shard_t[0]}/{shard_t[1]}")
-    command = " ".join(words)
+    command = _command_line(run_dir, out, policy, {"fixed": per_class, "target": target, "file": counts_file},
+                            f"--sampler {sampler} --steps {steps} --guidance {guidance:g} --seed {seed} "
+                            f"--precision {precision}",
+                            feedback_classifier and (f"--feedback-classifier {shlex.quote(str(feedback_classifier))} "
+                                                     f"--feedback-kind {feedback_kind} --feedback-scale {feedback_scale:g}"),
+                            shard_t)
     where = f", shard {shard_t[0]}/{shard_t[1]}" if shard_t else ""
     click.echo(f"sampler {sampler}, {steps} steps, guidance {guidance:g}, seed {seed}, "
                f"batch {batch_size}, device {torch_device}, {precision}{', compiled' if compile_unet else ''}{where}")
@@ -167,14 +160,38 @@ def generate(run_dir, out, policy, per_class, target, counts_file, sampler, step
     dt = time.perf_counter() - t0
     click.echo(f"wrote {path}: {n} images, complete ({dt:.1f} s this run)")
     if ranked:
-        wait_for_all_ranks()  # every rank, or none: a barrier
-        if ranked[0] == 0:
-            try:
-                with output_lock(final, folder=False, what="cache", echo=click.echo):
-                    joined, line = join_on_rank_zero(final, ranked[1], overwrite)
-            except ValueError as e:
-                raise click.ClickException(str(e)) from None
-            click.echo(line + (f": {len(SyntheticCache(final))} images, complete" if joined else ""))
+        _join_ranks(final, ranked, overwrite)
+
+
+def _join_ranks(final: Path, ranked: tuple[int, int], overwrite: bool) -> None:
+    """Under torchrun: wait for every rank, then rank 0 joins the shards into ``final``."""
+    from cbdm_aug.cache.reader import SyntheticCache
+    from cbdm_aug.cache.torchrun import join_on_rank_zero, wait_for_all_ranks
+    from cbdm_aug.locking import output_lock
+
+    wait_for_all_ranks()  # every rank, or none: a barrier
+    if ranked[0] != 0:
+        return
+    try:
+        with output_lock(final, folder=False, what="cache", echo=click.echo):
+            joined, line = join_on_rank_zero(final, ranked[1], overwrite)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(line + (f": {len(SyntheticCache(final))} images, complete" if joined else ""))
+
+
+def _command_line(run_dir, out, policy: str, policy_values: dict, sampling: str, feedback: str | None, shard_t) -> str:
+    """The command that makes this cache, recorded in its provenance."""
+    words = [f"cbdm-aug generate {shlex.quote(str(run_dir))} --out {shlex.quote(str(out))}", f"--policy {policy}"]
+    if policy != "fill":
+        flag = {"fixed": "--per-class", "target": "--target", "file": "--counts-file"}[policy]
+        words.append(f"{flag} {shlex.quote(str(policy_values[policy]))}")
+    words.append(sampling)
+    if feedback:
+        words.append(feedback)
+    if shard_t:
+        words.append(f"--shard {shard_t[0]}/{shard_t[1]}")
+    return " ".join(words)
 
 
 def _disk_full(out: Path) -> str:

@@ -9,6 +9,7 @@ import click
 
 from cbdm_aug.cache.cli import SAMPLER_NAMES  # one list, kept in sync with sampling.SAMPLERS by a test
 from cbdm_aug.devices import resolve_device
+from cbdm_aug.evaluate.criteria import CONFIDENCE, MAX_COPY_SHARE, NEAR_COPY_RATIO
 
 
 def real_options(f):
@@ -56,7 +57,7 @@ def _real_data(real, split, longtail, imbalance, max_per_class, data_seed, run_d
               help="Reuse a classifier run folder (e.g. OUT/feature_net of an earlier evaluation) as the feature "
                    "space, so two generators are compared in the same space.")
 @click.option("--k", type=click.IntRange(min=1), default=3, show_default=True, help="k of the precision/recall radii.")
-@click.option("--near-copy-ratio", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+@click.option("--near-copy-ratio", type=click.FloatRange(0, 1), default=NEAR_COPY_RATIO, show_default=True,
               help="A generated image is a near-copy when closer to a training image than this times that "
                    "image's distance to its nearest same-class neighbour.")
 @click.option("--sampler", type=click.Choice(SAMPLER_NAMES), default="dpmpp-sde", show_default=True)
@@ -109,14 +110,14 @@ def evaluate_generator(run_dir, real, split, longtail, imbalance, max_per_class,
 @click.option("--classifier", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Classifier run folder (model.pt + metrics.json) [default: train one on --real, class-balanced, "
                    "into OUT.classifier/].")
-@click.option("--confidence", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+@click.option("--confidence", type=click.FloatRange(0, 1), default=CONFIDENCE, show_default=True,
               help="Keep an image only if the classifier gives its class at least this probability.")
-@click.option("--near-copy-ratio", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+@click.option("--near-copy-ratio", type=click.FloatRange(0, 1), default=NEAR_COPY_RATIO, show_default=True,
               help="Drop images closer to a same-class training image than this times that image's distance "
                    "to its nearest same-class neighbour.")
 @click.option("--max-copy-share", type=click.FloatRange(0, 1, min_open=True), default=None,
               help="Per-class gate: a class whose generated images are near-copies at this share or more keeps "
-                   "none of them (e.g. 0.5) [default: off].")
+                   f"none of them (`cbdm-aug run` uses {MAX_COPY_SHARE:g}) [default: off].")
 @click.option("--epochs", type=click.IntRange(min=1), default=4, show_default=True, help="Epochs of a classifier trained here.")
 @click.option("--overwrite", is_flag=True)
 @click.option("--device", default=None)

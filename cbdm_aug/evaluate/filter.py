@@ -20,16 +20,16 @@ import torch
 
 from cbdm_aug.atomic import atomic_path
 from cbdm_aug.evaluate import metrics as M
+from cbdm_aug.evaluate.criteria import CONFIDENCE, check_criteria
 from cbdm_aug.evaluate.errors import EvaluateError
 from cbdm_aug.evaluate.features import FeatureSpace
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CONFIDENCE = 0.5
 
 
 def filter_cache(cache: str | os.PathLike, out: str | os.PathLike, space: FeatureSpace, train_images: np.ndarray,
-                 train_labels: np.ndarray, *, confidence: float = DEFAULT_CONFIDENCE,
+                 train_labels: np.ndarray, *, confidence: float = CONFIDENCE,
                  near_copy_ratio: float = M.NEAR_COPY_RATIO, max_copy_share: float | None = None,
                  overwrite: bool = False, batch_size: int = 512, progress: bool = True, command: str = "") -> dict:
     """Write the images of ``cache`` that pass both criteria to ``out``; returns the ``filter`` record.
@@ -78,12 +78,7 @@ def filter_cache(cache: str | os.PathLike, out: str | os.PathLike, space: Featur
 
 def _check_options(cache: Path, out: Path, confidence: float, near_copy_ratio: float,
                    max_copy_share: float | None, overwrite: bool) -> None:
-    if not 0 <= confidence <= 1:
-        raise EvaluateError(f"--confidence must be in [0, 1], got {confidence}")
-    if not 0 <= near_copy_ratio <= 1:
-        raise EvaluateError(f"--near-copy-ratio must be in [0, 1], got {near_copy_ratio}")
-    if max_copy_share is not None and not 0 < max_copy_share <= 1:
-        raise EvaluateError(f"--max-copy-share must be in (0, 1], got {max_copy_share}")
+    check_criteria(confidence, near_copy_ratio, max_copy_share)
     if out.exists() and not overwrite:
         raise EvaluateError(f"{out}: already exists; pass --overwrite to replace it")
     if out.resolve() == cache.resolve():

@@ -17,13 +17,14 @@ import contextlib
 import numpy as np
 import torch
 
+from cbdm_aug.evaluate.criteria import NEAR_COPY_RATIO  # noqa: F401 - the metric's default, re-read as M.NEAR_COPY_RATIO
+
 DEFAULT_K = 3
 # A generated image is a near-copy when it is closer to its nearest training image than
 # NEAR_COPY_RATIO times that training image's distance to its own nearest same-class neighbour.
 # Relative, because classes differ in how close their images naturally sit (a "1" is near every
 # other "1"); an exact copy has ratio 0. For a class with a single training image the absolute
 # RMS pixel distance NEAR_COPY_FALLBACK (0..1 scale, ~13 grey levels) is used instead.
-NEAR_COPY_RATIO = 0.5
 NEAR_COPY_FALLBACK = 0.05
 
 

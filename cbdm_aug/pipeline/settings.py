@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cbdm_aug.errors import ConfigError
+from cbdm_aug.evaluate.criteria import CONFIDENCE, MAX_COPY_SHARE, NEAR_COPY_RATIO, check_criteria
 from cbdm_aug.evaluate.evidence import MIN_JUDGED
 from cbdm_aug.mixing import MIN_REAL_SHARE
 
@@ -45,19 +46,15 @@ class CacheSettings:
     sampler: str = "dpmpp-sde"          # matched the 1000-step ddpm reference at 1/71 of its cost (docs/decisions.md)
     sample_steps: int = 20
     guidance: float = 1.0               # classifier-free guidance w
-    filter_confidence: float | None = 0.5  # drop images the real-data classifier scores below this (None: keep all)
-    near_copy_ratio: float = 0.5        # and near-copies of a training image (filter-cache's criterion)
-    max_copy_share: float | None = 0.5  # the per-class gate (evaluate/gate.py; None: off; docs/decisions.md)
+    filter_confidence: float | None = CONFIDENCE  # drop images the real-data classifier scores below this (None: keep all)
+    near_copy_ratio: float = NEAR_COPY_RATIO  # and near-copies of a training image (filter-cache's criterion)
+    max_copy_share: float | None = MAX_COPY_SHARE  # the per-class gate (evaluate/gate.py; None: off; docs/decisions.md)
     seed: int = 0                       # sampling seed of the cache
 
     def __post_init__(self):
         _check(self.top_up >= 1, f"top_up must be >= 1, got {self.top_up}")
         _check(self.sample_steps >= 1, f"sample_steps must be >= 1, got {self.sample_steps}")
-        _check(self.filter_confidence is None or 0 <= self.filter_confidence <= 1,
-               f"filter_confidence must be in [0, 1] or None, got {self.filter_confidence}")
-        _check(0 <= self.near_copy_ratio <= 1, f"near_copy_ratio must be in [0, 1], got {self.near_copy_ratio}")
-        _check(self.max_copy_share is None or 0 < self.max_copy_share <= 1,
-               f"max_copy_share must be in (0, 1] or None, got {self.max_copy_share}")
+        check_criteria(self.filter_confidence, self.near_copy_ratio, self.max_copy_share)
 
 
 @dataclass(frozen=True)

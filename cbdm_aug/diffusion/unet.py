@@ -27,6 +27,16 @@ class UNetPreset:
     about: str
 
 
+IMAGE_SIZES = (4, 1024)  # the image sizes a generator is built and trained at, in px
+
+
+def check_image_size(size: int | None) -> None:
+    """``ConfigError`` unless ``size`` (None: the data's) lies in ``IMAGE_SIZES``."""
+    lo, hi = IMAGE_SIZES
+    if size is not None and not lo <= size <= hi:
+        raise ConfigError(f"--image-size must be in [{lo}, {hi}], got {size}")
+
+
 PRESETS: dict[str, UNetPreset] = {
     # The DDPM CIFAR-10 UNet the CBDM paper uses: 35.7M parameters at 32x32.
     "cifar-paper": UNetPreset(128, (1, 2, 2, 2), 2, (16,), 0.1, 32,

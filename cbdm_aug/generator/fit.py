@@ -18,7 +18,7 @@ from cbdm_aug.dicts import dict_changes
 from cbdm_aug.diffusion.augment import AUGMENT_DIM, AugmentConfig
 from cbdm_aug.diffusion.loss import CBDMLossConfig
 from cbdm_aug.diffusion.sampling import DEFAULT_SCHEDULE
-from cbdm_aug.diffusion.unet import unet_config
+from cbdm_aug.diffusion.unet import check_image_size, unet_config
 from cbdm_aug.errors import ConfigError, is_disk_full
 from cbdm_aug.generator.run_dir import CONFIG_NAME, RunDirError, load_generator
 
@@ -42,8 +42,7 @@ class DataConfig:
 
     def __post_init__(self):
         # Checked here, before any image is decoded: the reader resizes every image to this size.
-        if self.image_size is not None and not 4 <= self.image_size <= 1024:
-            raise ConfigError(f"--image-size must be in [4, 1024], got {self.image_size}")
+        check_image_size(self.image_size)
 
 
 @dataclass(frozen=True)
@@ -122,8 +121,7 @@ def load_training_data(cfg: DataConfig, progress: bool = True) -> LabeledImages:
     channels = cfg.channels or data.channels
     if channels not in (1, 3):
         raise ConfigError(f"--channels must be 1 or 3, got {channels}")
-    if size < 4 or size > 1024:
-        raise ConfigError(f"--image-size must be in [4, 1024], got {size}")
+    check_image_size(size)
     images = convert_images(data.images, size, channels)
     return LabeledImages(images, data.labels, data.class_names, data.source, data.skipped)
 

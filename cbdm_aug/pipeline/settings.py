@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from cbdm_aug.diffusion.unet import check_image_size
 from cbdm_aug.errors import ConfigError
 from cbdm_aug.evaluate.criteria import CONFIDENCE, MAX_COPY_SHARE, NEAR_COPY_RATIO, check_criteria
 from cbdm_aug.evaluate.evidence import MIN_JUDGED
@@ -104,8 +105,7 @@ class RunOptions:
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
-        if self.image_size is not None and not 4 <= self.image_size <= 1024:
-            raise ConfigError(f"--image-size must be in [4, 1024], got {self.image_size}")
+        check_image_size(self.image_size)
 
 
 @dataclass(frozen=True)

@@ -215,7 +215,7 @@ def part_classify(args, s, device, out):
     import numpy as np
 
     from cbdm_aug.classify.recipe import DataConfig, ModelConfig, Recipe, ScheduleConfig
-    from cbdm_aug.classify.train import ArrayDataset, _make_loader, build_model, make_transform
+    from cbdm_aug.classify.train import ArrayDataset, build_model, make_loader, make_transform
 
     part = Part("classify", out, s)
     size, ch, C = 32 if not args.dry else 8, 3, 10
@@ -230,7 +230,7 @@ def part_classify(args, s, device, out):
         dataset = ArrayDataset(images, labels, [str(c) for c in range(C)],
                                make_transform(size, ch, recipe.data.crop_padding, True))
         sampler = torch.utils.data.RandomSampler(dataset, generator=torch.Generator().manual_seed(0))
-        loader, _ = _make_loader(recipe, dataset, sampler, device, device_data, torch.Generator().manual_seed(0))
+        loader, _ = make_loader(recipe, dataset, sampler, device, device_data, torch.Generator().manual_seed(0))
         model = build_model(recipe, C, ch).to(device)
         opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=2e-4)
 

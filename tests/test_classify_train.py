@@ -193,7 +193,7 @@ def test_randaugment_of_the_real_images_only_leaves_the_synthetic_ones_as_genera
 
     from cbdm_aug.cache.writer import write_cache
     from cbdm_aug.classify.recipe import load_recipe
-    from cbdm_aug.classify.train import _build_training_set, load_data, make_transform
+    from cbdm_aug.classify.train import build_training_set, load_data, make_transform
 
     rng = np.random.default_rng(1)
     write_cache(tmp_path / "syn.h5", rng.integers(0, 255, (6, 8, 8, 1), dtype=np.uint8), np.array([2] * 6),
@@ -204,7 +204,7 @@ def test_randaugment_of_the_real_images_only_leaves_the_synthetic_ones_as_genera
     for only_real in (True, False):
         recipe = load_recipe(None, sets + [f"data.augment_synthetic={str(not only_real).lower()}"])
         train, _ = load_data(recipe.data)
-        ds, _ = _build_training_set(recipe, train, make_transform(8, 1, augment="randaugment", augment_magnitude=30))
+        ds, _ = build_training_set(recipe, train, make_transform(8, 1, augment="randaugment", augment_magnitude=30))
         flags = np.asarray(ds.is_synthetic)
         syn, real = np.flatnonzero(flags)[:6], np.flatnonzero(~flags)[:20]
         # drawing an item twice gives the same tensor exactly when nothing random touches it

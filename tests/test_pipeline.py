@@ -13,7 +13,7 @@ from helpers import run_cli
 from test_distributed import CLI, ENV
 from test_fit_generator import make_folder
 
-from cbdm_aug.pipeline.run import ARMS, _data_stage
+from cbdm_aug.pipeline.run import ARMS, data_stage
 from cbdm_aug.pipeline.settings import RunOptions
 
 STAGES = ("data", "generator", "cache", "evidence", *ARMS)
@@ -219,7 +219,7 @@ def test_bad_input_is_one_line_and_no_traceback(args, says, data, tmp_path, caps
 
 def test_a_holdout_says_what_it_costs_the_tail(data, tmp_path):
     said = []
-    record = _data_stage(RunOptions(data=str(data / "train"), holdout_per_class=1), tmp_path, said.append)
+    record = data_stage(RunOptions(data=str(data / "train"), holdout_per_class=1), tmp_path, said.append)
     assert record["test_counts"] == [1, 1, 1] and record["counts"] == [11, 5, 2]
     assert any("costs the tail" in s and "'class 2'" in s and "2 of its 3" in s for s in said)
 

@@ -17,7 +17,7 @@ from cbdm_aug.devices import fits_on_device  # noqa: F401 - the trainer's auto c
 
 
 def dataset_images(dataset) -> np.ndarray:
-    """uint8 (N, H, W, C) images of every index of a training set made by ``train._build_training_set``:
+    """uint8 (N, H, W, C) images of every index of a training set made by ``train.build_training_set``:
     an ``ArrayDataset``, or a ``RealSyntheticDataset`` over one (real images, then each cache's,
     brought to the real images' size and channels exactly as the dataset does per item)."""
     if not hasattr(dataset, "caches"):

@@ -162,7 +162,7 @@ def weighted_loss(per_sample: torch.Tensor, is_synthetic: torch.Tensor, syntheti
     return (w * per_sample).sum() / w.sum().clamp_min(1e-12)
 
 
-def _build_training_set(recipe: Recipe, train, transform):
+def build_training_set(recipe: Recipe, train, transform):
     """(dataset, sampler) for the recipe's sampling mode."""
     real = ArrayDataset(train.images, train.labels, train.class_names)
     smp = recipe.sampling
@@ -251,7 +251,7 @@ def predict(model: torch.nn.Module, images: np.ndarray, batch_size: int, device:
     return torch.cat(out)
 
 
-def _make_loader(recipe: Recipe, dataset, sampler, device: torch.device, device_data: bool | None,
+def make_loader(recipe: Recipe, dataset, sampler, device: torch.device, device_data: bool | None,
                  generator: torch.Generator):
     """The epoch's batches ``(x, y, is_synthetic)``: a host DataLoader, or (``device_data``; None: on
     CUDA when the images fit) a ``DeviceLoader`` that holds every image on ``device``, draws the same
@@ -299,12 +299,12 @@ def train_run(recipe: Recipe, out_dir: str | Path, progress: bool = True, comman
 
     d = recipe.data
     transform = make_transform(size, channels, d.crop_padding, d.hflip, d.augment, d.augment_ops, d.augment_magnitude)
-    dataset, sampler = _build_training_set(recipe, train, transform)
+    dataset, sampler = build_training_set(recipe, train, transform)
     synthetic_available = (np.bincount(np.asarray(dataset.labels)[np.asarray(dataset.is_synthetic)],
                                        minlength=C).tolist() if hasattr(dataset, "is_synthetic") else [0] * C)
     draws = _epoch_draws(dataset, sampler, C)
     g = torch.Generator().manual_seed(recipe.seed)
-    loader, data_path = _make_loader(recipe, dataset, sampler, device, device_data, g)
+    loader, data_path = make_loader(recipe, dataset, sampler, device, device_data, g)
 
     model = build_model(recipe, C, channels).to(device)
     prior_counts = (real_counts if recipe.loss.prior == "real"

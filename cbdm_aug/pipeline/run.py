@@ -74,7 +74,7 @@ def _check_classes(train_names: list[str], test_names: list[str], test: str) -> 
                    "give a test set with the same class names")
 
 
-def _data_stage(opts: RunOptions, out: Path, echo, progress: bool = True) -> dict:
+def data_stage(opts: RunOptions, out: Path, echo, progress: bool = True) -> dict:
     from cbdm_aug.data import balanced_holdout, count_table, open_data
 
     train = open_data(opts.data, split="train", skip_bad=opts.skip_bad, progress=progress)
@@ -303,7 +303,7 @@ def _run(opts: RunOptions, out: Path, echo, progress: bool) -> dict:
                       {"data": opts.data, "data_files": _fingerprint(opts.data), "test": opts.test,
                        "test_files": _fingerprint(opts.test), "holdout_per_class": opts.holdout_per_class,
                        "skip_bad": opts.skip_bad},
-                      lambda: _data_stage(opts, out, echo, progress), writes=out / "data")
+                      lambda: data_stage(opts, out, echo, progress), writes=out / "data")
     gen_size = None
     if opts.generator:
         from cbdm_aug.generator.run_dir import load_generator, read_meta

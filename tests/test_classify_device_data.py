@@ -80,7 +80,7 @@ def test_only_cuda_is_asked_whether_the_images_fit():
 def test_a_synthetic_recipe_trains_on_the_device_path_as_on_the_dataloader_path(tmp_path, tiny_npz):
     from cbdm_aug.cache.writer import write_cache
     from cbdm_aug.classify.recipe import load_recipe
-    from cbdm_aug.classify.train import _build_training_set, load_data
+    from cbdm_aug.classify.train import build_training_set, load_data
 
     rng = np.random.default_rng(1)
     write_cache(tmp_path / "syn.h5", rng.integers(0, 255, (35, 16, 16, 1), dtype=np.uint8),
@@ -101,7 +101,7 @@ def test_a_synthetic_recipe_trains_on_the_device_path_as_on_the_dataloader_path(
     # The device path holds what the DataLoader path reads per item: 16x16 synthetic images resized to 8x8.
     recipe = load_recipe(_recipe(tmp_path, tiny_npz), sets[1::2])
     train, _ = load_data(recipe.data)
-    dataset, _ = _build_training_set(recipe, train, None)
+    dataset, _ = build_training_set(recipe, train, None)
     held = dataset_images(dataset)
     assert held.shape == (len(dataset), 8, 8, 1)
     for i in (0, len(train) - 1, len(train), len(dataset) - 1):

@@ -32,8 +32,10 @@ def _plain(obj):
 
 def _diff(old: dict, new: dict) -> list[str]:
     """What changed between two stage settings, one phrase each; an ``after:`` key is a stage read."""
-    return [f"stage {key[0][6:]!r} changed" if key[0].startswith("after:") else f"{'.'.join(key)}: {a!r} -> {b!r}"
-            for key, a, b in dict_changes(old, new)]
+    changes = [f"stage {key[0][6:]!r} changed" if key[0].startswith("after:") else f"{'.'.join(key)}: {a!r} -> {b!r}"
+               for key, a, b in dict_changes(old, new)]
+    # a key that is None on one side and absent on the other reads as no change: say what it was
+    return changes or ["a setting this version records was added or dropped (its value unset)"]
 
 
 class Stages:

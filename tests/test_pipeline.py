@@ -93,7 +93,7 @@ def test_run_on_a_folder_with_a_test_folder_writes_the_report_with_paired_interv
     d = record["decisions"]
     assert not d["class 2"]["used"] and not d["class 2"]["judged"] and "too few to judge" in d["class 2"]["why"]
     assert d["class 1"]["judged"] and d["class 1"]["held"] == 6 and d["class 1"]["why"] in report
-    assert json.loads((out / "synthetic" / "decisions.json").read_text())["class 2"] == 0.0
+    assert json.loads((out / "cache" / "decisions.json").read_text())["class 2"] == 0.0
     for arm in ARMS:
         assert sorted(p.name for p in (out / "arms" / arm).glob("seed*")) == ["seed0", "seed1"]
 

@@ -15,14 +15,14 @@ NAMES = ["a", "b", "c"]
 
 
 def _run_folder(tmp_path, generated: int, real: int):
-    """A run folder as the report sees it: synthetic/filtered.h5 at the generated size, data/train.npz and
+    """A run folder as the report sees it: cache/filtered.h5 at the generated size, data/train.npz and
     the user's real images (an image folder) at the real size."""
     rng = np.random.default_rng(0)
     out = tmp_path / "run"
-    (out / "synthetic").mkdir(parents=True)
+    (out / "cache").mkdir(parents=True)
     (out / "data").mkdir()
     labels = np.repeat(np.arange(3), [2, 3, 4])
-    write_cache(out / "synthetic" / "filtered.h5", rng.integers(0, 256, (9, generated, generated, 1), dtype=np.uint8),
+    write_cache(out / "cache" / "filtered.h5", rng.integers(0, 256, (9, generated, generated, 1), dtype=np.uint8),
                 labels, class_names=NAMES)
     counts = [6, 3, 1]
     y = np.repeat(np.arange(3), counts)
@@ -44,7 +44,7 @@ def test_the_printed_plugin_snippet_runs_as_printed_and_says_the_generated_size(
     from torchvision.datasets import ImageFolder
 
     out, data = _run_folder(tmp_path, generated, real)
-    text = "\n".join(next_steps(out, out / "synthetic" / "filtered.h5", data))
+    text = "\n".join(next_steps(out, out / "cache" / "filtered.h5", data))
     assert f"generated images are {generated}x{generated}" in text
     assert ("resize=True" in _block(text, "python")) == (generated != real)
     scope = {"real_train_set": ImageFolder(tmp_path / "letters"), "train_tf": transforms.ToTensor()}
@@ -57,7 +57,7 @@ def test_the_printed_plugin_snippet_runs_as_printed_and_says_the_generated_size(
 
 def test_the_printed_export_command_runs_as_printed_into_a_balanced_folder(tmp_path, capsys):
     out, data = _run_folder(tmp_path, 16, 28)
-    text = "\n".join(next_steps(out, out / "synthetic" / "filtered.h5", data))
+    text = "\n".join(next_steps(out, out / "cache" / "filtered.h5", data))
     export, train = _block(text, "bash").strip().splitlines()
     words = shlex.split(export)
     assert words[0] == "cbdm-aug" and train.startswith(f"python train.py --data-dir {out / 'export'}")

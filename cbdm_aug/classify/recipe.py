@@ -135,7 +135,7 @@ class SamplingConfig:
     num_samples: int | None = None      # samples per epoch; None: the number of real training images
     max_synthetic_share: float | None = None  # 'synthetic': bound on the synthetic share of an epoch
     share_file: str | None = None       # 'synthetic': a JSON {class name: bound on its synthetic share}, e.g.
-                                        # `cbdm-aug run`'s per-class decisions (synthetic/decisions.json)
+                                        # `cbdm-aug run`'s per-class decisions (cache/decisions.json)
     min_real_share: float | None = MIN_REAL_SHARE  # 'synthetic': at least this share of a class's
                                         # places go to its real images (the sampler's own default)
 

@@ -29,7 +29,7 @@ from cbdm_aug.errors import UserError, stage_errors
 from cbdm_aug.pipeline.settings import ARM_TITLES, ARMS, TWINS, Resolved, RunOptions, resolve
 from cbdm_aug.pipeline.stages import Stages
 
-_OWN = {".lock", ".lock.takeover", "stages", "data", "generator", "synthetic", "arms", "report.md",
+_OWN = {".lock", ".lock.takeover", "stages", "data", "generator", "cache", "synthetic", "arms", "report.md",
         "samples.png", "per_class_accuracy.png", "report.json", "run.log", "per_class.csv"}
 
 
@@ -141,7 +141,7 @@ def _fit_stage(out: Path, r: Resolved, device, echo, progress: bool) -> dict:
     return {"run": "generator"}  # relative to the run folder, which may move
 
 
-def _synthetic_stage(out: Path, gen_run: str, data: dict, r: Resolved, opts: RunOptions, device, echo,
+def _cache_stage(out: Path, gen_run: str, data: dict, r: Resolved, opts: RunOptions, device, echo,
                      progress: bool) -> dict:
     from cbdm_aug.cache.generate import SamplerSettings, generate_cache
     from cbdm_aug.cache.plan import make_plan
@@ -157,7 +157,7 @@ def _synthetic_stage(out: Path, gen_run: str, data: dict, r: Resolved, opts: Run
     top_up = {n: max(0, level - c) for n, c in zip(names, counts)}
     if not any(top_up.values()):
         raise RunError(f"every class already has {level} or more images; nothing to top up (the arm's top_up is {s.top_up})")
-    d = out / "synthetic"
+    d = out / "cache"
     d.mkdir(parents=True, exist_ok=True)
     counts_file = d / "topup_counts.json"
     write_text_atomic(counts_file, json.dumps(top_up))
@@ -195,7 +195,7 @@ def _synthetic_stage(out: Path, gen_run: str, data: dict, r: Resolved, opts: Run
 def _evidence_stage(out: Path, syn: dict, data: dict, r: Resolved, opts: RunOptions, device, echo,
                     progress: bool) -> dict:
     """Cross-fitted per-class decisions (``evaluate.evidence.judge``), the RandAugment + synthetic arm's recipe
-    as the probe; writes synthetic/decisions.json, the per-class bounds the + synthetic arms use."""
+    as the probe; writes cache/decisions.json, the per-class bounds the + synthetic arms use."""
     from cbdm_aug.evaluate.evidence import FOLDS, judge
 
     s = opts.arm
@@ -203,13 +203,13 @@ def _evidence_stage(out: Path, syn: dict, data: dict, r: Resolved, opts: RunOpti
     train = _load_split(out, "train", r.image_size, r.channels)
     recipe = arm_recipe("randaugment+synthetic", out, r, opts, str(device), str(out / syn["cache"]))
     decisions = judge(train.images, train.labels, names, [syn["kept"].get(n, 0) for n in names], recipe,
-                      out / "synthetic" / "evidence", s.min_judged, device=str(device), progress=progress, echo=echo)
-    write_text_atomic(out / "synthetic" / "decisions.json",
+                      out / "cache" / "evidence", s.min_judged, device=str(device), progress=progress, echo=echo)
+    write_text_atomic(out / "cache" / "decisions.json",
                       json.dumps({n: e["share"] for n, e in decisions.items()}, indent=1))
     for e in decisions.values():
         if e["synthetic"] and not e["used"]:
             echo(f"evidence: {e['why']}")
-    return {"decisions": decisions, "share_file": "synthetic/decisions.json", "folds": FOLDS,
+    return {"decisions": decisions, "share_file": "cache/decisions.json", "folds": FOLDS,
             "min_judged": s.min_judged, "probe": "randaugment+synthetic"}
 
 
@@ -333,9 +333,9 @@ def _run(opts: RunOptions, out: Path, echo, progress: bool) -> dict:
     syn = stages.run("cache", "generate the top-up cache and filter it",
                      asdict(opts.cache) | {"image_size": r.image_size, "filter_epochs": r.filter_epochs,
                                                         "filter_model": "resnet8_cifar"},
-                     lambda: _synthetic_stage(out, gen["run"], data, r, opts, device, echo, progress),
-                     clean=lambda: shutil.rmtree(out / "synthetic", ignore_errors=True), after=("data", "generator"),
-                     writes=out / "synthetic")
+                     lambda: _cache_stage(out, gen["run"], data, r, opts, device, echo, progress),
+                     clean=lambda: shutil.rmtree(out / "cache", ignore_errors=True), after=("data", "generator"),
+                     writes=out / "cache")
     evidence = None
     if opts.arm.evidence:
         s = opts.arm
@@ -343,8 +343,8 @@ def _run(opts: RunOptions, out: Path, echo, progress: bool) -> dict:
                               {"min_judged": s.min_judged, "probe": recipe_key(arm_recipe(
                                   "randaugment+synthetic", out, r, opts, str(device), str(out / syn["cache"])))},
                               lambda: _evidence_stage(out, syn, data, r, opts, device, echo, progress),
-                              clean=lambda: shutil.rmtree(out / "synthetic" / "evidence", ignore_errors=True),
-                              after=("data", "cache"), writes=out / "synthetic" / "evidence")
+                              clean=lambda: shutil.rmtree(out / "cache" / "evidence", ignore_errors=True),
+                              after=("data", "cache"), writes=out / "cache" / "evidence")
     share_file = str(out / evidence["share_file"]) if evidence else None
     arms = {}
     for arm in ARMS:

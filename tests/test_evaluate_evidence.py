@@ -1,7 +1,7 @@
 """Properties of the cross-fitted per-class evidence (cbdm_aug.evaluate.evidence)."""
 import numpy as np
 
-from cbdm_aug.evaluate.evidence import assign_folds, cross_fit, decide, tally
+from cbdm_aug.evaluate.evidence import assign_folds, cross_fit, decide, effects, tally
 
 
 def test_folds_are_stratified_and_a_class_too_small_to_judge_is_never_held_out():
@@ -15,24 +15,35 @@ def test_folds_are_stratified_and_a_class_too_small_to_judge_is_never_held_out()
     assert not np.array_equal(f, assign_folds(labels, 3, seed=1, min_judged=5))
 
 
-def test_tally_counts_recognised_images_and_images_taken_for_a_class():
+def test_tally_counts_confusions_and_effects_are_in_points_of_per_class_recall():
     y = np.array([0, 0, 1, 1, 2])
     without = np.array([0, 1, 1, 0, 2])
     with_ = np.array([0, 0, 0, 0, 2])  # class 0 gets both its own right and takes both of class 1's
     t = tally(y, without, with_, 3)
     assert t["held"].tolist() == [2, 2, 1]
-    assert t["right_without"].tolist() == [1, 1, 1] and t["right_with"].tolist() == [2, 0, 1]
-    assert t["into_without"].tolist() == [1, 1, 0] and t["into_with"].tolist() == [2, 0, 0]
+    assert t["without"].tolist() == [[1, 1, 0], [1, 1, 0], [0, 0, 1]]
+    assert t["with"].tolist() == [[2, 0, 0], [2, 0, 0], [0, 0, 1]]
+    fx = effects(t)
+    assert fx["gain"].tolist() == [50.0, -50.0, 0.0]   # class 0: 1 -> 2 of 2; class 1: 1 -> 0 of 2
+    assert fx["spill"].tolist() == [50.0, -50.0, 0.0]  # one more of class 1's 2 taken for 0; class 0 no longer loses one to 1
+    assert fx["taken"].tolist() == [1, -1, 0] and fx["gained"].tolist() == [1, -1, 0]
 
 
-def test_a_class_is_used_when_its_images_do_not_cost_the_probe_a_held_out_image():
+def test_a_class_is_used_when_its_images_cost_the_probes_no_recall():
     names = ["head", "helped", "spills", "tiny", "none"]
-    t = {"held": np.array([90, 10, 10, 0, 10]),
-         "right_without": np.array([80, 5, 5, 0, 9]), "right_with": np.array([80, 7, 6, 0, 9]),
-         "into_without": np.array([3, 1, 1, 0, 0]), "into_with": np.array([3, 1, 4, 0, 0])}
+    held = np.array([100, 10, 10, 0, 10])
+    without = np.diag(held).astype(np.int64)
+    without[1, 1], without[1, 0] = 5, 5      # helped: 5 of its 10
+    without[2, 2], without[2, 0] = 5, 5      # spills: 5 of its 10
+    with_ = without.copy()
+    with_[1, 1], with_[1, 0] = 7, 3          # helped: +2 of 10 = +20 points
+    with_[0, 0], with_[0, 1] = 98, 2         # ... and takes 2 of head's 100: -2 points of head's recall
+    with_[2, 2], with_[2, 0] = 6, 4          # spills: +1 of 10 = +10 points
+    with_[4, 4], with_[4, 2] = 8, 2          # ... but takes 2 of none's 10: -20 points
+    t = {"held": held, "without": without, "with": with_}
     d = decide(names, [300, 30, 30, 3, 30], [0, 100, 100, 100, 0], t, min_judged=5)
-    assert d["helped"]["used"] and d["helped"]["net"] == 2 and d["helped"]["share"] == 1.0
-    assert not d["spills"]["used"] and d["spills"]["net"] == 1 - 3 and d["spills"]["share"] == 0.0
+    assert d["helped"]["used"] and d["helped"]["net"] == 18.0 and d["helped"]["share"] == 1.0
+    assert not d["spills"]["used"] and d["spills"]["net"] == -10.0 and d["spills"]["share"] == 0.0
     assert not d["tiny"]["used"] and not d["tiny"]["judged"] and "too few to judge" in d["tiny"]["why"]
     assert not d["head"]["used"] and "no generated image" in d["head"]["why"]
     assert all(len(e["why"].splitlines()) == 1 and e["why"].startswith(n) for n, e in d.items())
@@ -53,5 +64,5 @@ def test_cross_fit_holds_each_judged_image_out_once_and_trains_on_the_rest(tmp_p
     t = cross_fit(images, labels, ["a", "b", "c"], probe, tmp_path, folds=3, min_judged=5)
     assert t["held"].tolist() == [12, 6, 0]
     assert sum(h for *_, h in seen) == 2 * 18 and all(tr + h == 20 for _, _, tr, h in seen)
-    assert t["right_with"].tolist() == [12, 6, 0] and t["right_without"].tolist() == [12, 0, 0]
-    assert t["into_without"].tolist() == [6, 0, 0] and t["into_with"].tolist() == [0, 0, 0]
+    assert np.diag(t["with"]).tolist() == [12, 6, 0] and np.diag(t["without"]).tolist() == [12, 0, 0]
+    assert t["without"][:, 0].tolist() == [12, 6, 0]  # "without" calls everything class 0

@@ -121,6 +121,8 @@ def test_a_changed_setting_reruns_its_stage_and_the_ones_after_it_and_says_why(f
     assert "[generator] rerun" in stdout and "gen_steps: 3 -> 4" in stdout
     assert "[cache] rerun" in stdout and "stage 'generator' changed" in stdout
     assert "[control+synthetic] rerun" in stdout and "[randaugment+synthetic] rerun" in stdout
+    # a new cache under the same path: the + synthetic seeds train again
+    assert "control + synthetic, seed 0 (1/2)" in stdout and "RandAugment + synthetic, seed 1 (2/2)" in stdout
     assert json.loads((out / "generator" / "generator.json").read_text())["step"] == 4
 
 

@@ -424,10 +424,12 @@ def _classifier_retraining(recipe: Recipe, model, train, transform, num_classes:
 
 def train_seeds(recipe: Recipe, seeds: list[int], out_dir: str | Path, progress: bool = True,
                 command: str = "", device_data: bool | None = None, reuse=None, echo=None,
-                title: str | None = None) -> list[dict]:
+                title: str | None = None, stamp: dict | None = None) -> list[dict]:
     """Run ``recipe`` once per seed into ``out_dir/seed<N>`` and write the aggregate there; returns each
     seed's metrics.json content. ``reuse(seed_dir, recipe)`` says a finished seed folder is kept (else it is
-    trained afresh); ``echo`` gets a line per seed, naming the run ``title``."""
+    trained afresh); ``stamp``, what the recipe's files held (e.g. digests of the cache it reads), is written
+    beside each trained seed as inputs.json and must match for a seed to be kept; ``echo`` gets a line per
+    seed, naming the run ``title``."""
     import shutil
 
     from cbdm_aug.classify.report import aggregate_runs, write_aggregate_report
@@ -437,7 +439,7 @@ def train_seeds(recipe: Recipe, seeds: list[int], out_dir: str | Path, progress:
     runs = []
     for i, seed in enumerate(seeds):
         rs, sd = replace(recipe, seed=seed), out / f"seed{seed}"
-        if reuse is not None and reuse(sd, rs):
+        if reuse is not None and reuse(sd, rs) and _stamped(sd, stamp):
             say(f"  {title}, seed {seed}: reused")
             runs.append(json.loads((sd / "metrics.json").read_text()))
             continue
@@ -446,9 +448,21 @@ def train_seeds(recipe: Recipe, seeds: list[int], out_dir: str | Path, progress:
         t = time.time()
         say(f"  {title}, seed {seed} ({i + 1}/{len(seeds)}) ...")
         runs.append(train_run(rs, sd, progress, command, device_data))
+        if stamp is not None:
+            write_text_atomic(sd / "inputs.json", json.dumps(stamp, sort_keys=True))
         say(f"  {title}, seed {seed}: {time.time() - t:.0f} s")
     write_aggregate_report(aggregate_runs(runs), out)
     return runs
+
+
+def _stamped(seed_dir: Path, stamp: dict | None) -> bool:
+    """Whether a seed folder was trained on the inputs ``stamp`` describes (always, without a stamp)."""
+    if stamp is None:
+        return True
+    try:
+        return json.loads((seed_dir / "inputs.json").read_text()) == json.loads(json.dumps(stamp, sort_keys=True))
+    except (OSError, ValueError):
+        return False
 
 
 def train_on_arrays(train_images: np.ndarray, train_labels: np.ndarray, test_images: np.ndarray,

@@ -5,13 +5,14 @@ classifier (the "+ synthetic" arm's own recipe) is trained twice on the other fo
 images alone and once with the generated images, mixed as the arm mixes them. Both probes then
 classify the held-out fold. Per class c, over all folds:
 
-- ``gain``: held-out images of c recognised with the generated images minus without them;
-- ``spill``: held-out images of *other* classes taken for c with them minus without them (the
-  confusion c's generated images cause on its neighbours);
-- ``net = gain - spill``, in images.
+- ``gain``: the change of c's recall on its held-out images, with the generated images minus without;
+- ``spill``: the recall the other classes lose to c (their held-out images newly taken for c, each
+  costing its class 100 / held-out images points: the confusion c's generated images cause on its
+  neighbours);
+- ``net = gain - spill``, in points of per-class recall, the unit of a balanced test set's accuracy.
 
-A class keeps its generated images when ``net >= 0`` (they did not cost the probe a held-out image),
-and gets none when ``net < 0``. The test set is never read.
+A class keeps its generated images when ``net >= 0`` (they cost the probes no recall) and gets none
+when ``net < 0``. The test set is never read.
 
 The cautious rule: a class with fewer than ``min_judged`` real images gets no generated image, and
 is not judged. Its held-out fold would be one or two images, and its generated images were made by
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 FOLDS = 3
 MIN_JUDGED = 5   # docs/decisions.md ("min_judged")
+RULE = "net recall points >= 0"  # what decide() applies; a stage that records it reruns when it changes
 
 
 def assign_folds(labels: np.ndarray, folds: int, seed: int = 0, min_judged: int = MIN_JUDGED) -> np.ndarray:
@@ -51,22 +53,35 @@ def assign_folds(labels: np.ndarray, folds: int, seed: int = 0, min_judged: int 
 
 
 def tally(labels: np.ndarray, without: np.ndarray, with_: np.ndarray, num_classes: int) -> dict[str, np.ndarray]:
-    """Per-class int64 (C,) counts from held-out labels and the two probes' predictions (N,):
-    ``held`` images, ``right_without``/``right_with`` recognised, ``into_without``/``into_with``
-    other classes' images predicted as the class."""
-    def count(mask):
-        return np.bincount(mask, minlength=num_classes)
+    """From held-out labels and the two probes' predictions (N,): ``held`` int64 (C,) images a class, and
+    ``without``/``with`` int64 (C, C) confusion counts (row: true class, column: predicted)."""
+    def confusion(pred):
+        return np.bincount(labels * num_classes + pred, minlength=num_classes ** 2).reshape(num_classes, num_classes)
 
-    return {"held": count(labels),
-            "right_without": count(labels[without == labels]), "right_with": count(labels[with_ == labels]),
-            "into_without": count(without[without != labels]), "into_with": count(with_[with_ != labels])}
+    return {"held": np.bincount(labels, minlength=num_classes), "without": confusion(without), "with": confusion(with_)}
 
 
-def decide(names: list[str], real_counts, synthetic_counts, t: dict[str, np.ndarray], min_judged: int = MIN_JUDGED,
-           share_when_used: float = 1.0) -> dict:
-    """One entry per class: {"share": bound on its synthetic share, "used": bool, "judged": bool,
-    "real", "synthetic", "held", "gain", "spill", "net", "why": one line}. ``t`` is ``tally``'s
-    sum over the folds (or None where no probe ran)."""
+def effects(t: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per class c, in points of per-class recall (the balanced test set's unit): ``gain``, the change of c's
+    own recall on its held-out images; ``spill``, the recall the other classes lose to c (each image of class
+    k newly taken for c costs k 100 / held_k points); ``net = gain - spill``; and the image counts behind them,
+    ``gained`` and ``taken``."""
+    held = np.maximum(t["held"], 1).astype(float)
+    d = t["with"] - t["without"]
+    gained = np.diag(d).copy()
+    off = d - np.diag(np.diag(d))
+    taken = off.sum(axis=0)
+    gain = 100 * gained / held
+    spill = 100 * (off / held[:, None]).sum(axis=0)
+    return {"gain": gain, "spill": spill, "net": gain - spill, "gained": gained, "taken": taken}
+
+
+def decide(names: list[str], real_counts, synthetic_counts, t: dict[str, np.ndarray] | None,
+           min_judged: int = MIN_JUDGED, share_when_used: float = 1.0) -> dict:
+    """One entry per class: {"share": bound on its synthetic share, "used": bool, "judged": bool, "real",
+    "synthetic", "held", "gain", "spill", "net" (points, ``effects``), "why": one line}. ``t`` is ``tally``'s
+    sum over the folds (None where no probe ran)."""
+    fx = effects(t) if t is not None else None
     out = {}
     for c, name in enumerate(names):
         n, s = int(real_counts[c]), int(synthetic_counts[c])
@@ -77,12 +92,11 @@ def decide(names: list[str], real_counts, synthetic_counts, t: dict[str, np.ndar
             e.update(used=False, why=(f"{name}: {n} real image{'s' * (n != 1)}, too few to judge (fewer than "
                                       f"{min_judged}): the cautious rule, no generated images"))
         else:
-            gain = int(t["right_with"][c] - t["right_without"][c])
-            spill = int(t["into_with"][c] - t["into_without"][c])
-            e.update(judged=True, held=int(t["held"][c]), gain=gain, spill=spill, net=gain - spill,
-                     used=gain - spill >= 0)
-            effect = (f"with its {s} generated images the probes recognised {gain:+d} of its {e['held']} held-out "
-                      f"real images and took {spill:+d} of the other classes' for it (net {gain - spill:+d})")
+            gain, spill, net = (round(float(fx[k][c]), 2) for k in ("gain", "spill", "net"))
+            e.update(judged=True, held=int(t["held"][c]), gain=gain, spill=spill, net=net, used=net >= 0)
+            effect = (f"with its {s} generated images the probes recognised {int(fx['gained'][c]):+d} of its {e['held']} "
+                      f"held-out real images ({gain:+.1f} points of its recall) and took {int(fx['taken'][c]):+d} of "
+                      f"the other classes' for it ({-spill:+.1f} points of theirs): net {net:+.1f}")
             e["why"] = f"{name}: {n} real images; {effect}: " + ("used" if e["used"] else "none used (net < 0)")
         e["share"] = share_when_used if e["used"] else 0.0
         out[name] = e

@@ -259,11 +259,13 @@ def _seed_done(seed_dir: Path, recipe) -> bool:
         return False
 
 
-def _arm_stage(arm: str, out: Path, recipe, seeds, echo, progress: bool) -> dict:
+def _arm_stage(arm: str, out: Path, recipe, seeds, echo, progress: bool, inputs: dict) -> dict:
+    """``inputs``: the digests of the stages the arm reads; a seed trained on other ones is trained again
+    (its recipe names the same files, a cache or decisions made anew)."""
     from cbdm_aug.classify.train import train_seeds
 
     runs = train_seeds(recipe, seeds, out / "arms" / arm, progress, f"cbdm-aug run ({arm} arm of {out})",
-                       reuse=_seed_done, echo=echo, title=ARM_TITLES[arm])
+                       reuse=_seed_done, echo=echo, title=ARM_TITLES[arm], stamp=inputs)
     return {"seeds": list(seeds), "per_seed": {str(r["seed"]): r["metrics"] for r in runs}}
 
 
@@ -338,9 +340,11 @@ def _run(opts: RunOptions, out: Path, echo, progress: bool) -> dict:
                      writes=out / "cache")
     evidence = None
     if opts.arm.evidence:
+        from cbdm_aug.evaluate.evidence import RULE
+
         s = opts.arm
         evidence = stages.run("evidence", "judge each class by cross-fitting: do its generated images help?",
-                              {"min_judged": s.min_judged, "probe": recipe_key(arm_recipe(
+                              {"min_judged": s.min_judged, "rule": RULE, "probe": recipe_key(arm_recipe(
                                   "randaugment+synthetic", out, r, opts, str(device), str(out / syn["cache"])))},
                               lambda: _evidence_stage(out, syn, data, r, opts, device, echo, progress),
                               clean=lambda: shutil.rmtree(out / "cache" / "evidence", ignore_errors=True),
@@ -350,11 +354,13 @@ def _run(opts: RunOptions, out: Path, echo, progress: bool) -> dict:
     for arm in ARMS:
         recipe = arm_recipe(arm, out, r, opts, str(device), str(out / syn["cache"]) if arm in TWINS else None,
                             share_file if arm in TWINS else None)
+        after = ("data", "cache", *(("evidence",) if evidence else ())) if arm in TWINS else ("data",)
+        inputs = {a: stages.digest(a) for a in after if a != "data"} or None  # a real-only arm reads only DATA
         arms[arm] = stages.run(arm, f"train {ARM_TITLES[arm]} over seeds {list(opts.seeds)}",
                                {"recipe": recipe_key(recipe), "seeds": list(opts.seeds)},
-                               lambda arm=arm, recipe=recipe: _arm_stage(arm, out, recipe, opts.seeds, echo, progress),
-                               after=("data", "cache", *(("evidence",) if evidence else ())) if arm in TWINS
-                               else ("data",), writes=out / "arms" / arm)
+                               lambda arm=arm, recipe=recipe, inputs=inputs: _arm_stage(arm, out, recipe, opts.seeds,
+                                                                                        echo, progress, inputs),
+                               after=after, writes=out / "arms" / arm)
     times = {n + (" (reused)" if n in stages.reused else ""): rec.get("seconds", 0.0) for n, rec in stages.records.items()}
     with stage_errors("report", out):
         report = write_report(out, data, syn, arms, opts, r, why, times, time.time() - t0, evidence)

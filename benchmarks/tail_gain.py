@@ -158,7 +158,7 @@ def parse_arm(name: str, args) -> dict:
     return spec
 
 
-def main(argv=None):
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str((ROOT / "../shared/datasets/mnist.npz").resolve()),
                    help="a balanced npz with x_train/y_train/x_test/y_test, or a folder with train/ and test/ "
@@ -189,105 +189,94 @@ def main(argv=None):
     p.add_argument("--work", default=None)
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
     p.add_argument("--tag", default=None, help="results file stem [default: tail_gain_rho{rho}]")
-    args = p.parse_args(argv)
-    rho = f"{args.imbalance:g}"
-    args.tag = args.tag or f"tail_gain_rho{rho}"
-    args.gen_runs = args.gen_runs or str(ROOT / "runs" / f"rho{rho}" / "gens")
-    work = Path(args.work or ROOT / "runs" / f"tail_gain_rho{rho}")
-    (work / "caches").mkdir(parents=True, exist_ok=True)
-    args.dataset = args.dataset_name or Path(args.data).name
-    if Path(args.data).is_dir():
-        args.data = str(folder_pair_npz(Path(args.data), work / "data.npz"))
-    with np.load(args.data) as z:
-        channels = z["x_train"].shape[-1] if z["x_train"].ndim == 4 else 1
-        # generate --counts-file keys classes by name: an npz's class_names, else the class index
-        names = [str(n) for n in z["class_names"]] if "class_names" in z else None
-    log = work / "benchmark.log"
-    seeds = [int(s) for s in args.seeds.split(",")]
-    counts = lt_counts(args.imbalance, args.max_per_class)
-    lt = ("exp", args.imbalance, args.max_per_class, 0)
-    lt_cli = ["--longtail", "exp", "--imbalance", rho, "--max-per-class", args.max_per_class, "--data-seed", 0]
-    recipes = ROOT / "recipes"
-    base, bs, syn = (recipes / f"mnist-lt-{n}.yaml" for n in ("baseline", "balanced-softmax", "synthetic"))
-    common = [f"data.train={args.data}", f"schedule.epochs={args.epochs}", f"data.imbalance={rho}",
-              f"data.max_per_class={args.max_per_class}", f"eval.many_threshold={args.many_above}",
-              f"eval.few_threshold={args.few_below}", f"data.channels={channels}", f"data.hflip={args.hflip}"]
-    arm_names = [a for a in args.arms.split(",") if a]
-    if args.default_arm:
-        d = args.default_arm
-        arm_names += [d, *compared_arms(d, args.compare_gens).values()]
-    arm_names = list(dict.fromkeys(arm_names))
+    return p
 
-    # --- the shared filter classifier and feature space (trained once on the real long-tailed split) ---
-    filt_cls = work / "filter_classifier"
-    if not (filt_cls / "model.pt").exists() and not args.report_only:
-        run([cbdm_aug(), "train-classifier", base, "--out", filt_cls, "--no-progress", "--overwrite",
-             *[x for s in common + ["sampling.mode=class-balanced"] for x in ("--set", s)]], log)
 
-    locks: dict[str, threading.Lock] = {}
-    guard = threading.Lock()
+REAL_SETS = {  # real arm: (recipe stem, its settings)
+    "real-cb": ("baseline", ["sampling.mode=class-balanced"]),
+    "real-ra": ("baseline", ["sampling.mode=class-balanced", "data.augment=randaugment"]),
+    "real-bs": ("balanced-softmax", []),
+    "real-la": ("baseline", ["loss.kind=logit-adjustment", "loss.tau=1.0"]),
+}
 
-    def once(path: Path, make) -> Path:
+
+class Protocol:
+    """One invocation's data, recipes, shared caches and arms: each cache, filter and evidence file is made
+    once, by one thread, and reused by every arm that needs it."""
+
+    def __init__(self, args):
+        rho = f"{args.imbalance:g}"
+        args.tag = args.tag or f"tail_gain_rho{rho}"
+        args.gen_runs = args.gen_runs or str(ROOT / "runs" / f"rho{rho}" / "gens")
+        self.args, self.work = args, Path(args.work or ROOT / "runs" / f"tail_gain_rho{rho}")
+        (self.work / "caches").mkdir(parents=True, exist_ok=True)
+        args.dataset = args.dataset_name or Path(args.data).name
+        if Path(args.data).is_dir():
+            args.data = str(folder_pair_npz(Path(args.data), self.work / "data.npz"))
+        with np.load(args.data) as z:
+            channels = z["x_train"].shape[-1] if z["x_train"].ndim == 4 else 1
+            # generate --counts-file keys classes by name: an npz's class_names, else the class index
+            self.names = [str(n) for n in z["class_names"]] if "class_names" in z else None
+        self.log = self.work / "benchmark.log"
+        self.seeds = [int(x) for x in args.seeds.split(",")]
+        self.counts = lt_counts(args.imbalance, args.max_per_class)
+        self.lt_cli = ["--longtail", "exp", "--imbalance", rho, "--max-per-class", args.max_per_class, "--data-seed", 0]
+        self.recipe = {n: ROOT / "recipes" / f"mnist-lt-{n}.yaml" for n in ("baseline", "balanced-softmax", "synthetic")}
+        self.common = [f"data.train={args.data}", f"schedule.epochs={args.epochs}", f"data.imbalance={rho}",
+                       f"data.max_per_class={args.max_per_class}", f"eval.many_threshold={args.many_above}",
+                       f"eval.few_threshold={args.few_below}", f"data.channels={channels}", f"data.hflip={args.hflip}"]
+        names = [a for a in args.arms.split(",") if a]
+        if args.default_arm:
+            names += [args.default_arm, *compared_arms(args.default_arm, args.compare_gens).values()]
+        self.arm_names = list(dict.fromkeys(names))
+        self.filter_classifier = self.work / "filter_classifier"
+        self.locks: dict[str, threading.Lock] = {}
+        self.guard = threading.Lock()
+
+    def _lock(self, path: Path) -> threading.Lock:
+        with self.guard:
+            return self.locks.setdefault(str(path), threading.Lock())
+
+    def _once(self, path: Path, make) -> Path:
         """Make ``path`` unless it is complete; one thread at a time per file."""
-        with guard:
-            lock = locks.setdefault(str(path), threading.Lock())
-        with lock:
+        with self._lock(path):
             if not is_complete(path):
                 make()
         return path
 
-    def counts_file(top_up: int, notail: bool = False) -> Path:
-        f = work / f"topup{top_up}{'_notail' if notail else ''}_counts.json"
-        f.write_text(json.dumps({(names[c] if names else str(c)): 0 if notail and n < args.few_below
-                                 else max(0, top_up - n) for c, n in enumerate(counts)}))
+    def train_filter_classifier(self) -> None:
+        """The shared filter classifier and feature space, trained once on the real long-tailed split."""
+        if not (self.filter_classifier / "model.pt").exists():
+            run([cbdm_aug(), "train-classifier", self.recipe["baseline"], "--out", self.filter_classifier,
+                 "--no-progress", "--overwrite",
+                 *[x for s in self.common + ["sampling.mode=class-balanced"] for x in ("--set", s)]], self.log)
+
+    def counts_file(self, top_up: int, notail: bool = False) -> Path:
+        f = self.work / f"topup{top_up}{'_notail' if notail else ''}_counts.json"
+        f.write_text(json.dumps({(self.names[c] if self.names else str(c)): 0 if notail and n < self.args.few_below
+                                 else max(0, top_up - n) for c, n in enumerate(self.counts)}))
         return f
 
-    def cache(s: dict) -> Path:
+    def cache(self, s: dict) -> Path:
+        """The arm's cache: generated once per generator, guidance, top-up and tail option, then filtered."""
+        args = self.args
         name = s["gen"] + (f"-g{s['guidance']:g}" if s["guidance"] != args.guidance else "") \
-            + (f"-top{s['top_up']}" if s["top_up"] != args.top_up else "") \
-            + ("-notail" if s["notail"] else "")
-        out = work / "caches" / f"{name}.h5"
-        made = once(out, lambda: run([cbdm_aug(), "generate", Path(args.gen_runs) / s["gen"], "--out", out,
-                                      "--counts-file", counts_file(s["top_up"], s["notail"]), "--sampler", CACHE.sampler,
-                                      "--steps", CACHE.sample_steps, "--guidance", s["guidance"], "--seed", CACHE.seed,
-                                      "--batch-size", 256,
-                                      "--device", "cpu"], log))
+            + (f"-top{s['top_up']}" if s["top_up"] != args.top_up else "") + ("-notail" if s["notail"] else "")
+        out = self.work / "caches" / f"{name}.h5"
+        made = self._once(out, lambda: run(
+            [cbdm_aug(), "generate", Path(args.gen_runs) / s["gen"], "--out", out, "--counts-file",
+             self.counts_file(s["top_up"], s["notail"]), "--sampler", CACHE.sampler, "--steps", CACHE.sample_steps,
+             "--guidance", s["guidance"], "--seed", CACHE.seed, "--batch-size", 256, "--device", "cpu"], self.log))
         if not s["filter"]:
             return made
         gate = f"-gated{args.gate_share:g}" if s["gate"] else ""
         filt = out.with_name(out.stem + f"-filtered{gate}.h5")
-        return once(filt, lambda: run([cbdm_aug(), "filter-cache", made, "--out", filt, "--real", args.data, *lt_cli,
-                                       "--classifier", filt_cls, "--quiet", "--overwrite",
-                                       *(["--max-copy-share", args.gate_share] if s["gate"] else [])], log))
+        return self._once(filt, lambda: run(
+            [cbdm_aug(), "filter-cache", made, "--out", filt, "--real", args.data, *self.lt_cli, "--classifier",
+             self.filter_classifier, "--quiet", "--overwrite",
+             *(["--max-copy-share", args.gate_share] if s["gate"] else [])], self.log))
 
-    oracle = lambda k: oracle_npz(args.data, lt, k, work / f"oracle{k}.npz")  # noqa: E731
-    n_real = sum(counts)
-    real_sets = {
-        "real-cb": (base, lambda: ["sampling.mode=class-balanced"]),
-        "real-cb-2x": (base, lambda: ["sampling.mode=class-balanced", f"schedule.epochs={2 * args.epochs}"]),
-        "real-ra": (base, lambda: ["sampling.mode=class-balanced", "data.augment=randaugment"]),
-        "real-bs": (bs, lambda: []),
-        "real-la": (base, lambda: ["loss.kind=logit-adjustment", "loss.tau=1.0"]),
-    }
-
-    def arm_of(name: str):
-        """(recipe, settings thunk, generator snapshot it waits for or None)."""
-        if name in real_sets:
-            return (*real_sets[name], None)
-        if name.startswith("oracle"):
-            k = int(name[len("oracle-top"):]) if name.startswith("oracle-top") else args.top_up
-            # the oracle's epoch has the control's draws, not one per image of its larger set
-            return (base, lambda: ["sampling.mode=class-balanced", f"data.train={oracle(k)}", "data.longtail=none",
-                                   f"sampling.num_samples={n_real}"], None)
-        s = parse_arm(name, args)
-        own = lambda: [f"sampling.cache={cache(s)}", f"loss.synthetic_weight={s['weight']}",  # noqa: E731
-                        "data.augment=" + ("randaugment" if s["randaugment"] else "none"),
-                        "sampling.min_real_share=" + ("null" if s["floor"] is None else f"{s['floor']:g}"),
-                        *([f"sampling.max_synthetic_share={s['share']}"] if s["share"] is not None else [])]
-        sets = lambda: own() + ([f"sampling.share_file={decisions(name, own())}"] if s["evidence"] else [])  # noqa: E731
-        return syn, sets, s["gen"]
-
-    def decisions(name: str, sets: list[str]) -> Path:
+    def decisions(self, name: str, sets: list[str]) -> Path:
         """The arm's per-class decisions (`cbdm-aug run`'s evidence stage on this arm's recipe), made once."""
         from cbdm_aug.atomic import write_text_atomic
         from cbdm_aug.cache.reader import SyntheticCache
@@ -295,13 +284,11 @@ def main(argv=None):
         from cbdm_aug.classify.train import load_data
         from cbdm_aug.evaluate.evidence import judge
 
-        d = work / "evidence" / name.split(":evidence")[0].replace(":", "+")
+        d = self.work / "evidence" / name.split(":evidence")[0].replace(":", "+")
         out = d / "decisions.json"
-        with guard:
-            lock = locks.setdefault(str(out), threading.Lock())
-        with lock:
+        with self._lock(out):
             if not out.exists():
-                recipe = load_recipe(syn, [*common, *sets, "device=cpu"])
+                recipe = load_recipe(self.recipe["synthetic"], [*self.common, *sets, "device=cpu"])
                 train, _ = load_data(recipe.data)
                 with SyntheticCache(recipe.sampling.cache_paths()[0]) as c:
                     kept = c.counts().tolist()
@@ -310,59 +297,99 @@ def main(argv=None):
                 write_text_atomic(out, json.dumps({n: e["share"] for n, e in dec.items()}, indent=1))
         return out
 
-    arms = {n: arm_of(n) for n in arm_names}
-    snapshot_ready = lambda g: (Path(args.gen_runs) / g / "generator.json").exists()  # noqa: E731
+    def arm_of(self, name: str):
+        """(recipe, settings thunk, generator snapshot it waits for or None)."""
+        args = self.args
+        if name in REAL_SETS:
+            stem, sets = REAL_SETS[name]
+            return self.recipe[stem], lambda: list(sets), None
+        if name == "real-cb-2x":
+            return self.recipe["baseline"], lambda: ["sampling.mode=class-balanced",
+                                                     f"schedule.epochs={2 * args.epochs}"], None
+        if name.startswith("oracle"):
+            k = int(name[len("oracle-top"):]) if name.startswith("oracle-top") else args.top_up
+            def oracle() -> Path:  # made when the arm trains, not when it is named
+                return oracle_npz(args.data, ("exp", args.imbalance, args.max_per_class, 0), k, self.work / f"oracle{k}.npz")
+            # the oracle's epoch has the control's draws, not one per image of its larger set
+            return self.recipe["baseline"], lambda: ["sampling.mode=class-balanced", f"data.train={oracle()}",
+                                                     "data.longtail=none", f"sampling.num_samples={sum(self.counts)}"], None
+        s = parse_arm(name, args)
 
-    def train(name):
-        recipe, sets, _ = arms[name]
-        cmd = [cbdm_aug(), "train-classifier", recipe, "--out", work / "arms" / name.replace(":", "+"),
-               "--seeds", args.seeds, "--no-progress", "--overwrite"]
-        for s in common + sets():
-            cmd += ["--set", s]
-        run(cmd, log, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        def own() -> list[str]:
+            return [f"sampling.cache={self.cache(s)}", f"loss.synthetic_weight={s['weight']}",
+                    "data.augment=" + ("randaugment" if s["randaugment"] else "none"),
+                    "sampling.min_real_share=" + ("null" if s["floor"] is None else f"{s['floor']:g}"),
+                    *([f"sampling.max_synthetic_share={s['share']}"] if s["share"] is not None else [])]
+        return (self.recipe["synthetic"],
+                lambda: own() + ([f"sampling.share_file={self.decisions(name, own())}"] if s["evidence"] else []),
+                s["gen"])
 
-    def metrics_of(gen: str) -> Path:
-        out = work / "eval" / gen
+    def train(self, name: str) -> None:
+        recipe, sets, _ = self.arm_of(name)
+        cmd = [cbdm_aug(), "train-classifier", recipe, "--out", self.work / "arms" / name.replace(":", "+"),
+               "--seeds", self.args.seeds, "--no-progress", "--overwrite"]
+        for x in self.common + sets():
+            cmd += ["--set", x]
+        run(cmd, self.log, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+    def metrics_of(self, gen: str) -> Path:
+        args, out = self.args, self.work / "eval" / gen
         if not (out / "report.json").exists():
-            run([cbdm_aug(), "evaluate-generator", Path(args.gen_runs) / gen, "--real", args.data, *lt_cli,
-                 "--test", args.data, "--feature-net", filt_cls, "--out", out, "--samples-per-class",
-                 args.eval_per_class, "--sampler", CACHE.sampler, "--steps", CACHE.sample_steps, "--guidance", args.guidance,
-                 "--seed", 0, "--batch-size", 250, "--device", "cpu", "--quiet", "--cas-epochs", args.cas_epochs], log)
+            run([cbdm_aug(), "evaluate-generator", Path(args.gen_runs) / gen, "--real", args.data, *self.lt_cli,
+                 "--test", args.data, "--feature-net", self.filter_classifier, "--out", out, "--samples-per-class",
+                 args.eval_per_class, "--sampler", CACHE.sampler, "--steps", CACHE.sample_steps, "--guidance",
+                 args.guidance, "--seed", 0, "--batch-size", 250, "--device", "cpu", "--quiet", "--cas-epochs",
+                 args.cas_epochs], self.log)
         return out / "report.json"
 
-    def done(name):  # every seed of the arm has its metrics (train-classifier --seeds writes seed<N>/)
-        return all((work / "arms" / name.replace(":", "+") / f"seed{s}" / "metrics.json").exists() for s in seeds)
+    def done(self, name: str) -> bool:  # every seed of the arm has its metrics (train-classifier --seeds writes seed<N>/)
+        return all((self.work / "arms" / name.replace(":", "+") / f"seed{x}" / "metrics.json").exists() for x in self.seeds)
 
-    tasks = [(n, arms[n][2], lambda n=n: train(n)) for n in arm_names if not done(n)]
-    tasks += [(f"metrics:{g}", g, lambda g=g: metrics_of(g)) for g in args.eval_gens.split(",") if g]
-    pending, failed = ([] if args.report_only else list(tasks)), []
+    def run_tasks(self) -> tuple[float, list[str]]:
+        """Every arm not done and every --eval-gens metric, --jobs at a time, each as soon as its generator
+        snapshot exists; returns (seconds, the tasks that failed)."""
+        tasks = [(n, self.arm_of(n)[2], lambda n=n: self.train(n)) for n in self.arm_names if not self.done(n)]
+        tasks += [(f"metrics:{g}", g, lambda g=g: self.metrics_of(g)) for g in self.args.eval_gens.split(",") if g]
+        pending, failed, t0 = list(tasks), [], time.time()
 
-    def worker():
-        while True:
-            with guard:
-                if not pending:
-                    return
-                pick = next((t for t in pending if t[1] is None or snapshot_ready(t[1])), None)
-                if pick is not None:
-                    pending.remove(pick)
-            if pick is None:
-                time.sleep(20)  # waiting for a generator snapshot (benchmarks/_ladder.py)
-                continue
-            print(f"[{time.strftime('%H:%M:%S')}] start {pick[0]}", flush=True)
-            try:
-                pick[2]()
-                print(f"[{time.strftime('%H:%M:%S')}] done {pick[0]}", flush=True)
-            except Exception as e:  # noqa: BLE001 - report it and go on with the other tasks
-                failed.append(pick[0])
-                print(f"[{time.strftime('%H:%M:%S')}] FAILED {pick[0]}: {e}", flush=True)
+        def ready(gen):
+            return gen is None or (Path(self.args.gen_runs) / gen / "generator.json").exists()
 
-    t1 = time.time()
-    threads = [threading.Thread(target=worker) for _ in range(args.jobs)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    report(args, arm_names, counts, seeds, work, time.time() - t1, failed)
+        def worker():
+            while True:
+                with self.guard:
+                    if not pending:
+                        return
+                    pick = next((t for t in pending if ready(t[1])), None)
+                    if pick is not None:
+                        pending.remove(pick)
+                if pick is None:
+                    time.sleep(20)  # waiting for a generator snapshot (benchmarks/_ladder.py)
+                    continue
+                print(f"[{time.strftime('%H:%M:%S')}] start {pick[0]}", flush=True)
+                try:
+                    pick[2]()
+                    print(f"[{time.strftime('%H:%M:%S')}] done {pick[0]}", flush=True)
+                except Exception as e:  # noqa: BLE001 - report it and go on with the other tasks
+                    failed.append(pick[0])
+                    print(f"[{time.strftime('%H:%M:%S')}] FAILED {pick[0]}: {e}", flush=True)
+
+        threads = [threading.Thread(target=worker) for _ in range(self.args.jobs)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return time.time() - t0, failed
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    proto = Protocol(args)
+    seconds, failed = 0.0, []
+    if not args.report_only:
+        proto.train_filter_classifier()
+        seconds, failed = proto.run_tasks()
+    report(args, proto.arm_names, proto.counts, proto.seeds, proto.work, seconds, failed)
 
 
 def _per_seed(work: Path, name: str, seeds: list[int], few: list[int]) -> dict | None:

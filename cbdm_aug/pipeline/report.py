@@ -4,9 +4,10 @@ the best synthetic arm against the best real-only arm), a verdict sentence, what
 used and why, a labelled sample grid and the per-class accuracy plot. ``sample_grid`` is also the
 demo's.
 
-``report.json`` is read by tools; its names are fixed (issue 21): ``arms``, ``twins``,
+``report.json`` is read by tools; its names are fixed (issues 21, 26): ``arms``, ``twins``,
 ``best_real_only``, ``counts``, ``per_class`` ({arm: {class: [accuracy % per seed]}}), ``paired``
-(keyed "A-B", then by group), and ``verdict``, ``best_synthetic``, ``per_seed``, ``groups``, ``gate``."""
+(keyed "A-B", then by group), ``worst_class`` ({arm, twin, class, n_real, mean, lo, hi}), and ``verdict``,
+``best_synthetic``, ``per_seed``, ``groups``, ``gate``, ``decisions`` (the evidence stage's, per class)."""
 from __future__ import annotations
 
 import json

@@ -118,7 +118,7 @@ def cross_fit(images: np.ndarray, labels: np.ndarray, names: list[str], probe: C
         preds = [np.asarray(probe(npz, w, k, out_dir / f"fold{k}-{'with' if w else 'without'}")) for w in (False, True)]
         t = tally(labels[held], preds[0], preds[1], len(names))
         total = t if total is None else {key: total[key] + t[key] for key in total}
-        log.info("evidence fold %d/%d: %d held out", k + 1, folds, int(held.sum()))
+        log.debug("evidence fold %d/%d: %d held out", k + 1, folds, int(held.sum()))
     return total
 
 

@@ -4,15 +4,15 @@ import numpy as np
 from cbdm_aug.evaluate.evidence import assign_folds, cross_fit, decide, effects, tally
 
 
-def test_folds_are_stratified_and_a_class_too_small_to_judge_is_never_held_out():
-    labels = np.repeat([0, 1, 2], [30, 7, 3])
-    f = assign_folds(labels, 3, seed=0, min_judged=5)
-    assert set(f[labels == 2]) == {-1}
-    for c, n in ((0, 30), (1, 7)):
+def test_folds_are_stratified_and_only_a_one_image_class_is_never_held_out():
+    labels = np.repeat([0, 1, 2, 3], [30, 7, 3, 1])
+    f = assign_folds(labels, 3, seed=0)
+    assert set(f[labels == 3]) == {-1}
+    for c, n in ((0, 30), (1, 7), (2, 3)):
         sizes = np.bincount(f[labels == c], minlength=3)
         assert sizes.sum() == n and sizes.max() - sizes.min() <= 1  # dealt round-robin
-    assert np.array_equal(f, assign_folds(labels, 3, seed=0, min_judged=5))  # seeded
-    assert not np.array_equal(f, assign_folds(labels, 3, seed=1, min_judged=5))
+    assert np.array_equal(f, assign_folds(labels, 3, seed=0))  # seeded
+    assert not np.array_equal(f, assign_folds(labels, 3, seed=1))
 
 
 def test_tally_counts_confusions_and_effects_are_in_points_of_per_class_recall():
@@ -49,20 +49,32 @@ def test_a_class_is_used_when_its_images_cost_the_probes_no_recall():
     assert all(len(e["why"].splitlines()) == 1 and e["why"].startswith(n) for n, e in d.items())
 
 
-def test_cross_fit_holds_each_judged_image_out_once_and_trains_on_the_rest(tmp_path):
+def test_cross_fit_holds_each_image_out_once_and_trains_on_the_rest(tmp_path):
     rng = np.random.default_rng(0)
-    labels = np.repeat([0, 1, 2], [12, 6, 2])
+    labels = np.repeat([0, 1, 2, 3], [12, 6, 2, 1])
     images = rng.integers(0, 255, (len(labels), 4, 4, 1), dtype=np.uint8)
     seen = []
 
     def probe(npz, with_synthetic, fold, run_dir):
         z = np.load(npz)
         seen.append((fold, with_synthetic, len(z["y_train"]), len(z["y_test"])))
-        assert 2 in z["y_train"] and 2 not in z["y_test"]  # the 2-image class is never held out
+        assert {2, 3} <= set(z["y_train"]) and 3 not in z["y_test"]  # every probe sees every class
         return z["y_test"] if with_synthetic else np.zeros(len(z["y_test"]), np.int64)  # "with" is perfect
 
-    t = cross_fit(images, labels, ["a", "b", "c"], probe, tmp_path, folds=3, min_judged=5)
-    assert t["held"].tolist() == [12, 6, 0]
-    assert sum(h for *_, h in seen) == 2 * 18 and all(tr + h == 20 for _, _, tr, h in seen)
-    assert np.diag(t["with"]).tolist() == [12, 6, 0] and np.diag(t["without"]).tolist() == [12, 0, 0]
-    assert t["without"][:, 0].tolist() == [12, 6, 0]  # "without" calls everything class 0
+    t = cross_fit(images, labels, ["a", "b", "c", "d"], probe, tmp_path, folds=3)
+    assert t["held"].tolist() == [12, 6, 2, 0]
+    assert sum(h for *_, h in seen) == 2 * 20 and all(tr + h == 21 for _, _, tr, h in seen)
+    assert np.diag(t["with"]).tolist() == [12, 6, 2, 0] and np.diag(t["without"]).tolist() == [12, 0, 0, 0]
+    assert t["without"][:, 0].tolist() == [12, 6, 2, 0]  # "without" calls everything class 0
+
+
+def test_a_neighbour_that_takes_a_tiny_classes_held_out_image_is_refused():
+    """The 3-image class is not judged, but its held-out images weigh 100/3 points each against the class
+    whose generated images take them."""
+    held = np.array([30, 3])
+    without = np.diag(held).astype(np.int64)
+    with_ = without.copy()
+    with_[0, 0] = 30
+    with_[1, 1], with_[1, 0] = 2, 1              # class 0's images now take one of the tiny class's 3
+    d = decide(["big", "tiny"], [30, 3], [100, 100], {"held": held, "without": without, "with": with_}, min_judged=5)
+    assert not d["big"]["used"] and d["big"]["spill"] == 33.33 and not d["tiny"]["judged"]

@@ -15,12 +15,14 @@ A class keeps its generated images when ``net >= 0`` (they cost the probes no re
 when ``net < 0``. The test set is never read.
 
 The cautious rule: a class with fewer than ``min_judged`` real images gets no generated image, and
-is not judged. Its held-out fold would be one or two images, and its generated images were made by
-a generator that saw those very images, so the "with" probe would be judged on images its training
+is not judged. Its images are still held out, so that the confusion its neighbours' generated images
+cause on it counts against them. Its own held-out fold would be one or two images, and its generated
+images were made by a generator that saw those very images, so the "with" probe would be judged on images its training
 data was derived from; at 3 images a class's generated images were blurred, bent versions of its 3
 real ones and cost it 11 points on a held-out letters folder (docs/decisions.md). The same leak
 favours the generated images for the judged classes too, less the more real images a class has: a
-class that loses even so is all the more likely to be hurt.
+class that loses even so is all the more likely to be hurt. The probes add every class's generated
+images at once, so a class's gain and spill also carry its neighbours' images' effects.
 """
 from __future__ import annotations
 
@@ -35,19 +37,21 @@ log = logging.getLogger(__name__)
 
 FOLDS = 3
 MIN_JUDGED = 5   # docs/decisions.md ("min_judged")
-RULE = "net recall points >= 0"  # what decide() applies; a stage that records it reruns when it changes
+RULE = "net recall points >= 0; every class of 2+ images held out"  # what cross_fit and decide apply
 
 
-def assign_folds(labels: np.ndarray, folds: int, seed: int = 0, min_judged: int = MIN_JUDGED) -> np.ndarray:
-    """int64 (N,) fold of each image, -1 for an image that is never held out. Within a class of at least
-    ``min_judged`` images, a random order dealt round-robin from a random first fold, so every fold holds
-    some of it; a smaller class is not judged and stays in every probe's training set."""
+def assign_folds(labels: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
+    """int64 (N,) fold of each image, -1 for an image never held out. Within a class, a random order dealt
+    round-robin from a random first fold, so each fold holds about 1/folds of it and every probe still
+    trains on at least one image of it. A class of one image is never held out. Classes too small to be
+    judged are held out too: their held-out images are where their neighbours' generated images show
+    the confusion they cause."""
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
     out = np.full(len(labels), -1, np.int64)
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
-        if len(idx) >= max(min_judged, 1):
+        if len(idx) >= 2:
             out[rng.permutation(idx)] = (np.arange(len(idx)) + rng.integers(folds)) % folds
     return out
 
@@ -104,13 +108,13 @@ def decide(names: list[str], real_counts, synthetic_counts, t: dict[str, np.ndar
 
 
 def cross_fit(images: np.ndarray, labels: np.ndarray, names: list[str], probe: Callable, out_dir: str | Path,
-              folds: int = FOLDS, seed: int = 0, min_judged: int = MIN_JUDGED) -> dict[str, np.ndarray]:
+              folds: int = FOLDS, seed: int = 0) -> dict[str, np.ndarray]:
     """Sum of ``tally`` over the folds. ``probe(fold_npz, with_synthetic, fold, run_dir)`` trains one probe on
     the npz's x_train/y_train and returns its int64 (N,) predictions on x_test (the held-out fold, in file
     order). Each fold's npz is written once into ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    fold = assign_folds(labels, folds, seed, min_judged)
+    fold = assign_folds(labels, folds, seed)
     total = None
     for k in range(folds):
         held = fold == k
@@ -162,8 +166,7 @@ def judge(images: np.ndarray, labels: np.ndarray, names: list[str], synthetic_co
         if echo:
             echo(f"judging {len(judged)} classes by {folds}-fold cross-fitting: {2 * folds} probe classifiers "
                  "on the training images, with and without the generated images")
-        t = cross_fit(images, labels, names, recipe_probe(recipe, device, progress, echo), out_dir, folds,
-                      min_judged=min_judged)
+        t = cross_fit(images, labels, names, recipe_probe(recipe, device, progress, echo), out_dir, folds)
     return decide(names, real_counts, synthetic_counts, t, min_judged)
 
 

@@ -75,7 +75,7 @@ def _copy_without(finished, tmp_path, stage):  # noqa: F811
     """The finished run, with ``stage``'s record and outputs removed, so a rerun runs just that stage."""
     out = tmp_path / "run"
     shutil.copytree(finished[0], out)
-    outputs = {"data": ["data"], "generator": ["generator"], "cache": ["synthetic"], "control": ["arms/control"],
+    outputs = {"data": ["data"], "generator": ["generator"], "cache": ["cache"], "control": ["arms/control"],
                "report": ["report.md", "report.json", "per_class_accuracy.png", "samples.png", "per_class.csv"]}[stage]
     for o in outputs:
         p = out / o

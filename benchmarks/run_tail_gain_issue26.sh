@@ -20,3 +20,17 @@ for ROW in n3000 n5000; do
   $L cbdm-sqrt-a12 --imbalance 1000 --max-per-class $NMAX --tau 1 --budgets 1200 --balance-power 0.5 --augment 0.12 --work $G
   wait $ARMS_PID
 done
+
+# CIFAR-10-LT rho=100 from the JPEG copy (not run yet: it did not fit the session that wrote it). 16x16 RGB, + horizontal flips; no class under 20 images, so few-shot is
+# the two rarest (83, 50: --few-below 100); the help that should stay. The generator is the default's (ADA 0.12).
+S=${SCRATCH:-${TMPDIR:-/tmp}/cbdm-scratch}
+[ -d "$S/cifar10/train" ] || { mkdir -p "$S"; tar xzf ../shared/datasets/cifar10-jpeg.tar.gz -C "$S"; }
+mkdir -p runs/tail_gain_cifar10
+python -c "import sys; sys.path.insert(0, 'benchmarks'); from pathlib import Path; from tail_gain import folder_pair_npz; folder_pair_npz(Path('$S/cifar10'), Path('runs/tail_gain_cifar10/data.npz'))"
+python benchmarks/tail_gain.py --data runs/tail_gain_cifar10/data.npz --dataset-name cifar10-jpeg --hflip --imbalance 100 \
+  --few-below 100 --jobs 1 --gen-runs runs/cifar10/gens --work runs/tail_gain_cifar10 \
+  --arms real-cb,real-ra,$OLD,$NEW --default-arm $NEW --compare-gens "" --tag tail_gain_cifar10_issue26 &
+ARMS_PID=$!
+$L cbdm-sqrt-a12 --data runs/tail_gain_cifar10/data.npz --imbalance 100 --tau 1 --budgets 1200 --balance-power 0.5 \
+   --augment 0.12 --work runs/cifar10/gens
+wait $ARMS_PID

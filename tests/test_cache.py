@@ -210,6 +210,30 @@ def test_merged_shards_equal_a_single_run(gen, tmp_path):
     assert read_header(tmp_path / "all.h5")["shard"] is None
 
 
+def test_the_python_api_the_generate_cli_and_runs_cache_stage_make_bit_identical_caches(run_dir, tmp_path):
+    # The three ways of making a cache, each with its own defaults: one SamplerSettings must stand behind all
+    # three. Every class is filled to the largest (6): 8 images, one batch for each way's batch size.
+    from cbdm_aug.cli import cli
+    from cbdm_aug.generator.run_dir import load_generator
+    from cbdm_aug.pipeline.run import _cache_stage
+    from cbdm_aug.pipeline.settings import CacheSettings, RunOptions
+
+    api = generate_cache(load_generator(run_dir, torch.device("cpu")), tmp_path / "api.h5",
+                         plans.make_plan("fill", NAMES, REAL), SamplerSettings(), progress=False)
+    r = CliRunner().invoke(cli, ["generate", str(run_dir), "--out", str(tmp_path / "cli.h5"), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    opts = RunOptions(data="unused", cache=CacheSettings(filter_confidence=None))  # the sampling part: defaults
+    stage = _cache_stage(tmp_path / "run", str(run_dir), {"class_names": NAMES, "counts": REAL}, None, opts,
+                         torch.device("cpu"), lambda *a: None, False)
+    ways = [api, tmp_path / "cli.h5", tmp_path / "run" / stage["cache"]]
+    headers = [read_header(w) for w in ways]
+    assert headers[0]["sampler"] == SamplerSettings().record() and headers[0]["plan"]["counts"] == {"cat": 0, "dog": 3, "fish": 5}
+    for w, h in zip(ways[1:], headers[1:]):
+        assert h["sampler"] == headers[0]["sampler"] and h["plan"]["counts"] == headers[0]["plan"]["counts"]
+        for a, b in zip(_images(api), _images(w)):  # images, labels, seeds
+            np.testing.assert_array_equal(a, b)
+
+
 # ---------------------------------------------------------------- honest files
 
 
@@ -357,9 +381,11 @@ def test_bad_cli_input_gets_a_one_line_error_not_a_traceback(cli, run_dir, tmp_p
 
 
 def test_the_cli_sampler_choices_are_the_samplers():
-    from cbdm_aug.cache.cli import SAMPLER_NAMES
+    from cbdm_aug.cache.cli import generate
+    from cbdm_aug.diffusion.sampler_settings import SAMPLER_NAMES
     from cbdm_aug.diffusion.sampling import SAMPLERS
-    assert tuple(SAMPLER_NAMES) == tuple(SAMPLERS)
+    choice = next(p for p in generate.params if p.name == "sampler").type.choices
+    assert tuple(choice) == tuple(SAMPLER_NAMES) == tuple(SAMPLERS)
 
 
 @pytest.mark.slow

@@ -10,9 +10,27 @@ import numpy as np
 
 from cbdm_aug.cache.plan import POLICIES
 from cbdm_aug.devices import resolve_device
+from cbdm_aug.diffusion.sampler_settings import DEFAULT_STEPS, SAMPLER_NAMES, SAMPLING
 from cbdm_aug.errors import is_disk_full
 
-SAMPLER_NAMES = ("ddpm", "ddim", "dpmpp", "dpmpp-sde")  # cbdm_aug.diffusion.sampling.SAMPLERS, without importing torch
+
+def sampler_options(f):
+    """--sampler, --steps and --guidance, their defaults from ``SamplerSettings`` (``generate`` and
+    ``evaluate-generator`` share them; docs/decisions.md says why each default)."""
+    own = ", ".join(f"{k} {v}" for k, v in DEFAULT_STEPS.items())
+    opts = [
+        click.option("--sampler", type=click.Choice(SAMPLER_NAMES), default=SAMPLING.sampler, show_default=True,
+                     help="ddpm is the paper's 1000-step reference; ddim, dpmpp (DPM-Solver++ 2M) and dpmpp-sde "
+                          "(its stochastic variant) are fast. Why the default: docs/decisions.md."),
+        click.option("--steps", type=click.IntRange(min=1), default=None,
+                     help=f"Sampling steps [default: the sampler's own: {own}]."),
+        click.option("--guidance", type=click.FloatRange(min=0), default=SAMPLING.guidance, show_default=True,
+                     help="Classifier-free guidance w: eps = (1+w) eps(x,y) - w eps(x,null). The CBDM paper "
+                          "uses 1.6; why this default: docs/decisions.md."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
 
 
 def _parse_shard(value: str | None) -> tuple[int, int] | None:
@@ -57,16 +75,7 @@ def _feedback(run_dir, kind, scale, gen, device):
               help="Top up to a target distribution: 'uniform' or a JSON/CSV file of class weights.")
 @click.option("--counts-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="JSON object or CSV (class,count) of synthetic counts per class (policy file).")
-@click.option("--sampler", type=click.Choice(SAMPLER_NAMES), default="dpmpp-sde", show_default=True,
-              help="ddpm is the paper's 1000-step reference; ddim, dpmpp (DPM-Solver++ 2M) and dpmpp-sde "
-                   "(its stochastic variant) are fast. dpmpp-sde at 20 steps matched the reference's quality "
-                   "at 1/71 of its cost in benchmarks/results/sampler_quality.md.")
-@click.option("--steps", type=click.IntRange(min=1), default=None,
-              help="Sampling steps [default: ddpm 1000, ddim 50, dpmpp and dpmpp-sde 20].")
-@click.option("--guidance", type=click.FloatRange(min=0), default=1.0, show_default=True,
-              help="Classifier-free guidance w: eps = (1+w) eps(x,y) - w eps(x,null). The CBDM paper uses 1.6; on "
-                   "MNIST-LT's rarest classes stronger guidance kept fewer recognisable images (at rho=1000, 4 of 200 "
-                   "'9's passed the filter at w=3 and 0 at w=6), and every tail benchmark here uses 1.")
+@sampler_options
 @click.option("--feedback-classifier", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Classifier-feedback guidance: a `train-classifier` run folder whose classifier steers sampling "
                    "towards images it is unsure of (Askari-Hemmat et al. 2024) [default: off].")
@@ -77,7 +86,8 @@ def _feedback(run_dir, kind, scale, gen, device):
                    "(on MNIST-LT 0.2 kept digits legible, 0.5 turned 1s into 7s: benchmarks/results/feedback_scale.png).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
               help="Images per forward pass; does not change the images.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Base seed of the run.")
+@click.option("--seed", type=click.IntRange(min=0), default=SAMPLING.seed, show_default=True,
+              help="Base seed: image k of class c has its own seed, hashed from (seed, c, k).")
 @click.option("--device", default=None, help="torch device [default: cuda if available, else cpu].")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
               help="Denoiser arithmetic: auto is bf16 autocast on CUDA, fp32 elsewhere. A bf16 cache "
@@ -93,21 +103,11 @@ def generate(run_dir, out, policy, per_class, target, counts_file, sampler, step
     Rerunning the same command resumes a killed run. Under torchrun each rank writes one shard
     beside --out and rank 0 joins them into --out.
     """
-    from cbdm_aug.cache.generate import SamplerSettings, generate_cache
-    from cbdm_aug.cache.plan import make_plan
     from cbdm_aug.cache.reader import is_complete
     from cbdm_aug.cache.torchrun import launch_rank, rank_device, shard_path
-    from cbdm_aug.data.longtail import count_table
-    from cbdm_aug.diffusion.sampling import DEFAULT_STEPS
-    from cbdm_aug.generator.run_dir import load_generator
+    from cbdm_aug.diffusion.denoiser import choose
 
-    shard_t = _parse_shard(shard)
-    if policy is None:
-        chosen = [p for p, v in (("fixed", per_class), ("target", target), ("file", counts_file)) if v is not None]
-        if len(chosen) > 1:
-            raise click.UsageError("give only one of --per-class, --target and --counts-file")
-        policy = chosen[0] if chosen else "fill"
-    steps = steps or DEFAULT_STEPS[sampler]
+    shard_t, policy = _parse_shard(shard), _choose_policy(policy, per_class, target, counts_file)
     ranked = launch_rank() if shard_t is None else None  # under torchrun: one shard per rank
     final = out
     if ranked:
@@ -115,52 +115,79 @@ def generate(run_dir, out, policy, per_class, target, counts_file, sampler, step
             raise click.ClickException(f"{final}: a complete cache already exists; pass --overwrite to replace it")
         shard_t, out = ranked, shard_path(final, *ranked)
     torch_device = rank_device() if ranked and device is None else resolve_device(device)
-    from cbdm_aug.diffusion.denoiser import choose
-
     precision, compile_unet = choose(torch_device, None if precision == "auto" else precision, compile_unet)
-    try:
-        gen = load_generator(run_dir, torch_device)
-        real = gen.meta.get("class_counts")
-        plan = make_plan(policy, gen.class_names, real, per_class=per_class, target=target,
-                         counts_file=counts_file)
-        feedback, described = _feedback(feedback_classifier, feedback_kind, feedback_scale, gen, torch_device)
-        settings = SamplerSettings(sampler, steps, guidance, seed, described)
-    except ValueError as e:
-        raise click.ClickException(str(e)) from None
-
-    columns = ([("real", real)] if real is not None else []) + [("synthetic", plan.counts)]
-    click.echo(f"plan ({policy}):")
-    click.echo(count_table(gen.class_names, *columns))
+    gen, plan, settings, feedback = _prepare(run_dir, torch_device, policy, {"per_class": per_class, "target": target,
+                                             "counts_file": counts_file}, sampler, steps, guidance, seed,
+                                             (feedback_classifier, feedback_kind, feedback_scale))
+    sampling = (f"--sampler {settings.sampler} --steps {settings.steps} --guidance {settings.guidance:g} "
+                f"--seed {settings.seed}")
     command = _command_line(run_dir, out, policy, {"fixed": per_class, "target": target, "file": counts_file},
-                            f"--sampler {sampler} --steps {steps} --guidance {guidance:g} --seed {seed} "
-                            f"--precision {precision}",
+                            f"{sampling} --precision {precision}",
                             feedback_classifier and (f"--feedback-classifier {shlex.quote(str(feedback_classifier))} "
                                                      f"--feedback-kind {feedback_kind} --feedback-scale {feedback_scale:g}"),
                             shard_t)
     where = f", shard {shard_t[0]}/{shard_t[1]}" if shard_t else ""
-    click.echo(f"sampler {sampler}, {steps} steps, guidance {guidance:g}, seed {seed}, "
+    click.echo(f"sampler {settings.sampler}, {settings.steps} steps, guidance {settings.guidance:g}, seed {settings.seed}, "
                f"batch {batch_size}, device {torch_device}, {precision}{', compiled' if compile_unet else ''}{where}")
+    _write(gen, out, plan, settings, dict(batch_size=batch_size, shard=shard_t, overwrite=overwrite, command=command,
+                                          feedback=feedback, precision=precision, compile=compile_unet))
+    if ranked:
+        _join_ranks(final, ranked, overwrite)
+
+
+def _choose_policy(policy: str | None, per_class, target, counts_file) -> str:
+    """The count policy: the one asked for, else the one its option implies, else fill."""
+    if policy is not None:
+        return policy
+    chosen = [p for p, v in (("fixed", per_class), ("target", target), ("file", counts_file)) if v is not None]
+    if len(chosen) > 1:
+        raise click.UsageError("give only one of --per-class, --target and --counts-file")
+    return chosen[0] if chosen else "fill"
+
+
+def _prepare(run_dir, device, policy: str, policy_kw: dict, sampler: str, steps: int | None, guidance: float,
+             seed: int, feedback_opts: tuple):
+    """(generator, plan, sampler settings, feedback criterion) of a generate command; prints the plan."""
+    from dataclasses import replace
+
+    from cbdm_aug.cache.plan import make_plan
+    from cbdm_aug.data.longtail import count_table
+    from cbdm_aug.diffusion.sampler_settings import SamplerSettings
+    from cbdm_aug.generator.run_dir import load_generator
+
+    try:
+        settings = SamplerSettings.of(sampler, steps, guidance=guidance, seed=seed)
+        gen = load_generator(run_dir, device)
+        real = gen.meta.get("class_counts")
+        plan = make_plan(policy, gen.class_names, real, **policy_kw)
+        feedback, described = _feedback(*feedback_opts, gen, device)
+        settings = replace(settings, feedback=described)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    columns = ([("real", real)] if real is not None else []) + [("synthetic", plan.counts)]
+    click.echo(f"plan ({policy}):")
+    click.echo(count_table(gen.class_names, *columns))
+    return gen, plan, settings, feedback
+
+
+def _write(gen, out: Path, plan, settings, kw: dict) -> None:
+    """generate_cache under the output's lock; a full disk or bad input is one line, not a traceback."""
+    from cbdm_aug.cache.generate import generate_cache
+    from cbdm_aug.cache.reader import SyntheticCache
     from cbdm_aug.locking import output_lock
 
     t0 = time.perf_counter()
     try:
         with output_lock(out, folder=False, what="cache", echo=click.echo):  # before --overwrite deletes it
-            path = generate_cache(gen, out, plan, settings, batch_size=batch_size, shard=shard_t,
-                                  overwrite=overwrite, command=command, feedback=feedback, precision=precision,
-                                  compile=compile_unet)
+            path = generate_cache(gen, out, plan, settings, **kw)
     except ValueError as e:
         raise click.ClickException(str(e)) from None
     except (OSError, RuntimeError) as e:  # h5py raises RuntimeError for a write that fails at close
         if not is_disk_full(e):
             raise
         raise click.ClickException(_disk_full(out)) from None
-    from cbdm_aug.cache.reader import SyntheticCache
-
     n = len(SyntheticCache(path))
-    dt = time.perf_counter() - t0
-    click.echo(f"wrote {path}: {n} images, complete ({dt:.1f} s this run)")
-    if ranked:
-        _join_ranks(final, ranked, overwrite)
+    click.echo(f"wrote {path}: {n} images, complete ({time.perf_counter() - t0:.1f} s this run)")
 
 
 def _join_ranks(final: Path, ranked: tuple[int, int], overwrite: bool) -> None:

@@ -18,7 +18,6 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,40 +26,9 @@ from cbdm_aug.cache.plan import Plan
 from cbdm_aug.cache.reader import read_header
 from cbdm_aug.cache.schema import RESUME_KEYS, CacheError
 from cbdm_aug.cache.writer import CacheWriter, create_cache
+from cbdm_aug.diffusion.sampler_settings import SamplerSettings
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SamplerSettings:
-    """What decides the images, besides the generator and the plan (not batch size or device)."""
-
-    sampler: str = "dpmpp-sde"
-    steps: int = 20
-    guidance: float = 1.6
-    seed: int = 0
-    feedback: dict | None = None  # classifier-feedback guidance: {"classifier", "weights_sha256", "kind", "scale"}
-
-    def __post_init__(self):
-        from cbdm_aug.diffusion.sampling import SAMPLERS
-
-        if self.sampler not in SAMPLERS:
-            raise ValueError(f"unknown sampler {self.sampler!r}; choose one of {SAMPLERS}")
-        if not isinstance(self.steps, int) or self.steps < 1:
-            raise ValueError(f"steps must be an integer >= 1, got {self.steps!r}")
-        if not 0 <= self.guidance < float("inf"):  # NaN and inf would sample NaN images
-            raise ValueError(f"guidance must be finite and >= 0, got {self.guidance!r}")
-        if not isinstance(self.seed, int) or not 0 <= self.seed < 2 ** 62:
-            raise ValueError(f"seed must be an integer in [0, 2**62), got {self.seed!r}")
-        if self.feedback is not None and not 0 < self.feedback.get("scale", -1) < float("inf"):
-            raise ValueError(f"feedback scale must be finite and > 0, got {self.feedback.get('scale')!r}")
-
-    def record(self) -> dict:
-        """The settings as the cache stores them (no ``feedback`` key without feedback, as before it existed)."""
-        d = asdict(self)
-        if d["feedback"] is None:
-            del d["feedback"]
-        return d
 
 
 def image_seed(seed: int, label: int, k: int) -> int:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import torch
 
-SAMPLERS = ("ddpm", "ddim", "dpmpp", "dpmpp-sde")
-DEFAULT_STEPS = {"ddpm": 1000, "ddim": 50, "dpmpp": 20, "dpmpp-sde": 20}
+from cbdm_aug.diffusion.sampler_settings import DEFAULT_STEPS, SAMPLER_NAMES
+
+SAMPLERS = SAMPLER_NAMES  # defined, with the default settings, in the torch-free sampler_settings
 STOCHASTIC = ("ddpm", "dpmpp-sde")  # samplers that draw noise at every step, per image
 DEFAULT_SCHEDULE = {"num_train_timesteps": 1000, "beta_start": 1e-4, "beta_end": 0.02,
                     "beta_schedule": "linear"}
@@ -92,12 +93,14 @@ def initial_noise(seeds, shape: tuple[int, int, int], device, dtype=torch.float3
 
 @torch.no_grad()
 def sample(unet, labels: torch.Tensor, seeds, *, image_size: int, channels: int, null_class: int,
-           sampler: str = "ddim", steps: int | None = None, guidance: float = 0.0,
+           sampler: str, steps: int | None, guidance: float,
            schedule: dict | None = None, progress: bool = False, feedback=None,
            feedback_scale: float = 0.0) -> torch.Tensor:
     """Generate one image per label; returns float (N, channels, image_size, image_size) in [-1, 1].
 
-    ``labels`` is int64 (N,) on the model's device; ``seeds`` gives one int per image. With
+    ``labels`` is int64 (N,) on the model's device; ``seeds`` gives one int per image. ``sampler``,
+    ``steps`` (None: the sampler's own count) and ``guidance`` w have no defaults here: callers take
+    them from ``sampler_settings.SamplerSettings``, their one home. With
     ``feedback`` (e.g. ``classifier_feedback(...)``) and ``feedback_scale`` > 0, each step's guided
     eps is further steered by ``feedback_eps``.
     """

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import click
 
-from cbdm_aug.cache.cli import SAMPLER_NAMES  # one list, kept in sync with sampling.SAMPLERS by a test
+from cbdm_aug.cache.cli import sampler_options
 from cbdm_aug.devices import resolve_device
+from cbdm_aug.diffusion.sampler_settings import SAMPLING
 from cbdm_aug.evaluate.criteria import CONFIDENCE, MAX_COPY_SHARE, NEAR_COPY_RATIO
 
 
@@ -60,11 +61,9 @@ def _real_data(real, split, longtail, imbalance, max_per_class, data_seed, run_d
 @click.option("--near-copy-ratio", type=click.FloatRange(0, 1), default=NEAR_COPY_RATIO, show_default=True,
               help="A generated image is a near-copy when closer to a training image than this times that "
                    "image's distance to its nearest same-class neighbour.")
-@click.option("--sampler", type=click.Choice(SAMPLER_NAMES), default="dpmpp-sde", show_default=True)
-@click.option("--steps", type=click.IntRange(min=1), default=20, show_default=True)
-@click.option("--guidance", type=click.FloatRange(min=0), default=1.0, show_default=True,
-              help="Classifier-free guidance w (generate's default).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Sampling and subset seed.")
+@sampler_options
+@click.option("--seed", type=click.IntRange(min=0), default=SAMPLING.seed, show_default=True,
+              help="Sampling and subset seed.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--feature-epochs", type=click.IntRange(min=1), default=4, show_default=True,
               help="Epochs of the feature classifier trained on the real images.")
@@ -89,7 +88,7 @@ def evaluate_generator(run_dir, real, split, longtail, imbalance, max_per_class,
     if inception_weights is not None and feature_net is not None:
         raise click.UsageError("give --inception-weights or --feature-net, not both")
     opts = EvalOptions(samples_per_class, real_per_class, k, near_copy_ratio, sampler, steps, guidance,
-                       seed, batch_size, feature_epochs, cas_epochs)
+                       seed, batch_size, feature_epochs, cas_epochs)  # steps None: the sampler's own
     data = _real_data(real, split, longtail, imbalance, max_per_class, data_seed, run_dir)
     if data.longtail:
         click.echo(f"training split: {data.path} longtail={data.longtail} rho={data.imbalance:g} "

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cbdm_aug.diffusion.sampler_settings import SAMPLING, SamplerSettings
 from cbdm_aug.evaluate import metrics as M
 from cbdm_aug.evaluate.errors import EvaluateError
 from cbdm_aug.evaluate.features import NOT_COMPARABLE
@@ -36,10 +37,10 @@ class EvalOptions:
     real_per_class: int | None = None      # reference images per class; None: samples_per_class
     k: int = M.DEFAULT_K
     near_copy_ratio: float = M.NEAR_COPY_RATIO
-    sampler: str = "dpmpp-sde"
-    steps: int = 20
-    guidance: float = 1.6
-    seed: int = 0
+    sampler: str = SAMPLING.sampler         # how RUN_DIR is sampled: SamplerSettings' defaults (docs/decisions.md)
+    steps: int | None = None                # None: the sampler's own count (sampler_settings.DEFAULT_STEPS)
+    guidance: float = SAMPLING.guidance
+    seed: int = SAMPLING.seed               # also the seed of the subsets, KID and the feature classifier
     batch_size: int = 64
     feature_epochs: int = 4
     cas_epochs: int = 4
@@ -55,6 +56,12 @@ class EvalOptions:
             raise EvaluateError(f"--real-per-class must be > --k ({self.k}), got {self.real_per_class}")
         if not 0 <= self.near_copy_ratio <= 1:
             raise EvaluateError(f"--near-copy-ratio must be in [0, 1], got {self.near_copy_ratio}")
+        object.__setattr__(self, "steps", self.sampling.steps)  # validated, and concrete in the report
+
+    @property
+    def sampling(self) -> SamplerSettings:
+        """How RUN_DIR's images are sampled, as ``generate_cache`` takes it."""
+        return SamplerSettings.of(self.sampler, self.steps, guidance=self.guidance, seed=self.seed)
 
 
 def load_real(real: RealData, image_size: int, channels: int, class_names: list[str]):
@@ -96,12 +103,12 @@ def synthetic_images(out: Path, *, run_dir: Path | None, cache: Path | None, cla
     from cbdm_aug.data.convert import convert_images
 
     if cache is None:
-        from cbdm_aug.cache.generate import SamplerSettings, generate_cache
+        from cbdm_aug.cache.generate import generate_cache
         from cbdm_aug.cache.plan import fixed_plan
         from cbdm_aug.generator.run_dir import load_generator
 
         gen = load_generator(run_dir, device)
-        settings = SamplerSettings(opts.sampler, opts.steps, opts.guidance, opts.seed)
+        settings = opts.sampling
         plan = fixed_plan(gen.class_names, opts.samples_per_class, gen.meta.get("class_counts"))
         cache = out / "samples.h5"
         if not _reusable(cache, gen, plan, settings):

@@ -143,7 +143,7 @@ def _fit_stage(out: Path, r: Resolved, device, echo, progress: bool) -> dict:
 
 def _cache_stage(out: Path, gen_run: str, data: dict, r: Resolved, opts: RunOptions, device, echo,
                      progress: bool) -> dict:
-    from cbdm_aug.cache.generate import SamplerSettings, generate_cache
+    from cbdm_aug.cache.generate import generate_cache
     from cbdm_aug.cache.plan import make_plan
     from cbdm_aug.data import count_table
     from cbdm_aug.evaluate.features import load_classifier_space, train_classifier_space
@@ -167,7 +167,7 @@ def _cache_stage(out: Path, gen_run: str, data: dict, r: Resolved, opts: RunOpti
     echo(count_table(names, ("real", counts), ("synthetic", plan.counts)))
     cache = d / "generated.h5"
     with output_lock(cache, folder=False, what="cache", echo=echo):
-        generate_cache(gen, cache, plan, SamplerSettings(s.sampler, s.sample_steps, s.guidance, s.seed),
+        generate_cache(gen, cache, plan, s.sampling,
                        batch_size=256, progress=progress, command=f"cbdm-aug run (synthetic stage of {out})")
     if s.filter_confidence is None:
         return {"cache": str(cache.relative_to(out)), "kept": dict(zip(names, plan.counts))}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from cbdm_aug.diffusion.sampler_settings import SAMPLING, SamplerSettings
 from cbdm_aug.diffusion.unet import check_image_size
 from cbdm_aug.errors import ConfigError
 from cbdm_aug.evaluate.criteria import CONFIDENCE, MAX_COPY_SHARE, NEAR_COPY_RATIO, check_criteria
@@ -44,18 +45,24 @@ class GeneratorSettings:
 class CacheSettings:
     """How the "+ synthetic" arm's cache is made and filtered; ``asdict`` of it is the cache stage's key."""
     top_up: int = 500                   # every class topped up to min(top_up, largest class) images (docs/decisions.md)
-    sampler: str = "dpmpp-sde"          # matched the 1000-step ddpm reference at 1/71 of its cost (docs/decisions.md)
-    sample_steps: int = 20
-    guidance: float = 1.0               # classifier-free guidance w
+    # how the images are sampled: SamplerSettings' fields, flat so that the stage key keeps its shape (``sampling``)
+    sampler: str = SAMPLING.sampler
+    sample_steps: int = SAMPLING.steps
+    guidance: float = SAMPLING.guidance  # classifier-free guidance w
     filter_confidence: float | None = CONFIDENCE  # drop images the real-data classifier scores below this (None: keep all)
     near_copy_ratio: float = NEAR_COPY_RATIO  # and near-copies of a training image (filter-cache's criterion)
     max_copy_share: float | None = MAX_COPY_SHARE  # the per-class gate (evaluate/gate.py; None: off; docs/decisions.md)
-    seed: int = 0                       # sampling seed of the cache
+    seed: int = SAMPLING.seed           # sampling seed of the cache
 
     def __post_init__(self):
         _check(self.top_up >= 1, f"top_up must be >= 1, got {self.top_up}")
-        _check(self.sample_steps >= 1, f"sample_steps must be >= 1, got {self.sample_steps}")
+        object.__setattr__(self, "guidance", self.sampling.guidance)  # validated there; w=1 and 1.0 key alike
         check_criteria(self.filter_confidence, self.near_copy_ratio, self.max_copy_share)
+
+    @property
+    def sampling(self) -> SamplerSettings:
+        """How the cache is sampled, as ``generate_cache`` takes it."""
+        return SamplerSettings(self.sampler, self.sample_steps, self.guidance, self.seed)
 
 
 @dataclass(frozen=True)

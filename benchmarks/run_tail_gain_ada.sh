@@ -6,8 +6,9 @@
 #   - the same pipeline with a plain DDPM (tau 0) at P = 0 and 0.12;
 #   - the per-class gate (filter-cache --max-copy-share 0.5) on and off;
 #   - the generator side per budget (near-copy share, recall, recognised share of the 5/10/23-image classes).
-# Generators are fitted in the order that decides most first; tail_gain.py trains each arm as soon as its
-# snapshot exists. Resumable: rerun it and every finished generator, cache and classifier seed is reused.
+# Its --default-arm is the default of its time (issue 21), kept so that a rerun gives its results file; today's
+# is `python benchmarks/tail_gain.py --print-default`. Generators are fitted in the order that decides most
+# first; tail_gain.py trains each arm as soon as its snapshot exists. Resumable: rerun it and every finished generator, cache and classifier seed is reused.
 #   bash benchmarks/run_tail_gain_ada.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The classifier arms of benchmarks/run_tail_gain_rows.sh (run it alongside or after; an arm whose generator
 # snapshot is not there yet waits for it). ARGS go to both tail_gain.py calls (e.g. --jobs 1).
+# Its --default-arm is issue 17's default, kept so that a rerun gives its results files; today's is
+# `python benchmarks/tail_gain.py --print-default`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 T="python benchmarks/tail_gain.py --arms real-cb,real-ra,real-bs,real-la,oracle --default-arm cbdm-sqrt-1200:w1"

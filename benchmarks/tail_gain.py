@@ -35,11 +35,15 @@ Protocol:
     evidence            the per-class decisions of `cbdm-aug run` (evaluate/evidence.py judge: 3-fold cross-fitting
                         with this arm's own recipe as the probe; fewer than ArmSettings().min_judged real images:
                         none), given to the arm as sampling.share_file
-  a cache is generated with dpmpp-sde 20 steps, seed 0, and shared by the arms that need it;
+  a cache is generated with CacheSettings' sampler, steps and seed, and shared by the arms that need it;
+- the default arm (--default-arm) is `cbdm-aug run`'s own, built from its settings classes by default_arm()
+  (today cbdm-sqrt-a12-1200:w1:gate:floor0.5:evidence); `--print-default` prints it and its generator's
+  _ladder.py options for the run_tail_gain_*.sh scripts, and 'default' in --arms names it;
 - generator metrics (--eval-gens): `evaluate-generator`, --eval-per-class unfiltered samples a class,
   in the filter classifier's feature space: per-class recall, precision, KID and near-copy share.
 
     python benchmarks/tail_gain.py --imbalance 1000 --seeds 0,1 --arms real-cb,real-ra,cbdm-bal-2400:w1
+    python benchmarks/tail_gain.py --imbalance 1000 --arms real-cb,real-ra,default   # run's default arm
 
 Everything lands in --work (default runs/tail_gain_rho{rho}) and is reused when rerun; results go to
 benchmarks/results/tail_gain_rho{rho}.{md,json} (the JSON schema is issue 17's) and *_per_class.png.
@@ -49,6 +53,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import threading
 import time
@@ -63,9 +68,15 @@ from e2e_quality import cbdm_aug, run  # noqa: E402
 
 from cbdm_aug.cache.reader import is_complete  # noqa: E402
 from cbdm_aug.classify.paired import paired  # noqa: E402 - the protocol's statistic, shared with `cbdm-aug run`
-from cbdm_aug.pipeline.settings import ArmSettings, CacheSettings  # noqa: E402 - `cbdm-aug run`'s defaults
+from cbdm_aug.pipeline.settings import (  # noqa: E402 - `cbdm-aug run`'s defaults
+    CPU_GEN_STEPS,
+    ArmSettings,
+    CacheSettings,
+    GeneratorSettings,
+)
 
-ARM, CACHE = ArmSettings(), CacheSettings()
+ARM, CACHE, FIT = ArmSettings(), CacheSettings(), GeneratorSettings()
+BATCHES = {1.0: "", 0.5: "-sqrt", 0.0: "-bal"}  # snapshot names of GeneratorSettings.balance_power (_ladder.py)
 
 REAL_ARMS = ("real-cb", "real-ra", "real-bs", "real-la")
 
@@ -119,6 +130,32 @@ def folder_pair_npz(folder: Path, out: Path) -> Path:
     return out
 
 
+def default_generator() -> tuple[str, list[str]]:
+    """(snapshot family, benchmarks/_ladder.py options) of the generator `cbdm-aug run` fits on a CPU, from
+    GeneratorSettings: a CBDM (tau 1, as run's fit stage) on n_c ** balance_power batches, augmentation-
+    conditioned at augment_p. Its snapshot at run's CPU budget is f"{family}-{CPU_GEN_STEPS}"."""
+    p, a = FIT.balance_power, FIT.augment_p
+    family = "cbdm" + BATCHES.get(p, f"-bp{p:g}") + (f"-a{round(100 * a):02d}" if a else "")
+    return family, ["--tau", "1", "--balance-power", f"{p:g}", *(["--augment", f"{a:g}"] if a else [])]
+
+
+def default_arm() -> str:
+    """`cbdm-aug run`'s "+ synthetic" arm (RandAugment + synthetic) as a GEN[:OPT...] token, built from
+    GeneratorSettings, CacheSettings and ArmSettings, so a changed default changes what this script measures
+    by default: today cbdm-sqrt-a12-1200:w1:gate:floor0.5:evidence. Guidance, top-up and the gate's share
+    are this script's --guidance, --top-up and --gate-share, whose defaults are CacheSettings'."""
+    from cbdm_aug.evaluate.criteria import CONFIDENCE, NEAR_COPY_RATIO
+
+    if CACHE.filter_confidence not in (None, CONFIDENCE) or CACHE.near_copy_ratio != NEAR_COPY_RATIO:
+        raise SystemExit("CacheSettings' filter differs from filter-cache's defaults, which no arm option names: "
+                         "add one to parse_arm before measuring it")
+    opts = [f"w{ARM.synthetic_weight:g}", *(["nofilter"] if CACHE.filter_confidence is None else []),
+            *(["gate"] if CACHE.max_copy_share is not None else []),
+            *([f"floor{ARM.min_real_share:g}"] if ARM.min_real_share is not None else []),
+            *(["evidence"] if ARM.evidence else [])]
+    return ":".join([f"{default_generator()[0]}-{CPU_GEN_STEPS}", *opts])
+
+
 def compared_arms(default: str, gens: str) -> dict[str, str]:
     """The default arm's pipeline with each of ``gens`` (comma-separated generator families) in place of
     its own at the same budget: cbdm-sqrt-1200:w1 and 'ddpm' -> {'ddpm': 'ddpm-1200:w1'}."""
@@ -127,7 +164,9 @@ def compared_arms(default: str, gens: str) -> dict[str, str]:
 
 
 def parse_arm(name: str, args) -> dict:
-    """GEN[:OPT...] -> the settings of a synthetic arm (see the module docstring)."""
+    """GEN[:OPT...] -> the settings of a synthetic arm (see the module docstring). A lever a token does not
+    name is off (gate, floor, evidence) or the script's option (guidance, top-up, weight), so the committed
+    tokens keep their meaning; ``default_arm()`` names every lever `cbdm-aug run` turns on."""
     gen, *opts = name.split(":")
     spec = {"gen": gen, "guidance": args.guidance, "top_up": args.top_up, "weight": args.synthetic_weight,
             "share": None, "filter": True, "randaugment": True, "notail": False, "gate": False, "floor": None,
@@ -172,7 +211,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default="0,1,2,3,4")
     p.add_argument("--arms", default="real-cb,real-ra,real-bs,real-la,oracle",
                    help="comma-separated arm names (real arms, oracle, oracle-topN, real-cb-2x, GEN[:OPT...])")
-    p.add_argument("--default-arm", default=None, help="the arm issue 17 calls the default configuration")
+    p.add_argument("--default-arm", default=None,
+                   help="the arm issue 17 calls the default configuration ('' for none) [default: `cbdm-aug run`'s, "
+                        "built from its settings: see --print-default]; 'default' in --arms names it too")
+    p.add_argument("--print-default", action="store_true",
+                   help="print `cbdm-aug run`'s arm and its generator as shell assignments, and stop")
     p.add_argument("--compare-gens", default="ddpm,ddpm-bal",
                    help="the default arm's pipeline with these generators in place of its CBDM (same budget)")
     p.add_argument("--gen-runs", default=None, help="snapshots of benchmarks/_ladder.py [default: runs/rho{rho}/gens]")
@@ -200,6 +243,19 @@ REAL_SETS = {  # real arm: (recipe stem, its settings)
 }
 
 
+def _check_sampling(cache: Path, guidance: float) -> None:
+    """A cache that --work holds was sampled as this arm asks: its name cannot say so, for it omits the
+    guidance of the --guidance default, and that default (CacheSettings') may have moved since."""
+    from dataclasses import replace
+
+    from cbdm_aug.cache.reader import read_header
+
+    want = replace(CACHE.sampling, guidance=guidance).record()
+    got = read_header(cache)["sampler"]
+    if {k: got.get(k) for k in want} != want:
+        raise SystemExit(f"{cache}: sampled with {got}, this arm asks for {want}; delete it or use another --work")
+
+
 class Protocol:
     """One invocation's data, recipes, shared caches and arms: each cache, filter and evidence file is made
     once, by one thread, and reused by every arm that needs it."""
@@ -225,7 +281,7 @@ class Protocol:
         self.common = [f"data.train={args.data}", f"schedule.epochs={args.epochs}", f"data.imbalance={rho}",
                        f"data.max_per_class={args.max_per_class}", f"eval.many_threshold={args.many_above}",
                        f"eval.few_threshold={args.few_below}", f"data.channels={channels}", f"data.hflip={args.hflip}"]
-        names = [a for a in args.arms.split(",") if a]
+        names = [default_arm() if a == "default" else a for a in args.arms.split(",") if a]
         if args.default_arm:
             names += [args.default_arm, *compared_arms(args.default_arm, args.compare_gens).values()]
         self.arm_names = list(dict.fromkeys(names))
@@ -267,6 +323,7 @@ class Protocol:
             [cbdm_aug(), "generate", Path(args.gen_runs) / s["gen"], "--out", out, "--counts-file",
              self.counts_file(s["top_up"], s["notail"]), "--sampler", CACHE.sampler, "--steps", CACHE.sample_steps,
              "--guidance", s["guidance"], "--seed", CACHE.seed, "--batch-size", 256, "--device", "cpu"], self.log))
+        _check_sampling(made, s["guidance"])
         if not s["filter"]:
             return made
         gate = f"-gated{args.gate_share:g}" if s["gate"] else ""
@@ -384,6 +441,14 @@ class Protocol:
 
 def main(argv=None):
     args = _parser().parse_args(argv)
+    if args.print_default:  # for the run_tail_gain_*.sh scripts: eval "$(python benchmarks/tail_gain.py --print-default)"
+        family, ladder = default_generator()
+        print(f"DEFAULT_ARM={default_arm()}\nDEFAULT_GEN={family}\nDEFAULT_GEN_STEPS={CPU_GEN_STEPS}\n"
+              f"DEFAULT_GEN_OPTS={shlex.quote(' '.join(ladder))}")
+        return
+    del args.print_default  # the results' settings record stays as it was
+    if args.default_arm is None:
+        args.default_arm = default_arm()
     proto = Protocol(args)
     seconds, failed = 0.0, []
     if not args.report_only:

@@ -1,5 +1,6 @@
 """benchmarks/tail_gain.py's pure parts: the folder-pair input (CIFAR-10's JPEG layout), the arm names and
 the default arm's generator comparisons. The benchmark itself is hours of CPU and is not run here."""
+import json
 import sys
 from argparse import Namespace
 from pathlib import Path
@@ -63,3 +64,46 @@ def test_arm_names_and_the_default_arms_comparisons():
     assert tail_gain.compared_arms("cbdm-sqrt-a12-1200:w1:gate", "ddpm-sqrt-a12") == \
         {"ddpm-sqrt-a12": "ddpm-sqrt-a12-1200:w1:gate"}
     assert tail_gain.lt_counts(100, 5000) == [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
+
+
+def _args(argv=()):
+    return tail_gain._parser().parse_args(list(argv))
+
+
+def test_the_default_arm_is_runs_arm_built_from_its_settings():
+    s = tail_gain.parse_arm(tail_gain.default_arm(), _args())
+    cache, arm, fit = tail_gain.CACHE, tail_gain.ARM, tail_gain.FIT
+    measured = json.loads((tail_gain.ROOT / "benchmarks/results/tail_gain_rho1000_n5000_issue26.json").read_text())
+    assert tail_gain.default_arm() == measured["default_arm"], \
+        "run's default moved: measure it (bash benchmarks/run_tail_gain_issue26.sh) and update docs/decisions.md"
+    assert (s["weight"], s["floor"], s["evidence"], s["gate"], s["filter"], s["randaugment"]) == \
+        (arm.synthetic_weight, arm.min_real_share, arm.evidence, cache.max_copy_share is not None, True, True)
+    assert (s["guidance"], s["top_up"]) == (cache.guidance, cache.top_up)
+    assert _args().gate_share == cache.max_copy_share
+    family, ladder = tail_gain.default_generator()
+    assert s["gen"] == f"{family}-{tail_gain.CPU_GEN_STEPS}"
+    assert ladder == ["--tau", "1", "--balance-power", f"{fit.balance_power:g}", "--augment", f"{fit.augment_p:g}"]
+
+
+def test_a_changed_default_changes_the_default_arm_with_no_string_typed_by_hand(monkeypatch):
+    from cbdm_aug.pipeline.settings import ArmSettings, CacheSettings, GeneratorSettings
+
+    monkeypatch.setattr(tail_gain, "FIT", GeneratorSettings(balance_power=0.0, augment_p=0.3))
+    monkeypatch.setattr(tail_gain, "ARM", ArmSettings(synthetic_weight=0.3, min_real_share=None, evidence=False))
+    monkeypatch.setattr(tail_gain, "CACHE", CacheSettings(max_copy_share=None, filter_confidence=None))
+    assert tail_gain.default_arm() == f"cbdm-bal-a30-{tail_gain.CPU_GEN_STEPS}:w0.3:nofilter"
+    s = tail_gain.parse_arm(tail_gain.default_arm(), _args())
+    assert (s["weight"], s["filter"], s["gate"], s["floor"], s["evidence"]) == (0.3, False, False, None, False)
+    monkeypatch.setattr(tail_gain, "CACHE", CacheSettings(filter_confidence=0.9))
+    with pytest.raises(SystemExit, match="no arm option names"):  # refused, not measured as something else
+        tail_gain.default_arm()
+
+
+def test_print_default_gives_the_shell_scripts_the_arm_and_its_generator(capsys):
+    tail_gain.main(["--print-default"])
+    out = dict(line.split("=", 1) for line in capsys.readouterr().out.splitlines())
+    family, ladder = tail_gain.default_generator()
+    assert out["DEFAULT_ARM"] == tail_gain.default_arm() and out["DEFAULT_GEN"] == family
+    assert out["DEFAULT_GEN_STEPS"] == str(tail_gain.CPU_GEN_STEPS) and out["DEFAULT_GEN_OPTS"] == f"'{' '.join(ladder)}'"
+    script = (Path(tail_gain.__file__).parent / "run_tail_gain_issue26.sh").read_text()
+    assert "NEW=$DEFAULT_ARM\n" in script  # not a hand-typed token

@@ -7,9 +7,9 @@ import logging
 import os
 import sys
 
-# Before torch loads OpenMP: threads that sleep instead of spinning while they wait. With spinning
-# threads, one other busy process on a 2-core machine made a CBDM step 15x slower (8 s instead of
-# 0.5 s); sleeping threads cost next to nothing when the machine is idle. Users can still override.
+# Before torch loads OpenMP: threads that sleep instead of spinning while they wait. Spinning threads
+# slow a step many times over when another process shares the cores (docs/decisions.md); sleeping
+# threads cost next to nothing when the machine is idle. Users can still override.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import click  # noqa: E402

@@ -83,7 +83,7 @@ def _feedback(run_dir, kind, scale, gen, device):
               help="What the feedback ascends: the prediction's entropy or its loss for the image's label.")
 @click.option("--feedback-scale", type=click.FloatRange(min=0, min_open=True), default=0.2, show_default=True,
               help="Feedback step: the predicted clean image moves by this times sigma_t along the gradient "
-                   "(on MNIST-LT 0.2 kept digits legible, 0.5 turned 1s into 7s: benchmarks/results/feedback_scale.png).")
+                   "(why this default: docs/decisions.md).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
               help="Images per forward pass; does not change the images.")
 @click.option("--seed", type=click.IntRange(min=0), default=SAMPLING.seed, show_default=True,

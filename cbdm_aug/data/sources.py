@@ -197,8 +197,8 @@ def _decode_chunk(paths: list[Path], size: int, channels: int) -> tuple[np.ndarr
     return out, failed
 
 
-# Reading in worker processes pays from a few thousand files on: starting them costs about 0.5 s, and
-# a small PNG decodes in about 0.1 ms (benchmarks/results/large_inputs.md).
+# Reading in worker processes pays from a few thousand files on: starting them costs more than a
+# small image's decode saves below that (the figures: docs/decisions.md).
 PARALLEL_MIN_FILES = 5000
 _CHUNK = 1000   # files per task: large enough to hide the inter-process cost, small for a smooth bar
 

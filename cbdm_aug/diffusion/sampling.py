@@ -27,8 +27,7 @@ def make_scheduler(sampler: str, schedule: dict | None = None):
         return DDPMScheduler(**s, variance_type="fixed_large", clip_sample=True)
     if sampler == "ddim":
         # No x0 clipping: DDIM reuses the model's eps after the clip, and on a checkpoint that is not
-        # fully trained the clipped x0 and the unclipped eps disagree; with clipping, DDIM-50 gave
-        # FID 12.2 where DPM-Solver++-20 gave 1.7 (benchmarks/results/sampler_quality.md).
+        # fully trained the clipped x0 and the unclipped eps disagree (the FIDs: docs/decisions.md).
         return DDIMScheduler(**s, clip_sample=False, set_alpha_to_one=False, timestep_spacing="trailing")
     if sampler == "dpmpp":
         return DPMSolverMultistepScheduler(**s, algorithm_type="dpmsolver++", solver_order=2,

@@ -4,7 +4,7 @@ whether its generated images reach the classifier at all.
 A generator that has memorised a class (a 3-image class, say) yields near-copies of its few
 training images. The filter drops the copies it detects, but what it keeps are still the same few
 images, slightly varied, and they displace the augmented views of the real ones: on a held-out
-letters folder such a class fell 14 points (issue 21). So the evidence is per class, on the
+letters folder such a class fell (issue 21; the figures: docs/decisions.md). So the evidence is per class, on the
 *unfiltered* samples, in the filter's pixel metric (``metrics.memorisation``):
 
 - copy share: the share of the class's generated images that are near-copies of one of its

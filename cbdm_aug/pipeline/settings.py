@@ -135,11 +135,10 @@ class Resolved:
     hflip: bool
 
 
-CPU_IMAGE_CAP = 16          # a CPU step at 16x16 costs ~1/2.5 of one at 28x28 (measured with the cpu UNet)
-CPU_GEN_STEPS = 1200        # ~9 min of the cpu UNet at 16x16, batch 64, on 2 cores: the budget of the best
-                            # measured arm at rho=1000 (square-root batches, +2.4 few-shot points over RandAugment)
+CPU_IMAGE_CAP = 16          # a CPU step at 16x16 costs a fraction of one at 28x28 (docs/decisions.md)
+CPU_GEN_STEPS = 1200        # minutes on 2 cores: the budget of the best measured arm at rho=1000 (docs/decisions.md)
 GPU_GEN_STEPS = 20000
-DRAWS = 40_000              # classifier images drawn in a run: 4 epochs of MNIST-LT (tail_gain's 4 x 12,406)
+DRAWS = 40_000              # classifier images drawn in a run: tail_gain's 4 epochs of MNIST-LT (docs/decisions.md)
 
 
 def resolve(opts: RunOptions, num_images: int, image_size: int, channels: int, on_gpu: bool,

@@ -85,10 +85,7 @@ def generate_cache(generator, out: str | os.PathLike, plan: Plan, settings: Samp
     described by ``settings.feedback``. ``precision='bf16'`` samples under bf16 autocast and ``compile``
     compiles the UNet (see ``cbdm_aug.diffusion.denoiser``); a bf16 cache records it and resumes only in bf16.
     """
-    import torch
-
     from cbdm_aug.diffusion.denoiser import Denoiser
-    from cbdm_aug.diffusion.sampling import sample, to_uint8
 
     out = Path(out)
     if batch_size < 1:
@@ -96,6 +93,21 @@ def generate_cache(generator, out: str | os.PathLike, plan: Plan, settings: Samp
     if tuple(plan.class_names) != tuple(generator.class_names):
         raise ValueError(f"the plan's classes {list(plan.class_names)} are not the generator's "
                          f"{generator.class_names}")
+    if (feedback is None) != (settings.feedback is None):
+        raise ValueError("give classifier feedback and its description (settings.feedback) together")
+    labels, seeds = _create_or_resume(generator, out, plan, settings, shard, overwrite, command, precision)
+    denoiser = Denoiser(generator.unet, precision, compile) if precision != "fp32" or compile else generator.unet
+    with CacheWriter(out) as writer:
+        _sample_into(writer, denoiser, generator, labels, seeds, settings, feedback, batch_size,
+                     progress=progress, on_batch=on_batch)
+        writer.finish()
+    return out
+
+
+def _create_or_resume(generator, out: Path, plan: Plan, settings: SamplerSettings, shard, overwrite: bool,
+                      command: str, precision: str) -> tuple[np.ndarray, np.ndarray]:
+    """The labels and seeds of the images ``out`` holds (this shard's), after creating ``out`` or checking
+    that the partial file there was made with the same generator, settings, plan and shard."""
     labels, seeds = plan_images(plan, settings.seed)
     shard_info = None
     if shard is not None:
@@ -108,8 +120,6 @@ def generate_cache(generator, out: str | os.PathLike, plan: Plan, settings: Samp
     expected = {"class_names": list(generator.class_names), "generator": generator_identity(generator.meta),
                 "sampler": sampler_attrs, "plan": plan.to_dict(), "shard": shard_info}
     expected = json.loads(json.dumps(expected))  # compare as the file stores them
-    if (feedback is None) != (settings.feedback is None):
-        raise ValueError("give classifier feedback and its description (settings.feedback) together")
     if out.exists() and overwrite:
         out.unlink()
     if out.exists():
@@ -120,25 +130,33 @@ def generate_cache(generator, out: str | os.PathLike, plan: Plan, settings: Samp
         create_cache(out, labels=labels, seeds=seeds,
                      image_shape=(generator.image_size, generator.image_size, generator.channels),
                      command=command, **expected)
+    return labels, seeds
 
-    device = generator.device
-    denoiser = Denoiser(generator.unet, precision, compile) if precision != "fp32" or compile else generator.unet
-    with CacheWriter(out) as writer, _BackgroundWrites(writer) as background:
-        bar = None
-        if progress:
-            from cbdm_aug.progress import counter  # a bar on a terminal, plain lines in a log
-            bar = counter(writer.total, f"generate {out.name}", "img", initial=writer.num_done)
 
-        def written(n):  # batch n is on disk
-            if bar is not None:
-                bar.update(n)
-            if on_batch is not None:
-                on_batch(writer.num_done)
-        try:
+def _sample_into(writer: CacheWriter, denoiser, generator, labels: np.ndarray, seeds: np.ndarray,
+                 settings: SamplerSettings, feedback, batch_size: int, *, progress: bool, on_batch) -> None:
+    """Sample the images ``writer`` still lacks, ``batch_size`` at a time, each batch written while the next
+    is sampled; ``on_batch(num_done)`` after each batch is on disk."""
+    import torch
+
+    from cbdm_aug.diffusion.sampling import sample, to_uint8
+
+    bar = None
+    if progress:
+        from cbdm_aug.progress import counter  # a bar on a terminal, plain lines in a log
+        bar = counter(writer.total, f"generate {writer.path.name}", "img", initial=writer.num_done)
+
+    def written(n):  # batch n is on disk
+        if bar is not None:
+            bar.update(n)
+        if on_batch is not None:
+            on_batch(writer.num_done)
+    try:
+        with _BackgroundWrites(writer) as background:
             i = writer.num_done
             while i < writer.total:
                 j = min(i + batch_size, writer.total)
-                x = sample(denoiser, torch.as_tensor(labels[i:j], device=device), seeds[i:j].tolist(),
+                x = sample(denoiser, torch.as_tensor(labels[i:j], device=generator.device), seeds[i:j].tolist(),
                            image_size=generator.image_size, channels=generator.channels,
                            null_class=generator.null_class, sampler=settings.sampler, steps=settings.steps,
                            guidance=settings.guidance, schedule=generator.schedule, feedback=feedback,
@@ -146,11 +164,9 @@ def generate_cache(generator, out: str | os.PathLike, plan: Plan, settings: Samp
                 background.write(to_uint8(x).numpy(), written)  # while the next batch is sampled
                 i = j
             background.wait()
-        finally:
-            if bar is not None:
-                bar.close()
-        writer.finish()
-    return out
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 class _BackgroundWrites:

@@ -185,3 +185,19 @@ def test_the_real_floor_by_class_name_and_its_errors(ds):
     # a class with no real image is exempt: it is filled with its synthetic images
     q = BalancedSyntheticSampler(Labelled([5, 5, 0], [0, 0, 5]), min_real_share=0.5).quotas()
     assert q["synthetic"][2] == q["total"][2]
+
+
+def test_the_sampler_composes_its_epochs_with_the_pure_mixing_rule(ds, monkeypatch):
+    from cbdm_aug import mixing
+
+    s = BalancedSyntheticSampler(ds, num_samples=1000, max_synthetic_share={"mid": 0.3}, min_real_share=0.2, seed=3)
+    for epoch in range(3):
+        rng = np.random.default_rng([3, epoch])
+        comp = mixing.compose(s.target, 1000, s.real_counts, s.synthetic_counts, rng,
+                              real_floor=np.array([0.2, 0.2, 0.2]), share_class=np.array([1.0, 0.3, 1.0]))
+        assert all(np.array_equal(comp[k], v) for k, v in s.quotas(epoch).items())
+        order = np.lexsort((ds.is_synthetic, ds.labels))
+        assert np.array_equal(mixing.fill(comp, order, s.real_counts, s.synthetic_counts, rng), s.plan(epoch))
+    calls = []
+    monkeypatch.setattr(mixing, "compose", lambda *a, **k: calls.append(a) or {"total": np.array([1, 0, 0])})
+    assert s.quotas(0)["total"].tolist() == [1, 0, 0] and len(calls) == 1  # no other copy of the rule

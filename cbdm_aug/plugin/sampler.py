@@ -22,15 +22,19 @@ seeded with ``(seed, epoch)``; nothing reads the global RNG.
 """
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 
 import numpy as np
 from torch.utils.data import Sampler
 
+from cbdm_aug import mixing
 from cbdm_aug.mixing import MIN_REAL_SHARE
 
 __all__ = ["BalancedSyntheticSampler"]
+
+log = logging.getLogger(__name__)
 
 
 def _dist_world() -> tuple[int, int]:
@@ -65,64 +69,16 @@ def _dataset_labels(dataset) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
     return labels, synthetic, (list(names) if names is not None else None)
 
 
-def _per_class(value, num_classes: int, class_names, what: str, fill: float) -> np.ndarray:
-    """A float vector (C,) from a sequence of length C or a {class name: value} mapping."""
-    if isinstance(value, Mapping):
-        if class_names is None:
-            raise ValueError(f"{what} given by class name, but the dataset has no class_names/classes")
-        index = {n: i for i, n in enumerate(class_names)}
-        unknown = [k for k in value if k not in index]
-        if unknown:
-            raise ValueError(f"{what} names unknown classes {unknown}; known: {list(class_names)}")
-        out = np.full(num_classes, fill, dtype=np.float64)
-        for k, v in value.items():
-            out[index[k]] = float(v)
-        return out
-    out = np.asarray(value, dtype=np.float64)
-    if out.shape != (num_classes,):
-        raise ValueError(f"{what} needs one value per class ({num_classes}), got shape {out.shape}")
-    return out
-
-
-def _largest_remainder(p: np.ndarray, total: int, rng: np.random.Generator) -> np.ndarray:
-    """Integer counts proportional to ``p`` that sum to ``total``; ties are broken at random."""
-    exact = p * total
-    k = np.floor(exact).astype(np.int64)
-    short = total - int(k.sum())
-    if short:
-        order = rng.permutation(len(p))
-        order = order[np.argsort(-(exact - k)[order], kind="stable")]
-        k[order[:short]] += 1
-    return k
-
-
-def _draw(pool: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """``n`` items of ``pool``: each once while possible, then whole repeats plus a random part."""
-    if n <= 0 or len(pool) == 0:
-        return pool[:0]
-    q, r = divmod(n, len(pool))
-    part = pool[rng.choice(len(pool), r, replace=False)] if r else pool[:0]
-    return np.concatenate([np.tile(pool, q), part]) if q else part
-
-
-def _water_fill(deficit: np.ndarray, quota: np.ndarray, budget: int) -> np.ndarray:
-    """Synthetic counts ``<= deficit`` summing to ``min(budget, deficit.sum())`` under the smallest
-    common per-class share cap ``t`` (``n_c = min(deficit_c, t * quota_c)``)."""
-    if deficit.sum() <= budget:
-        return deficit.copy()
-    share = np.where(quota > 0, deficit / np.maximum(quota, 1), 0.0)
-    lo, hi = 0.0, float(share.max())
-    for _ in range(60):  # bisection on t; the fill is monotone in t
-        t = (lo + hi) / 2
-        if np.minimum(deficit, np.floor(t * quota)).sum() > budget:
-            hi = t
-        else:
-            lo = t
-    n = np.minimum(deficit, np.floor(lo * quota)).astype(np.int64)
-    room = np.flatnonzero(n < deficit)
-    extra = budget - int(n.sum())
-    n[room[np.argsort(n[room] / np.maximum(quota[room], 1), kind="stable")[:extra]]] += 1
-    return n
+def _decided_shares(dataset) -> dict[str, float] | None:
+    """The per-class bounds a dataset carries from its decisions file (``RealSyntheticDataset.synthetic_share``),
+    where one of them is fractional; a refused class (share 0) already has no generated image in the dataset,
+    and a share of 1 bounds nothing."""
+    shares = getattr(dataset, "synthetic_share", None)
+    if not shares or all(s in (0.0, 1.0) for s in shares.values()):
+        return None
+    log.info("max_synthetic_share from the dataset's decisions file: %s",
+             ", ".join(f"{n} {s:g}" for n, s in shares.items() if 0 < s < 1))
+    return dict(shares)
 
 
 class BalancedSyntheticSampler(Sampler[int]):
@@ -171,54 +127,74 @@ class BalancedSyntheticSampler(Sampler[int]):
         self._order = np.lexsort((synthetic, labels)).astype(np.int64 if len(labels) >= 2**31 else np.int32)
         self.real_counts = np.bincount(labels[~synthetic], minlength=C)
         self.synthetic_counts = np.bincount(labels[synthetic], minlength=C)
-        self._starts = np.concatenate([[0], np.cumsum(self.real_counts + self.synthetic_counts)])
+        self.target = self._target(target)
+        self.num_samples = self._epoch_length(num_samples)
+        if max_synthetic_share is None:
+            max_synthetic_share = _decided_shares(dataset)
+        self._share_overall, self._share_class = self._share_bounds(max_synthetic_share)
+        self._real_floor = self._floor(min_real_share)
+        self._set_world(num_replicas, rank, drop_last)
+        self.seed = int(seed)
+        self.epoch = 0
 
+    def _target(self, target) -> np.ndarray:
+        """The epoch's class distribution (C,), summing to 1."""
+        C, names = self.num_classes, self.class_names
         if isinstance(target, str):
             if target != "uniform":
                 raise ValueError(f"target must be 'uniform', a vector of {C} weights or a "
                                  f"{{class name: weight}} mapping, got {target!r}")
             p = np.ones(C)
         else:
-            p = _per_class(target, C, names, "target", 0.0)
+            p = mixing.per_class(target, C, names, "target", 0.0)
         if not np.all(np.isfinite(p)) or (p < 0).any() or p.sum() <= 0:
             raise ValueError(f"target weights must be finite, >= 0 and not all 0, got {p.tolist()}")
-        self.target = p / p.sum()
-        empty = np.flatnonzero((self.target > 0) & (self.real_counts + self.synthetic_counts == 0))
+        p = p / p.sum()
+        empty = np.flatnonzero((p > 0) & (self.real_counts + self.synthetic_counts == 0))
         if len(empty):
             raise ValueError(f"classes {[self._name(c) for c in empty]} have target > 0 but no images")
+        return p
 
+    def _epoch_length(self, num_samples) -> int:
         if num_samples is None:
             n_max = self.real_counts.max() or (self.real_counts + self.synthetic_counts).max()
-            num_samples = int(C * n_max)
+            num_samples = int(self.num_classes * n_max)
         if int(num_samples) < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-        self.num_samples = int(num_samples)
+        return int(num_samples)
 
-        self._share_overall = None
-        self._share_class = None
-        if max_synthetic_share is not None:
-            if isinstance(max_synthetic_share, (int, float)):
-                self._share_overall = float(max_synthetic_share)
-                bounds = np.array([self._share_overall])
-            else:
-                self._share_class = _per_class(max_synthetic_share, C, names, "max_synthetic_share", 1.0)
-                bounds = self._share_class
-            if not np.all((bounds >= 0) & (bounds <= 1)):
-                raise ValueError(f"max_synthetic_share must lie in [0, 1], got {max_synthetic_share!r}")
-            no_real = np.flatnonzero((self.target > 0) & (self.real_counts == 0))
-            if len(no_real):
-                raise ValueError(f"classes {[self._name(c) for c in no_real]} have no real images, so "
-                                 "their synthetic share cannot be bounded; give them target 0 or drop "
-                                 "max_synthetic_share")
+    def _share_bounds(self, max_synthetic_share) -> tuple[float | None, np.ndarray | None]:
+        """(overall bound or None, per-class bounds (C,) or None)."""
+        if max_synthetic_share is None:
+            return None, None
+        if isinstance(max_synthetic_share, (int, float)):
+            overall, per_class = float(max_synthetic_share), None
+            bounds = np.array([overall])
+        else:
+            overall = None
+            per_class = bounds = mixing.per_class(max_synthetic_share, self.num_classes, self.class_names,
+                                                  "max_synthetic_share", 1.0)
+        if not np.all((bounds >= 0) & (bounds <= 1)):
+            raise ValueError(f"max_synthetic_share must lie in [0, 1], got {max_synthetic_share!r}")
+        no_real = np.flatnonzero((self.target > 0) & (self.real_counts == 0))
+        if len(no_real):
+            raise ValueError(f"classes {[self._name(c) for c in no_real]} have no real images, so "
+                             "their synthetic share cannot be bounded; give them target 0 or drop "
+                             "max_synthetic_share")
+        return overall, per_class
 
-        self._real_floor = np.zeros(C)
-        if min_real_share is not None:
-            floor = (np.full(C, float(min_real_share)) if isinstance(min_real_share, (int, float))
-                     else _per_class(min_real_share, C, names, "min_real_share", 0.0))
-            if not np.all((floor >= 0) & (floor <= 1)):
-                raise ValueError(f"min_real_share must lie in [0, 1], got {min_real_share!r}")
-            self._real_floor = np.where(self.real_counts > 0, floor, 0.0)
+    def _floor(self, min_real_share) -> np.ndarray:
+        """The real floor per class (C,); 0 for a class without real images (it has nothing to repeat)."""
+        C = self.num_classes
+        if min_real_share is None:
+            return np.zeros(C)
+        floor = (np.full(C, float(min_real_share)) if isinstance(min_real_share, (int, float))
+                 else mixing.per_class(min_real_share, C, self.class_names, "min_real_share", 0.0))
+        if not np.all((floor >= 0) & (floor <= 1)):
+            raise ValueError(f"min_real_share must lie in [0, 1], got {min_real_share!r}")
+        return np.where(self.real_counts > 0, floor, 0.0)
 
+    def _set_world(self, num_replicas, rank, drop_last) -> None:
         if num_replicas is None or rank is None:
             world, world_rank = _dist_world()
             num_replicas = world if num_replicas is None else num_replicas
@@ -228,8 +204,6 @@ class BalancedSyntheticSampler(Sampler[int]):
         self.num_replicas, self.rank, self.drop_last = int(num_replicas), int(rank), bool(drop_last)
         if drop_last and self.num_samples < self.num_replicas:
             raise ValueError(f"num_samples={self.num_samples} < num_replicas={self.num_replicas} with drop_last")
-        self.seed = int(seed)
-        self.epoch = 0
 
     def _name(self, c: int) -> str:
         return repr(self.class_names[c]) if self.class_names is not None else str(c)
@@ -239,44 +213,24 @@ class BalancedSyntheticSampler(Sampler[int]):
         self.epoch = int(epoch)
 
     def quotas(self, epoch: int | None = None) -> dict[str, np.ndarray]:
-        """Per-class composition of an epoch: int64 (C,) arrays ``total``, ``real`` (distinct
-        real images), ``synthetic`` (distinct synthetic images) and ``repeated``."""
-        return self._composition(self._rng(epoch))[0]
+        """Per-class composition of an epoch (``mixing.compose``): int64 (C,) arrays ``total``, ``real``
+        (distinct real images), ``synthetic`` (distinct synthetic images) and ``repeated``."""
+        return self._composition(self._rng(epoch))
 
     def _rng(self, epoch: int | None) -> np.random.Generator:
         return np.random.default_rng([self.seed, self.epoch if epoch is None else int(epoch)])
 
-    def _composition(self, rng: np.random.Generator):
-        k = _largest_remainder(self.target, self.num_samples, rng)
-        real = np.minimum(k, self.real_counts)
-        deficit = k - real
-        avail = np.minimum(deficit, self.synthetic_counts)
-        avail = np.minimum(avail, k - np.ceil(self._real_floor * k - 1e-9).astype(np.int64)).clip(min=0)
-        if self._share_class is not None:
-            syn = np.minimum(avail, np.floor(self._share_class * k).astype(np.int64))
-        elif self._share_overall is not None:
-            syn = _water_fill(avail, k, int(math.floor(self._share_overall * self.num_samples)))
-        else:
-            syn = avail
-        repeated = k - real - syn
-        return {"total": k, "real": real, "synthetic": syn, "repeated": repeated}, k
+    def _composition(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        return mixing.compose(self.target, self.num_samples, self.real_counts, self.synthetic_counts, rng,
+                              real_floor=self._real_floor, share_class=self._share_class,
+                              share_overall=self._share_overall)
 
     def plan(self, epoch: int | None = None) -> np.ndarray:
         """The whole epoch plan (all ranks, before padding): ``num_samples`` shuffled indices."""
         rng = self._rng(epoch)
-        comp, _ = self._composition(rng)
-        parts = []
-        for c in range(self.num_classes):  # a loop over classes; all per-sample work is numpy
-            s, r = self._starts[c], self.real_counts[c]
-            real_pool = self._order[s:s + r]
-            syn_pool = self._order[s + r:self._starts[c + 1]]
-            parts.append(_draw(real_pool, int(comp["real"][c]), rng))
-            parts.append(_draw(syn_pool, int(comp["synthetic"][c]), rng))
-            rep_pool = real_pool if r else syn_pool
-            parts.append(_draw(rep_pool, int(comp["repeated"][c]), rng))
-        plan = np.concatenate(parts)
+        plan = mixing.fill(self._composition(rng), self._order, self.real_counts, self.synthetic_counts, rng)
         assert len(plan) == self.num_samples
-        return plan[rng.permutation(len(plan))]
+        return plan
 
     def __len__(self) -> int:
         if self.drop_last:

@@ -1,4 +1,6 @@
 """RealSyntheticDataset: same form as the real set, labels by name, transforms, pickling, workers."""
+import json
+import logging
 import pickle
 import subprocess
 import sys
@@ -176,3 +178,42 @@ def test_importing_the_plugin_does_not_import_lightning_diffusers_or_click():
             "print(heavy); assert not heavy")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def _decisions(path, shares):
+    from cbdm_aug.mixing import DECISIONS_FORMAT
+
+    path.write_text(json.dumps({"format": DECISIONS_FORMAT, "version": 2,
+                                "classes": {n: {"share": s} for n, s in shares.items()}}))
+    return path
+
+
+def test_a_class_refused_by_the_decisions_beside_the_cache_gets_none_of_its_generated_images(cache, caplog):
+    _decisions(cache.parent / "decisions.json", {"cat": 1.0, "dog": 0.0, "owl": 1.0})
+    with caplog.at_level(logging.INFO, logger="cbdm_aug.plugin.dataset"):
+        ds = RealSyntheticDataset(PilSet(), cache)
+    assert ds.labels[ds.is_synthetic].tolist() == [2] * 5 and len(ds) == 10 + 5
+    assert [np.asarray(ds[i][0])[0, 0, 0] for i in range(10, 15)] == [3, 4, 5, 6, 7]  # owl's rows, in order
+    assert "dog were refused" in caplog.text and "3 generated images are dropped" in caplog.text
+    every = RealSyntheticDataset(PilSet(), cache, decisions=None)  # asked for explicitly
+    assert every.labels[every.is_synthetic].tolist() == [1] * 3 + [2] * 5 and every.synthetic_share is None
+
+
+def test_a_fractional_share_is_the_samplers_default_bound_and_an_explicit_bound_wins(cache, tmp_path):
+    elsewhere = _decisions(tmp_path / "mine.json", {"dog": 0.25, "owl": 0.5})
+    ds = RealSyntheticDataset(PilSet(), cache, decisions=elsewhere)  # a path: that file, not the one beside
+    assert ds.synthetic_share == {"cat": 1.0, "dog": 0.25, "owl": 0.5}
+    q = BalancedSyntheticSampler(ds, num_samples=3 * 8).quotas()
+    assert q["synthetic"].tolist() == [0, 2, 4]  # floor(share * 8 places)
+    assert BalancedSyntheticSampler(ds, num_samples=24, max_synthetic_share=1.0).quotas()["synthetic"].tolist() == [0, 3, 4]
+
+
+@pytest.mark.parametrize("text, says", [('{"dog": 2}', "share 2"), ('{"emu": 0}', "not in the dataset")])
+def test_a_wrong_decisions_file_is_an_error_naming_it(cache, text, says):
+    from cbdm_aug.mixing import DecisionsError
+
+    (cache.parent / "decisions.json").write_text(text)
+    with pytest.raises(DecisionsError, match=f"decisions file .*{says}"):
+        RealSyntheticDataset(PilSet(), cache)
+    with pytest.raises(DecisionsError, match="no such file"):
+        RealSyntheticDataset(PilSet(), cache, decisions=cache.parent / "nothing.json")

@@ -64,3 +64,21 @@ def test_the_datamodule_fits_two_steps_under_a_lightning_trainer_without_sampler
     trainer.fit(Tiny(), datamodule=dm)
     assert trainer.global_step == 2
     assert type(trainer.train_dataloader.sampler).__name__ == "BalancedSyntheticSampler"
+
+
+def test_the_loader_and_the_datamodule_honour_the_decisions_beside_the_cache_unless_told_not_to(tmp_path):
+    import json
+
+    import timm
+
+    from cbdm_aug.plugin.loaders import BalancedDataModule, create_timm_loader
+
+    cache = _cache(tmp_path)
+    (tmp_path / "decisions.json").write_text(json.dumps({"a": 1.0, "b": 0.0}))
+    model = timm.create_model("resnet18", pretrained=False, num_classes=2)
+    for decisions, synthetic in (("auto", 0), (None, 3)):
+        loader = create_timm_loader(model, PilSet(), cache, batch_size=4, num_workers=0, decisions=decisions,
+                                    data_config={"input_size": (3, 16, 16)})
+        dm = BalancedDataModule(PilSet(), cache, batch_size=2, num_workers=0, decisions=decisions)
+        dm.setup("fit")
+        assert int(loader.dataset.is_synthetic.sum()) == int(dm.train_dataset.is_synthetic.sum()) == synthetic

@@ -4,6 +4,11 @@ the real dataset's own form (PIL image, tensor or array), with labels aligned by
 Indices ``[0, len(real))`` are the real images, in the real dataset's order; the caches follow,
 one after another. ``labels`` and ``is_synthetic`` cover every index without loading an image,
 which is what ``BalancedSyntheticSampler`` needs.
+
+A cache made by ``cbdm-aug run`` has the run's per-class decisions beside it (``decisions.json``,
+``cbdm_aug.mixing``). They are honoured by default: a class the run refused (share 0) gets none of its
+generated images, and a fractional share is the sampler's default bound for that class
+(``synthetic_share``). ``decisions=None`` keeps every generated image.
 """
 from __future__ import annotations
 
@@ -13,6 +18,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 from torch.utils.data import Dataset
+
+from cbdm_aug import mixing
 
 __all__ = ["RealSyntheticDataset", "real_labels", "real_class_names"]
 
@@ -72,6 +79,18 @@ def real_class_names(dataset) -> list[str] | None:
     return None
 
 
+def _decided(path, shares: dict[str, float], dropped: int) -> str:
+    """One line: what a decisions file did to a cache's images."""
+    out, part = mixing.refused(shares), [n for n, s in shares.items() if 0 < s < 1]
+    text = f"honouring the decisions in {path}"
+    if out:
+        text += (f": classes {', '.join(out)} were refused generated images, so their {dropped} generated "
+                 "images are dropped")
+    if part:
+        text += f"; {', '.join(f'{n} at most {s:g}' for n, s in shares.items() if 0 < s < 1)} of its places"
+    return text + (" (decisions=None keeps every generated image)" if out or part else "")
+
+
 def _form_of(sample) -> tuple[str, tuple[int, int, int], object]:
     """(kind, (H, W, C), dtype) of one real image: kind is 'pil', 'tensor' or 'array'."""
     import torch
@@ -108,16 +127,23 @@ class RealSyntheticDataset(Dataset):
         convert: whether synthetic images may lose information to match the real channel
             count. Grey synthetic images always become RGB when the real ones are (lossless:
             ``ImageFolder`` yields RGB even from grey files); RGB -> grey needs ``convert=True``.
+        decisions: which per-class decisions the generated images obey: ``"auto"`` (default) the
+            decisions file beside each cache, where there is one (``cbdm-aug run`` writes it); a path
+            to a decisions file, for every cache; ``None``, none: every generated image is used. A
+            refused class (share 0) gets no generated image; the others' shares are in
+            ``synthetic_share``.
 
     Items are ``(image, label)``: for a real set of PIL images, a PIL image of the same mode;
     for tensors, a CHW tensor (float in [0, 1] as ``ToTensor`` gives, or uint8 if the real
     tensors are uint8); for numpy arrays, uint8 HWC. ``labels`` int64 (N,), ``is_synthetic``
-    bool (N,) and ``class_names`` describe all indices.
+    bool (N,) and ``class_names`` describe all indices. ``synthetic_share``: ``{class name: bound on
+    its synthetic share}`` from the decisions (1.0 where a file names no bound), or None where no
+    decisions apply; ``BalancedSyntheticSampler`` uses it when given no ``max_synthetic_share``.
     """
 
     def __init__(self, real_dataset, caches, transform=None, target_transform=None,
                  labels: Callable | None = None, class_names: Sequence[str] | None = None,
-                 resize: bool | tuple[int, int] = False, convert: bool = False):
+                 resize: bool | tuple[int, int] = False, convert: bool = False, decisions="auto"):
         from cbdm_aug.cache.reader import SyntheticCache
 
         self.real = real_dataset
@@ -149,23 +175,52 @@ class RealSyntheticDataset(Dataset):
             self._mode = real_dataset[0][0].mode
         self.out_shape = self._target_shape(real_shape, resize, convert)  # (H, W, C) of every item
 
-        index = {n: i for i, n in enumerate(names)}
-        parts_y = [real_y]
-        for cache in self.caches:
-            extra = [n for n in cache.class_names if n not in index]
-            missing = [n for n in names if n not in cache.class_names]
-            if extra or missing:
-                raise ValueError(f"{cache.path}: class names differ from the real dataset's: "
-                                 + "; ".join(s for s in (
-                                     f"classes {extra} are not in the real dataset" if extra else "",
-                                     f"classes {missing} are missing from the cache" if missing else "") if s)
-                                 + f" (real: {names}, cache: {cache.class_names})")
-            parts_y.append(np.array([index[n] for n in cache.class_names], dtype=np.int64)[cache.labels])
-        self.labels = np.concatenate(parts_y)
+        self.synthetic_share, self._rows = self._decide(decisions)
+        self.labels = np.concatenate([real_y, *(self._cache_labels(k) for k in range(len(self.caches)))])
         self.is_synthetic = np.zeros(len(self.labels), dtype=bool)
         self.is_synthetic[len(real_y):] = True
-        self._offsets = np.cumsum([len(real_y), *(len(c) for c in self.caches)])
+        self._offsets = np.cumsum([len(real_y), *(len(c) if r is None else len(r) for c, r in zip(self.caches, self._rows))])
         self._starts = [int(x) for x in self._offsets]  # Python ints: cheap to compare per item
+
+    def _check_names(self, cache) -> None:
+        names = self.class_names
+        extra = [n for n in cache.class_names if n not in names]
+        missing = [n for n in names if n not in cache.class_names]
+        if extra or missing:
+            raise ValueError(f"{cache.path}: class names differ from the real dataset's: "
+                             + "; ".join(s for s in (
+                                 f"classes {extra} are not in the real dataset" if extra else "",
+                                 f"classes {missing} are missing from the cache" if missing else "") if s)
+                             + f" (real: {names}, cache: {cache.class_names})")
+
+    def _cache_labels(self, k: int) -> np.ndarray:
+        """int64 labels (in the real dataset's class order) of cache ``k``'s images this dataset uses."""
+        cache, rows = self.caches[k], self._rows[k]
+        index = {n: i for i, n in enumerate(self.class_names)}
+        own = cache.labels if rows is None else cache.labels[rows]
+        return np.array([index[n] for n in cache.class_names], dtype=np.int64)[own]
+
+    def _decide(self, decisions) -> tuple[dict[str, float] | None, list[np.ndarray | None]]:
+        """(per-class share bounds or None, per cache the rows it keeps or None for all): each cache obeys
+        its decisions file (``mixing.decisions_file``); a class refused by it loses that cache's images."""
+        shares, rows = None, []
+        for cache in self.caches:
+            self._check_names(cache)
+            path = mixing.decisions_file(cache.path, decisions)
+            if path is None:
+                rows.append(None)
+                continue
+            own = mixing.read_shares(path)
+            unknown = [n for n in own if n not in self.class_names]
+            if unknown:
+                raise mixing.DecisionsError(f"decisions file {path}: classes {unknown} are not in the dataset "
+                                            f"({self.class_names}); is it the decisions of another run?")
+            shares = {n: min(own.get(n, 1.0), (shares or {}).get(n, 1.0)) for n in self.class_names}
+            out = [cache.class_names.index(n) for n in mixing.refused(own)]
+            keep = ~np.isin(cache.labels, out)
+            rows.append(None if keep.all() else np.flatnonzero(keep))
+            log.info("%s: %s", cache.path, _decided(path, own, int((~keep).sum())))
+        return shares, rows
 
     def _target_shape(self, real_shape, resize, convert) -> tuple[int, int, int]:
         """The (H, W, C) synthetic images are brought to; checks each cache against the real set."""
@@ -192,7 +247,8 @@ class RealSyntheticDataset(Dataset):
         """Image ``i`` of the combined set (a synthetic one), brought to the real images' size,
         channels and kind (PIL, array or tensor), without the transform."""
         k = 1 if len(self.caches) == 1 else int(np.searchsorted(self._offsets, i, side="right"))
-        image, _ = self.caches[k - 1][i - self._starts[k - 1]]
+        row, rows = i - self._starts[k - 1], self._rows[k - 1]
+        image, _ = self.caches[k - 1][row if rows is None else int(rows[row])]
         H, W, C = self.out_shape
         if self._kind == "pil" and image.shape == (H, W, 3) and self._mode == "RGB":  # the common case
             from PIL import Image

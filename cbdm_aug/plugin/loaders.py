@@ -42,7 +42,8 @@ def timm_transform(model, is_training: bool = True, data_config: dict | None = N
 def create_timm_loader(model, real_dataset, caches, *, batch_size: int = 128, num_workers: int = 4,
                        seed: int = 0, data_config: dict | None = None, transform_kwargs: dict | None = None,
                        sampler_kwargs: dict | None = None, dataset_kwargs: dict | None = None,
-                       drop_last: bool = True, pin_memory: bool = False, **loader_kwargs) -> DataLoader:
+                       decisions="auto", drop_last: bool = True, pin_memory: bool = False,
+                       **loader_kwargs) -> DataLoader:
     """A training DataLoader for a timm model over real + synthetic images.
 
     timm's ``create_loader`` takes no sampler, so this builds the pieces itself: timm's training
@@ -50,13 +51,23 @@ def create_timm_loader(model, real_dataset, caches, *, batch_size: int = 128, nu
     ``real_dataset`` (PIL images) and ``caches``, and a ``BalancedSyntheticSampler`` (DDP-aware:
     it reads the rank from ``torch.distributed``). Call ``loader.sampler.set_epoch(epoch)`` before
     each epoch. Mixup and timm's GPU prefetcher are left to the training loop.
+
+    ``decisions``: the run's per-class decisions the generated images obey (``RealSyntheticDataset``):
+    ``"auto"``, the file beside each cache; ``None``, every generated image; or a path.
     """
     transform = timm_transform(model, is_training=True, data_config=data_config, **(transform_kwargs or {}))
-    ds = RealSyntheticDataset(real_dataset, caches, transform=transform, **(dataset_kwargs or {}))
+    ds = RealSyntheticDataset(real_dataset, caches, transform=transform, **_dataset_kwargs(decisions, dataset_kwargs))
     sampler = BalancedSyntheticSampler(ds, seed=seed, **(sampler_kwargs or {}))
     return DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                       drop_last=drop_last, pin_memory=pin_memory,
                       persistent_workers=num_workers > 0, **loader_kwargs)
+
+
+def _dataset_kwargs(decisions, dataset_kwargs: dict | None) -> dict:
+    kwargs = dict(dataset_kwargs or {})
+    if "decisions" in kwargs and kwargs["decisions"] != decisions:
+        raise ValueError("decisions given twice (as an argument and in dataset_kwargs); give it once")
+    return kwargs | {"decisions": decisions}
 
 
 def _lightning():
@@ -82,16 +93,21 @@ def _make_datamodule_class():
         is left to wrap it (the default ``use_distributed_sampler=True``), this module notices and
         builds a single-replica sampler, which Lightning's ``DistributedSamplerWrapper`` then shards
         the same way and forwards ``set_epoch`` to; either way each rank gets a disjoint shard.
+
+        ``decisions``: as ``RealSyntheticDataset``'s (default ``"auto"``: the run's decisions file beside
+        each cache; ``None``: every generated image).
         """
 
         def __init__(self, real_train, caches, *, transform=None, batch_size: int = 128,
                      num_workers: int = 4, seed: int = 0, val_dataset=None, val_batch_size: int | None = None,
-                     sampler_kwargs: dict | None = None, dataset_kwargs: dict | None = None):
+                     sampler_kwargs: dict | None = None, dataset_kwargs: dict | None = None,
+                     decisions="auto"):
             super().__init__()
             self.real_train, self.caches, self.transform = real_train, caches, transform
             self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
             self.val_dataset, self.val_batch_size = val_dataset, val_batch_size or batch_size
-            self.sampler_kwargs, self.dataset_kwargs = dict(sampler_kwargs or {}), dict(dataset_kwargs or {})
+            self.sampler_kwargs = dict(sampler_kwargs or {})
+            self.dataset_kwargs = _dataset_kwargs(decisions, dataset_kwargs)
             self.train_dataset = None
 
         def setup(self, stage: str | None = None) -> None:

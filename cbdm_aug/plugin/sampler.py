@@ -92,9 +92,11 @@ class BalancedSyntheticSampler(Sampler[int]):
             or a ``{class name: weight}`` mapping (unnamed classes get 0). Normalised to sum 1.
         num_samples: epoch length over all ranks. Default ``C * max_c n_real_c``: every class gets
             as many places as the largest real class has images (the "balanced epoch").
-        max_synthetic_share: ``None`` (no bound); a float in [0, 1] bounding the synthetic share
-            of the whole epoch (met with the smallest common per-class cap); or a per-class
-            vector / ``{class name: share}`` mapping bounding each class's share.
+        max_synthetic_share: ``None`` (the default: the per-class shares the dataset carries from
+            its decisions file, ``RealSyntheticDataset.synthetic_share``, where one is fractional;
+            else no bound); a float in [0, 1] bounding the synthetic share of the whole epoch (met
+            with the smallest common per-class cap); or a per-class vector / ``{class name: share}``
+            mapping bounding each class's share.
         min_real_share: a float in [0, 1], a per-class vector or a ``{class name: share}`` mapping:
             at least this share of each class's places go to its real images (each once, then
             repeats), so generated images are added beside a class's real draws and never crowd

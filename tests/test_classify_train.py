@@ -212,3 +212,25 @@ def test_randaugment_of_the_real_images_only_leaves_the_synthetic_ones_as_genera
         real_changes = any(not torch.equal(ds[int(i)][0], ds[int(i)][0]) for i in real)
         assert syn_changes == (not only_real)
         assert real_changes  # the real images are RandAugmented either way
+
+
+def test_a_recipe_obeys_the_decisions_beside_its_cache_unless_its_share_file_names_others(tmp_path, tiny_npz):
+    from cbdm_aug.cache.writer import write_cache
+    from cbdm_aug.classify.recipe import load_recipe
+    from cbdm_aug.classify.train import build_training_set, load_data, make_transform
+
+    write_cache(tmp_path / "syn.h5", np.zeros((9, 8, 8, 1), np.uint8), np.array([1] * 4 + [2] * 5),
+                class_names=["0", "1", "2"])
+    (tmp_path / "decisions.json").write_text(json.dumps({"0": 1.0, "1": 0.0, "2": 1.0}))
+    (tmp_path / "other.json").write_text(json.dumps({"2": 0.0}))
+    sets = [f"data.train={tiny_npz}", "data.longtail=none", "sampling.mode=synthetic",
+            f"sampling.cache={tmp_path / 'syn.h5'}"]
+    for share_file, synthetic in ((None, [0, 0, 5]), ("all", [0, 4, 5]), (tmp_path / "other.json", [0, 4, 0])):
+        recipe = load_recipe(None, sets + ([f"sampling.share_file={share_file}"] if share_file else []))
+        train, _ = load_data(recipe.data)
+        ds, sampler = build_training_set(recipe, train, make_transform(8, 1))
+        assert np.bincount(ds.labels[ds.is_synthetic], minlength=3).tolist() == synthetic
+        assert np.all(sampler.quotas(0)["synthetic"] <= synthetic)
+    with pytest.raises(Exception, match="sampling.share_file: decisions file .*no such file"):
+        build_training_set(load_recipe(None, sets + [f"sampling.share_file={tmp_path / 'none.json'}"]), train,
+                           make_transform(8, 1))

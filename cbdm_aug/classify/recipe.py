@@ -134,8 +134,9 @@ class SamplingConfig:
     target: str = "uniform"             # 'uniform' or comma-separated class weights
     num_samples: int | None = None      # samples per epoch; None: the number of real training images
     max_synthetic_share: float | None = None  # 'synthetic': bound on the synthetic share of an epoch
-    share_file: str | None = None       # 'synthetic': a JSON {class name: bound on its synthetic share}, e.g.
-                                        # `cbdm-aug run`'s per-class decisions (cache/decisions.json)
+    share_file: str | None = None       # 'synthetic': the per-class decisions the generated images obey, e.g.
+                                        # `cbdm-aug run`'s cache/decisions.json (cbdm_aug.mixing); None: the
+                                        # file beside each cache, where there is one; 'all': every image
     min_real_share: float | None = MIN_REAL_SHARE  # 'synthetic': at least this share of a class's
                                         # places go to its real images (the sampler's own default)
 

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 from cbdm_aug.atomic import write_bytes_atomic, write_text_atomic
 from cbdm_aug.classify.recipe import DataConfig, Recipe, RecipeError, save_recipe
 from cbdm_aug.devices import resolve_device
+from cbdm_aug.mixing import ALL_IMAGES, DecisionsError
 
 log = logging.getLogger(__name__)
 
@@ -185,24 +186,25 @@ def build_training_set(recipe: Recipe, train, transform):
         # rest of the recipe's transform (crop, flip, scaling) on every image
         real.transform = _randaugment_uint8(d.augment_ops, d.augment_magnitude)
         transform = make_transform(train.image_size, train.channels, d.crop_padding, d.hflip)
-    ds = RealSyntheticDataset(real, smp.cache_paths(), transform=transform, resize=True, convert=True)
+    try:
+        ds = RealSyntheticDataset(real, smp.cache_paths(), transform=transform, resize=True, convert=True,
+                                  decisions=_decisions(smp))
+    except DecisionsError as e:
+        raise RecipeError(f"sampling.share_file: {e}") from None
+    # max_synthetic_share None: the per-class shares of the decisions (the dataset carries them)
     sampler = BalancedSyntheticSampler(ds, target=smp.target_weights(), num_samples=num_samples,
-                                       max_synthetic_share=_share_bound(smp), min_real_share=smp.min_real_share,
+                                       max_synthetic_share=smp.max_synthetic_share, min_real_share=smp.min_real_share,
                                        seed=recipe.seed)
     return ds, sampler
 
 
-def _share_bound(smp):
-    """The sampler's max_synthetic_share: the recipe's overall bound, or its share file's per-class one."""
+def _decisions(smp):
+    """The per-class decisions the generated images obey (``RealSyntheticDataset(decisions=)``): the recipe's
+    ``sampling.share_file`` where it names one, none where it is ``all`` (every image: the evidence stage's
+    probes), else the decisions file beside each cache (``cbdm-aug run`` writes one)."""
     if smp.share_file is None:
-        return smp.max_synthetic_share
-    try:
-        shares = json.loads(Path(smp.share_file).read_text())
-    except (OSError, ValueError) as e:
-        raise RecipeError(f"sampling.share_file {smp.share_file}: not a readable JSON file ({e})") from None
-    if not isinstance(shares, dict):
-        raise RecipeError(f"sampling.share_file {smp.share_file}: expected {{class name: share}}, got {type(shares).__name__}")
-    return {str(k): float(v) for k, v in shares.items()}
+        return "auto"
+    return None if smp.share_file == ALL_IMAGES else smp.share_file
 
 
 def _randaugment_uint8(num_ops: int, magnitude: int):

@@ -128,16 +128,18 @@ def cross_fit(images: np.ndarray, labels: np.ndarray, names: list[str], probe: C
 
 def recipe_probe(recipe, device: str = "cpu", progress: bool = False, echo=None) -> Callable:
     """``cross_fit``'s probe from a "+ synthetic" classifier recipe: with the generated images, mixed as the
-    recipe mixes them (every class allowed); without them, the same recipe on class-balanced re-sampling of
+    recipe mixes them (every class allowed: ``sampling.share_file=all``, whatever decisions file lies beside the
+    cache); without them, the same recipe on class-balanced re-sampling of
     the real images. Both take the fold as their seed, so each pair shares initialisation and draws."""
     from dataclasses import replace
 
     from cbdm_aug.classify.train import train_run
     from cbdm_aug.evaluate.features import load_classifier_space
+    from cbdm_aug.mixing import ALL_IMAGES
 
     def probe(npz: Path, with_synthetic: bool, fold: int, run_dir: Path) -> np.ndarray:
         smp = recipe.sampling
-        smp = (replace(smp, share_file=None) if with_synthetic else
+        smp = (replace(smp, share_file=ALL_IMAGES) if with_synthetic else
                replace(smp, mode="class-balanced", cache=None, share_file=None, max_synthetic_share=None))
         r = replace(recipe, seed=fold, sampling=smp, data=replace(recipe.data, train=str(npz), test=None,
                                                                   longtail="none", holdout_per_class=0))

@@ -32,6 +32,7 @@ MIN_REAL_SHARE = 0.5
 
 DECISIONS_FILE = "decisions.json"
 DECISIONS_FORMAT = "cbdm-aug decisions"
+DECISIONS_VERSION = 2
 ALL_IMAGES = "all"  # a recipe's sampling.share_file that asks for every generated image, whatever the decisions
 
 

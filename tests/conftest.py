@@ -19,3 +19,31 @@ def tiny_unet():
            "up_block_types": ["UpBlock2D", "UpBlock2D"], "norm_num_groups": 4,
            "attention_head_dim": None, "num_class_embeds": 4}
     return build_unet(cfg)
+
+
+@pytest.fixture(scope="session")
+def toy_folders(tmp_path_factory):
+    """A long-tailed training folder (12, 6, 3 images of 8x8) and a test folder (4 a class)."""
+    from helpers import make_folder
+
+    root = tmp_path_factory.mktemp("pipeline")
+    make_folder(root / "train", counts=(12, 6, 3), size=8)
+    make_folder(root / "test", counts=(4, 4, 4), size=8)
+    return root
+
+
+@pytest.fixture(scope="session")
+def finished(toy_folders):
+    """One finished toy ``cbdm-aug run`` on ``toy_folders`` (made once a session), its stdout, and its wall time.
+    Class 2 (3 images) is too few to judge: the run refuses it generated images. Copy it before changing it."""
+    import subprocess
+    import time
+
+    from helpers import CLI, ENV, TINY
+
+    out = toy_folders / "run"
+    t = time.time()
+    r = subprocess.run([*CLI, "run", toy_folders / "train", "--test", toy_folders / "test", "--out", out, *TINY],
+                       env=ENV, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out, r.stdout, time.time() - t

@@ -14,13 +14,12 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from helpers import CLI, ENV, make_folder
 from safetensors.torch import load_file
-from test_fit_generator import make_folder
 
 from cbdm_aug import load_generator
 
 FAST = ["--preset", "tiny", "--batch-size", "4", "--sample-every", "1000", "--no-hflip"]
-ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
 
 # Lightning's ddp launcher re-runs sys.argv[0] in its child processes, so the probe must be a real
 # script. It records, per rank, the step training starts from, every file our code writes, and the
@@ -110,9 +109,6 @@ def test_fit_generator_under_ddp_agrees_on_weights_writes_once_and_resumes_after
     starts = [int((dump3 / f"start{i}.txt").read_text().split()[-1]) for i in (0, 1)]
     assert starts[0] == starts[1] >= killed_at - 2 and starts[0] > 4  # the last checkpoint, not step 0
     assert load_generator(out).meta["step"] == killed_at + 4
-
-
-CLI = [sys.executable, "-c", "from cbdm_aug.cli import main; main()"]
 
 
 def _images(path):

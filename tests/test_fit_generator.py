@@ -4,24 +4,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers import run_cli
-from PIL import Image
+from helpers import make_folder, run_cli
 
 from cbdm_aug import load_generator
 from cbdm_aug.diffusion.sampling import sample
 
 FAST = ["--preset", "tiny", "--batch-size", "8", "--sample-every", "1000", "--checkpoint-every", "4"]
-
-
-def make_folder(root, counts=(12, 6, 3), size=16, mode="L"):
-    rng = np.random.default_rng(0)
-    for c, n in enumerate(counts):
-        d = root / f"class {c}"
-        d.mkdir(parents=True)
-        for i in range(n):
-            arr = rng.integers(0, 255, (size, size) if mode == "L" else (size, size, 3), dtype=np.uint8)
-            Image.fromarray(arr).save(d / f"{i}.png")
-    return root
 
 
 @pytest.fixture

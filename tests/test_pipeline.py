@@ -9,35 +9,12 @@ import subprocess
 import time
 
 import pytest
-from helpers import run_cli
-from test_distributed import CLI, ENV
-from test_fit_generator import make_folder
+from helpers import CLI, ENV, TINY, make_folder, run_cli
 
 from cbdm_aug.pipeline.run import ARMS, data_stage
 from cbdm_aug.pipeline.settings import RunOptions
 
 STAGES = ("data", "generator", "cache", "evidence", *ARMS)
-TINY = ["--preset", "tiny", "--gen-steps", "3", "--classifier-epochs", "1", "--seeds", "0,1", "--device", "cpu",
-        "--no-progress"]
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pipeline")
-    make_folder(root / "train", counts=(12, 6, 3), size=8)
-    make_folder(root / "test", counts=(4, 4, 4), size=8)
-    return root
-
-
-@pytest.fixture(scope="module")
-def finished(data):
-    """One finished run, its stdout, and its wall time."""
-    out = data / "run"
-    t = time.time()
-    r = subprocess.run([*CLI, "run", data / "train", "--test", data / "test", "--out", out, *TINY], env=ENV,
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return out, r.stdout, time.time() - t
 
 
 def _copy(finished, tmp_path):
@@ -46,8 +23,8 @@ def _copy(finished, tmp_path):
     return dst
 
 
-def _run(data, out, capsys, *extra):
-    return run_cli(["run", data / "train", "--test", data / "test", "--out", out, *TINY, *extra], capsys)
+def _run(toy_folders, out, capsys, *extra):
+    return run_cli(["run", toy_folders / "train", "--test", toy_folders / "test", "--out", out, *TINY, *extra], capsys)
 
 
 def test_run_on_a_folder_with_a_test_folder_writes_the_report_with_paired_intervals_and_a_verdict(finished):
@@ -113,9 +90,9 @@ def test_a_rerun_of_the_same_command_reuses_every_stage_in_a_fraction_of_the_tim
     assert time.time() - t < finished[2] / 2
 
 
-def test_a_changed_setting_reruns_its_stage_and_the_ones_after_it_and_says_why(finished, data, tmp_path, capsys):
+def test_a_changed_setting_reruns_its_stage_and_the_ones_after_it_and_says_why(finished, toy_folders, tmp_path, capsys):
     out = _copy(finished, tmp_path)
-    code, stdout, err = _run(data, out, capsys, "--gen-steps", "4")
+    code, stdout, err = _run(toy_folders, out, capsys, "--gen-steps", "4")
     assert code == 0, err
     assert "[data] reused" in stdout and "[control] reused" in stdout and "[randaugment] reused" in stdout
     assert "[generator] rerun" in stdout and "gen_steps: 3 -> 4" in stdout
@@ -126,17 +103,17 @@ def test_a_changed_setting_reruns_its_stage_and_the_ones_after_it_and_says_why(f
     assert json.loads((out / "generator" / "generator.json").read_text())["step"] == 4
 
 
-def test_changing_the_classifier_epochs_reruns_the_arms_but_not_the_cache(finished, data, tmp_path, capsys):
+def test_changing_the_classifier_epochs_reruns_the_arms_but_not_the_cache(finished, toy_folders, tmp_path, capsys):
     out = _copy(finished, tmp_path)
-    code, stdout, err = _run(data, out, capsys, "--classifier-epochs", "2")
+    code, stdout, err = _run(toy_folders, out, capsys, "--classifier-epochs", "2")
     assert code == 0, err
     assert "[cache] reused" in stdout and "[generator] reused" in stdout  # the filter classifier has its own epochs
     assert "[control] rerun" in stdout and "epochs" in stdout
 
 
-def test_more_seeds_train_only_the_new_ones(finished, data, tmp_path, capsys):
+def test_more_seeds_train_only_the_new_ones(finished, toy_folders, tmp_path, capsys):
     out = _copy(finished, tmp_path)
-    code, stdout, err = _run(data, out, capsys, "--seeds", "0,1,2")  # the last --seeds wins
+    code, stdout, err = _run(toy_folders, out, capsys, "--seeds", "0,1,2")  # the last --seeds wins
     assert code == 0, err
     assert "[control] rerun" in stdout and "seeds: [0, 1] -> [0, 1, 2]" in stdout
     assert "  control, seed 0: reused" in stdout
@@ -144,7 +121,7 @@ def test_more_seeds_train_only_the_new_ones(finished, data, tmp_path, capsys):
     assert json.loads((out / "report.json").read_text())["paired"]["control+synthetic-control"]["few"]["n"] == 3
 
 
-def test_a_run_killed_in_the_middle_of_a_stage_resumes_there(finished, data, tmp_path, capsys, monkeypatch):
+def test_a_run_killed_in_the_middle_of_a_stage_resumes_there(finished, toy_folders, tmp_path, capsys, monkeypatch):
     import cbdm_aug.classify.train as train
 
     out = _copy(finished, tmp_path)
@@ -159,13 +136,13 @@ def test_a_run_killed_in_the_middle_of_a_stage_resumes_there(finished, data, tmp
         return real(*a, **k)
 
     monkeypatch.setattr(train, "train_run", killed_after_one_seed)
-    code, _, err = _run(data, out, capsys)
+    code, _, err = _run(toy_folders, out, capsys)
     assert code == 130 and "Aborted" in err  # what Ctrl-C gives
     assert json.loads((out / "stages" / "randaugment.json").read_text())["status"] == "running"
     assert not (out / ".lock").exists()
     seed0 = (out / "arms" / "randaugment" / "seed0" / "metrics.json").stat().st_mtime_ns
     monkeypatch.setattr(train, "train_run", real)
-    code, stdout, err = _run(data, out, capsys)
+    code, stdout, err = _run(toy_folders, out, capsys)
     assert code == 0, err
     assert "[randaugment] resuming" in stdout and "RandAugment, seed 0: reused" in stdout
     assert "RandAugment, seed 1 (2/2)" in stdout and "[randaugment+synthetic] reused" in stdout
@@ -173,9 +150,9 @@ def test_a_run_killed_in_the_middle_of_a_stage_resumes_there(finished, data, tmp
 
 
 @pytest.mark.slow
-def test_a_run_sigkilled_while_fitting_resumes_from_the_generator_checkpoint(data, tmp_path):
+def test_a_run_sigkilled_while_fitting_resumes_from_the_generator_checkpoint(toy_folders, tmp_path):
     out = tmp_path / "run"
-    cmd = [*CLI, "run", data / "train", "--test", data / "test", "--out", out, *TINY[:2], "--gen-steps", "400",
+    cmd = [*CLI, "run", toy_folders / "train", "--test", toy_folders / "test", "--out", out, *TINY[:2], "--gen-steps", "400",
            *TINY[4:]]
     p = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     ckpt = out / "generator" / "checkpoints" / "last.ckpt"
@@ -191,10 +168,10 @@ def test_a_run_sigkilled_while_fitting_resumes_from_the_generator_checkpoint(dat
     assert (out / "report.md").is_file()
 
 
-def test_test_classes_that_differ_from_the_data_are_one_line_naming_them(data, tmp_path, capsys):
+def test_test_classes_that_differ_from_the_data_are_one_line_naming_them(toy_folders, tmp_path, capsys):
     test = make_folder(tmp_path / "test", counts=(2, 2), size=8)
     (test / "class 1").rename(test / "zebra")
-    code, _, err = run_cli(["run", data / "train", "--test", test, "--out", tmp_path / "out", *TINY], capsys)
+    code, _, err = run_cli(["run", toy_folders / "train", "--test", test, "--out", tmp_path / "out", *TINY], capsys)
     assert code != 0 and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert "zebra" in err and "class 2" in err
     assert not (tmp_path / "out" / "generator").exists()  # refused before any fitting
@@ -208,9 +185,9 @@ def test_test_classes_that_differ_from_the_data_are_one_line_naming_them(data, t
     (["run", "{train}", "--test", "{test}", "--seeds", "a,b"], "--seeds"),
     (["run", "{train}", "--test", "{test}", "--out", "{file}"], "is a file"),
 ])
-def test_bad_input_is_one_line_and_no_traceback(args, says, data, tmp_path, capsys):
+def test_bad_input_is_one_line_and_no_traceback(args, says, toy_folders, tmp_path, capsys):
     (tmp_path / "f.txt").write_text("x")
-    fill = {"{train}": data / "train", "{test}": data / "test", "{out}": tmp_path / "o", "{file}": tmp_path / "f.txt"}
+    fill = {"{train}": toy_folders / "train", "{test}": toy_folders / "test", "{out}": tmp_path / "o", "{file}": tmp_path / "f.txt"}
     args = [fill.get(a, a) for a in args]
     if "--out" not in args:
         args += ["--out", tmp_path / "o"]
@@ -219,9 +196,9 @@ def test_bad_input_is_one_line_and_no_traceback(args, says, data, tmp_path, caps
     assert says in err.strip().splitlines()[-1], err  # one line (click's usage errors add the usage above it)
 
 
-def test_a_holdout_says_what_it_costs_the_tail(data, tmp_path):
+def test_a_holdout_says_what_it_costs_the_tail(toy_folders, tmp_path):
     said = []
-    record = data_stage(RunOptions(data=str(data / "train"), holdout_per_class=1), tmp_path, said.append)
+    record = data_stage(RunOptions(data=str(toy_folders / "train"), holdout_per_class=1), tmp_path, said.append)
     assert record["test_counts"] == [1, 1, 1] and record["counts"] == [11, 5, 2]
     assert any("costs the tail" in s and "'class 2'" in s and "2 of its 3" in s for s in said)
 

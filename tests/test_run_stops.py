@@ -12,9 +12,7 @@ import sys
 import time
 
 import pytest
-from test_distributed import CLI, ENV
-from test_fit_generator import make_folder
-from test_pipeline import TINY, data, finished  # noqa: F401 (fixtures)
+from helpers import CLI, ENV, TINY, make_folder
 
 from cbdm_aug.errors import DiskFull, stage_errors
 from cbdm_aug.stopping import Stopped, stop_on_signals
@@ -84,15 +82,15 @@ def _copy_without(finished, tmp_path, stage):  # noqa: F811
     return out
 
 
-def _run_args(data, out):  # noqa: F811
+def _run_args(data, out):
     return ["run", str(data / "train"), "--test", str(data / "test"), "--out", str(out), *TINY]
 
 
 @pytest.mark.parametrize("stage", ["data", "generator", "cache", "control", "report"])
 def test_a_full_disk_in_any_stage_stops_in_one_line_naming_it_and_the_same_command_resumes(
-        stage, finished, data, tmp_path):  # noqa: F811
+        stage, finished, toy_folders, tmp_path):
     out = _copy_without(finished, tmp_path, stage)
-    args = _run_args(data, out)
+    args = _run_args(toy_folders, out)
     limit = {"data": 512}.get(stage, 4096)  # below the size of a file the stage writes
     r = subprocess.run([sys.executable, "-c", RUN_FILLING_UP, *args], env=dict(ENV, FULL_AT=stage, FULL_LIMIT=str(limit)),
                        capture_output=True, text=True, timeout=600)

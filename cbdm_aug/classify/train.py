@@ -167,7 +167,6 @@ def build_training_set(recipe: Recipe, train, transform):
     """(dataset, sampler) for the recipe's sampling mode."""
     real = ArrayDataset(train.images, train.labels, train.class_names)
     smp = recipe.sampling
-    num_samples = smp.num_samples or len(real)  # same epoch length as the baseline: a fair comparison
     if smp.mode == "none":
         real.transform = transform
         gen = torch.Generator().manual_seed(recipe.seed)
@@ -176,8 +175,8 @@ def build_training_set(recipe: Recipe, train, transform):
 
     if smp.mode == "class-balanced":
         real.transform = transform
-        return real, BalancedSyntheticSampler(real, target=smp.target_weights(), num_samples=num_samples,
-                                              seed=recipe.seed)
+        kw = sampler_settings(recipe, len(real))
+        return real, BalancedSyntheticSampler(real, target=kw["target"], num_samples=kw["num_samples"], seed=kw["seed"])
     from cbdm_aug.plugin.dataset import RealSyntheticDataset
 
     d = recipe.data
@@ -188,17 +187,23 @@ def build_training_set(recipe: Recipe, train, transform):
         transform = make_transform(train.image_size, train.channels, d.crop_padding, d.hflip)
     try:
         ds = RealSyntheticDataset(real, smp.cache_paths(), transform=transform, resize=True, convert=True,
-                                  decisions=_decisions(smp))
+                                  decisions=decisions_of(smp))
     except DecisionsError as e:
         raise RecipeError(f"sampling.share_file: {e}") from None
-    # max_synthetic_share None: the per-class shares of the decisions (the dataset carries them)
-    sampler = BalancedSyntheticSampler(ds, target=smp.target_weights(), num_samples=num_samples,
-                                       max_synthetic_share=smp.max_synthetic_share, min_real_share=smp.min_real_share,
-                                       seed=recipe.seed)
-    return ds, sampler
+    return ds, BalancedSyntheticSampler(ds, **sampler_settings(recipe, len(real)))
 
 
-def _decisions(smp):
+def sampler_settings(recipe: Recipe, n_real: int) -> dict:
+    """The ``BalancedSyntheticSampler`` keywords of a recipe's 'synthetic' mode on ``n_real`` real training
+    images: the arm's mixing, which ``cbdm-aug run``'s report prints for the user's own loop. Its
+    ``max_synthetic_share`` None leaves each class's share to the decisions the dataset carries."""
+    smp = recipe.sampling
+    # num_samples: the epoch of the real-only baseline (one draw per real image), a fair comparison
+    return {"target": smp.target_weights(), "num_samples": smp.num_samples or n_real,
+            "max_synthetic_share": smp.max_synthetic_share, "min_real_share": smp.min_real_share, "seed": recipe.seed}
+
+
+def decisions_of(smp):
     """The per-class decisions the generated images obey (``RealSyntheticDataset(decisions=)``): the recipe's
     ``sampling.share_file`` where it names one, none where it is ``all`` (every image: the evidence stage's
     probes), else the decisions file beside each cache (``cbdm-aug run`` writes one)."""

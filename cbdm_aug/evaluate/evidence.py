@@ -27,8 +27,10 @@ images at once, so a class's gain and spill also carry its neighbours' images' e
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +40,53 @@ log = logging.getLogger(__name__)
 FOLDS = 3
 MIN_JUDGED = 5   # docs/decisions.md ("min_judged")
 RULE = "net recall points >= 0; every class of 2+ images held out"  # what cross_fit and decide apply
+SOURCES = ("own", "rule")  # what decided: the class's own held-out images, or the fixed rule
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One class's decision and the evidence behind it; ``decide`` makes them, ``cbdm-aug run`` writes them
+    (``decisions.json``, ``report.json``) and the report, the plugin and other tools read them.
+
+    ``share``: bound on the class's synthetic share (0: none of its generated images). ``used``: whether it
+    gets them. ``judged``: whether the probes judged it. ``real``, ``synthetic``: its image counts. ``held``:
+    its held-out images over the folds. ``gain``, ``spill``, ``net``: points of per-class recall (``effects``).
+    ``estimate``: the measured effect on which it was decided (``net``), with ``lo``, ``hi`` its 95% interval;
+    all None where nothing was measured. ``source``: what decided, ``"own"`` (its own held-out images) or
+    ``"rule"`` (the fixed rule: no generated image, or too few real images to judge). ``why``: one line."""
+    share: float
+    used: bool
+    judged: bool
+    real: int
+    synthetic: int
+    why: str
+    source: str
+    held: int | None = None
+    gain: float | None = None
+    spill: float | None = None
+    net: float | None = None
+    estimate: float | None = None
+    lo: float | None = None
+    hi: float | None = None
+
+    def __post_init__(self):
+        if not 0 <= self.share <= 1:
+            raise ValueError(f"Decision.share must be in [0, 1], got {self.share}")
+        if self.source not in SOURCES:
+            raise ValueError(f"Decision.source must be one of {SOURCES}, got {self.source!r}")
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> Decision:
+        """From ``to_json``'s dict, or from a run folder made before ``estimate``, ``lo``, ``hi`` and ``source``
+        were recorded (then ``estimate`` is ``net``, and ``source`` "own" where the class was judged)."""
+        d = dict(d)
+        d.setdefault("estimate", d.get("net"))
+        d.setdefault("source", "own" if d.get("judged") else "rule")
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 def assign_folds(labels: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
@@ -81,49 +130,68 @@ def effects(t: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def decide(names: list[str], real_counts, synthetic_counts, t: dict[str, np.ndarray] | None,
-           min_judged: int = MIN_JUDGED, share_when_used: float = 1.0) -> dict:
-    """One entry per class: {"share": bound on its synthetic share, "used": bool, "judged": bool, "real",
-    "synthetic", "held", "gain", "spill", "net" (points, ``effects``), "why": one line}. ``t`` is ``tally``'s
-    sum over the folds (None where no probe ran)."""
+           min_judged: int = MIN_JUDGED, share_when_used: float = 1.0) -> dict[str, Decision]:
+    """``{class name: Decision}``. ``t`` is ``tally``'s sum over the folds (None where no probe ran); where it
+    also holds the per-fold ``fold_held`` and ``fold_net`` (``cross_fit``), each judged class's estimate gets a
+    95% interval (``fold_interval``)."""
     fx = effects(t) if t is not None else None
     out = {}
     for c, name in enumerate(names):
         n, s = int(real_counts[c]), int(synthetic_counts[c])
-        e = {"real": n, "synthetic": s, "judged": False, "held": None, "gain": None, "spill": None, "net": None}
         if not s:
-            e.update(used=False, why=f"{name}: {n} real images; no generated image to use")
+            out[name] = Decision(0.0, False, False, n, s, f"{name}: {n} real images; no generated image to use", "rule")
         elif n < min_judged:
-            e.update(used=False, why=(f"{name}: {n} real image{'s' * (n != 1)}, too few to judge (fewer than "
-                                      f"{min_judged}): the cautious rule, no generated images"))
+            out[name] = Decision(0.0, False, False, n, s, (
+                f"{name}: {n} real image{'s' * (n != 1)}, too few to judge (fewer than {min_judged}): the cautious "
+                "rule, no generated images"), "rule")
         else:
             gain, spill, net = (round(float(fx[k][c]), 2) for k in ("gain", "spill", "net"))
-            e.update(judged=True, held=int(t["held"][c]), gain=gain, spill=spill, net=net, used=net >= 0)
-            effect = (f"with its {s} generated images the probes recognised {int(fx['gained'][c]):+d} of its {e['held']} "
+            held, used = int(t["held"][c]), net >= 0
+            lo, hi = fold_interval(t, c, net)
+            effect = (f"with its {s} generated images the probes recognised {int(fx['gained'][c]):+d} of its {held} "
                       f"held-out real images ({gain:+.1f} points of its recall) and took {int(fx['taken'][c]):+d} of "
-                      f"the other classes' for it ({-spill:+.1f} points of theirs): net {net:+.1f}")
-            e["why"] = f"{name}: {n} real images; {effect}: " + ("used" if e["used"] else "none used (net < 0)")
-        e["share"] = share_when_used if e["used"] else 0.0
-        out[name] = e
+                      f"the other classes' for it ({-spill:+.1f} points of theirs): net {net:+.1f}"
+                      + (f" [{lo:+.1f}, {hi:+.1f}]" if lo is not None else ""))
+            why = f"{name}: {n} real images; {effect}: " + ("used" if used else "none used (net < 0)")
+            out[name] = Decision(share_when_used if used else 0.0, used, True, n, s, why, "own", held, gain, spill,
+                                 net, estimate=net, lo=lo, hi=hi)
     return out
+
+
+def fold_interval(t: dict[str, np.ndarray], c: int, estimate: float) -> tuple[float | None, float | None]:
+    """(lo, hi): a 95% t-interval for class ``c``'s net around ``estimate``, its half-width the standard error of
+    the per-fold nets (``t975(k - 1) * sd / sqrt(k)`` over the ``k`` folds that held out images of ``c``).
+    (None, None) with fewer than two such folds, or without per-fold tallies."""
+    from cbdm_aug.classify.paired import t975
+
+    if "fold_net" not in t:
+        return None, None
+    nets = t["fold_net"][t["fold_held"][:, c] > 0, c]
+    if len(nets) < 2:
+        return None, None
+    half = t975(len(nets) - 1) * float(np.std(nets, ddof=1)) / math.sqrt(len(nets))
+    return round(estimate - half, 2), round(estimate + half, 2)
 
 
 def cross_fit(images: np.ndarray, labels: np.ndarray, names: list[str], probe: Callable, out_dir: str | Path,
               folds: int = FOLDS, seed: int = 0) -> dict[str, np.ndarray]:
-    """Sum of ``tally`` over the folds. ``probe(fold_npz, with_synthetic, fold, run_dir)`` trains one probe on
+    """Sum of ``tally`` over the folds, with ``fold_held`` int64 (folds, C) and ``fold_net`` float (folds, C): each
+    fold's held-out images and net (``effects``) per class, for ``decide``'s intervals. ``probe(fold_npz, with_synthetic, fold, run_dir)`` trains one probe on
     the npz's x_train/y_train and returns its int64 (N,) predictions on x_test (the held-out fold, in file
     order). Each fold's npz is written once into ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     fold = assign_folds(labels, folds, seed)
-    total = None
+    per_fold = []
     for k in range(folds):
         held = fold == k
         npz = _fold_npz(out_dir / f"fold{k}.npz", images, labels, names, ~held, held)
         preds = [np.asarray(probe(npz, w, k, out_dir / f"fold{k}-{'with' if w else 'without'}")) for w in (False, True)]
-        t = tally(labels[held], preds[0], preds[1], len(names))
-        total = t if total is None else {key: total[key] + t[key] for key in total}
+        per_fold.append(tally(labels[held], preds[0], preds[1], len(names)))
         log.debug("evidence fold %d/%d: %d held out", k + 1, folds, int(held.sum()))
-    return total
+    total = {key: sum(t[key] for t in per_fold) for key in per_fold[0]}
+    return total | {"fold_held": np.stack([t["held"] for t in per_fold]),
+                    "fold_net": np.stack([effects(t)["net"] for t in per_fold])}
 
 
 def recipe_probe(recipe, device: str = "cpu", progress: bool = False, echo=None) -> Callable:
@@ -157,7 +225,7 @@ def recipe_probe(recipe, device: str = "cpu", progress: bool = False, echo=None)
 
 def judge(images: np.ndarray, labels: np.ndarray, names: list[str], synthetic_counts, recipe, out_dir: str | Path,
           min_judged: int = MIN_JUDGED, folds: int = FOLDS, device: str = "cpu", progress: bool = False,
-          echo=None) -> dict:
+          echo=None) -> dict[str, Decision]:
     """``decide`` on ``cross_fit`` with ``recipe_probe(recipe)``: the per-class decisions for real training images
     uint8 (N, H, W, C) and ``labels``, whose classes have ``synthetic_counts`` generated images in the recipe's
     cache. No probe is trained when no class can be judged."""
@@ -170,6 +238,18 @@ def judge(images: np.ndarray, labels: np.ndarray, names: list[str], synthetic_co
                  "on the training images, with and without the generated images")
         t = cross_fit(images, labels, names, recipe_probe(recipe, device, progress, echo), out_dir, folds)
     return decide(names, real_counts, synthetic_counts, t, min_judged)
+
+
+def write_decisions(path: str | Path, decisions: dict[str, Decision]) -> None:
+    """``decisions.json`` in the layout ``cbdm_aug.mixing.read_shares`` reads: each class's ``Decision``."""
+    import json
+
+    from cbdm_aug.atomic import write_text_atomic
+    from cbdm_aug.mixing import DECISIONS_FORMAT, DECISIONS_VERSION
+
+    doc = {"format": DECISIONS_FORMAT, "version": DECISIONS_VERSION, "rule": RULE,
+           "classes": {n: d.to_json() for n, d in decisions.items()}}
+    write_text_atomic(Path(path), json.dumps(doc, indent=1))
 
 
 def _fold_npz(path: Path, images, labels, names, train, held) -> Path:

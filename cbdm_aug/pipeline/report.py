@@ -19,6 +19,9 @@ import numpy as np
 from cbdm_aug.atomic import atomic_path, write_text_atomic
 from cbdm_aug.classify.paired import excludes_zero, interval, paired
 from cbdm_aug.classify.report import MAX_CLASSES_PLOTTED, binned_accuracy, size_bins
+from cbdm_aug.evaluate.evidence import Decision
+from cbdm_aug.mixing import find_decisions, read_shares, refused
+from cbdm_aug.pipeline.run import CacheResult, EvidenceResult
 from cbdm_aug.pipeline.settings import ARM_TITLES, TWINS
 
 GROUPS = ("many", "medium", "few", "balanced", "top1")
@@ -147,27 +150,39 @@ def _table(headers, rows) -> str:
     return md_table(headers, rows)
 
 
-def _gate_cells(name: str, syn: dict, evidence: dict | None) -> tuple[str, str, str]:
-    """(generated, near-copies, used) for a class, from the synthetic and evidence stages' records."""
-    g = (syn.get("gate") or {}).get(name)
-    kept = syn.get("kept", {}).get(name, 0)
-    e = (evidence or {}).get("decisions", {}).get(name)
-    used = str(kept) if e is None or e["used"] or not kept else (
-        "none (too few to judge)" if not e["judged"] else "none (evidence)")
-    if g is None:  # an unfiltered cache: everything generated is used
-        return str(syn.get("generated", syn.get("kept", {})).get(name, kept)), "", used
+def _gate_cells(name: str, cached: CacheResult, e: Decision | None) -> tuple[str, str, str]:
+    """(generated, near-copies, used) for a class, from the cache stage's record and its decision."""
+    kept = cached.kept.get(name, 0)
+    used = str(kept) if e is None or e.used or not kept else (
+        "none (too few to judge)" if not e.judged else "none (evidence)")
+    if cached.gate is None:  # an unfiltered cache: everything generated is used
+        return str(cached.made.get(name, kept)), "", used
+    g = cached.gate[name]
     return (str(g["generated"]), f"{100 * g['copy_share']:.0f}%" if g["generated"] else "",
             used if g["used"] else "none (gated)")
 
 
-def _decision_lines(decided: list[str], evidence: dict, s) -> list[str]:
+DECIDED_BY = {"own": "its held-out images", "rule": "the rule"}
+
+
+def _decision_cells(e: Decision | None) -> list[str]:
+    """(decision, net points [95% interval], decided by) of a class; blank without the evidence stage."""
+    if e is None:
+        return ["", "", ""]
+    estimate = "" if e.estimate is None else f"{e.estimate:+.1f}" + (
+        f" [{e.lo:+.1f}, {e.hi:+.1f}]" if e.lo is not None else "")
+    return ["used" if e.used else "none", estimate, DECIDED_BY[e.source]]
+
+
+def _decision_lines(decided: list[str], evidence: EvidenceResult, s) -> list[str]:
     """The per-class decisions of the evidence stage, one line a class that had generated images."""
     floor = ("" if s.min_real_share is None else
              f" A class that uses them still gives at least {100 * s.min_real_share:.0f}% of its places in an epoch "
              "to its real images.")
-    head = (f"Which classes got generated images, and why: {evidence['folds']}-fold cross-fitting on the training "
-            f"images (a probe, the {ARM_TITLES[evidence['probe']]} recipe, trained with and without them, judged on "
-            f"held-out real images); a class under {evidence['min_judged']} real images is not judged and gets none."
+    head = (f"Which classes got generated images, and why: {evidence.folds}-fold cross-fitting on the training "
+            f"images (a probe, the {ARM_TITLES[evidence.probe]} recipe, trained with and without them, judged on "
+            f"held-out real images; the net in points of the class's recall and the other classes', with a 95% "
+            f"interval over the folds); a class under {evidence.min_judged} real images is not judged and gets none."
             + floor)
     shown = decided[:MAX_DECISIONS_SHOWN]
     more = len(decided) - len(shown)
@@ -177,10 +192,64 @@ def _decision_lines(decided: list[str], evidence: dict, s) -> list[str]:
 MAX_DECISIONS_SHOWN = 24
 
 
-def next_steps(out: Path, cache: Path, data: dict) -> list[str]:
+SNIPPET_ARM = "randaugment+synthetic"  # the arm whose mixing the snippet builds (both + synthetic arms share it)
+
+
+@dataclass(frozen=True)
+class ArmMixing:
+    """What the report's snippet builds: the + synthetic arms' ``BalancedSyntheticSampler`` keywords
+    (``classify.train.sampler_settings``) and their decisions (``RealSyntheticDataset(decisions=)``: "auto", the
+    file beside the cache; None, every image; or a path)."""
+    sampler: dict
+    decisions: str | None = "auto"
+
+    @classmethod
+    def of_run(cls, out: Path, seed: int, n_real: int) -> ArmMixing:
+        """From the recipe the arm trained seed ``seed`` with, on the run's ``n_real`` real training images."""
+        from cbdm_aug.classify.recipe import load_recipe
+        from cbdm_aug.classify.train import decisions_of, sampler_settings
+
+        recipe = load_recipe(out / "arms" / SNIPPET_ARM / f"seed{seed}" / "recipe.yaml")
+        decisions = decisions_of(recipe.sampling)
+        beside = [find_decisions(c) for c in recipe.sampling.cache_paths()]
+        if decisions not in (None, "auto") and all(b is not None and b.resolve() == Path(decisions).resolve()
+                                                   for b in beside):
+            decisions = "auto"  # the file beside the cache: what the dataset finds by itself
+        return cls(sampler_settings(recipe, n_real), decisions)
+
+    def code(self, cache: Path, resize: bool) -> list[str]:
+        """The snippet's three lines: the dataset, the sampler, the loader."""
+        extra = ", resize=True" * resize + ("" if self.decisions == "auto" else f", decisions={self.decisions!r}")
+        kw = {k: v for k, v in self.sampler.items()
+              if not (k == "target" and v == "uniform") and not (k == "max_synthetic_share" and v is None)}
+        return [f"ds = RealSyntheticDataset(real_train_set, {str(cache)!r}, transform=train_tf{extra})",
+                f"sampler = BalancedSyntheticSampler(ds, {', '.join(f'{k}={v!r}' for k, v in kw.items())})",
+                "loader = DataLoader(ds, batch_size=128, sampler=sampler, num_workers=4)"]
+
+    def prose(self, cache: Path) -> str:
+        """What the snippet mixes, in words: the arm's decisions and epoch."""
+        path = find_decisions(cache) if self.decisions == "auto" else self.decisions
+        if path is None:
+            said = "no per-class decisions (every class uses its generated images)"
+        else:
+            out = refused(read_shares(path))
+            what = (f"{', '.join(out)}: none of {'its' if len(out) == 1 else 'their'} generated images; "
+                    "`decisions=None` would give every class all of its own" if out else
+                    "every class uses its generated images")
+            said = (f"the run's per-class decisions (`{path}`"
+                    + (", which the dataset finds beside the cache" if self.decisions == "auto" else "") + f": {what})")
+        floor = self.sampler["min_real_share"]
+        return (f"This is the mixing the + synthetic arms trained with: the same cache, {said}, "
+                f"{self.sampler['num_samples']} draws an epoch (the real-only arms' epoch)"
+                + (f", at least {100 * floor:.0f}% of each class's places for its real images" if floor else "")
+                + f" and seed {self.sampler['seed']}, the arms' first.")
+
+
+def next_steps(out: Path, cache: Path, data: dict, mixing: ArmMixing) -> list[str]:
     """The report's last section: the two ways to use the filtered, gated images in ``cache``, filled in
-    for this run so that each runs as printed: the plugin snippet (``resize=True`` where the run trained
-    smaller than the user's images) and the ``export`` command for another trainer (timm's train.py)."""
+    for this run so that each runs as printed: the plugin snippet, which builds the + synthetic arms' own
+    ``mixing`` (``resize=True`` where the run trained smaller than the user's images), and the ``export``
+    command for another trainer (timm's train.py)."""
     import shlex
 
     from cbdm_aug.cache.reader import SyntheticCache
@@ -193,7 +262,6 @@ def next_steps(out: Path, cache: Path, data: dict) -> list[str]:
              f"{size}x{size}, so `resize=True` scales the generated ones to your size before `train_tf`."
              if resize else f"The {n} generated images are {h}x{w}, the size of your images.")
     root, cap = out / "export", max(data["counts"])
-    call = f"ds = RealSyntheticDataset(real_train_set, {str(cache)!r}, transform=train_tf{', resize=True' * resize})"
     plugin = ("In a PyTorch training loop, with your real training set as a map-style dataset `real_train_set` "
               "(for example a torchvision `ImageFolder`) and your transform `train_tf`:")
     other = ("With another trainer (timm's `train.py`, an `ImageFolder` script, Lightning, Hugging Face): write "
@@ -211,9 +279,8 @@ def next_steps(out: Path, cache: Path, data: dict) -> list[str]:
     return ["## Next: use the images in your own training", "",
             f"The filtered, gated images are in `{cache}` (HDF5, with their provenance). {sizes}", "", plugin, "",
             "```python", "from torch.utils.data import DataLoader", "",
-            "from cbdm_aug import BalancedSyntheticSampler, RealSyntheticDataset", "", call,
-            "loader = DataLoader(ds, batch_size=128, sampler=BalancedSyntheticSampler(ds, seed=0), num_workers=4)",
-            "```", "",
+            "from cbdm_aug import BalancedSyntheticSampler, RealSyntheticDataset", "", *mixing.code(cache, resize),
+            "```", "", mixing.prose(cache), "",
             ("Call `loader.sampler.set_epoch(epoch)` at the start of every epoch (the README: 'Plugging into "
              "your training loop')."), "", other, "", "```bash", export, train, "```", "", after]
 
@@ -232,7 +299,7 @@ class _Numbers:
     sentence: str         # the verdict
 
 
-def _numbers(data: dict, syn: dict, arms: dict, opts) -> _Numbers:
+def _numbers(data: dict, cached: CacheResult, arms: dict, opts) -> _Numbers:
     names = data["class_names"]
     groups = _groups_of(arms)
     values = {a: {g: _per_seed(arms[a], g) for g in GROUPS if arms[a]["per_seed"][str(arms[a]["seeds"][0])][g] is not None}
@@ -245,7 +312,7 @@ def _numbers(data: dict, syn: dict, arms: dict, opts) -> _Numbers:
              f"{best_syn}-{best}": (best_syn, best)}  # the best pair may be a twin pair: then it is one key
     stats = {p: {g: paired(values[a][g], values[b][g]) for g in values[a] if g in values[b]} for p, (a, b) in pairs.items()}
     sentence = verdict(stats, TWINS, best, best_syn, groups, names, len(opts.seeds))
-    if syn.get("kept") is not None and not sum(syn["kept"].values()):  # then each + synthetic arm is its twin: say so, not "+0.0 points"
+    if not sum(cached.kept.values()):  # then each + synthetic arm is its twin: say so, not "+0.0 points"
         sentence = ("The filter and the gate kept none of the generated images, so each + synthetic arm trained on "
                     "your real images alone (its numbers are its twin's); the generator had not learned your classes "
                     "well enough for its images to pass: fit it longer (--gen-steps) or look at samples.png. "
@@ -276,17 +343,22 @@ def _arm_tables(nums: _Numbers, arms: dict, n: int) -> tuple[str, str, list[str]
             _table(["paired difference (points)"] + [GROUP_LABELS[g] for g in shown], pair_rows), shown)
 
 
-def _per_class_section(out: Path, data: dict, syn: dict, evidence: dict | None, nums: _Numbers, arms: dict) -> str:
+def _per_class_section(out: Path, data: dict, cached: CacheResult, evidence: EvidenceResult | None, nums: _Numbers,
+                       arms: dict) -> str:
     """The per-class table (binned past MAX_CLASSES_PLOTTED classes); writes per_class.csv with every class."""
     names, acc = data["class_names"], nums.per_class
+    decisions = evidence.decisions if evidence else {}
     rows = []
     for c, name in enumerate(names):
         group = next(g for g, ids in nums.groups.items() if c in ids)
-        rows.append([name, str(data["counts"][c]), *_gate_cells(name, syn, evidence), str(data["test_counts"][c]), group]
+        e = decisions.get(name)
+        rows.append([name, str(data["counts"][c]), *_gate_cells(name, cached, e), *_decision_cells(e),
+                     str(data["test_counts"][c]), group]
                     + [f"{np.nanmean([np.nan if v is None else v for v in acc[a][name]]):.1f}" for a in arms])
-    header = ["class", "real train", "generated", "near-copies", "synthetic used", "test", "group"] + [ARM_TITLES[a] for a in arms]
-    why_of = {n: e["why"] for n, e in (evidence or {}).get("decisions", {}).items()}
-    _write_csv(out / "per_class.csv", header + ["decision"], [row + [why_of.get(row[0], "")] for row in rows])
+    header = (["class", "real train", "generated", "near-copies", "synthetic used", "decision", "net points [95%]",
+               "decided by", "test", "group"] + [ARM_TITLES[a] for a in arms])
+    _write_csv(out / "per_class.csv", header + ["why"],
+               [row + [decisions[row[0]].why if row[0] in decisions else ""] for row in rows])
     if len(names) <= MAX_CLASSES_PLOTTED:
         return _table(header, rows)
     # a table a reader can take in: the size bins, then the rarest classes; every class is in the CSV
@@ -304,7 +376,7 @@ def _per_class_section(out: Path, data: dict, syn: dict, evidence: dict | None, 
         _table(header, [rows[c] for c in rare])])
 
 
-def _pictures(out: Path, data: dict, syn: dict, evidence: dict | None, arms: dict) -> str:
+def _pictures(out: Path, data: dict, cached: CacheResult, evidence: EvidenceResult | None, arms: dict) -> str:
     """per_class_accuracy.png and samples.png; returns the line that says which classes the grid shows."""
     from cbdm_aug.classify.report import compare_plot, load_run
     from cbdm_aug.data import open_data
@@ -314,16 +386,16 @@ def _pictures(out: Path, data: dict, syn: dict, evidence: dict | None, arms: dic
         run["name"] = ARM_TITLES[a]
     compare_plot(runs, out / "per_class_accuracy.png")
     train = open_data(str(out / "data" / "train.npz"), split="train")
-    wanted = {n for n, g in syn.get("generated", syn.get("kept", {})).items() if g}
-    unused = {n for n, e in (evidence or {}).get("decisions", {}).items() if e["synthetic"] and not e["used"]}
-    return sample_grid(train.images, train.labels, out / syn["cache"], data["class_names"], out / "samples.png",
+    wanted = {n for n, g in cached.made.items() if g}
+    unused = {n for n, e in (evidence.decisions if evidence else {}).items() if e.synthetic and not e.used}
+    return sample_grid(train.images, train.labels, out / cached.cache, data["class_names"], out / "samples.png",
                        wanted=wanted, unused=unused)
 
 
-def _class_notes(syn: dict, evidence: dict | None, opts) -> tuple[list[str], list[str]]:
+def _class_notes(cached: CacheResult, evidence: EvidenceResult | None, opts) -> tuple[list[str], list[str]]:
     """(the gated classes' reasons, then the per-class text: the gate's lines and the evidence's decisions)."""
-    gated = [g["why"] for g in (syn.get("gate") or {}).values() if not g["used"]]
-    decided = [e["why"] for e in (evidence or {}).get("decisions", {}).values() if e["synthetic"]]
+    gated = [g["why"] for g in (cached.gate or {}).values() if not g["used"]]
+    decided = [e.why for e in (evidence.decisions if evidence else {}).values() if e.synthetic]
     lines = [*([*(f"- {w}" for w in gated[:RAREST_SHOWN]),
                 *([f"- ... and {len(gated) - RAREST_SHOWN} more classes gated off (per_class.csv)"]
                   if len(gated) > RAREST_SHOWN else []), ""] if gated else []),
@@ -331,7 +403,8 @@ def _class_notes(syn: dict, evidence: dict | None, opts) -> tuple[list[str], lis
     return gated, lines
 
 
-def _markdown(out: Path, data: dict, syn: dict, evidence: dict | None, nums: _Numbers, tables: tuple, opts, r,
+def _markdown(out: Path, data: dict, cached: CacheResult, evidence: EvidenceResult | None, nums: _Numbers, tables: tuple,
+              opts, r,
               why: list[str], times: dict, seconds: float, thresholds: str) -> list[str]:
     arm_table, pair_table, per_class, class_notes, shown_note = tables
     names, n, s = data["class_names"], len(opts.seeds), opts.arm
@@ -354,7 +427,9 @@ def _markdown(out: Path, data: dict, syn: dict, evidence: dict | None, nums: _Nu
         "## Per class (accuracy %, mean over seeds)", "",
         "'generated' counts the class's samples before the filter, 'near-copies' the share of them that are "
         "near-copies of its training images, 'synthetic used' what the classifier saw after the filter and the "
-        "per-class gate" + gate + (", and the evidence (the list below)" if evidence else "") + ".", "", per_class, "",
+        "per-class gate" + gate + (", and the evidence (the list below): 'decision', the net effect of its generated "
+                                   "images on the probes' recall with its interval, and what decided it (its own "
+                                   "held-out images, or the rule)" if evidence else "") + ".", "", per_class, "",
         *class_notes,
         "![per-class accuracy](per_class_accuracy.png)", "",
         f"Per class ({shown_note}; the count of real training images beside the name), real training images "
@@ -365,31 +440,32 @@ def _markdown(out: Path, data: dict, syn: dict, evidence: dict | None, nums: _Nu
                     "resolved": vars(r)}, indent=1, default=str), "```", "",
         "## Time (seconds; a stage marked reused was made by an earlier call, in the time shown)", "",
         *(f"- {k}: {v:.0f}" for k, v in times.items()), f"- this call in all: {seconds:.0f}", "",
-        *next_steps(out, out / syn["cache"], data)]
+        *next_steps(out, out / cached.cache, data, ArmMixing.of_run(out, opts.seeds[0], sum(data["counts"])))]
 
 
-def write_report(out: Path, data: dict, syn: dict, arms: dict, opts, r, why: list[str], times: dict,
-                 seconds: float, evidence: dict | None = None) -> dict:
+def write_report(out: Path, data: dict, cached: CacheResult, arms: dict, opts, r, why: list[str], times: dict,
+                 seconds: float, evidence: EvidenceResult | None = None) -> dict:
     """Write report.md, report.json, per_class.csv, samples.png and per_class_accuracy.png; returns the
     numbers and the terminal text."""
-    nums = _numbers(data, syn, arms, opts)
+    nums = _numbers(data, cached, arms, opts)
     arm_table, pair_table, _ = _arm_tables(nums, arms, len(opts.seeds))
-    per_class = _per_class_section(out, data, syn, evidence, nums, arms)
-    gated, class_notes = _class_notes(syn, evidence, opts)
-    shown_note = _pictures(out, data, syn, evidence, arms)
+    per_class = _per_class_section(out, data, cached, evidence, nums, arms)
+    gated, class_notes = _class_notes(cached, evidence, opts)
+    shown_note = _pictures(out, data, cached, evidence, arms)
     thresholds = (f"many > {opts.many_threshold}, medium {opts.few_threshold}..{opts.many_threshold}, "
                   f"few < {opts.few_threshold} real training images")
     terminal = "\n".join([
         f"\nAccuracy (%) on {data['test_source']}, mean ± sample std over seeds {list(opts.seeds)}; groups: {thresholds}.",
         arm_table, "", "Paired differences, same seeds, mean [95% t-interval] (* excludes 0):", pair_table, "",
         *(f"gate: {w}" for w in gated), *([""] if gated else []), nums.sentence])
-    lines = _markdown(out, data, syn, evidence, nums, (arm_table, pair_table, per_class, class_notes, shown_note),
+    lines = _markdown(out, data, cached, evidence, nums, (arm_table, pair_table, per_class, class_notes, shown_note),
                       opts, r, why, times, seconds, thresholds)
     write_text_atomic(out / "report.md", "\n".join(lines) + "\n")
     names = data["class_names"]
     record = {"verdict": nums.sentence, "arms": list(arms), "twins": dict(TWINS), "best_real_only": nums.best,
               "best_synthetic": nums.best_syn, "counts": dict(zip(names, data["counts"])), "per_class": nums.per_class,
-              "paired": nums.stats, "per_seed": nums.values, "groups": nums.groups, "gate": syn.get("gate"),
-              "worst_class": nums.worst, "decisions": (evidence or {}).get("decisions")}
+              "paired": nums.stats, "per_seed": nums.values, "groups": nums.groups, "gate": cached.gate,
+              "worst_class": nums.worst,
+              "decisions": {n: e.to_json() for n, e in evidence.decisions.items()} if evidence else None}
     write_text_atomic(out / "report.json", json.dumps(record, indent=1))
     return record | {"terminal": terminal}

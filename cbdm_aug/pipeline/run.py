@@ -19,7 +19,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -141,8 +141,31 @@ def _fit_stage(out: Path, r: Resolved, device, echo, progress: bool) -> dict:
     return {"run": "generator"}  # relative to the run folder, which may move
 
 
+@dataclass(frozen=True)
+class CacheResult:
+    """What the cache stage made: ``cache``, the cache the + synthetic arms read (relative to the run folder);
+    ``kept``, its images per class; and for a filtered cache ``generated`` (per class, before the filter) and
+    ``gate`` ({class: the gate's record}), None for an unfiltered one."""
+    cache: str
+    kept: dict[str, int]
+    generated: dict[str, int] | None = None
+    gate: dict[str, dict] | None = None
+
+    @property
+    def made(self) -> dict[str, int]:
+        """Images generated per class (before the filter, where there was one)."""
+        return self.generated if self.generated is not None else self.kept
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_json(cls, d: dict) -> CacheResult:
+        return cls(d["cache"], dict(d["kept"]), d.get("generated"), d.get("gate"))
+
+
 def _cache_stage(out: Path, gen_run: str, data: dict, r: Resolved, opts: RunOptions, device, echo,
-                     progress: bool) -> dict:
+                     progress: bool) -> CacheResult:
     from cbdm_aug.cache.generate import generate_cache
     from cbdm_aug.cache.plan import make_plan
     from cbdm_aug.data import count_table
@@ -170,7 +193,7 @@ def _cache_stage(out: Path, gen_run: str, data: dict, r: Resolved, opts: RunOpti
         generate_cache(gen, cache, plan, s.sampling,
                        batch_size=256, progress=progress, command=f"cbdm-aug run (synthetic stage of {out})")
     if s.filter_confidence is None:
-        return {"cache": str(cache.relative_to(out)), "kept": dict(zip(names, plan.counts))}
+        return CacheResult(str(cache.relative_to(out)), dict(zip(names, plan.counts)))
     train = _load_split(out, "train", r.image_size, r.channels)
     clf = d / "filter-classifier"
     if (clf / "metrics.json").is_file() and (clf / "model.pt").is_file():
@@ -188,29 +211,63 @@ def _cache_stage(out: Path, gen_run: str, data: dict, r: Resolved, opts: RunOpti
     for g in record["gate"].values():
         if not g["used"]:
             echo(f"gate: {g['why']}")
-    return {"cache": str(filtered.relative_to(out)), "kept": record["kept"], "generated": record["before"],
-            "gate": record["gate"]}
+    return CacheResult(str(filtered.relative_to(out)), record["kept"], record["before"], record["gate"])
 
 
-def _evidence_stage(out: Path, syn: dict, data: dict, r: Resolved, opts: RunOptions, device, echo,
-                    progress: bool) -> dict:
+@dataclass(frozen=True)
+class EvidenceResult:
+    """What the evidence stage decided: ``decisions`` per class (``evaluate.evidence.Decision``), written beside
+    the cache as ``share_file`` (relative to the run folder), by ``folds``-fold cross-fitting with the ``probe``
+    arm's recipe; a class under ``min_judged`` real images is not judged."""
+    decisions: dict
+    share_file: str
+    folds: int
+    min_judged: int
+    probe: str
+
+    def to_json(self) -> dict:
+        return asdict(self) | {"decisions": {n: d.to_json() for n, d in self.decisions.items()}}
+
+    @classmethod
+    def from_json(cls, d: dict) -> EvidenceResult:
+        """Also reads a run folder made before the decisions were typed (their records were plain dicts)."""
+        from cbdm_aug.evaluate.evidence import Decision
+
+        return cls({n: Decision.from_json(e) for n, e in d["decisions"].items()}, d["share_file"], d["folds"],
+                   d["min_judged"], d["probe"])
+
+
+DECISIONS = "cache/decisions.json"  # beside cache/filtered.h5: the plugin and export find it there (cbdm_aug.mixing)
+
+
+def _evidence_stage(out: Path, cached: CacheResult, data: dict, r: Resolved, opts: RunOptions, device, echo,
+                    progress: bool) -> EvidenceResult:
     """Cross-fitted per-class decisions (``evaluate.evidence.judge``), the RandAugment + synthetic arm's recipe
-    as the probe; writes cache/decisions.json, the per-class bounds the + synthetic arms use."""
+    as the probe (asking for every class's images, whatever decisions lie beside the cache)."""
     from cbdm_aug.evaluate.evidence import FOLDS, judge
 
     s = opts.arm
     names = data["class_names"]
     train = _load_split(out, "train", r.image_size, r.channels)
-    recipe = arm_recipe("randaugment+synthetic", out, r, opts, str(device), str(out / syn["cache"]))
-    decisions = judge(train.images, train.labels, names, [syn["kept"].get(n, 0) for n in names], recipe,
+    recipe = arm_recipe("randaugment+synthetic", out, r, opts, str(device), str(out / cached.cache))
+    decisions = judge(train.images, train.labels, names, [cached.kept.get(n, 0) for n in names], recipe,
                       out / "cache" / "evidence", s.min_judged, device=str(device), progress=progress, echo=echo)
-    write_text_atomic(out / "cache" / "decisions.json",
-                      json.dumps({n: e["share"] for n, e in decisions.items()}, indent=1))
     for e in decisions.values():
-        if e["synthetic"] and not e["used"]:
-            echo(f"evidence: {e['why']}")
-    return {"decisions": decisions, "share_file": "cache/decisions.json", "folds": FOLDS,
-            "min_judged": s.min_judged, "probe": "randaugment+synthetic"}
+        if e.synthetic and not e.used:
+            echo(f"evidence: {e.why}")
+    return EvidenceResult(decisions, DECISIONS, FOLDS, s.min_judged, "randaugment+synthetic")
+
+
+def _place_decisions(out: Path, evidence: EvidenceResult | None) -> None:
+    """The run's decisions beside its cache, as this run made them (a reused stage's too): the plugin, ``export``
+    and the + synthetic arms honour that file by default. Without the evidence stage every class uses its
+    images, so an earlier run's file goes."""
+    from cbdm_aug.evaluate.evidence import write_decisions
+
+    if evidence is None:
+        (out / DECISIONS).unlink(missing_ok=True)
+    else:
+        write_decisions(out / evidence.share_file, evidence.decisions)
 
 
 def arm_recipe(arm: str, out: Path, r: Resolved, opts: RunOptions, device, cache: str | None,
@@ -290,6 +347,30 @@ def run_pipeline(opts: RunOptions, out: str | Path, echo=print, progress: bool =
         return _run(opts, out, echo, progress)
 
 
+def _synthetic_stages(stages: Stages, out: Path, gen_run: str, data: dict, r: Resolved, opts: RunOptions, device,
+                      echo, progress: bool) -> tuple[CacheResult, EvidenceResult | None]:
+    """The cache stage, then (``opts.arm.evidence``) the evidence stage; the decisions file is placed beside the
+    cache either way (``_place_decisions``)."""
+    cached = CacheResult.from_json(stages.run(
+        "cache", "generate the top-up cache and filter it",
+        asdict(opts.cache) | {"image_size": r.image_size, "filter_epochs": r.filter_epochs, "filter_model": "resnet8_cifar"},
+        lambda: _cache_stage(out, gen_run, data, r, opts, device, echo, progress).to_json(),
+        clean=lambda: shutil.rmtree(out / "cache", ignore_errors=True), after=("data", "generator"), writes=out / "cache"))
+    evidence = None
+    if opts.arm.evidence:
+        from cbdm_aug.evaluate.evidence import RULE
+
+        probe = arm_recipe("randaugment+synthetic", out, r, opts, str(device), str(out / cached.cache))
+        evidence = EvidenceResult.from_json(stages.run(
+            "evidence", "judge each class by cross-fitting: do its generated images help?",
+            {"min_judged": opts.arm.min_judged, "rule": RULE, "probe": recipe_key(probe)},
+            lambda: _evidence_stage(out, cached, data, r, opts, device, echo, progress).to_json(),
+            clean=lambda: shutil.rmtree(out / "cache" / "evidence", ignore_errors=True),
+            after=("data", "cache"), writes=out / "cache" / "evidence"))
+    _place_decisions(out, evidence)
+    return cached, evidence
+
+
 def _run(opts: RunOptions, out: Path, echo, progress: bool) -> dict:
     import logging
 
@@ -332,27 +413,11 @@ def _run(opts: RunOptions, out: Path, echo, progress: bool) -> dict:
                          lambda: _fit_stage(out, r, device, echo, progress),
                          clean=lambda: shutil.rmtree(out / "generator", ignore_errors=True), after=("data",),
                          writes=out / "generator")
-    syn = stages.run("cache", "generate the top-up cache and filter it",
-                     asdict(opts.cache) | {"image_size": r.image_size, "filter_epochs": r.filter_epochs,
-                                                        "filter_model": "resnet8_cifar"},
-                     lambda: _cache_stage(out, gen["run"], data, r, opts, device, echo, progress),
-                     clean=lambda: shutil.rmtree(out / "cache", ignore_errors=True), after=("data", "generator"),
-                     writes=out / "cache")
-    evidence = None
-    if opts.arm.evidence:
-        from cbdm_aug.evaluate.evidence import RULE
-
-        s = opts.arm
-        evidence = stages.run("evidence", "judge each class by cross-fitting: do its generated images help?",
-                              {"min_judged": s.min_judged, "rule": RULE, "probe": recipe_key(arm_recipe(
-                                  "randaugment+synthetic", out, r, opts, str(device), str(out / syn["cache"])))},
-                              lambda: _evidence_stage(out, syn, data, r, opts, device, echo, progress),
-                              clean=lambda: shutil.rmtree(out / "cache" / "evidence", ignore_errors=True),
-                              after=("data", "cache"), writes=out / "cache" / "evidence")
-    share_file = str(out / evidence["share_file"]) if evidence else None
+    cached, evidence = _synthetic_stages(stages, out, gen["run"], data, r, opts, device, echo, progress)
+    share_file = str(out / evidence.share_file) if evidence else None
     arms = {}
     for arm in ARMS:
-        recipe = arm_recipe(arm, out, r, opts, str(device), str(out / syn["cache"]) if arm in TWINS else None,
+        recipe = arm_recipe(arm, out, r, opts, str(device), str(out / cached.cache) if arm in TWINS else None,
                             share_file if arm in TWINS else None)
         after = ("data", "cache", *(("evidence",) if evidence else ())) if arm in TWINS else ("data",)
         inputs = {a: stages.digest(a) for a in after if a != "data"} or None  # a real-only arm reads only DATA
@@ -363,10 +428,10 @@ def _run(opts: RunOptions, out: Path, echo, progress: bool) -> dict:
                                after=after, writes=out / "arms" / arm)
     times = {n + (" (reused)" if n in stages.reused else ""): rec.get("seconds", 0.0) for n, rec in stages.records.items()}
     with stage_errors("report", out):
-        report = write_report(out, data, syn, arms, opts, r, why, times, time.time() - t0, evidence)
+        report = write_report(out, data, cached, arms, opts, r, why, times, time.time() - t0, evidence)
     echo(report["terminal"])
     echo(f"\nreport: {out / 'report.md'}\nsamples (real | generated): {out / 'samples.png'}\n"
          f"per-class accuracy: {out / 'per_class_accuracy.png'} (every class: {out / 'per_class.csv'})\n"
-         f"filtered, gated images for your own training loop: {out / syn['cache']} (the report's last section)\n"
+         f"filtered, gated images for your own training loop: {out / cached.cache} (the report's last section)\n"
          f"took {(time.time() - t0) / 60:.1f} min")
     return report

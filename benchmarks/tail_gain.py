@@ -339,7 +339,7 @@ class Protocol:
         from cbdm_aug.cache.reader import SyntheticCache
         from cbdm_aug.classify.recipe import load_recipe
         from cbdm_aug.classify.train import load_data
-        from cbdm_aug.evaluate.evidence import judge
+        from cbdm_aug.evaluate.evidence import judge, write_decisions
 
         d = self.work / "evidence" / name.split(":evidence")[0].replace(":", "+")
         out = d / "decisions.json"
@@ -350,8 +350,8 @@ class Protocol:
                 with SyntheticCache(recipe.sampling.cache_paths()[0]) as c:
                     kept = c.counts().tolist()
                 dec = judge(train.images, train.labels, train.class_names, kept, recipe, d, ARM.min_judged, echo=print)
-                write_text_atomic(d / "evidence.json", json.dumps(dec, indent=1))
-                write_text_atomic(out, json.dumps({n: e["share"] for n, e in dec.items()}, indent=1))
+                write_text_atomic(d / "evidence.json", json.dumps({n: e.to_json() for n, e in dec.items()}, indent=1))
+                write_decisions(out, dec)
         return out
 
     def arm_of(self, name: str):

@@ -7,10 +7,12 @@ import shutil
 import signal
 import subprocess
 import time
+from dataclasses import replace
 
 import pytest
 from helpers import CLI, ENV, TINY, make_folder, run_cli
 
+from cbdm_aug.mixing import read_shares
 from cbdm_aug.pipeline.run import ARMS, data_stage
 from cbdm_aug.pipeline.settings import RunOptions
 
@@ -70,7 +72,14 @@ def test_run_on_a_folder_with_a_test_folder_writes_the_report_with_paired_interv
     d = record["decisions"]
     assert not d["class 2"]["used"] and not d["class 2"]["judged"] and "too few to judge" in d["class 2"]["why"]
     assert d["class 1"]["judged"] and d["class 1"]["held"] == 6 and d["class 1"]["why"] in report
-    assert json.loads((out / "cache" / "decisions.json").read_text())["class 2"] == 0.0
+    assert read_shares(out / "cache" / "decisions.json")["class 2"] == 0.0  # beside the cache, for the plugin
+    # issue 31: what decided each class, and the estimate with its interval over the folds
+    assert d["class 2"]["source"] == "rule" and d["class 2"]["estimate"] is None
+    assert d["class 1"]["source"] == "own" and d["class 1"]["estimate"] == d["class 1"]["net"]
+    assert d["class 1"]["lo"] <= d["class 1"]["estimate"] <= d["class 1"]["hi"]
+    assert "| decision | net points [95%] | decided by |" in report and "| none |" in report
+    csv_header = (out / "per_class.csv").read_text().splitlines()[0]
+    assert "decision,net points [95%],decided by" in csv_header and csv_header.endswith(",why")
     for arm in ARMS:
         assert sorted(p.name for p in (out / "arms" / arm).glob("seed*")) == ["seed0", "seed1"]
 
@@ -203,18 +212,43 @@ def test_a_holdout_says_what_it_costs_the_tail(toy_folders, tmp_path):
     assert any("costs the tail" in s and "'class 2'" in s and "2 of its 3" in s for s in said)
 
 
-def test_when_the_filter_keeps_no_generated_image_the_verdict_says_the_synthetic_arms_are_their_twins(finished, tmp_path):
+def _report_again(out, cached, evidence=None):
     from cbdm_aug.pipeline.report import write_report
     from cbdm_aug.pipeline.run import ARMS as arms
     from cbdm_aug.pipeline.settings import resolve
 
-    out = _copy(finished, tmp_path)
     rec = lambda name: json.loads((out / "stages" / f"{name}.json").read_text())["result"]  # noqa: E731
-    data, syn = rec("data"), rec("cache")
-    syn["kept"] = {n: 0 for n in syn["kept"]}
+    data = rec("data")
     opts = RunOptions(data="x", seeds=(0, 1))
     r, why = resolve(opts, sum(data["counts"]), data["image_size"], data["channels"], False)
-    report = write_report(out, data, syn, {a: rec(a) for a in arms}, opts, r, why, {}, 1.0)
+    return write_report(out, data, cached, {a: rec(a) for a in arms}, opts, r, why, {}, 1.0, evidence)
+
+
+def test_when_the_filter_keeps_no_generated_image_the_verdict_says_the_synthetic_arms_are_their_twins(finished, tmp_path):
+    from cbdm_aug.pipeline.run import CacheResult
+
+    out = _copy(finished, tmp_path)
+    cached = CacheResult.from_json(json.loads((out / "stages" / "cache.json").read_text())["result"])
+    report = _report_again(out, replace(cached, kept={n: 0 for n in cached.kept}))
     assert report["verdict"].startswith("The filter and the gate kept none of the generated images, so each "
                                         "+ synthetic arm trained on your real images alone")
     assert "the generator had not learned your classes" in (out / "report.md").read_text()
+
+
+def test_a_run_folder_of_before_the_typed_records_still_reads_and_reports(finished, tmp_path):
+    """Stage records of plain dicts without estimate/lo/hi/source, and the old {class: share} decisions.json."""
+    from cbdm_aug.pipeline.run import CacheResult, EvidenceResult
+
+    out = _copy(finished, tmp_path)
+    stage = json.loads((out / "stages" / "evidence.json").read_text())["result"]
+    old = {n: {k: v for k, v in e.items() if k not in ("estimate", "lo", "hi", "source")}
+           for n, e in stage["decisions"].items()}
+    (out / "cache" / "decisions.json").write_text(json.dumps({n: e["share"] for n, e in old.items()}))
+    evidence = EvidenceResult.from_json(stage | {"decisions": old})
+    assert evidence.decisions["class 2"].source == "rule" and evidence.decisions["class 1"].source == "own"
+    assert evidence.decisions["class 1"].estimate == old["class 1"]["net"] and evidence.decisions["class 1"].lo is None
+    cached = CacheResult.from_json(json.loads((out / "stages" / "cache.json").read_text())["result"])
+    record = _report_again(out, cached, evidence)
+    assert record["decisions"]["class 1"]["source"] == "own" and record["decisions"]["class 2"]["share"] == 0.0
+    assert old["class 1"]["why"] in (out / "report.md").read_text()
+    assert read_shares(out / "cache" / "decisions.json")["class 2"] == 0.0

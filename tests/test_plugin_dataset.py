@@ -194,7 +194,7 @@ def test_a_class_refused_by_the_decisions_beside_the_cache_gets_none_of_its_gene
         ds = RealSyntheticDataset(PilSet(), cache)
     assert ds.labels[ds.is_synthetic].tolist() == [2] * 5 and len(ds) == 10 + 5
     assert [np.asarray(ds[i][0])[0, 0, 0] for i in range(10, 15)] == [3, 4, 5, 6, 7]  # owl's rows, in order
-    assert "dog were refused" in caplog.text and "3 generated images are dropped" in caplog.text
+    assert "class dog was refused" in caplog.text and "3 generated images are dropped" in caplog.text
     every = RealSyntheticDataset(PilSet(), cache, decisions=None)  # asked for explicitly
     assert every.labels[every.is_synthetic].tolist() == [1] * 3 + [2] * 5 and every.synthetic_share is None
 

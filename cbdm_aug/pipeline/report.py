@@ -167,7 +167,7 @@ DECIDED_BY = {"own": "its held-out images", "rule": "the rule"}
 
 def _decision_cells(e: Decision | None) -> list[str]:
     """(decision, net points [95% interval], decided by) of a class; blank without the evidence stage."""
-    if e is None:
+    if e is None or not e.synthetic:  # nothing to decide
         return ["", "", ""]
     estimate = "" if e.estimate is None else f"{e.estimate:+.1f}" + (
         f" [{e.lo:+.1f}, {e.hi:+.1f}]" if e.lo is not None else "")
@@ -226,13 +226,13 @@ class ArmMixing:
                 f"sampler = BalancedSyntheticSampler(ds, {', '.join(f'{k}={v!r}' for k, v in kw.items())})",
                 "loader = DataLoader(ds, batch_size=128, sampler=sampler, num_workers=4)"]
 
-    def prose(self, cache: Path) -> str:
-        """What the snippet mixes, in words: the arm's decisions and epoch."""
+    def prose(self, cache: Path, counts: dict[str, int]) -> str:
+        """What the snippet mixes, in words: the arm's decisions and epoch (``counts``: the cache's images a class)."""
         path = find_decisions(cache) if self.decisions == "auto" else self.decisions
         if path is None:
             said = "no per-class decisions (every class uses its generated images)"
         else:
-            out = refused(read_shares(path))
+            out = [n for n in refused(read_shares(path)) if counts.get(n)]
             what = (f"{', '.join(out)}: none of {'its' if len(out) == 1 else 'their'} generated images; "
                     "`decisions=None` would give every class all of its own" if out else
                     "every class uses its generated images")
@@ -255,7 +255,7 @@ def next_steps(out: Path, cache: Path, data: dict, mixing: ArmMixing) -> list[st
     from cbdm_aug.cache.reader import SyntheticCache
 
     with SyntheticCache(cache) as syn:
-        (h, w, _), n = syn.image_shape, len(syn)
+        (h, w, _), n, counts = syn.image_shape, len(syn), dict(zip(syn.class_names, syn.counts().tolist()))
     size, q = int(data["image_size"]), lambda p: shlex.quote(str(p))
     resize = (h, w) != (size, size)
     sizes = (f"The {n} generated images are {h}x{w} (the size the run trained at) and your images are "
@@ -280,7 +280,7 @@ def next_steps(out: Path, cache: Path, data: dict, mixing: ArmMixing) -> list[st
             f"The filtered, gated images are in `{cache}` (HDF5, with their provenance). {sizes}", "", plugin, "",
             "```python", "from torch.utils.data import DataLoader", "",
             "from cbdm_aug import BalancedSyntheticSampler, RealSyntheticDataset", "", *mixing.code(cache, resize),
-            "```", "", mixing.prose(cache), "",
+            "```", "", mixing.prose(cache, counts), "",
             ("Call `loader.sampler.set_epoch(epoch)` at the start of every epoch (the README: 'Plugging into "
              "your training loop')."), "", other, "", "```bash", export, train, "```", "", after]
 

@@ -79,13 +79,14 @@ def real_class_names(dataset) -> list[str] | None:
     return None
 
 
-def _decided(path, shares: dict[str, float], dropped: int) -> str:
-    """One line: what a decisions file did to a cache's images."""
-    out, part = mixing.refused(shares), [n for n, s in shares.items() if 0 < s < 1]
+def _decided(path, shares: dict[str, float], out: list[str], dropped: int) -> str:
+    """One line: what a decisions file did to a cache's images (``out``: the refused classes it held images of)."""
+    part = [n for n, s in shares.items() if 0 < s < 1]
     text = f"honouring the decisions in {path}"
     if out:
-        text += (f": classes {', '.join(out)} were refused generated images, so their {dropped} generated "
-                 "images are dropped")
+        text += (f": {'class' if len(out) == 1 else 'classes'} {', '.join(out)} "
+                 f"{'was' if len(out) == 1 else 'were'} refused generated images, so "
+                 f"{'its' if len(out) == 1 else 'their'} {dropped} generated images are dropped")
     if part:
         text += f"; {', '.join(f'{n} at most {s:g}' for n, s in shares.items() if 0 < s < 1)} of its places"
     return text + (" (decisions=None keeps every generated image)" if out or part else "")
@@ -219,7 +220,8 @@ class RealSyntheticDataset(Dataset):
             out = [cache.class_names.index(n) for n in mixing.refused(own)]
             keep = ~np.isin(cache.labels, out)
             rows.append(None if keep.all() else np.flatnonzero(keep))
-            log.info("%s: %s", cache.path, _decided(path, own, int((~keep).sum())))
+            dropped = [cache.class_names[k] for k in np.unique(cache.labels[~keep])]
+            log.info("%s: %s", cache.path, _decided(path, own, dropped, int((~keep).sum())))
         return shares, rows
 
     def _target_shape(self, real_shape, resize, convert) -> tuple[int, int, int]:

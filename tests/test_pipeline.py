@@ -253,3 +253,15 @@ def test_a_run_folder_of_before_the_typed_records_still_reads_and_reports(finish
     assert record["decisions"]["class 1"]["source"] == "own" and record["decisions"]["class 2"]["share"] == 0.0
     assert old["class 1"]["why"] in (out / "report.md").read_text()
     assert read_shares(out / "cache" / "decisions.json")["class 2"] == 0.0
+
+
+def test_the_decisions_beside_the_cache_are_this_runs_and_go_with_the_evidence_stage(tmp_path):
+    from cbdm_aug.evaluate.evidence import decide
+    from cbdm_aug.pipeline.run import DECISIONS, EvidenceResult, _place_decisions
+
+    (tmp_path / "cache").mkdir()
+    decisions = decide(["a", "b"], [3, 2], [5, 0], None, min_judged=5)  # no class to judge: no probe
+    _place_decisions(tmp_path, EvidenceResult(decisions, DECISIONS, 3, 5, "randaugment+synthetic"))
+    assert read_shares(tmp_path / DECISIONS) == {"a": 0.0, "b": 0.0}
+    _place_decisions(tmp_path, None)  # a rerun with --no-evidence: every class uses its images
+    assert not (tmp_path / DECISIONS).exists()

@@ -225,7 +225,7 @@ def test_the_python_api_the_generate_cli_and_runs_cache_stage_make_bit_identical
     opts = RunOptions(data="unused", cache=CacheSettings(filter_confidence=None))  # the sampling part: defaults
     stage = _cache_stage(tmp_path / "run", str(run_dir), {"class_names": NAMES, "counts": REAL}, None, opts,
                          torch.device("cpu"), lambda *a: None, False)
-    ways = [api, tmp_path / "cli.h5", tmp_path / "run" / stage["cache"]]
+    ways = [api, tmp_path / "cli.h5", tmp_path / "run" / stage.cache]
     headers = [read_header(w) for w in ways]
     assert headers[0]["sampler"] == SamplerSettings().record() and headers[0]["plan"]["counts"] == {"cat": 0, "dog": 3, "fish": 5}
     for w, h in zip(ways[1:], headers[1:]):

@@ -40,7 +40,7 @@ HELP = {
     "train-classifier": "Train and evaluate a timm classifier from a YAML recipe.",
     "compare": "Compare classifier runs side by side, with the gains.",
     "evaluate-generator": "Per-class and tail metrics of a generator (FID/KID, precision/recall, copies, CAS).",
-    "filter-cache": "Drop low-confidence images and near-copies of training images from a cache.",
+    "filter-cache": "Drop images a real-data classifier does not recognise, and near-copies, from a cache.",
 }
 
 

@@ -195,3 +195,22 @@ def fill(comp: dict[str, np.ndarray], order: np.ndarray, real_counts: np.ndarray
     plan = np.concatenate(parts)
     assert len(plan) == int(comp["total"].sum())
     return plan[rng.permutation(len(plan))]
+
+
+def synthetic_cap(real_counts, epoch_length: int, epochs: int, min_real_share: float | None = MIN_REAL_SHARE
+                  ) -> list[int]:
+    """The most distinct generated images each class can draw in a run: ``epochs`` epochs of the
+    class-balanced (uniform) sampler with ``epoch_length`` places in all and the real floor
+    ``min_real_share``.
+
+    A class gets at most k = ceil(epoch_length / C) places an epoch (largest-remainder rounding); its
+    real images take min(k, n_c) of them and the floor keeps ceil(f k) for them, so generated images get
+    at most min(k - n_c, k - ceil(f k)) an epoch, each at most once; a class with no real image is exempt
+    from the floor. Over ``epochs`` epochs: ``epochs`` times that. Images beyond it are never drawn.
+    """
+    C = len(real_counts)
+    if C == 0 or epoch_length < 1 or epochs < 1:
+        raise ValueError(f"need classes, epoch_length >= 1 and epochs >= 1, got {C}, {epoch_length}, {epochs}")
+    k = -(-int(epoch_length) // C)
+    floor = math.ceil((min_real_share or 0) * k - 1e-9)  # the sampler's own rounding of the floor
+    return [int(epochs) * max(0, min(k - int(n), k - floor) if n > 0 else k) for n in real_counts]

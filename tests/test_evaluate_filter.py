@@ -8,7 +8,7 @@ import torch
 from cbdm_aug.cache.reader import SyntheticCache
 from cbdm_aug.cache.writer import write_cache
 from cbdm_aug.evaluate.features import FeatureSpace
-from cbdm_aug.evaluate.filter import filter_cache, removed_table
+from cbdm_aug.evaluate.filter import filter_cache, kept_line, pass_counts, removed_table
 
 NAMES = ["dark", "bright"]
 
@@ -50,7 +50,7 @@ def test_filter_drops_low_confidence_images_and_near_copies_and_records_why(tmp_
     assert record["removed_both"] == {"dark": 0, "bright": 0}
     assert "feature_quantile" not in record["criteria"] and "removed_far_from_class" not in record
     header = removed_table(record).splitlines()[0]
-    assert [c in header for c in ("low confidence", "near-copy", "in both", "kept")] == [True] * 4
+    assert [c in header for c in ("not recognised", "near-copy", "in both", "kept")] == [True] * 4
     with SyntheticCache(tmp_path / "out.h5") as syn:
         kept = np.stack([syn[i][0] for i in range(len(syn))])
         assert np.array_equal(kept, np.concatenate([good_dark, good_bright]))
@@ -123,3 +123,63 @@ def test_near_copies_are_found_per_class_with_shuffled_training_labels_and_more_
                           progress=False, batch_size=5)
     assert record["removed_near_copy"] == copies
     assert record["gate"]["2"]["copy_share"] == 0.5
+
+
+def _weak_100_class_case():
+    """100 classes of noisy 8x8 patterns (30 -> 5 images a class), a linear classifier trained for 3
+    epochs (about 20% balanced accuracy, softmax peaks near 0.02), held-out real images and generated
+    ones drawn like the real ones."""
+    C, rng = 100, np.random.default_rng(0)
+    mu = rng.normal(128, 14, (C, 8, 8, 1))
+    draw = lambda y: np.clip(mu[y] + rng.normal(0, 40, (len(y), 8, 8, 1)), 0, 255).astype(np.uint8)  # noqa: E731
+    counts = np.round(30 * (5 / 30) ** (np.arange(C) / (C - 1))).astype(int)
+    train_y = np.repeat(np.arange(C), counts)
+    train_x, held_y, gen_y = draw(train_y), np.repeat(np.arange(C), 20), np.repeat(np.arange(C), 20)
+    held_x, gen_x = draw(held_y), draw(gen_y)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, C))
+    prepare = lambda x: torch.from_numpy(x).permute(0, 3, 1, 2).float().div(127.5).sub(1)  # noqa: E731
+    weight = torch.tensor(counts.mean() / counts, dtype=torch.float32)  # class-balanced, as the filter's is
+    opt = torch.optim.SGD(net.parameters(), lr=0.5)
+    x, y = prepare(train_x), torch.as_tensor(train_y)
+    for _ in range(3):
+        for idx in torch.randperm(len(x)).split(32):
+            loss = torch.nn.functional.cross_entropy(net(x[idx]), y[idx], weight=weight)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    names = [f"c{i}" for i in range(C)]
+    space = FeatureSpace("classifier", "weak linear stub", net, prepare, C, classifier=net, class_names=names)
+    recall = (space.predict_proba(held_x).argmax(1).numpy() == held_y).reshape(C, -1).mean(1)
+    return names, space, (train_x, train_y), (gen_x, gen_y), recall
+
+
+def test_at_100_classes_a_weak_classifier_keeps_images_of_every_class_it_recognises_better_than_chance(tmp_path):
+    names, space, (train_x, train_y), (gen_x, gen_y), recall = _weak_100_class_case()
+    assert 0.1 < recall.mean() < 0.4  # weak, yet better than chance (1%) on most classes
+    write_cache(tmp_path / "syn.h5", gen_x, gen_y, class_names=names)
+
+    record = filter_cache(tmp_path / "syn.h5", tmp_path / "out.h5", space, train_x, train_y, progress=False)
+    kept = np.array([record["kept"][n] for n in names])
+    assert (kept[recall > 1 / len(names)] > 0).all()
+    assert record["criteria"]["classifier_rank"].startswith("the class among the classifier's top 10 of 100")
+    assert kept_line(record) is None  # most images kept: nothing to explain
+
+    old = filter_cache(tmp_path / "syn.h5", tmp_path / "old.h5", space, train_x, train_y, confidence=0.5,
+                       top_share=None, progress=False)  # the fixed 0.5 this replaced
+    assert sum(old["kept"].values()) < 0.05 * len(gen_y)
+    line = kept_line(old, "it recognises 20% of the real training images")
+    assert line.startswith(f"the filter kept {sum(old['kept'].values())} of {len(gen_y):,} generated images (")
+    assert "classes: " in line and "its classifier did not recognise them as their class (it recognises 20%" in line
+
+
+def test_pass_counts_measure_a_first_batch_without_writing_anything(tmp_path):
+    rng = np.random.default_rng(1)
+    dark = lambda n: rng.integers(0, 80, (n, 8, 8, 1), dtype=np.uint8)  # noqa: E731
+    bright = lambda n: rng.integers(176, 256, (n, 8, 8, 1), dtype=np.uint8)  # noqa: E731
+    train_x, train_y = np.concatenate([dark(10), bright(10)]), np.repeat([0, 1], 10)
+    write_cache(tmp_path / "first.h5", np.concatenate([dark(4), dark(3)]), np.array([0] * 4 + [1] * 3),
+                class_names=NAMES)  # every "bright" image is dark: none can pass
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert pass_counts(tmp_path / "first.h5", stub_space(), train_x, train_y) == {"dark": (4, 4), "bright": (3, 0)}
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

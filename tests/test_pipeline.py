@@ -113,11 +113,13 @@ def test_a_changed_setting_reruns_its_stage_and_the_ones_after_it_and_says_why(f
     assert json.loads((out / "generator" / "generator.json").read_text())["step"] == 4
 
 
-def test_changing_the_classifier_epochs_reruns_the_arms_but_not_the_cache(finished, toy_folders, tmp_path, capsys):
+def test_changing_the_classifier_epochs_reruns_the_arms_and_the_cache_whose_cap_they_set(finished, toy_folders,
+                                                                                         tmp_path, capsys):
     out = _copy(finished, tmp_path)
     code, stdout, err = _run(toy_folders, out, capsys, "--classifier-epochs", "2")
     assert code == 0, err
-    assert "[cache] reused" in stdout and "[generator] reused" in stdout  # the filter classifier has its own epochs
+    assert "[generator] reused" in stdout
+    assert "[cache] rerun" in stdout and "epochs: 1 -> 2" in stdout  # twice the epochs draw twice the images
     assert "[control] rerun" in stdout and "epochs" in stdout
 
 

@@ -40,7 +40,8 @@ def image_seed(seed: int, label: int, k: int) -> int:
 def plan_images(plan: Plan, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """int64 labels and seeds of every image of ``plan``, in cache order (class-major)."""
     labels = np.repeat(np.arange(len(plan.counts), dtype=np.int64), plan.counts)
-    seeds = np.array([image_seed(seed, c, k) for c, n in enumerate(plan.counts) for k in range(n)],
+    seeds = np.array([image_seed(seed, c, k) for c, n in enumerate(plan.counts)
+                      for k in range(plan.first(c), plan.first(c) + n)],
                      dtype=np.int64)
     return labels, seeds
 

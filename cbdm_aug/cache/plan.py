@@ -23,18 +23,23 @@ MAX_PER_CLASS = 10_000_000
 
 @dataclass(frozen=True)
 class Plan:
-    """Synthetic image counts per class, in class-index order."""
+    """Synthetic image counts per class, in class-index order. ``starts``: the index of each class's
+    first image (its seed is ``image_seed(seed, c, start)``), so a plan can continue another one; None
+    is 0 for every class."""
 
     policy: str
     class_names: tuple[str, ...]
     counts: tuple[int, ...]
     real_counts: tuple[int, ...] | None = None
+    starts: tuple[int, ...] | None = None
 
     def __post_init__(self):
         if len(self.counts) != len(self.class_names):
             raise ValueError(f"{len(self.counts)} counts for {len(self.class_names)} classes")
         for name, n in zip(self.class_names, self.counts):
             _check_count(name, n)
+        if self.starts is not None and (len(self.starts) != len(self.counts) or min(self.starts) < 0):
+            raise ValueError(f"starts must be one index >= 0 per class, got {self.starts}")
         if self.total == 0:
             raise ValueError(f"the {self.policy!r} plan generates no images; choose another policy "
                              f"or larger counts")
@@ -45,8 +50,14 @@ class Plan:
 
     def to_dict(self) -> dict:
         real = dict(zip(self.class_names, self.real_counts)) if self.real_counts is not None else None
+        starts = {"starts": dict(zip(self.class_names, self.starts))} if self.starts is not None else {}
         return {"policy": self.policy, "counts": dict(zip(self.class_names, self.counts)),
-                "real_counts": real, "total": self.total}
+                "real_counts": real, "total": self.total} | starts
+
+    def first(self, c: int) -> int:
+        """The index of class ``c``'s first image."""
+        return 0 if self.starts is None else self.starts[c]
+
 
 
 def _check_count(name: str, n) -> int:
@@ -152,6 +163,12 @@ def file_plan(class_names, path, real_counts=None) -> Plan:
     values = read_class_values(path, class_names)
     counts = tuple(_as_count(n, values[n]) if n in values else 0 for n in class_names)
     return Plan("file", tuple(class_names), counts, tuple(real_counts) if real_counts is not None else None)
+
+
+def capped_plan(plan: Plan, caps) -> Plan:
+    """``plan`` with class c's count lowered to ``caps[c]`` (``mixing.synthetic_cap``: what the arms can draw)."""
+    return Plan(plan.policy, plan.class_names, tuple(min(n, int(m)) for n, m in zip(plan.counts, caps)),
+                plan.real_counts, plan.starts)
 
 
 def make_plan(policy: str, class_names, real_counts, *, per_class: int | None = None,

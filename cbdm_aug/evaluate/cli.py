@@ -10,7 +10,7 @@ import click
 from cbdm_aug.cache.cli import sampler_options
 from cbdm_aug.devices import resolve_device
 from cbdm_aug.diffusion.sampler_settings import SAMPLING
-from cbdm_aug.evaluate.criteria import CONFIDENCE, MAX_COPY_SHARE, NEAR_COPY_RATIO
+from cbdm_aug.evaluate.criteria import CONFIDENCE, MAX_COPY_SHARE, NEAR_COPY_RATIO, TOP_SHARE
 
 
 def real_options(f):
@@ -109,8 +109,11 @@ def evaluate_generator(run_dir, real, split, longtail, imbalance, max_per_class,
 @click.option("--classifier", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Classifier run folder (model.pt + metrics.json) [default: train one on --real, class-balanced, "
                    "into OUT.classifier/].")
-@click.option("--confidence", type=click.FloatRange(0, 1), default=CONFIDENCE, show_default=True,
-              help="Keep an image only if the classifier gives its class at least this probability.")
+@click.option("--top-share", type=click.FloatRange(0, 1), default=TOP_SHARE, show_default=True,
+              help="Keep an image only if its class is among the classifier's top ceil(S x classes) classes for it, "
+                   "at a probability of at least 1/classes (docs/decisions.md); 0: no such criterion.")
+@click.option("--confidence", type=click.FloatRange(0, 1), default=CONFIDENCE,
+              help="And only if the classifier gives its class at least this probability [default: no fixed floor].")
 @click.option("--near-copy-ratio", type=click.FloatRange(0, 1), default=NEAR_COPY_RATIO, show_default=True,
               help="Drop images closer to a same-class training image than this times that image's distance "
                    "to its nearest same-class neighbour.")
@@ -121,9 +124,9 @@ def evaluate_generator(run_dir, real, split, longtail, imbalance, max_per_class,
 @click.option("--overwrite", is_flag=True)
 @click.option("--device", default=None)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def filter_cache(cache, out, real, split, longtail, imbalance, max_per_class, data_seed, classifier, confidence,
-                 near_copy_ratio, max_copy_share, epochs, overwrite, device, quiet):
-    """Drop low-confidence images and near-copies of training images (and, with --max-copy-share, the
+def filter_cache(cache, out, real, split, longtail, imbalance, max_per_class, data_seed, classifier, top_share,
+                 confidence, near_copy_ratio, max_copy_share, epochs, overwrite, device, quiet):
+    """Drop images the classifier does not recognise as their class, and near-copies of training images (and, with --max-copy-share, the
     classes that are mostly near-copies) from CACHE into --out.
 
     The counts removed per class and the criteria are printed and stored in the new cache's
@@ -155,7 +158,7 @@ def filter_cache(cache, out, real, split, longtail, imbalance, max_per_class, da
                                          out.with_name(out.name + ".classifier"), epochs=epochs,
                                          progress=not quiet, device=str(dev))
     with output_lock(out, folder=False, what="cache", echo=click.echo):
-        record = run(cache, out, space, train.images, train.labels, confidence=confidence,
+        record = run(cache, out, space, train.images, train.labels, confidence=confidence, top_share=top_share or None,
                      near_copy_ratio=near_copy_ratio, max_copy_share=max_copy_share, overwrite=overwrite,
                      progress=not quiet, command=shlex.join(["cbdm-aug", *sys.argv[1:]]))
     click.echo(removed_table(record))
@@ -163,3 +166,8 @@ def filter_cache(cache, out, real, split, longtail, imbalance, max_per_class, da
         click.echo("\n".join(g["why"] for g in record["gate"].values() if not g["used"]) or
                    f"gate: every class is under {max_copy_share:g} near-copies; none gated off")
     click.echo(f"wrote {out}: kept {sum(record['kept'].values())} of {sum(record['before'].values())} images")
+    from cbdm_aug.evaluate.filter import kept_line
+
+    line = kept_line(record)
+    if line:
+        click.echo(line)

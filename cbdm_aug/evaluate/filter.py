@@ -1,5 +1,6 @@
-"""Filter a synthetic cache: drop images that a classifier trained on the real data does not assign
-to their class with enough confidence, and near-copies of training images; then, with
+"""Filter a synthetic cache: drop images that a classifier trained on the real data does not recognise
+as their class (``criteria.recognised``: the class among its top ceil(0.1 C) and at least chance), and
+near-copies of training images; then, with
 ``max_copy_share``, every image of a class whose generated images are mostly near-copies
 (``evaluate.gate``).
 
@@ -20,7 +21,7 @@ import torch
 
 from cbdm_aug.atomic import atomic_path
 from cbdm_aug.evaluate import metrics as M
-from cbdm_aug.evaluate.criteria import CONFIDENCE, check_criteria
+from cbdm_aug.evaluate.criteria import CONFIDENCE, MOSTLY_FILTERED, TOP_SHARE, check_criteria, recognised, top_k
 from cbdm_aug.evaluate.errors import EvaluateError
 from cbdm_aug.evaluate.features import FeatureSpace
 
@@ -29,14 +30,14 @@ log = logging.getLogger(__name__)
 
 
 def filter_cache(cache: str | os.PathLike, out: str | os.PathLike, space: FeatureSpace, train_images: np.ndarray,
-                 train_labels: np.ndarray, *, confidence: float = CONFIDENCE,
-                 near_copy_ratio: float = M.NEAR_COPY_RATIO, max_copy_share: float | None = None,
+                 train_labels: np.ndarray, *, confidence: float | None = CONFIDENCE,
+                 top_share: float | None = TOP_SHARE, near_copy_ratio: float = M.NEAR_COPY_RATIO, max_copy_share: float | None = None,
                  overwrite: bool = False, batch_size: int = 512, progress: bool = True, command: str = "") -> dict:
     """Write the images of ``cache`` that pass both criteria to ``out``; returns the ``filter`` record.
 
-    An image of class c is kept when the classifier's softmax probability of c is >= ``confidence``
-    and it is not a near-copy of a training image of class c (``metrics.memorisation`` with
-    ``near_copy_ratio``). With ``max_copy_share`` s, a class whose unfiltered images are near-copies
+    An image of class c is kept when the classifier recognises it as c (``criteria.recognised`` with
+    ``top_share`` and ``confidence``) and it is not a near-copy of a training image of class c
+    (``metrics.memorisation`` with ``near_copy_ratio``). With ``max_copy_share`` s, a class whose unfiltered images are near-copies
     at a share of s or more keeps none (``gate.gate_classes``).
     ``train_images`` are the real training images, uint8 (N, H, W, C).
     """
@@ -44,15 +45,15 @@ def filter_cache(cache: str | os.PathLike, out: str | os.PathLike, space: Featur
     from cbdm_aug.evaluate.gate import gate_classes
 
     cache, out = Path(cache), Path(out)
-    _check_options(cache, out, confidence, near_copy_ratio, max_copy_share, overwrite)
+    _check_options(cache, out, confidence, top_share, near_copy_ratio, max_copy_share, overwrite)
     with SyntheticCache(cache) as syn:
         names = list(syn.class_names)
         if space.class_names is not None and space.class_names != names:
             raise EvaluateError(f"the classifier's classes {space.class_names} differ from the cache's {names}")
         C, (size, _, channels) = len(names), syn.image_shape
         training = _TrainingClasses(train_images, train_labels, C, size, channels)
-        confident, copy, spacing = _score(syn, space, training, confidence, near_copy_ratio, batch_size,
-                                          progress, desc=f"filter {cache.name}")
+        confident, copy, spacing = _score(syn, space, training, (top_share, confidence), near_copy_ratio,
+                                          batch_size, progress, desc=f"filter {cache.name}")
         labels = syn.labels
         gate = gate_classes(names, np.bincount(train_labels, minlength=C), np.bincount(labels, minlength=C),
                             np.bincount(labels[copy], minlength=C), _class_medians(spacing, labels, C),
@@ -61,7 +62,7 @@ def filter_cache(cache: str | os.PathLike, out: str | os.PathLike, space: Featur
         keep = confident & ~copy & gated
         count = lambda m: dict(zip(names, np.bincount(labels[m], minlength=C).tolist()))  # noqa: E731
         record = {
-            "criteria": _criteria(confidence, near_copy_ratio, max_copy_share),
+            "criteria": _criteria(confidence, top_share, C, near_copy_ratio, max_copy_share),
             "classifier": space.description, "source": str(cache),
             "before": count(np.ones(len(labels), bool)),
             "kept": count(keep),
@@ -76,9 +77,46 @@ def filter_cache(cache: str | os.PathLike, out: str | os.PathLike, space: Featur
     return record
 
 
-def _check_options(cache: Path, out: Path, confidence: float, near_copy_ratio: float,
-                   max_copy_share: float | None, overwrite: bool) -> None:
-    check_criteria(confidence, near_copy_ratio, max_copy_share)
+def pass_counts(cache: str | os.PathLike, space: FeatureSpace, train_images: np.ndarray, train_labels: np.ndarray,
+                *, confidence: float | None = CONFIDENCE, top_share: float | None = TOP_SHARE,
+                near_copy_ratio: float = M.NEAR_COPY_RATIO, batch_size: int = 512) -> dict[str, tuple[int, int]]:
+    """``{class name: (images, images that pass)}`` of ``cache`` under the filter's per-image criteria
+    (recognised, not a near-copy; the per-class gate is not applied). Writes nothing: the cache stage
+    measures a first batch of each class with it."""
+    from cbdm_aug.cache.reader import SyntheticCache
+
+    check_criteria(confidence, near_copy_ratio, None, top_share)
+    with SyntheticCache(cache) as syn:
+        names = list(syn.class_names)
+        C, (size, _, channels) = len(names), syn.image_shape
+        training = _TrainingClasses(train_images, train_labels, C, size, channels)
+        ok, copy, _ = _score(syn, space, training, (top_share, confidence), near_copy_ratio, batch_size,
+                             False, desc="first batch")
+        labels = syn.labels
+    n, passed = np.bincount(labels, minlength=C), np.bincount(labels[ok & ~copy], minlength=C)
+    return {name: (int(a), int(b)) for name, a, b in zip(names, n, passed)}
+
+
+def kept_line(record: dict, classifier: str = "") -> str | None:
+    """One line when the filter kept less than ``MOSTLY_FILTERED`` of the images, saying how many, in how
+    many classes, and why (the reason that removed most; ``classifier`` says how good its classifier is);
+    None otherwise."""
+    before, kept = sum(record["before"].values()), sum(record["kept"].values())
+    if not before or kept >= MOSTLY_FILTERED * before:
+        return None
+    wanted = [n for n, v in record["before"].items() if v]
+    classes = sum(1 for n in wanted if record["kept"][n])
+    reasons = {"its classifier did not recognise them as their class" + (f" ({classifier})" if classifier else ""):
+               record["removed_low_confidence"], "they were near-copies of training images": record["removed_near_copy"],
+               "their class was mostly near-copies (the gate)": record.get("removed_gated", {})}
+    why, counts = max(reasons.items(), key=lambda kv: sum(kv[1].values()))
+    return (f"the filter kept {kept:,} of {before:,} generated images ({100 * kept / before:.1f}%), in {classes} of "
+            f"{len(wanted)} classes: {sum(counts.values()):,} were removed because {why}")
+
+
+def _check_options(cache: Path, out: Path, confidence: float | None, top_share: float | None,
+                   near_copy_ratio: float, max_copy_share: float | None, overwrite: bool) -> None:
+    check_criteria(confidence, near_copy_ratio, max_copy_share, top_share)
     if out.exists() and not overwrite:
         raise EvaluateError(f"{out}: already exists; pass --overwrite to replace it")
     if out.resolve() == cache.resolve():
@@ -107,10 +145,10 @@ class _TrainingClasses:
         return M.pixel_vectors(self.images[self.order[self.bounds[c]:self.bounds[c + 1]]])
 
 
-def _score(syn, space: FeatureSpace, training: _TrainingClasses, confidence: float, near_copy_ratio: float,
+def _score(syn, space: FeatureSpace, training: _TrainingClasses, rule: tuple, near_copy_ratio: float,
            batch_size: int, progress: bool, desc: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per generated image: (confident, near-copy, spacing). Spacing is the distance to the nearest
-    same-class training image over that image's distance to its own nearest same-class neighbour."""
+    """Per generated image: (recognised, near-copy, spacing); ``rule`` is (top_share, confidence). Spacing
+    is the distance to the nearest same-class training image over that image's distance to its own nearest same-class neighbour."""
     from tqdm.auto import tqdm
 
     from cbdm_aug.progress import on_terminal
@@ -125,7 +163,7 @@ def _score(syn, space: FeatureSpace, training: _TrainingClasses, confidence: flo
         x = syn.batch(slice(i, j))
         y = labels[i:j]
         p = space.predict_proba(x)
-        confident[i:j] = (p[torch.arange(j - i), torch.as_tensor(y)] >= confidence).numpy()
+        confident[i:j] = recognised(p.numpy(), y, *rule)
         pix = M.pixel_vectors(x)
         for c in np.unique(y):
             m = y == c
@@ -154,8 +192,13 @@ def _class_medians(values: np.ndarray, labels: np.ndarray, num_classes: int) -> 
             for c in range(num_classes)]
 
 
-def _criteria(confidence: float, near_copy_ratio: float, max_copy_share: float | None) -> dict:
+def _criteria(confidence: float | None, top_share: float | None, num_classes: int, near_copy_ratio: float,
+              max_copy_share: float | None) -> dict:
     return {"classifier_confidence_min": confidence,
+            "classifier_top_share": top_share,
+            "classifier_rank": (None if top_share is None else
+                                f"the class among the classifier's top {top_k(num_classes, top_share)} of "
+                                f"{num_classes} and its probability >= 1/{num_classes}"),
             "near_copy": (f"RMS pixel distance to the nearest same-class training image < {near_copy_ratio} x "
                           f"that image's distance to its own nearest same-class neighbour "
                           f"(< {M.NEAR_COPY_FALLBACK} for a class with one training image)"),
@@ -193,5 +236,5 @@ def removed_table(record: dict) -> str:
     col = lambda key: [record[key][n] for n in names]  # noqa: E731
     both = [("in both", col("removed_both"))] if record.get("removed_both") else []  # counted in the two before
     gated = [("gated off", col("removed_gated"))] if record.get("removed_gated") else []
-    return count_table(names, ("before", col("before")), ("low confidence", col("removed_low_confidence")),
+    return count_table(names, ("before", col("before")), ("not recognised", col("removed_low_confidence")),
                        ("near-copy", col("removed_near_copy")), *both, *gated, ("kept", col("kept")))

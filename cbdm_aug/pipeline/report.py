@@ -317,6 +317,8 @@ def _numbers(data: dict, cached: CacheResult, arms: dict, opts) -> _Numbers:
                     "your real images alone (its numbers are its twin's); the generator had not learned your classes "
                     "well enough for its images to pass: fit it longer (--gen-steps) or look at samples.png. "
                     + sentence)
+    elif cached.filter_note:  # most images filtered away: the + synthetic arms are near their twins, say why
+        sentence = cached.filter_note[0].upper() + cached.filter_note[1:] + ". " + sentence
     per_class = {a: {name: [100 * v if v is not None else None
                             for v in (arms[a]["per_seed"][str(s)]["per_class"][c] for s in arms[a]["seeds"])]
                      for c, name in enumerate(names)} for a in arms}
@@ -439,7 +441,10 @@ def _markdown(out: Path, data: dict, cached: CacheResult, evidence: EvidenceResu
                     "generator": vars(opts.fit), "cache": vars(opts.cache), "arm": vars(opts.arm),
                     "resolved": vars(r)}, indent=1, default=str), "```", "",
         "## Time (seconds; a stage marked reused was made by an earlier call, in the time shown)", "",
-        *(f"- {k}: {v:.0f}" for k, v in times.items()), f"- this call in all: {seconds:.0f}", "",
+        *(f"- {k}: {v:.0f} ({v / 60:.1f} min)" for k, v in times.items()),
+        *(["- the cache stage's steps: " + ", ".join(f"{k} {v:.1f} min" for k, v in cached.minutes.items())]
+          if cached.minutes else []),
+        f"- this call in all: {seconds:.0f} ({seconds / 60:.1f} min)", "",
         *next_steps(out, out / cached.cache, data, ArmMixing.of_run(out, opts.seeds[0], sum(data["counts"])))]
 
 

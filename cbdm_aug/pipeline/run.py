@@ -150,6 +150,9 @@ class CacheResult:
     kept: dict[str, int]
     generated: dict[str, int] | None = None
     gate: dict[str, dict] | None = None
+    stopped: list[str] | None = None      # classes none of whose first batch passed the filter: no more made
+    filter_note: str | None = None        # one line when the filter kept less than half of the images, saying why
+    minutes: dict[str, float] | None = None  # the stage's steps (filter classifier, generation, filter)
 
     @property
     def made(self) -> dict[str, int]:
@@ -161,57 +164,150 @@ class CacheResult:
 
     @classmethod
     def from_json(cls, d: dict) -> CacheResult:
-        return cls(d["cache"], dict(d["kept"]), d.get("generated"), d.get("gate"))
+        return cls(d["cache"], dict(d["kept"]), d.get("generated"), d.get("gate"), d.get("stopped"),
+                   d.get("filter_note"), d.get("minutes"))
 
 
 def _cache_stage(out: Path, gen_run: str, data: dict, r: Resolved, opts: RunOptions, device, echo,
                      progress: bool) -> CacheResult:
-    from cbdm_aug.cache.generate import generate_cache
+    """Top every class up (no further than the arms can draw), generating a first batch of each class
+    and stopping a class none of whose first images pass the filter; then filter the cache."""
     from cbdm_aug.cache.plan import make_plan
     from cbdm_aug.data import count_table
-    from cbdm_aug.evaluate.features import load_classifier_space, train_classifier_space
-    from cbdm_aug.evaluate.filter import filter_cache, removed_table
+    from cbdm_aug.evaluate.filter import filter_cache, kept_line, removed_table
     from cbdm_aug.generator.run_dir import load_generator
     from cbdm_aug.locking import output_lock
 
-    s = opts.cache
+    s, clock = opts.cache, _Clock()
     names, counts = data["class_names"], data["counts"]
-    level = min(s.top_up, max(counts))
-    top_up = {n: max(0, level - c) for n, c in zip(names, counts)}
-    if not any(top_up.values()):
-        raise RunError(f"every class already has {level} or more images; nothing to top up (the arm's top_up is {s.top_up})")
+    top_up = _top_up_counts(names, counts, s, r, opts.arm, echo)
     d = out / "cache"
     d.mkdir(parents=True, exist_ok=True)
     counts_file = d / "topup_counts.json"
     write_text_atomic(counts_file, json.dumps(top_up))
     gen = load_generator(out / gen_run, device=device)  # an absolute gen_run stays itself
     plan = make_plan("file", gen.class_names, gen.meta.get("class_counts"), counts_file=counts_file)
-    echo(f"every class topped up to {level} images with {s.sampler} {s.sample_steps} steps, guidance {s.guidance:g}")
     echo(count_table(names, ("real", counts), ("synthetic", plan.counts)))
+    train = _load_split(out, "train", r.image_size, r.channels) if s.filter else None
+    space = _filter_space(d / "filter-classifier", train, r, device, progress) if s.filter else None
+    clock.lap("filter classifier")
     cache = d / "generated.h5"
     with output_lock(cache, folder=False, what="cache", echo=echo):
-        generate_cache(gen, cache, plan, s.sampling,
-                       batch_size=256, progress=progress, command=f"cbdm-aug run (synthetic stage of {out})")
-    if s.filter_confidence is None:
-        return CacheResult(str(cache.relative_to(out)), dict(zip(names, plan.counts)))
-    train = _load_split(out, "train", r.image_size, r.channels)
-    clf = d / "filter-classifier"
-    if (clf / "metrics.json").is_file() and (clf / "model.pt").is_file():
-        space = load_classifier_space(clf, device)
-    else:
-        space = train_classifier_space(train.images, train.labels, train.class_names, clf, epochs=r.filter_epochs,
-                                       progress=progress, device=str(device), seed=0)
+        made, stopped = _generate(gen, cache, plan, s, train, space, echo, progress, out)
+    clock.lap("generation")
+    if not s.filter:
+        echo(clock.line("cache stage"))
+        return CacheResult(str(cache.relative_to(out)), dict(zip(names, made.counts)), stopped=stopped,
+                           minutes=clock.minutes)
     filtered = d / "filtered.h5"
     with output_lock(filtered, folder=False, what="cache", echo=echo):
         record = filter_cache(cache, filtered, space, train.images, train.labels, confidence=s.filter_confidence,
-                              near_copy_ratio=s.near_copy_ratio, max_copy_share=s.max_copy_share,
-                              overwrite=True, progress=progress,
+                              top_share=s.filter_top_share, near_copy_ratio=s.near_copy_ratio,
+                              max_copy_share=s.max_copy_share, overwrite=True, progress=progress,
                               command=f"cbdm-aug run (synthetic stage of {out})")
+    clock.lap("filter")
     echo(removed_table(record))
     for g in record["gate"].values():
         if not g["used"]:
             echo(f"gate: {g['why']}")
-    return CacheResult(str(filtered.relative_to(out)), record["kept"], record["before"], record["gate"])
+    note = kept_line(record, _classifier_words(d / "filter-classifier"))
+    if note:
+        note += "; the + synthetic arms will be close to their real-only twins"
+        echo(note)
+    echo(clock.line("cache stage"))
+    return CacheResult(str(filtered.relative_to(out)), record["kept"], record["before"], record["gate"],
+                       stopped=stopped, filter_note=note, minutes=clock.minutes)
+
+
+class _Clock:
+    """Minutes of each step of a stage, for its closing line and its record."""
+
+    def __init__(self):
+        self.t, self.minutes = time.time(), {}
+
+    def lap(self, step: str) -> None:
+        now = time.time()
+        self.minutes[step] = round((now - self.t) / 60, 2)
+        self.t = now
+
+    def line(self, what: str) -> str:
+        return f"{what}: " + ", ".join(f"{k} {v:.1f} min" for k, v in self.minutes.items())
+
+
+def _top_up_counts(names: list[str], counts: list[int], s, r: Resolved, arm, echo) -> dict[str, int]:
+    """Per class: up to min(top_up, largest class) images, real and generated, and no more generated
+    images than the + synthetic arms can draw (``mixing.synthetic_cap``)."""
+    from cbdm_aug.mixing import synthetic_cap
+
+    level = min(s.top_up, max(counts))
+    wanted = [max(0, level - c) for c in counts]
+    if not any(wanted):
+        raise RunError(f"every class already has {level} or more images; nothing to top up (the arm's top_up is {s.top_up})")
+    caps = synthetic_cap(counts, sum(counts), r.epochs, arm.min_real_share)
+    top_up = [min(w, m) for w, m in zip(wanted, caps)]
+    if not any(top_up):
+        raise RunError(f"no class has room for generated images: with {sum(counts):,} draws an epoch over {len(counts)} "
+                       f"classes, every class fills its places with its own real images")
+    floor = arm.min_real_share or 0
+    echo(f"every class topped up to {level} images with {s.sampler} {s.sample_steps} steps, guidance {s.guidance:g}, "
+         f"and at most {max(caps):,} generated a class: what {r.epochs} epochs of {sum(counts):,} draws over "
+         f"{len(counts)} classes can use when at least {floor:g} of a class's draws are its real images "
+         f"({sum(wanted):,} -> {sum(top_up):,} images)")
+    return dict(zip(names, top_up))
+
+
+def _filter_space(clf: Path, train, r: Resolved, device, progress: bool):
+    """The filter's classifier: reused from ``clf`` if finished there, else trained on ``train`` into it."""
+    from cbdm_aug.evaluate.features import load_classifier_space, train_classifier_space
+
+    if (clf / "metrics.json").is_file() and (clf / "model.pt").is_file():
+        return load_classifier_space(clf, device)
+    return train_classifier_space(train.images, train.labels, train.class_names, clf, epochs=r.filter_epochs,
+                                  progress=progress, device=str(device), seed=0)
+
+
+def _classifier_words(clf: Path) -> str:
+    """How well the filter's classifier knows the classes, from its run folder ("" if unreadable)."""
+    try:
+        balanced = json.loads((clf / "metrics.json").read_text())["metrics"]["balanced"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    return f"it recognises {100 * balanced:.0f}% of the real training images, balanced over classes"
+
+
+def _generate(gen, cache: Path, plan, s, train, space, echo, progress: bool, out: Path):
+    """(the plan of what ``cache`` holds, the classes stopped after their first batch)."""
+    from cbdm_aug.cache.generate import generate_cache
+    from cbdm_aug.cache.reader import is_complete
+    from cbdm_aug.cache.staged import generate_staged
+
+    settings = s.sampling
+    kwargs = dict(batch_size=256, progress=progress, command=f"cbdm-aug run (synthetic stage of {out})")
+    if space is None or not s.first_batch or max(plan.counts) <= s.first_batch:
+        if not is_complete(cache):  # a partial cache resumes
+            generate_cache(gen, cache, plan, settings, **kwargs)
+        return plan, []
+
+    def keep_going(first: Path) -> set[str]:
+        return set(plan.class_names) - set(_stop_after_first(first, plan, s, train, space, echo))
+
+    _, made = generate_staged(gen, cache, plan, settings, s.first_batch, keep_going, **kwargs)
+    return made, [n for n, want, got in zip(plan.class_names, plan.counts, made.counts) if got < want]
+
+
+def _stop_after_first(first: Path, plan, s, train, space, echo) -> list[str]:
+    """The classes with more to generate none of whose ``s.first_batch`` first images pass the filter."""
+    from cbdm_aug.evaluate.filter import pass_counts
+
+    passed = pass_counts(first, space, train.images, train.labels, confidence=s.filter_confidence,
+                         top_share=s.filter_top_share, near_copy_ratio=s.near_copy_ratio)
+    stop = [n for n, want in zip(plan.class_names, plan.counts) if want > s.first_batch and not passed[n][1]]
+    if stop:
+        shown = ", ".join(stop[:8]) + (f" and {len(stop) - 8} more" if len(stop) > 8 else "")
+        echo(f"first batch: none of the first {s.first_batch} generated images of {len(stop)} of "
+             f"{len(plan.class_names)} classes passed the filter ({shown}), so those classes get no more "
+             f"({sum(n - s.first_batch for n, c in zip(plan.counts, plan.class_names) if c in stop):,} images not made)")
+    return stop
 
 
 @dataclass(frozen=True)
@@ -353,7 +449,8 @@ def _synthetic_stages(stages: Stages, out: Path, gen_run: str, data: dict, r: Re
     cache either way (``_place_decisions``)."""
     cached = CacheResult.from_json(stages.run(
         "cache", "generate the top-up cache and filter it",
-        asdict(opts.cache) | {"image_size": r.image_size, "filter_epochs": r.filter_epochs, "filter_model": "resnet8_cifar"},
+        asdict(opts.cache) | {"image_size": r.image_size, "filter_epochs": r.filter_epochs, "filter_model": "resnet8_cifar",
+                              "epochs": r.epochs, "min_real_share": opts.arm.min_real_share},  # they set the cap
         lambda: _cache_stage(out, gen_run, data, r, opts, device, echo, progress).to_json(),
         clean=lambda: shutil.rmtree(out / "cache", ignore_errors=True), after=("data", "generator"), writes=out / "cache"))
     evidence = None

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from cbdm_aug.diffusion.sampler_settings import SAMPLING, SamplerSettings
 from cbdm_aug.diffusion.unet import check_image_size
 from cbdm_aug.errors import ConfigError
-from cbdm_aug.evaluate.criteria import CONFIDENCE, MAX_COPY_SHARE, NEAR_COPY_RATIO, check_criteria
+from cbdm_aug.evaluate.criteria import CONFIDENCE, MAX_COPY_SHARE, NEAR_COPY_RATIO, TOP_SHARE, check_criteria
 from cbdm_aug.evaluate.evidence import MIN_JUDGED
 from cbdm_aug.mixing import MIN_REAL_SHARE
 
@@ -44,20 +44,27 @@ class GeneratorSettings:
 @dataclass(frozen=True)
 class CacheSettings:
     """How the "+ synthetic" arm's cache is made and filtered; ``asdict`` of it is the cache stage's key."""
-    top_up: int = 500                   # every class topped up to min(top_up, largest class) images (docs/decisions.md)
+    top_up: int = 500                   # every class topped up to min(top_up, largest class) images, at most what
+                                        # the arms can draw (mixing.synthetic_cap; docs/decisions.md)
     # how the images are sampled: SamplerSettings' fields, flat so that the stage key keeps its shape (``sampling``)
     sampler: str = SAMPLING.sampler
     sample_steps: int = SAMPLING.steps
     guidance: float = SAMPLING.guidance  # classifier-free guidance w
-    filter_confidence: float | None = CONFIDENCE  # drop images the real-data classifier scores below this (None: keep all)
+    filter: bool = True                 # False: the arms get every generated image, unfiltered
+    filter_top_share: float | None = TOP_SHARE  # keep an image whose class is in the real-data classifier's top
+                                        # ceil(share x classes), at >= chance (evaluate/criteria.py; docs/decisions.md)
+    filter_confidence: float | None = CONFIDENCE  # and, if set, at least this probability (None: no fixed floor)
     near_copy_ratio: float = NEAR_COPY_RATIO  # and near-copies of a training image (filter-cache's criterion)
     max_copy_share: float | None = MAX_COPY_SHARE  # the per-class gate (evaluate/gate.py; None: off; docs/decisions.md)
     seed: int = SAMPLING.seed           # sampling seed of the cache
+    first_batch: int = 16               # images of each class generated and filtered first: a class none of whose
+                                        # first images pass gets no more (0: off; docs/decisions.md)
 
     def __post_init__(self):
         _check(self.top_up >= 1, f"top_up must be >= 1, got {self.top_up}")
+        _check(self.first_batch >= 0, f"first_batch must be >= 0, got {self.first_batch}")
         object.__setattr__(self, "guidance", self.sampling.guidance)  # validated there; w=1 and 1.0 key alike
-        check_criteria(self.filter_confidence, self.near_copy_ratio, self.max_copy_share)
+        check_criteria(self.filter_confidence, self.near_copy_ratio, self.max_copy_share, self.filter_top_share)
 
     @property
     def sampling(self) -> SamplerSettings:

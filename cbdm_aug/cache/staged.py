@@ -1,0 +1,95 @@
+"""Generate a cache in two steps: a first batch of every class, then the rest of only the classes the
+caller keeps going (``cbdm-aug run`` stops a class none of whose first images pass its filter).
+
+The result is one class-major cache. Image k of class c has seed ``image_seed(seed, c, k)`` whichever
+step made it, so a class that went on holds exactly the images a one-step ``generate_cache`` would
+have made, and a stopped class holds its first batch.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from cbdm_aug.atomic import atomic_path
+from cbdm_aug.cache.plan import Plan
+
+log = logging.getLogger(__name__)
+
+
+def first_plan(plan: Plan, per_class: int) -> Plan:
+    """The first ``per_class`` images of each class of ``plan`` (all of a smaller class)."""
+    return Plan(plan.policy, plan.class_names, tuple(min(n, per_class) for n in plan.counts), plan.real_counts)
+
+
+def rest_plan(plan: Plan, first: Plan, going: set[str]) -> Plan | None:
+    """The images of ``plan`` after ``first``, for the classes in ``going`` (None if there are none)."""
+    counts = tuple(n - f if name in going else 0 for name, n, f in zip(plan.class_names, plan.counts, first.counts))
+    if not sum(counts):
+        return None
+    return Plan(plan.policy, plan.class_names, counts, plan.real_counts, starts=first.counts)
+
+
+def generate_staged(generator, out: str | Path, plan: Plan, settings, per_class: int,
+                    keep_going: Callable[[Path], set[str]], **kwargs) -> tuple[Path, Plan]:
+    """Sample ``first_plan(plan, per_class)`` into ``OUT.first.h5``, ask ``keep_going(that path)`` which
+    classes go on, sample the rest of those into ``OUT.rest.h5`` and join both into ``out`` (then the
+    two parts go). Returns (``out``, the plan of what it holds). Each step resumes (``generate_cache``),
+    and a complete ``out`` is returned as it is; ``kwargs`` go to ``generate_cache``."""
+    from cbdm_aug.cache.generate import generate_cache
+
+    out = Path(out)
+    if _complete(out):  # joined by an earlier call
+        from cbdm_aug.cache.reader import read_header
+
+        counts = read_header(out)["plan"]["counts"]
+        return out, Plan(plan.policy, plan.class_names, tuple(counts[n] for n in plan.class_names), plan.real_counts)
+    first = first_plan(plan, per_class)
+    first_path, rest_path = out.with_suffix(".first.h5"), out.with_suffix(".rest.h5")
+    if not _complete(first_path):
+        generate_cache(generator, first_path, first, settings, **kwargs)
+    going = keep_going(first_path)
+    rest = rest_plan(plan, first, going)
+    if rest is not None and not _complete(rest_path):
+        generate_cache(generator, rest_path, rest, settings, **kwargs)
+    more = rest.counts if rest is not None else (0,) * len(first.counts)
+    made = Plan(plan.policy, plan.class_names, tuple(f + r for f, r in zip(first.counts, more)), plan.real_counts)
+    join(first_path, rest_path if rest is not None else None, out, made, kwargs.get("command", ""))
+    first_path.unlink()
+    rest_path.unlink(missing_ok=True)
+    return out, made
+
+
+def _complete(path: Path) -> bool:
+    from cbdm_aug.cache.reader import read_header
+
+    return path.is_file() and bool(read_header(path, require_complete=False)["complete"])
+
+
+def join(first: Path, rest: Path | None, out: Path, plan: Plan, command: str = "", batch_size: int = 512) -> None:
+    """One class-major cache at ``out``: each class's images of ``first``, then its images of ``rest``."""
+    from cbdm_aug.cache.reader import SyntheticCache
+    from cbdm_aug.cache.writer import CacheWriter, create_cache
+
+    parts = [SyntheticCache(first)] + ([SyntheticCache(rest)] if rest is not None else [])
+    try:
+        a, C = parts[0], len(plan.counts)
+        bounds = [np.searchsorted(p.labels, np.arange(C + 1)) for p in parts]  # class-major files
+        labels = np.concatenate([p.labels[b[c]:b[c + 1]] for c in range(C) for p, b in zip(parts, bounds)])
+        part_seeds = [p.seeds for p in parts]
+        seeds = np.concatenate([s[b[c]:b[c + 1]] for c in range(C) for s, b in zip(part_seeds, bounds)])
+        with atomic_path(out) as tmp:
+            create_cache(tmp, labels=labels, seeds=seeds, image_shape=a.image_shape, class_names=list(a.class_names),
+                         generator=a.attrs["generator"], sampler=a.attrs["sampler"], plan=plan.to_dict(),
+                         shard=None, command=command)
+            with CacheWriter(tmp) as w:
+                for c in range(C):
+                    for p, b in zip(parts, bounds):
+                        for i in range(b[c], b[c + 1], batch_size):
+                            w.write(p.batch(slice(i, min(i + batch_size, b[c + 1]))))
+                w.finish()
+    finally:
+        for p in parts:
+            p.close()

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from types import SimpleNamespace
 
 import h5py
 import numpy as np
@@ -222,8 +223,9 @@ def test_the_python_api_the_generate_cli_and_runs_cache_stage_make_bit_identical
                          plans.make_plan("fill", NAMES, REAL), SamplerSettings(), progress=False)
     r = CliRunner().invoke(cli, ["generate", str(run_dir), "--out", str(tmp_path / "cli.h5"), "--device", "cpu"])
     assert r.exit_code == 0, r.output
-    opts = RunOptions(data="unused", cache=CacheSettings(filter_confidence=None))  # the sampling part: defaults
-    stage = _cache_stage(tmp_path / "run", str(run_dir), {"class_names": NAMES, "counts": REAL}, None, opts,
+    opts = RunOptions(data="unused", cache=CacheSettings(filter=False))  # the sampling part: defaults
+    arms = SimpleNamespace(epochs=4)  # the arms' epochs set the cap on each class's images: 4 leaves 3 and 5 whole
+    stage = _cache_stage(tmp_path / "run", str(run_dir), {"class_names": NAMES, "counts": REAL}, arms, opts,
                          torch.device("cpu"), lambda *a: None, False)
     ways = [api, tmp_path / "cli.h5", tmp_path / "run" / stage.cache]
     headers = [read_header(w) for w in ways]

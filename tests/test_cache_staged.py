@@ -67,7 +67,7 @@ def test_the_cache_stage_stops_a_class_none_of_whose_first_images_pass_and_says_
     said = []
     plan = Plan("file", tuple(NAMES), (6, 6, 1))
     made, stopped = _generate(tiny_generator, tmp_path / "generated.h5", plan, CacheSettings(first_batch=2), train,
-                              space, said.append, False, tmp_path)
+                              lambda: space, said.append, False, tmp_path)
     assert stopped == ["dog"]  # fish has nothing left to make after its first batch
     assert made.counts == (6, 2, 1)
     assert any("none of the first 2 generated images of 1 of 3 classes passed the filter (dog)" in s

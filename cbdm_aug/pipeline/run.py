@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -189,11 +190,17 @@ def _cache_stage(out: Path, gen_run: str, data: dict, r: Resolved, opts: RunOpti
     plan = make_plan("file", gen.class_names, gen.meta.get("class_counts"), counts_file=counts_file)
     echo(count_table(names, ("real", counts), ("synthetic", plan.counts)))
     train = _load_split(out, "train", r.image_size, r.channels) if s.filter else None
-    space = _filter_space(d / "filter-classifier", train, r, device, progress) if s.filter else None
-    clock.lap("filter classifier")
+    held = {}
+
+    def space():  # trained when first needed: after the first batch is on disk
+        if "space" not in held:
+            with clock.timed("filter classifier"):
+                held["space"] = _filter_space(d / "filter-classifier", train, r, device, progress)
+        return held["space"]
+
     cache = d / "generated.h5"
     with output_lock(cache, folder=False, what="cache", echo=echo):
-        made, stopped = _generate(gen, cache, plan, s, train, space, echo, progress, out)
+        made, stopped = _generate(gen, cache, plan, s, train, space if s.filter else None, echo, progress, out)
     clock.lap("generation")
     if not s.filter:
         echo(clock.line("cache stage"))
@@ -201,7 +208,7 @@ def _cache_stage(out: Path, gen_run: str, data: dict, r: Resolved, opts: RunOpti
                            minutes=clock.minutes)
     filtered = d / "filtered.h5"
     with output_lock(filtered, folder=False, what="cache", echo=echo):
-        record = filter_cache(cache, filtered, space, train.images, train.labels, confidence=s.filter_confidence,
+        record = filter_cache(cache, filtered, space(), train.images, train.labels, confidence=s.filter_confidence,
                               top_share=s.filter_top_share, near_copy_ratio=s.near_copy_ratio,
                               max_copy_share=s.max_copy_share, overwrite=True, progress=progress,
                               command=f"cbdm-aug run (synthetic stage of {out})")
@@ -220,15 +227,28 @@ def _cache_stage(out: Path, gen_run: str, data: dict, r: Resolved, opts: RunOpti
 
 
 class _Clock:
-    """Minutes of each step of a stage, for its closing line and its record."""
+    """Minutes of each step of a stage, for its closing line and its record: ``lap(step)`` books the time
+    since the last lap, less what ``timed`` blocks in it booked under their own step."""
 
     def __init__(self):
-        self.t, self.minutes = time.time(), {}
+        self.t, self.inner, self.minutes = time.time(), 0.0, {}
 
     def lap(self, step: str) -> None:
         now = time.time()
-        self.minutes[step] = round((now - self.t) / 60, 2)
-        self.t = now
+        self._book(step, now - self.t - self.inner)
+        self.t, self.inner = now, 0.0
+
+    @contextmanager
+    def timed(self, step: str):
+        t = time.time()
+        try:
+            yield
+        finally:
+            self.inner += time.time() - t
+            self._book(step, time.time() - t)
+
+    def _book(self, step: str, seconds: float) -> None:
+        self.minutes[step] = round(self.minutes.get(step, 0.0) + seconds / 60, 2)
 
     def line(self, what: str) -> str:
         return f"{what}: " + ", ".join(f"{k} {v:.1f} min" for k, v in self.minutes.items())
@@ -276,7 +296,8 @@ def _classifier_words(clf: Path) -> str:
 
 
 def _generate(gen, cache: Path, plan, s, train, space, echo, progress: bool, out: Path):
-    """(the plan of what ``cache`` holds, the classes stopped after their first batch)."""
+    """(the plan of what ``cache`` holds, the classes stopped after their first batch). ``space()`` gives the
+    filter's classifier (None: no filter, so no first batch)."""
     from cbdm_aug.cache.generate import generate_cache
     from cbdm_aug.cache.reader import is_complete
     from cbdm_aug.cache.staged import generate_staged
@@ -299,7 +320,7 @@ def _stop_after_first(first: Path, plan, s, train, space, echo) -> list[str]:
     """The classes with more to generate none of whose ``s.first_batch`` first images pass the filter."""
     from cbdm_aug.evaluate.filter import pass_counts
 
-    passed = pass_counts(first, space, train.images, train.labels, confidence=s.filter_confidence,
+    passed = pass_counts(first, space(), train.images, train.labels, confidence=s.filter_confidence,
                          top_share=s.filter_top_share, near_copy_ratio=s.near_copy_ratio)
     stop = [n for n, want in zip(plan.class_names, plan.counts) if want > s.first_batch and not passed[n][1]]
     if stop:

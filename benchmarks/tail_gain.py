@@ -22,7 +22,7 @@ Protocol:
     top1000             top every class up to 1000 (default --top-up)
     w1                  synthetic loss weight 1 (default --synthetic-weight)
     share0.5            sampling.max_synthetic_share 0.5
-    nofilter            the unfiltered cache (default: filter-cache, confidence 0.5 and near-copies)
+    nofilter            the unfiltered cache (default: filter-cache at its defaults: the rank rule and near-copies)
     notail              no synthetic image for the few-shot classes (< --few-below): the ablation that says
                         whether the tail's own generated images carry the gain (a cache's images are fixed
                         by (seed, class, index), so the other classes get the very images of the full arm)
@@ -144,12 +144,13 @@ def default_arm() -> str:
     GeneratorSettings, CacheSettings and ArmSettings, so a changed default changes what this script measures
     by default: today cbdm-sqrt-a12-1200:w1:gate:floor0.5:evidence. Guidance, top-up and the gate's share
     are this script's --guidance, --top-up and --gate-share, whose defaults are CacheSettings'."""
-    from cbdm_aug.evaluate.criteria import CONFIDENCE, NEAR_COPY_RATIO
+    from cbdm_aug.evaluate.criteria import CONFIDENCE, NEAR_COPY_RATIO, TOP_SHARE
 
-    if CACHE.filter_confidence not in (None, CONFIDENCE) or CACHE.near_copy_ratio != NEAR_COPY_RATIO:
+    if (CACHE.filter_confidence, CACHE.filter_top_share, CACHE.near_copy_ratio) != (CONFIDENCE, TOP_SHARE,
+                                                                                     NEAR_COPY_RATIO):
         raise SystemExit("CacheSettings' filter differs from filter-cache's defaults, which no arm option names: "
                          "add one to parse_arm before measuring it")
-    opts = [f"w{ARM.synthetic_weight:g}", *(["nofilter"] if CACHE.filter_confidence is None else []),
+    opts = [f"w{ARM.synthetic_weight:g}", *(["nofilter"] if not CACHE.filter else []),
             *(["gate"] if CACHE.max_copy_share is not None else []),
             *([f"floor{ARM.min_real_share:g}"] if ARM.min_real_share is not None else []),
             *(["evidence"] if ARM.evidence else [])]

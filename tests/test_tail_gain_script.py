@@ -90,7 +90,7 @@ def test_a_changed_default_changes_the_default_arm_with_no_string_typed_by_hand(
 
     monkeypatch.setattr(tail_gain, "FIT", GeneratorSettings(balance_power=0.0, augment_p=0.3))
     monkeypatch.setattr(tail_gain, "ARM", ArmSettings(synthetic_weight=0.3, min_real_share=None, evidence=False))
-    monkeypatch.setattr(tail_gain, "CACHE", CacheSettings(max_copy_share=None, filter_confidence=None))
+    monkeypatch.setattr(tail_gain, "CACHE", CacheSettings(max_copy_share=None, filter=False))
     assert tail_gain.default_arm() == f"cbdm-bal-a30-{tail_gain.CPU_GEN_STEPS}:w0.3:nofilter"
     s = tail_gain.parse_arm(tail_gain.default_arm(), _args())
     assert (s["weight"], s["filter"], s["gate"], s["floor"], s["evidence"]) == (0.3, False, False, None, False)

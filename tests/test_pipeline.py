@@ -238,6 +238,19 @@ def test_when_the_filter_keeps_no_generated_image_the_verdict_says_the_synthetic
     assert "the generator had not learned your classes" in (out / "report.md").read_text()
 
 
+def test_when_the_filter_kept_few_images_the_verdict_and_the_time_section_say_how_many_and_why(finished, tmp_path):
+    from cbdm_aug.pipeline.run import CacheResult
+
+    out = _copy(finished, tmp_path)
+    cached = CacheResult.from_json(json.loads((out / "stages" / "cache.json").read_text())["result"])
+    assert set(cached.minutes) >= {"generation", "filter classifier", "filter"}  # the stage timed its steps
+    note = "the filter kept 2 of 40 generated images (5.0%), in 1 of 2 classes: 38 were removed because ..."
+    report = _report_again(out, replace(cached, kept={n: 1 for n in cached.kept}, filter_note=note))
+    assert report["verdict"].startswith("The filter kept 2 of 40 generated images (5.0%), in 1 of 2 classes")
+    text = (out / "report.md").read_text()
+    assert "- the cache stage's steps: " in text and " min" in text.split("## Time")[1]
+
+
 def test_a_run_folder_of_before_the_typed_records_still_reads_and_reports(finished, tmp_path):
     """Stage records of plain dicts without estimate/lo/hi/source, and the old {class: share} decisions.json."""
     from cbdm_aug.pipeline.run import CacheResult, EvidenceResult

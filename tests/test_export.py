@@ -1,6 +1,7 @@
 """`cbdm-aug export`: a cache as an image folder, one tar or webdataset shards, read back by the real
 readers (torchvision's ImageFolder, timm's folder, tar and wds readers, the webdataset package) with
-the cache's labels, counts and pixels; a manifest row per image; resume, a live writer, a full disk."""
+the cache's labels, counts and pixels; a manifest row per image; resume, a live writer, a full disk;
+the run's decisions honoured by default."""
 import csv
 import json
 import os
@@ -274,3 +275,73 @@ def test_a_full_disk_stops_in_one_line_naming_the_file_and_the_same_command_then
 
     ds = create_dataset("", root=str(out / "images.tar"))
     assert _got(ds, ds.reader.class_idx_to_name) == _expected(images, labels)
+
+
+# -- the run's decisions (issue 31): a refused class gets no generated image unless the user asks --------
+
+def _run_folder(tmp_path, shares, real_counts=(2, 4, 1)):
+    """A run folder as `cbdm-aug run` leaves it: OUT/cache/filtered.h5 with decisions.json beside it, and
+    the real training split OUT/data/train.npz."""
+    from cbdm_aug.data.npz import write_npz
+
+    out = tmp_path / "OUT"
+    (out / "cache").mkdir(parents=True)
+    (out / "data").mkdir()
+    path, images, labels = _cache(out / "cache" / "filtered.h5")
+    (out / "cache" / "decisions.json").write_text(json.dumps(shares))
+    rng = np.random.default_rng(2)
+    y = np.repeat(np.arange(len(NAMES)), real_counts)
+    write_npz(out / "data" / "train.npz", x_train=rng.integers(0, 256, (len(y), 8, 8, 3), dtype=np.uint8),
+              y_train=y, class_names=NAMES)
+    return out, path
+
+
+def test_the_readmes_export_command_gives_a_class_the_run_refused_no_generated_image(tmp_path, capsys):
+    run, path = _run_folder(tmp_path, {"2": 1.0, "10": 0.0, "cat": 1.0})
+    out = tmp_path / "mixed" / "train"
+    code, stdout, err = run_cli(["export", path, "--out", out, "--real", run / "data" / "train.npz",
+                                 "--per-class", 5], capsys)
+    assert code == 0, err
+    assert not list((out / "10").glob("syn-*")) and list((out / "2").glob("syn-*"))
+    # its 4 real images, then 1 real repeat in the place of the generated image the decision withheld
+    assert len(list((out / "10").iterdir())) == 5 and len(list((out / "10").glob("real-*-r1.png"))) == 1
+    assert "decisions.json" in stdout and "class 10: the run refused generated images" in stdout
+    assert "1 withheld; 1 repeats of its real images take their places" in stdout
+    record = json.loads((out / "export.json").read_text())
+    assert record["decisions"]["file"] == str((run / "cache" / "decisions.json").resolve())
+    assert record["decisions"]["classes"]["10"] == {"share": 0.0, "synthetic": 0, "withheld": 1, "repeated": 1,
+                                                    "short": 0}
+    rows = [r for r in _manifest(out) if r["class"] == "10"]
+    assert {r["kind"] for r in rows} == {"real"} and sum(bool(r["repeat_of"]) for r in rows) == 1
+
+
+def test_every_generated_image_is_exported_only_when_asked_for_with_decisions_none(tmp_path, capsys):
+    run, path = _run_folder(tmp_path, {"2": 1.0, "10": 0.0, "cat": 1.0})
+    out = tmp_path / "all"
+    code, stdout, err = run_cli(["export", path, "--out", out, "--decisions", "none"], capsys)
+    assert code == 0, err
+    assert len(list((out / "10").glob("syn-*"))) == COUNTS[1] and "withheld" not in stdout
+    assert json.loads((out / "export.json").read_text())["decisions"] == {"file": None, "classes": {}}
+
+
+def test_a_fractional_share_bounds_the_generated_images_and_without_real_images_the_class_stays_short(tmp_path):
+    _, path = _run_folder(tmp_path, {"2": 0.4, "10": 1.0, "cat": 1.0})
+    record = export_cache(path, tmp_path / "o", ExportSettings(per_class=5), progress=False)
+    # 5 places, a share of 0.4: at most 2 generated; no --real, so nothing repeats and 3 places stay empty
+    assert record["counts"]["2"] == {"synthetic": 2, "real": 0}
+    assert record["decisions"]["classes"]["2"] == {"share": 0.4, "synthetic": 2, "withheld": 3, "repeated": 0,
+                                                   "short": 3}
+    assert record["counts"]["10"]["synthetic"] == COUNTS[1]
+
+
+def test_decisions_file_chooses_another_file_and_one_of_another_run_is_refused_in_one_line(tmp_path, capsys):
+    _, path = _run_folder(tmp_path, {"2": 1.0, "10": 1.0, "cat": 1.0})
+    mine = tmp_path / "mine.json"
+    mine.write_text(json.dumps({"format": "cbdm-aug decisions", "version": 2,
+                                "classes": {"cat": {"share": 0.0, "why": "too few to judge"}}}))
+    record = export_cache(path, tmp_path / "o", ExportSettings(decisions=str(mine)), progress=False)
+    assert record["counts"]["cat"]["synthetic"] == 0 and record["counts"]["2"]["synthetic"] == COUNTS[0]
+    (tmp_path / "other.json").write_text(json.dumps({"dog": 0.0}))
+    code, _, err = run_cli(["export", path, "--out", tmp_path / "o2", "--decisions", tmp_path / "other.json"], capsys)
+    assert code != 0 and "'dog'" not in err and "dog" in err and "--decisions none" in err
+    assert len(err.strip().splitlines()) == 1

@@ -335,6 +335,17 @@ def _readers_hint(out: Path, record: dict) -> str:
             f"webdataset.WebDataset({str(out)!r} + '/shard-{{000000..{last:06d}}}.tar')")
 
 
+def _decision_lines(record: dict, per_class: int | None) -> list[str]:
+    """What the run's decisions changed: the file honoured, then one line per class they changed."""
+    from cbdm_aug.cache.export.policy import Honoured
+
+    d = record["decisions"]
+    if d["file"] is None:
+        return []
+    lines = [f"honouring the run's decisions in {d['file']} (--decisions none exports every generated image)"]
+    return lines + [Honoured.from_json(h).line(n, per_class) for n, h in d["classes"].items()]
+
+
 @click.command()
 @click.argument("cache", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -350,10 +361,14 @@ def _readers_hint(out: Path, record: dict) -> str:
 @click.option("--classes", default=None, help="Export only these classes (comma-separated names).")
 @click.option("--per-class", type=click.IntRange(min=1), default=None,
               help="At most N images a class, real ones first: with --real, a class-balanced set.")
+@click.option("--decisions", default=None, metavar="FILE|none",
+              help="The run's per-class decisions to honour: a refused class gets no generated image, a bounded "
+                   "one at most its share (withheld places filled by real repeats under --per-class) [default: "
+                   "decisions.json beside CACHE, if any]. 'none' exports every generated image.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Encoding processes [default: one per core (at most 8) from 2,000 images on].")
 @click.option("--overwrite", is_flag=True, help="Empty a non-empty --out first instead of refusing.")
-def export(cache, out, fmt, shard_size, real, classes, per_class, workers, overwrite):
+def export(cache, out, fmt, shard_size, real, classes, per_class, decisions, workers, overwrite):
     """Write the images of CACHE as files other trainers read, with manifest.csv and export.json.
 
     Rerunning the same command resumes an interrupted export and checks what is already written.
@@ -369,7 +384,7 @@ def export(cache, out, fmt, shard_size, real, classes, per_class, workers, overw
     try:
         settings = ExportSettings(format=fmt, shard_size=shard_size or defaults.shard_size, real=real,
                                   classes=tuple(c.strip() for c in classes.split(",") if c.strip())
-                                  if classes is not None else None, per_class=per_class)
+                                  if classes is not None else None, per_class=per_class, decisions=decisions)
     except ValueError as e:
         raise click.ClickException(str(e)) from None
     command = " ".join(shlex.quote(w) for w in ["cbdm-aug", *sys.argv[1:]])
@@ -382,6 +397,8 @@ def export(cache, out, fmt, shard_size, real, classes, per_class, workers, overw
         raise click.ClickException(str(e)) from None
     names = record["classes"]
     click.echo(count_table(names, *((k, [record["counts"][n][k] for n in names]) for k in ("real", "synthetic"))))
+    for line in _decision_lines(record, per_class):
+        click.echo(line)
     done = ", ".join(f"{v} {k}" for k, v in sorted(record["done"].items()))
     click.echo(f"wrote {out} ({fmt}): {record['images']} images ({done}), manifest.csv and export.json "
                f"in {time.perf_counter() - t0:.1f} s")

@@ -14,6 +14,7 @@ import argparse
 import numpy as np
 
 from cbdm_aug.data.longtail import longtail_counts
+from cbdm_aug.data.npz import write_npz
 
 
 def _templates(num_classes: int, size: int, seed: int) -> np.ndarray:
@@ -70,7 +71,7 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     d = make(a.classes, a.max, a.max / a.min, a.test_per_class, seed=a.seed)
-    np.savez(a.out, **d)
+    write_npz(a.out, **d)
     print(f"{a.out}: {a.classes} classes, {len(d['y_train'])} training images ({a.max} down to {a.min}), "
           f"{len(d['y_test'])} test images")
 

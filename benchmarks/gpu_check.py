@@ -134,6 +134,8 @@ def part_fit(args, s, device, out):
             marks[step] = time.perf_counter()
 
     M.CBDMModule.on_train_batch_end = on_train_batch_end
+    from cbdm_aug.data.npz import write_npz
+
     with tempfile.TemporaryDirectory() as tmp:
         rng = np.random.default_rng(0)
         counts = [int(5000 * 0.01 ** (i / 9)) for i in range(10)]
@@ -141,7 +143,7 @@ def part_fit(args, s, device, out):
             counts = [8, 6, 4, 3, 2, 2, 2, 1, 1, 1]
         labels = np.repeat(np.arange(10), counts)
         images = rng.integers(0, 256, (len(labels), s["image_size"], s["image_size"], 3), dtype=np.uint8)
-        np.savez(Path(tmp) / "data.npz", x_train=images, y_train=labels)
+        write_npz(Path(tmp) / "data.npz", x_train=images, y_train=labels)
         cfg = FitConfig(DataConfig(str(Path(tmp) / "data.npz")),
                         TrainConfig(s["preset"], max_steps=s["fit_steps"], batch_size=s["batch"],
                                     sample_every=10 ** 9, checkpoint_every=max(s["fit_steps"] // 2, 1),

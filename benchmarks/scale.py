@@ -68,6 +68,7 @@ def worker(classes: int, images: int, out: Path, gen_steps: int, size: int = 16,
     import numpy as np
 
     import cbdm_aug.pipeline.report as report
+    from cbdm_aug.data.npz import write_npz
     from cbdm_aug.pipeline.run import run_pipeline
     from cbdm_aug.pipeline.settings import CacheSettings, RunOptions
     from cbdm_aug.resources import peak_rss
@@ -78,7 +79,7 @@ def worker(classes: int, images: int, out: Path, gen_steps: int, size: int = 16,
     counts = np.bincount(d["y_train"], minlength=classes)
     level = top_up_level(counts, int(share * real))
     out.mkdir(parents=True, exist_ok=True)
-    np.savez(out / "data.npz", **d)
+    write_npz(out / "data.npz", **d)
     timed = {}
     write_report = report.write_report
 
@@ -128,10 +129,12 @@ def smoke_pair(tmp: Path) -> dict:
     import numpy as np
     from PIL import Image
 
+    from cbdm_aug.data.npz import write_npz
+
     out = {}
     for classes, n_max in ((100, 200), (1000, 20)):
         data = tmp / f"smoke{classes}.npz"
-        np.savez(data, **_procedural.make(classes, n_max, n_max / (n_max // 100 or 1)))
+        write_npz(data, **_procedural.make(classes, n_max, n_max / (n_max // 100 or 1)))
         run = tmp / f"smoke{classes}"
         t = time.time()
         r = subprocess.run(["cbdm-aug", "run", str(data), "--out", str(run), *SMOKE.split(), "--no-progress"],

@@ -88,10 +88,13 @@ def lt_counts(rho: float, n_max: int, C: int = 10) -> list[int]:
 
 def oracle_npz(data: str, lt: tuple, top_up: int, out: Path) -> Path:
     """The long-tailed split with every class topped up to ``top_up`` by real training images the split
-    did not take (``lt`` = (profile, rho, n_max, seed), the recipes' view)."""
-    if out.exists():
-        return out
+    did not take (``lt`` = (profile, rho, n_max, seed), the recipes' view). Written whole; a file torn by
+    a kill under an older writer is written again."""
     from cbdm_aug.data import make_longtail, open_data
+    from cbdm_aug.data.npz import is_whole, write_npz
+
+    if out.exists() and is_whole(out):
+        return out
 
     full = open_data(data, split="train")
     split = make_longtail(full, *lt)
@@ -106,10 +109,9 @@ def oracle_npz(data: str, lt: tuple, top_up: int, out: Path) -> Path:
         pick = rng.choice(pool, top_up - n, replace=False)
         xs.append(full.images[pick])
         ys.append(full.labels[pick])
-    test = np.load(data)
-    np.savez(out, x_train=np.concatenate(xs), y_train=np.concatenate(ys), x_test=test["x_test"],
-             y_test=test["y_test"])
-    return out
+    with np.load(data) as test:
+        return write_npz(out, x_train=np.concatenate(xs), y_train=np.concatenate(ys), x_test=test["x_test"],
+                         y_test=test["y_test"])
 
 
 def folder_pair_npz(folder: Path, out: Path) -> Path:
@@ -122,12 +124,10 @@ def folder_pair_npz(folder: Path, out: Path) -> Path:
     train, test = (open_data(folder / s, split=s, progress=True) for s in ("train", "test"))
     if list(train.class_names) != list(test.class_names):
         raise SystemExit(f"{folder}: train classes {train.class_names} differ from test classes {test.class_names}")
-    from cbdm_aug.atomic import atomic_path
+    from cbdm_aug.data.npz import write_npz
 
-    with atomic_path(out, suffix=".npz") as tmp:
-        np.savez(tmp, x_train=train.images, y_train=train.labels, x_test=test.images, y_test=test.labels,
-                 class_names=np.array(train.class_names))
-    return out
+    return write_npz(out, x_train=train.images, y_train=train.labels, x_test=test.images, y_test=test.labels,
+                     class_names=train.class_names)
 
 
 def default_generator() -> tuple[str, list[str]]:

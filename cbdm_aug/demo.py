@@ -10,10 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from cbdm_aug.atomic import atomic_path
-from cbdm_aug.data import balanced_holdout, count_table, make_longtail, open_data
+from cbdm_aug.data import balanced_holdout, count_table, make_longtail, open_data, write_npz
 
 
 @dataclass(frozen=True)
@@ -42,9 +39,9 @@ def build_split(cfg: DemoConfig, out: Path, echo=print) -> Path:
     echo(count_table(train.class_names, ("train", train.counts()), ("test", test.counts())))
     path = out / "data" / "split.npz"
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path, suffix=".npz") as tmp:  # whole or absent: a rerun trusts what it finds
-        np.savez(tmp, x_train=train.images, y_train=train.labels, x_test=test.images, y_test=test.labels,
-                 class_names=np.array(train.class_names))
+    # whole or absent: a rerun trusts what it finds
+    write_npz(path, x_train=train.images, y_train=train.labels, x_test=test.images, y_test=test.labels,
+              class_names=train.class_names)
     return path
 
 

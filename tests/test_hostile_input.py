@@ -20,7 +20,8 @@ from test_fit_generator import FAST, make_folder
 from cbdm_aug.cache.reader import SyntheticCache
 from cbdm_aug.cache.schema import CacheError
 from cbdm_aug.cache.writer import write_cache
-from cbdm_aug.data.sources import MAX_IMAGE_PIXELS, DataError, load_image_folder, load_npz, open_data
+from cbdm_aug.data.npz import load_npz
+from cbdm_aug.data.sources import MAX_IMAGE_PIXELS, DataError, load_image_folder, open_data
 from cbdm_aug.diffusion.sampling import DEFAULT_SCHEDULE
 from cbdm_aug.diffusion.unet import build_unet, unet_config
 from cbdm_aug.generator.run_dir import RunDirError, load_generator, save_generator, sha256_file

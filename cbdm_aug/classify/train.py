@@ -482,11 +482,12 @@ def train_on_arrays(train_images: np.ndarray, train_labels: np.ndarray, test_ima
     import tempfile
 
     from cbdm_aug.classify.recipe import DataConfig, ModelConfig, OptimConfig, SamplingConfig, ScheduleConfig
+    from cbdm_aug.data.npz import write_npz
 
     with tempfile.TemporaryDirectory() as tmp:
         npz = Path(tmp) / "arrays.npz"
-        np.savez(npz, x_train=train_images, y_train=train_labels, x_test=test_images, y_test=test_labels,
-                 class_names=np.array(class_names))
+        write_npz(npz, x_train=train_images, y_train=train_labels, x_test=test_images, y_test=test_labels,
+                  class_names=class_names)
         recipe = Recipe(
             name=name, seed=seed, device=device,
             data=DataConfig(train=str(npz), longtail="none", crop_padding=1 if train_images.shape[1] >= 8 else 0),

@@ -1,5 +1,5 @@
 """Readers that turn a user's data into one in-memory ``LabeledImages``: image folders, npz
-files and scikit-learn's bundled 8x8 digits.
+files (their reader is ``npz.py``) and scikit-learn's bundled 8x8 digits.
 
 Everything is held as uint8 (N, H, W, C) in memory. That suits the datasets this project trains
 generators on from scratch (CIFAR-, MNIST- and digits-sized sets); a 50k-image 32x32 RGB folder is
@@ -365,60 +365,6 @@ def _decode_all(readable: list[tuple[int, Path]], image_size: int, channels: int
     return images, keep
 
 
-_NPZ_KEYS = {"train": [("x_train", "y_train"), ("images", "labels"), ("x", "y")],
-             "test": [("x_test", "y_test")]}
-
-
-def load_npz(path: str | os.PathLike, split: str = "train") -> LabeledImages:
-    """Read images and labels from an ``.npz`` file.
-
-    Accepted keys: ``x_train``/``y_train`` (``x_test``/``y_test`` for ``split='test'``),
-    ``images``/``labels`` or ``x``/``y``; optional ``class_names``. Images are uint8
-    (N, H, W), (N, H, W, C) or (N, C, H, W) with C in {1, 3}.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: no such file")
-    try:
-        npz = np.load(path, allow_pickle=False)
-    except Exception as e:  # noqa: BLE001 - any failure to parse means "not an npz we can read"
-        raise DataError(f"{path}: not a readable .npz file ({type(e).__name__}: {e})") from None
-    with npz:
-        if split not in _NPZ_KEYS:
-            raise DataError(f"split must be one of {sorted(_NPZ_KEYS)}, got {split!r}")
-        keys = next((k for k in _NPZ_KEYS[split] if k[0] in npz and k[1] in npz), None)
-        if keys is None:
-            raise DataError(f"{path}: no image/label arrays for split {split!r}; expected one of "
-                            f"{_NPZ_KEYS[split]}, found {sorted(npz.files)}")
-        try:
-            x, y = npz[keys[0]], npz[keys[1]]
-            names = [str(n) for n in npz["class_names"]] if "class_names" in npz else None
-        except (ValueError, OSError) as e:  # object arrays (pickles are never loaded) or a damaged member
-            raise DataError(f"{path}: cannot read its arrays ({e}); expected plain numeric arrays") from None
-    if x.dtype != np.uint8:
-        raise DataError(f"{path}: {keys[0]} has dtype {x.dtype}; expected uint8 pixels in [0, 255]")
-    if x.ndim == 3:
-        x = x[..., None]
-    if x.ndim == 4 and x.shape[1] in (1, 3) and x.shape[-1] not in (1, 3):
-        x = x.transpose(0, 2, 3, 1)
-    if x.ndim != 4 or x.shape[-1] not in (1, 3) or x.shape[1] != x.shape[2]:
-        raise DataError(f"{path}: {keys[0]} has shape {x.shape}; expected square images "
-                        f"(N, H, W), (N, H, W, C) or (N, C, H, W) with C in {{1, 3}}")
-    if y.ndim != 1 or len(y) != len(x):
-        raise DataError(f"{path}: {keys[1]} has shape {y.shape}; expected ({len(x)},)")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise DataError(f"{path}: {keys[1]} has dtype {y.dtype}; expected integer class ids")
-    if len(y) == 0:
-        raise DataError(f"{path}: no images")
-    if y.min() < 0:
-        raise DataError(f"{path}: {keys[1]} has negative label {y.min()}")
-    num_classes = int(y.max()) + 1 if names is None else len(names)
-    if y.max() >= num_classes:
-        raise DataError(f"{path}: label {y.max()} out of range for {num_classes} class_names")
-    names = names or [str(i) for i in range(num_classes)]
-    return LabeledImages(np.ascontiguousarray(x), y.astype(np.int64), names, f"{path}[{split}]")
-
-
 def load_digits() -> LabeledImages:
     """scikit-learn's bundled 8x8 digits (1,797 images), scaled from 0..16 to uint8 0..255."""
     from sklearn.datasets import load_digits as _sk_digits
@@ -426,6 +372,27 @@ def load_digits() -> LabeledImages:
     d = _sk_digits()
     x = np.clip(np.round(d.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)[..., None]
     return LabeledImages(x, d.target.astype(np.int64), [str(i) for i in range(10)], "sklearn-digits")
+
+
+def class_names_of(spec: str | os.PathLike, split: str = "train") -> list[str] | None:
+    """The class names ``open_data(spec, split)`` would give, read without decoding an image: an image
+    folder's class folder names, an npz's ``class_names`` (or its label range). None where that cannot
+    be told cheaply (a missing or malformed source): ``open_data`` then says what is wrong."""
+    if str(spec) == "digits":
+        return [str(i) for i in range(10)]
+    path = Path(spec)
+    try:
+        if path.is_dir():
+            return [c.name for c in _list_class_folders(path, Counter())]
+        with np.load(path, allow_pickle=False) as npz:
+            if "class_names" in npz:
+                return [str(n) for n in npz["class_names"]]
+            from cbdm_aug.data.npz import NPZ_KEYS
+
+            keys = next((k for k in NPZ_KEYS.get(split, ()) if k[0] in npz and k[1] in npz), None)
+            return None if keys is None else [str(i) for i in range(int(npz[keys[1]].max()) + 1)]
+    except Exception:  # noqa: BLE001 - anything unreadable is open_data's to report, with its own message
+        return None
 
 
 def open_data(spec: str | os.PathLike, split: str = "train", image_size: int | None = None,
@@ -442,6 +409,7 @@ def open_data(spec: str | os.PathLike, split: str = "train", image_size: int | N
         raise DataError(f"channels must be 1 or 3, got {channels}")
     if str(spec) == "digits" or str(spec).endswith(".npz"):
         from cbdm_aug.data.convert import convert_images
+        from cbdm_aug.data.npz import load_npz
 
         data = load_digits() if str(spec) == "digits" else load_npz(spec, split=split)
         data.images = convert_images(data.images, image_size or data.image_size, channels or data.channels)

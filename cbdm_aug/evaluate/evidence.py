@@ -253,10 +253,9 @@ def write_decisions(path: str | Path, decisions: dict[str, Decision]) -> None:
 
 
 def _fold_npz(path: Path, images, labels, names, train, held) -> Path:
-    from cbdm_aug.atomic import atomic_path
+    from cbdm_aug.data.npz import write_npz
 
     if not path.exists():
-        with atomic_path(path, suffix=".npz") as tmp:
-            np.savez(tmp, x_train=images[train], y_train=labels[train], x_test=images[held], y_test=labels[held],
-                     class_names=np.array(names))
+        write_npz(path, x_train=images[train], y_train=labels[train], x_test=images[held], y_test=labels[held],
+                  class_names=names)
     return path

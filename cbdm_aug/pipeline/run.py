@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cbdm_aug.atomic import atomic_path, write_text_atomic
+from cbdm_aug.atomic import write_text_atomic
 from cbdm_aug.errors import UserError, stage_errors
 from cbdm_aug.pipeline.settings import ARM_TITLES, ARMS, TWINS, Resolved, RunOptions, resolve
 from cbdm_aug.pipeline.stages import Stages
@@ -60,24 +60,36 @@ def _fingerprint(spec: str | None) -> dict | None:
 
 
 def _save_npz(path: Path, split: str, data) -> None:
-    with atomic_path(path, suffix=".npz") as tmp:
-        np.savez(tmp, **{f"x_{split}": data.images, f"y_{split}": data.labels, "class_names": np.array(data.class_names)})
+    from cbdm_aug.data.npz import write_npz
+
+    write_npz(path, **{f"x_{split}": data.images, f"y_{split}": data.labels}, class_names=data.class_names)
 
 
-def _check_classes(train_names: list[str], test_names: list[str], test: str) -> None:
-    if list(train_names) == list(test_names):
+def _few(names: list[str], what: str, shown: int = 4) -> str:
+    """``100 classes of TEST are not in DATA: a, b, c, d, … and 96 more``: a long list named by a few."""
+    head = ", ".join(names[:shown]) + (f", … and {len(names) - shown} more" if len(names) > shown else "")
+    return f"{len(names)} class{'es' if len(names) != 1 else ''} of {what}: {head}"
+
+
+def _check_classes(train_names: list[str] | None, test_names: list[str] | None, test: str) -> None:
+    """Refuse a TEST whose class names are not DATA's, in one short line; None (not known without
+    decoding) passes, and the full read checks it again."""
+    if train_names is None or test_names is None or list(train_names) == list(test_names):
         return
     missing = [c for c in train_names if c not in test_names]
     extra = [c for c in test_names if c not in train_names]
-    detail = "; ".join(x for x in (f"missing from TEST: {', '.join(missing)}" if missing else "",
-                                   f"not in DATA: {', '.join(extra)}" if extra else "") if x) or "in another order"
-    raise RunError(f"TEST {test} has classes {test_names}, DATA has {train_names} ({detail}); "
-                   "give a test set with the same class names")
+    detail = "; ".join(x for x in (_few(missing, "DATA are missing from TEST") if missing else "",
+                                   _few(extra, "TEST are not in DATA") if extra else "") if x) \
+        or f"the same {len(train_names)} classes in another order"
+    raise RunError(f"TEST {test} does not have DATA's classes ({detail}); give a test set with the same class names")
 
 
 def data_stage(opts: RunOptions, out: Path, echo, progress: bool = True) -> dict:
     from cbdm_aug.data import balanced_holdout, count_table, open_data
+    from cbdm_aug.data.sources import class_names_of
 
+    if opts.test:  # from the folder names, before a single image is decoded
+        _check_classes(class_names_of(opts.data, "train"), class_names_of(opts.test, "test"), opts.test)
     train = open_data(opts.data, split="train", skip_bad=opts.skip_bad, progress=progress)
     if opts.test:
         test = open_data(opts.test, split="test", skip_bad=opts.skip_bad, progress=progress)

@@ -125,7 +125,7 @@ def test_a_cache_stopped_while_it_is_created_or_merged_keeps_the_old_file_and_le
 
 
 def test_the_filter_stopped_mid_write_keeps_the_old_output_and_leaves_no_temporary(tmp_path, monkeypatch):
-    from test_evaluate_filter import stub_space
+    from helpers import stub_space
 
     import cbdm_aug.cache.writer as writer
     from cbdm_aug.evaluate.filter import filter_cache

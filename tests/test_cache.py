@@ -18,60 +18,16 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from helpers import FAST_SAMPLER as FAST
+from helpers import TINY_CLASSES as NAMES
+from helpers import TINY_REAL as REAL
+from helpers import Killed, cache_arrays, kill_after
 
 from cbdm_aug.cache import plan as plans
 from cbdm_aug.cache.generate import SamplerSettings, generate_cache, image_seed, plan_images, shard_range
 from cbdm_aug.cache.reader import SyntheticCache, read_header
 from cbdm_aug.cache.schema import CacheError
 from cbdm_aug.cache.writer import merge_shards, write_cache
-from cbdm_aug.diffusion.sampling import DEFAULT_SCHEDULE
-from cbdm_aug.diffusion.unet import build_unet, unet_config
-from cbdm_aug.generator.run_dir import Generator, save_generator
-
-NAMES = ["cat", "dog", "fish"]
-REAL = [6, 3, 1]
-FAST = SamplerSettings("dpmpp", steps=3, guidance=1.0, seed=7)
-
-
-def _meta(cfg):
-    return {"preset": "tiny", "model": cfg, "class_names": NAMES, "class_counts": REAL, "image_size": 8,
-            "channels": 1, "schedule": DEFAULT_SCHEDULE, "loss": {}, "step": 0, "package_version": "test"}
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    cfg = unet_config("tiny", 8, 1, len(NAMES))
-    return save_generator(tmp_path_factory.mktemp("run"), build_unet(cfg), _meta(cfg))
-
-
-@pytest.fixture(scope="module")
-def gen(run_dir):
-    torch.manual_seed(0)
-    cfg = unet_config("tiny", 8, 1, len(NAMES))
-    unet = build_unet(cfg).eval().requires_grad_(False)
-    meta = json.loads((run_dir / "generator.json").read_text())
-    return Generator(unet, meta, run_dir)
-
-
-def _images(path):
-    with h5py.File(path, "r") as f:
-        return f["images"][()], f["labels"][()], f["seeds"][()]
-
-
-class _Killed(Exception):
-    pass
-
-
-def _kill_after(n_batches):
-    calls = []
-
-    def hook(done):
-        calls.append(done)
-        if len(calls) == n_batches:
-            raise _Killed
-    return hook
-
 
 # ---------------------------------------------------------------- plans
 
@@ -152,13 +108,13 @@ def test_a_run_interrupted_midway_resumes_to_the_identical_file(gen, tmp_path):
     plan = plans.fixed_plan(NAMES, 3)
     ref = generate_cache(gen, tmp_path / "ref.h5", plan, FAST, batch_size=2, progress=False)
     out = tmp_path / "killed.h5"
-    with pytest.raises(_Killed):
-        generate_cache(gen, out, plan, FAST, batch_size=2, progress=False, on_batch=_kill_after(2))
+    with pytest.raises(Killed):
+        generate_cache(gen, out, plan, FAST, batch_size=2, progress=False, on_batch=kill_after(2))
     assert read_header(out, require_complete=False)["num_done"] == 4
     with pytest.raises(CacheError, match="unfinished cache, 4 of 9.*resume it by rerunning"):
         SyntheticCache(out)
     generate_cache(gen, out, plan, FAST, batch_size=2, progress=False)
-    for a, b in zip(_images(ref), _images(out)):
+    for a, b in zip(cache_arrays(ref), cache_arrays(out)):
         np.testing.assert_array_equal(a, b)
 
 
@@ -168,8 +124,8 @@ def test_the_batch_size_does_not_change_the_images(gen, tmp_path, sampler):
     # can amplify that to a uint8 level or two, so compare with a small tolerance.
     settings = SamplerSettings(sampler, steps=4 if sampler == "dpmpp" else 10, guidance=1.0, seed=1)
     plan = plans.fixed_plan(NAMES, 2)
-    a = _images(generate_cache(gen, tmp_path / "a.h5", plan, settings, batch_size=1, progress=False))
-    b = _images(generate_cache(gen, tmp_path / "b.h5", plan, settings, batch_size=6, progress=False))
+    a = cache_arrays(generate_cache(gen, tmp_path / "a.h5", plan, settings, batch_size=1, progress=False))
+    b = cache_arrays(generate_cache(gen, tmp_path / "b.h5", plan, settings, batch_size=6, progress=False))
     np.testing.assert_array_equal(a[1], b[1])
     np.testing.assert_array_equal(a[2], b[2])
     assert np.abs(a[0].astype(int) - b[0].astype(int)).max() <= 2
@@ -190,8 +146,8 @@ def test_a_complete_file_is_never_overwritten_without_the_flag(gen, tmp_path):
 def test_a_partial_file_is_not_resumed_with_other_settings(gen, tmp_path):
     plan = plans.fixed_plan(NAMES, 2)
     out = tmp_path / "p.h5"
-    with pytest.raises(_Killed):
-        generate_cache(gen, out, plan, FAST, batch_size=2, progress=False, on_batch=_kill_after(1))
+    with pytest.raises(Killed):
+        generate_cache(gen, out, plan, FAST, batch_size=2, progress=False, on_batch=kill_after(1))
     other = SamplerSettings("dpmpp", steps=3, guidance=1.0, seed=99)
     with pytest.raises(CacheError, match="partial cache made with other settings.*sampler"):
         generate_cache(gen, out, plan, other, progress=False)
@@ -199,12 +155,12 @@ def test_a_partial_file_is_not_resumed_with_other_settings(gen, tmp_path):
 
 def test_merged_shards_equal_a_single_run(gen, tmp_path):
     plan = plans.fixed_plan(NAMES, 3)
-    single = _images(generate_cache(gen, tmp_path / "one.h5", plan, FAST, batch_size=9, progress=False))
+    single = cache_arrays(generate_cache(gen, tmp_path / "one.h5", plan, FAST, batch_size=9, progress=False))
     shards = [generate_cache(gen, tmp_path / f"s{i}.h5", plan, FAST, batch_size=9, shard=(i, 2), progress=False)
               for i in (1, 0)]
     with pytest.raises(CacheError, match="missing \\[1\\]"):
         merge_shards(tmp_path / "bad.h5", shards[1:])
-    merged = _images(merge_shards(tmp_path / "all.h5", shards))
+    merged = cache_arrays(merge_shards(tmp_path / "all.h5", shards))
     np.testing.assert_array_equal(single[1], merged[1])
     np.testing.assert_array_equal(single[2], merged[2])
     assert np.abs(single[0].astype(int) - merged[0].astype(int)).max() <= 2  # other batches, see above
@@ -416,5 +372,5 @@ def test_a_generate_killed_with_sigkill_resumes_to_the_identical_file(run_dir, t
     p.wait()
     assert not read_header(out, require_complete=False)["complete"]
     subprocess.run([*args, "--out", str(out)], check=True, capture_output=True, env=env)
-    for a, b in zip(_images(ref), _images(out)):
+    for a, b in zip(cache_arrays(ref), cache_arrays(out)):
         np.testing.assert_array_equal(a, b)

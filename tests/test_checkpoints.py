@@ -3,8 +3,8 @@ readable checkpoint --resume refuses in one line instead of restarting from step
 import json
 
 import torch
-from helpers import run_cli
-from test_fit_generator import FAST, _error, make_folder
+from helpers import FAST_FIT as FAST
+from helpers import error_line, make_folder, run_cli
 
 from cbdm_aug.generator.checkpoints import checkpoint_step
 
@@ -32,7 +32,7 @@ def test_with_no_readable_checkpoint_resume_refuses_in_one_line_naming_the_file(
     last = out / "checkpoints" / "last.ckpt"
     assert not (out / "checkpoints" / "previous.ckpt").exists()  # only one checkpoint so far
     last.write_bytes(last.read_bytes()[:100])
-    msg = _error(["fit-generator", data, "--out", out, "--max-steps", 8, "--resume", *FAST], capsys)
+    msg = error_line(["fit-generator", data, "--out", out, "--max-steps", 8, "--resume", *FAST], capsys)
     assert msg.startswith(f"Error: {last}: unreadable checkpoint") and "step 0" in msg, msg
     assert last.stat().st_size == 100  # nothing was overwritten
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from test_classify_train import _recipe, tiny_npz  # noqa: F401 - fixture
+from helpers import tiny_recipe
 
 from cbdm_aug.classify.cli import train_classifier
 from cbdm_aug.classify.device_data import DeviceLoader, augment, dataset_images, fits_on_device
@@ -90,7 +90,7 @@ def test_a_synthetic_recipe_trains_on_the_device_path_as_on_the_dataloader_path(
     runs = {}
     for flag in ("--device-data", "--no-device-data"):
         out = tmp_path / flag
-        result = CliRunner().invoke(train_classifier, [str(_recipe(tmp_path, tiny_npz)), "--out", str(out),
+        result = CliRunner().invoke(train_classifier, [str(tiny_recipe(tmp_path, tiny_npz)), "--out", str(out),
                                                        "--no-progress", flag, *sets])
         assert result.exit_code == 0, result.output
         runs[flag] = json.loads((out / "metrics.json").read_text())
@@ -99,7 +99,7 @@ def test_a_synthetic_recipe_trains_on_the_device_path_as_on_the_dataloader_path(
     assert runs["--device-data"]["train_counts"] == runs["--no-device-data"]["train_counts"]
 
     # The device path holds what the DataLoader path reads per item: 16x16 synthetic images resized to 8x8.
-    recipe = load_recipe(_recipe(tmp_path, tiny_npz), sets[1::2])
+    recipe = load_recipe(tiny_recipe(tmp_path, tiny_npz), sets[1::2])
     train, _ = load_data(recipe.data)
     dataset, _ = build_training_set(recipe, train, None)
     held = dataset_images(dataset)

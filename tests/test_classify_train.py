@@ -3,46 +3,14 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from helpers import tiny_recipe
 
 from cbdm_aug.classify.cli import compare, train_classifier
 
 
-@pytest.fixture
-def tiny_npz(tmp_path):
-    """3 classes of 8x8 grey images, each a bright row at a class-specific height plus noise."""
-    rng = np.random.default_rng(0)
-
-    def make(n_per_class):
-        x = rng.integers(0, 60, size=(3 * n_per_class, 8, 8), dtype=np.uint8)
-        y = np.repeat(np.arange(3), n_per_class)
-        for i, c in enumerate(y):
-            x[i, 1 + 3 * c] = 250
-        return x, y
-
-    x_train, y_train = make(40)
-    x_test, y_test = make(10)
-    path = tmp_path / "tiny.npz"
-    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-    return path
-
-
-def _recipe(tmp_path, npz, **extra):
-    text = f"""
-name: tiny
-data: {{train: {npz}, longtail: exp, imbalance: 4, max_per_class: 40}}
-model: {{name: resnet8_cifar}}
-optim: {{lr: 0.05}}
-schedule: {{epochs: 2, batch_size: 16, kind: cosine, warmup_epochs: 0.5}}
-eval: {{many_threshold: 30, few_threshold: 15}}
-"""
-    path = tmp_path / "tiny.yaml"
-    path.write_text(text)
-    return path
-
-
 def test_a_tiny_recipe_trains_end_to_end_and_writes_every_output(tmp_path, tiny_npz):
     out = tmp_path / "run"
-    result = CliRunner().invoke(train_classifier, [str(_recipe(tmp_path, tiny_npz)), "--out", str(out),
+    result = CliRunner().invoke(train_classifier, [str(tiny_recipe(tmp_path, tiny_npz)), "--out", str(out),
                                                    "--no-progress", "--set", "loss.kind=balanced-softmax"])
     assert result.exit_code == 0, result.output
     for name in ("recipe.yaml", "metrics.json", "summary.md", "per_class.png", "model.pt"):
@@ -57,7 +25,7 @@ def test_a_tiny_recipe_trains_end_to_end_and_writes_every_output(tmp_path, tiny_
 
 
 def test_seeds_repeat_the_recipe_and_compare_reports_the_gain(tmp_path, tiny_npz):
-    recipe = str(_recipe(tmp_path, tiny_npz))
+    recipe = str(tiny_recipe(tmp_path, tiny_npz))
     runner = CliRunner()
     a, b = tmp_path / "a", tmp_path / "b"
     assert runner.invoke(train_classifier, [recipe, "--out", str(a), "--seeds", "0,1", "--no-progress",
@@ -82,7 +50,7 @@ def test_seeds_repeat_the_recipe_and_compare_reports_the_gain(tmp_path, tiny_npz
     (["{recipe}", "--out", "x", "--set", "sampling.mode=synthetic"], "needs a cache"),
 ])
 def test_bad_input_is_a_one_line_error_not_a_traceback(tmp_path, tiny_npz, args, message):
-    recipe = str(_recipe(tmp_path, tiny_npz))
+    recipe = str(tiny_recipe(tmp_path, tiny_npz))
     args = [a.replace("{recipe}", recipe).replace("x", str(tmp_path / "out")) if a in ("{recipe}", "x") else a
             for a in args]
     result = CliRunner().invoke(train_classifier, args + ["--no-progress"])
@@ -106,7 +74,7 @@ def _train_with_cache(tmp_path, npz, cache_size, *extra_sets):
     write_cache(tmp_path / "syn.h5", rng.integers(0, 255, (35, cache_size, cache_size, 1), dtype=np.uint8),
                 labels, class_names=["0", "1", "2"])
     out = tmp_path / "run"
-    args = [str(_recipe(tmp_path, npz)), "--out", str(out), "--no-progress", "--set", "schedule.epochs=1",
+    args = [str(tiny_recipe(tmp_path, npz)), "--out", str(out), "--no-progress", "--set", "schedule.epochs=1",
             "--set", "sampling.mode=synthetic", "--set", f"sampling.cache={tmp_path / 'syn.h5'}"]
     for s in extra_sets:
         args += ["--set", s]
@@ -155,11 +123,11 @@ def test_crt_retrains_only_the_last_layer_on_real_images(tmp_path, tiny_npz):
     import torch
 
     out = tmp_path / "run"
-    args = [str(_recipe(tmp_path, tiny_npz)), "--out", str(out), "--no-progress", "--set", "schedule.epochs=1"]
+    args = [str(tiny_recipe(tmp_path, tiny_npz)), "--out", str(out), "--no-progress", "--set", "schedule.epochs=1"]
     assert CliRunner().invoke(train_classifier, args).exit_code == 0
     before = torch.load(out / "model.pt")["state_dict"]
     out2 = tmp_path / "crt"
-    args = [str(_recipe(tmp_path, tiny_npz)), "--out", str(out2), "--no-progress", "--set", "schedule.epochs=1",
+    args = [str(tiny_recipe(tmp_path, tiny_npz)), "--out", str(out2), "--no-progress", "--set", "schedule.epochs=1",
             "--set", "schedule.crt_epochs=2"]
     result = CliRunner().invoke(train_classifier, args)
     assert result.exit_code == 0, result.output

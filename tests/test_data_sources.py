@@ -4,6 +4,7 @@ import pytest
 from PIL import Image
 
 from cbdm_aug.data import open_data
+from cbdm_aug.data.sources import class_names_of
 from cbdm_aug.demo import DemoConfig, build_split
 
 
@@ -53,7 +54,7 @@ def test_the_demo_resizes_an_npz_to_its_image_size(tmp_path):
 
 
 def test_reading_in_worker_processes_gives_the_same_images_labels_and_errors_as_in_one(tmp_path, monkeypatch):
-    from test_fit_generator import make_folder
+    from helpers import make_folder
 
     import cbdm_aug.data.sources as sources
 
@@ -79,3 +80,17 @@ def test_a_count_table_of_a_thousand_classes_stays_a_screenful_with_the_rarest_a
     assert "c999" in table and "c0 " in table and "(24 of 1000 classes shown" in lines[-1]
     small = count_table(["a", "b"], ("train", [3, 4]))
     assert small.splitlines()[2:] == ["a          3", "b          4", "total      7"]
+
+
+@pytest.mark.parametrize("kind", ["folder", "npz", "digits"])
+def test_class_names_of_gives_open_datas_class_names_without_decoding_an_image(tmp_path, kind):
+    spec = _source(kind, tmp_path)
+    assert class_names_of(spec) == open_data(spec).class_names
+
+
+def test_class_names_of_a_folder_reads_the_folder_names_even_with_an_undecodable_image(tmp_path):
+    for name in ("b", "a"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "x.png").write_bytes(b"not a png")
+    assert class_names_of(tmp_path) == ["a", "b"]
+    assert class_names_of(tmp_path / "missing") is None  # open_data says what is wrong

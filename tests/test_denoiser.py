@@ -7,7 +7,9 @@ import functools
 import numpy as np
 import pytest
 import torch
-from test_cache import FAST, NAMES, _images, _kill_after, _Killed, gen, run_dir  # noqa: F401 - fixtures
+from helpers import FAST_SAMPLER as FAST
+from helpers import TINY_CLASSES as NAMES
+from helpers import Killed, cache_arrays, kill_after
 
 from cbdm_aug.cache import plan as plans
 from cbdm_aug.cache.generate import generate_cache
@@ -38,18 +40,18 @@ def test_fp32_generation_with_the_background_writer_keeps_the_old_header_and_ima
     plan = plans.fixed_plan(NAMES, 3)
     a = generate_cache(gen, tmp_path / "a.h5", plan, FAST, batch_size=2, progress=False)
     # The pre-writer-thread way, one batch at a time straight into the file, as a reference.
-    x = sample(gen.unet, torch.as_tensor(_images(a)[1]), _images(a)[2].tolist(), image_size=8, channels=1,
+    x = sample(gen.unet, torch.as_tensor(cache_arrays(a)[1]), cache_arrays(a)[2].tolist(), image_size=8, channels=1,
                null_class=gen.null_class, sampler=FAST.sampler, steps=FAST.steps, guidance=FAST.guidance,
                schedule=gen.schedule)
     ref = ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    assert np.abs(_images(a)[0].astype(int) - ref.astype(int)).max() <= 2  # batch 9 vs 2: rounding only
+    assert np.abs(cache_arrays(a)[0].astype(int) - ref.astype(int)).max() <= 2  # batch 9 vs 2: rounding only
     assert "precision" not in read_header(a)["sampler"]
 
 
 def test_the_same_seed_device_and_dtype_give_the_same_cache(gen, tmp_path):
     plan = plans.fixed_plan(NAMES, 3)
     for precision in ("fp32", "bf16"):
-        a, b = (_images(generate_cache(gen, tmp_path / f"{precision}{k}.h5", plan, FAST, batch_size=4,
+        a, b = (cache_arrays(generate_cache(gen, tmp_path / f"{precision}{k}.h5", plan, FAST, batch_size=4,
                                        progress=False, precision=precision)) for k in range(2))
         for u, v in zip(a, b):
             np.testing.assert_array_equal(u, v)
@@ -60,14 +62,14 @@ def test_a_killed_bf16_run_resumes_in_bf16_only(gen, tmp_path):
     plan = plans.fixed_plan(NAMES, 3)
     ref = generate_cache(gen, tmp_path / "ref.h5", plan, FAST, batch_size=2, progress=False, precision="bf16")
     out = tmp_path / "killed.h5"
-    with pytest.raises(_Killed):
+    with pytest.raises(Killed):
         generate_cache(gen, out, plan, FAST, batch_size=2, progress=False, precision="bf16",
-                       on_batch=_kill_after(2))
+                       on_batch=kill_after(2))
     assert read_header(out, require_complete=False)["num_done"] == 4
     with pytest.raises(CacheError, match="other settings.*sampler"):
         generate_cache(gen, out, plan, FAST, batch_size=2, progress=False)
     generate_cache(gen, out, plan, FAST, batch_size=2, progress=False, precision="bf16")
-    for a, b in zip(_images(ref), _images(out)):
+    for a, b in zip(cache_arrays(ref), cache_arrays(out)):
         np.testing.assert_array_equal(a, b)
 
 
@@ -95,8 +97,8 @@ def test_a_compiled_denoiser_samples_what_the_eager_one_does(gen, tmp_path, monk
     # on two CPU cores (the test below compiles with inductor). Tracing alone takes about a minute here.
     monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
     plan = plans.fixed_plan(NAMES, 2)
-    a = _images(generate_cache(gen, tmp_path / "e.h5", plan, FAST, batch_size=6, progress=False))
-    b = _images(generate_cache(gen, tmp_path / "c.h5", plan, FAST, batch_size=6, progress=False, compile=True))
+    a = cache_arrays(generate_cache(gen, tmp_path / "e.h5", plan, FAST, batch_size=6, progress=False))
+    b = cache_arrays(generate_cache(gen, tmp_path / "c.h5", plan, FAST, batch_size=6, progress=False, compile=True))
     np.testing.assert_array_equal(a[1], b[1])
     assert np.abs(a[0].astype(int) - b[0].astype(int)).max() <= 2
 

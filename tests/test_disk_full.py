@@ -7,9 +7,8 @@ import subprocess
 import sys
 
 import numpy as np
-from helpers import run_cli
-from test_distributed import CLI, ENV, FAST, _images, tiny_run  # noqa: F401 (fixture)
-from test_fit_generator import make_folder
+from helpers import CLI, ENV, cache_arrays, make_folder, run_cli
+from helpers import FAST_FIT_NO_HFLIP as FAST
 
 from cbdm_aug import load_generator
 from cbdm_aug.cache.reader import read_header
@@ -40,7 +39,7 @@ def _one_line_failure(r) -> str:
     return lines[-1]
 
 
-def test_generate_on_a_full_disk_stops_in_one_line_and_resumes_to_the_uninterrupted_images(tiny_run, tmp_path):  # noqa: F811
+def test_generate_on_a_full_disk_stops_in_one_line_and_resumes_to_the_uninterrupted_images(tiny_run, tmp_path):
     args = ["generate", str(tiny_run), "--per-class", "6", "--steps", "2", "--batch-size", "2", "--device", "cpu"]
     ref, out = tmp_path / "ref.h5", tmp_path / "out.h5"
     assert run_cli([*args, "--out", ref], _Quiet())[0] == 0
@@ -52,11 +51,11 @@ def test_generate_on_a_full_disk_stops_in_one_line_and_resumes_to_the_uninterrup
     assert header["num_done"] == 6 and header["complete"] is False  # nothing claims to be complete
     assert not list(tmp_path.glob(".*tmp*"))
     assert run_cli([*args, "--out", out], _Quiet())[0] == 0  # with space again: resumes
-    for a, b in zip(_images(ref), _images(out)):
+    for a, b in zip(cache_arrays(ref), cache_arrays(out)):
         np.testing.assert_array_equal(a, b)
 
 
-def test_generate_that_could_never_fit_is_refused_before_writing_anything(tiny_run, tmp_path):  # noqa: F811
+def test_generate_that_could_never_fit_is_refused_before_writing_anything(tiny_run, tmp_path):
     def small_disk():  # 64 KB: less than the preallocated cache
         resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 16, resource.RLIM_INFINITY))
 

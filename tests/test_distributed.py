@@ -10,16 +10,14 @@ import sys
 import textwrap
 import time
 
-import h5py
 import numpy as np
 import pytest
 import torch
-from helpers import CLI, ENV, make_folder
+from helpers import CLI, ENV, cache_arrays, make_folder
+from helpers import FAST_FIT_NO_HFLIP as FAST
 from safetensors.torch import load_file
 
 from cbdm_aug import load_generator
-
-FAST = ["--preset", "tiny", "--batch-size", "4", "--sample-every", "1000", "--no-hflip"]
 
 # Lightning's ddp launcher re-runs sys.argv[0] in its child processes, so the probe must be a real
 # script. It records, per rank, the step training starts from, every file our code writes, and the
@@ -111,25 +109,6 @@ def test_fit_generator_under_ddp_agrees_on_weights_writes_once_and_resumes_after
     assert load_generator(out).meta["step"] == killed_at + 4
 
 
-def _images(path):
-    with h5py.File(path, "r") as f:
-        return f["images"][()], f["labels"][()], f["seeds"][()]
-
-
-@pytest.fixture
-def tiny_run(tmp_path):
-    from cbdm_aug.diffusion.sampling import DEFAULT_SCHEDULE
-    from cbdm_aug.diffusion.unet import build_unet, unet_config
-    from cbdm_aug.generator.run_dir import save_generator
-
-    cfg = unet_config("tiny", 8, 1, 3)
-    meta = {"preset": "tiny", "model": cfg, "class_names": ["a", "b", "c"], "class_counts": [6, 3, 1],
-            "image_size": 8, "channels": 1, "schedule": DEFAULT_SCHEDULE, "loss": {}, "step": 0,
-            "package_version": "test"}
-    torch.manual_seed(0)
-    return save_generator(tmp_path / "gen", build_unet(cfg), meta)
-
-
 @pytest.mark.slow
 def test_two_concurrent_shard_processes_merge_into_the_single_process_cache(tiny_run, tmp_path):
     # Batch size 1: every image is sampled alone, so sharding cannot change a single bit.
@@ -145,7 +124,7 @@ def test_two_concurrent_shard_processes_merge_into_the_single_process_cache(tiny
     r = subprocess.run([*CLI, "merge-shards", str(tmp_path / "all.h5"), str(tmp_path / "s1.h5"),
                         str(tmp_path / "s0.h5")], env=ENV, capture_output=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    for a, b in zip(_images(tmp_path / "one.h5"), _images(tmp_path / "all.h5")):
+    for a, b in zip(cache_arrays(tmp_path / "one.h5"), cache_arrays(tmp_path / "all.h5")):
         np.testing.assert_array_equal(a, b)
 
 

@@ -4,31 +4,13 @@ import json
 import h5py
 import numpy as np
 import torch
+from helpers import DARK_BRIGHT as NAMES
+from helpers import stub_space
 
 from cbdm_aug.cache.reader import SyntheticCache
 from cbdm_aug.cache.writer import write_cache
 from cbdm_aug.evaluate.features import FeatureSpace
 from cbdm_aug.evaluate.filter import filter_cache, kept_line, pass_counts, removed_table
-
-NAMES = ["dark", "bright"]
-
-
-class Brightness(torch.nn.Module):
-    """Logits (N, 2) from mean brightness: confident 'bright' above 0, confident 'dark' below."""
-
-    def __init__(self):
-        super().__init__()
-        self.scale = torch.nn.Parameter(torch.tensor(20.0), requires_grad=False)
-
-    def forward(self, x):
-        m = x.mean(dim=(1, 2, 3))
-        return torch.stack([-m, m], 1) * self.scale
-
-
-def stub_space():
-    prepare = lambda x: torch.from_numpy(x).permute(0, 3, 1, 2).float().div(127.5).sub(1)  # noqa: E731
-    net = Brightness()
-    return FeatureSpace("classifier", "brightness stub", net, prepare, 2, classifier=net, class_names=NAMES)
 
 
 def test_filter_drops_low_confidence_images_and_near_copies_and_records_why(tmp_path):

@@ -4,12 +4,11 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers import make_folder, run_cli
+from helpers import FAST_FIT as FAST
+from helpers import error_line, make_folder, run_cli
 
 from cbdm_aug import load_generator
 from cbdm_aug.diffusion.sampling import sample
-
-FAST = ["--preset", "tiny", "--batch-size", "8", "--sample-every", "1000", "--checkpoint-every", "4"]
 
 
 @pytest.fixture
@@ -59,32 +58,24 @@ def test_fine_tuning_starts_from_another_run_with_a_uniform_target(folder, tmp_p
     assert meta["init_from"]["weights_sha256"] == load_generator(base).weights_sha256
 
 
-def _error(args, capsys):
-    code, _, err = run_cli(args, capsys)
-    assert code != 0
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert "Traceback" not in err
-    return lines[-1]
-
-
 def test_a_missing_path_is_one_clear_line(tmp_path, capsys):
-    assert "no such file" in _error(["fit-generator", tmp_path / "nope", "--out", tmp_path / "r"], capsys)
+    assert "no such file" in error_line(["fit-generator", tmp_path / "nope", "--out", tmp_path / "r"], capsys)
 
 
 def test_an_empty_folder_is_one_clear_line(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    assert "no class folders" in _error(["fit-generator", tmp_path / "empty", "--out", tmp_path / "r"], capsys)
+    assert "no class folders" in error_line(["fit-generator", tmp_path / "empty", "--out", tmp_path / "r"], capsys)
 
 
 def test_a_class_folder_without_images_is_named(folder, tmp_path, capsys):
     (folder / "hollow").mkdir()
-    assert "'hollow'" in _error(["fit-generator", folder, "--out", tmp_path / "r"], capsys)
+    assert "'hollow'" in error_line(["fit-generator", folder, "--out", tmp_path / "r"], capsys)
 
 
 def test_a_corrupt_image_is_named_and_can_be_skipped(folder, tmp_path, capsys):
     (folder / "class 0" / "bad.png").write_bytes(b"not a png at all")
     (folder / "class 1" / "empty.jpg").write_bytes(b"")
-    msg = _error(["fit-generator", folder, "--out", tmp_path / "r"], capsys)
+    msg = error_line(["fit-generator", folder, "--out", tmp_path / "r"], capsys)
     assert "bad.png" in msg or "empty.jpg" in msg
     assert "--skip-bad" in msg
     code, out, err = run_cli(["fit-generator", folder, "--out", tmp_path / "r", "--skip-bad",
@@ -95,15 +86,15 @@ def test_a_corrupt_image_is_named_and_can_be_skipped(folder, tmp_path, capsys):
 
 def test_a_single_class_is_refused(tmp_path, capsys):
     make_folder(tmp_path / "one", counts=(5,))
-    assert "single class" in _error(["fit-generator", tmp_path / "one", "--out", tmp_path / "r"], capsys)
+    assert "single class" in error_line(["fit-generator", tmp_path / "one", "--out", tmp_path / "r"], capsys)
 
 
 def test_a_folder_holding_a_different_run_is_refused(folder, tmp_path, capsys):
     out = tmp_path / "run"
     assert run_cli(["fit-generator", folder, "--out", out, "--max-steps", 1, *FAST], capsys)[0] == 0
-    msg = _error(["fit-generator", folder, "--out", out, "--max-steps", 1, "--tau", 0, "--resume", *FAST], capsys)
+    msg = error_line(["fit-generator", folder, "--out", out, "--max-steps", 1, "--tau", 0, "--resume", *FAST], capsys)
     assert "different run" in msg and "tau" in msg
-    msg = _error(["fit-generator", folder, "--out", out, "--max-steps", 1, *FAST], capsys)
+    msg = error_line(["fit-generator", folder, "--out", out, "--max-steps", 1, *FAST], capsys)
     assert "--resume" in msg
 
 
@@ -115,7 +106,7 @@ def test_a_folder_holding_a_different_run_is_refused(folder, tmp_path, capsys):
     (["--image-size", "15"], "multiple of 2"),
 ])
 def test_contradictory_or_absurd_options_are_one_clear_line(folder, tmp_path, capsys, args, needle):
-    assert needle in _error(["fit-generator", folder, "--out", tmp_path / "r", *FAST, *args], capsys)
+    assert needle in error_line(["fit-generator", folder, "--out", tmp_path / "r", *FAST, *args], capsys)
 
 
 def test_a_long_tailed_view_follows_the_exponential_profile(tmp_path, capsys):
@@ -152,7 +143,7 @@ def test_without_out_the_run_goes_to_runs_slash_the_data_name_and_is_not_overwri
     assert code == 0, err
     assert "run folder: runs/data" in stdout
     assert json.loads((tmp_path / "runs" / "data" / "generator.json").read_text())["step"] == 2
-    msg = _error(["fit-generator", "data", "--max-steps", 2, *FAST], capsys)
+    msg = error_line(["fit-generator", "data", "--max-steps", 2, *FAST], capsys)
     assert "runs/data already holds this run" in msg and "--resume" in msg
     code, stdout, err = run_cli(["fit-generator", "data", "--max-steps", 4, "--resume", *FAST], capsys)
     assert code == 0, err

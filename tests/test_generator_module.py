@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers import run_cli
-from test_fit_generator import FAST, make_folder
+from helpers import FAST_FIT as FAST
+from helpers import make_folder, run_cli
 from timm.utils import ModelEmaV3
 
 from cbdm_aug.generator.module import EMA_WARMUP_POWER, CBDMModule, TimmEma

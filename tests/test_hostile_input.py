@@ -13,9 +13,9 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from helpers import run_cli
+from helpers import FAST_FIT as FAST
+from helpers import make_folder, run_cli
 from PIL import Image
-from test_fit_generator import FAST, make_folder
 
 from cbdm_aug.cache.reader import SyntheticCache
 from cbdm_aug.cache.schema import CacheError

@@ -13,8 +13,8 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from test_distributed import CLI, ENV, FAST, _images, tiny_run  # noqa: F401 (fixture)
-from test_fit_generator import make_folder
+from helpers import CLI, ENV, cache_arrays, make_folder
+from helpers import FAST_FIT_NO_HFLIP as FAST
 
 from cbdm_aug import load_generator
 from cbdm_aug.cache.reader import read_header
@@ -71,7 +71,7 @@ def test_fit_generator_killed_at_random_points_resumes_to_a_loadable_finished_ru
 
 
 @pytest.mark.slow
-def test_generate_killed_at_random_points_resumes_to_the_uninterrupted_images(tiny_run, tmp_path):  # noqa: F811
+def test_generate_killed_at_random_points_resumes_to_the_uninterrupted_images(tiny_run, tmp_path):
     gen = [*CLI, "generate", str(tiny_run), "--per-class", "30", "--steps", "20", "--batch-size", "2",
            "--device", "cpu"]
     ref, out = tmp_path / "ref.h5", tmp_path / "out.h5"
@@ -101,7 +101,7 @@ def test_generate_killed_at_random_points_resumes_to_the_uninterrupted_images(ti
             read_header(out)
     assert len(done) >= 2, done
     subprocess.run([*gen, "--out", str(out)], env=ENV, check=True, capture_output=True, timeout=240)
-    for a, b in zip(_images(ref), _images(out)):
+    for a, b in zip(cache_arrays(ref), cache_arrays(out)):
         np.testing.assert_array_equal(a, b)
     assert not list(tmp_path.glob(".*tmp*"))
     print("generate killed with num_done", done)

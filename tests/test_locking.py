@@ -9,7 +9,6 @@ import h5py
 import numpy as np
 import pytest
 from helpers import run_cli
-from test_distributed import tiny_run  # noqa: F401 (fixture)
 
 from cbdm_aug.cache.reader import read_header
 from cbdm_aug.cache.schema import CacheError
@@ -99,7 +98,7 @@ def _no_overwrite_advice(err):
     assert len(err.strip().splitlines()) == 1, err
 
 
-def test_generate_refuses_a_cache_that_a_live_generate_writes_and_leaves_the_file_alone(tiny_run, tmp_path, capsys, live_pid):  # noqa: F811
+def test_generate_refuses_a_cache_that_a_live_generate_writes_and_leaves_the_file_alone(tiny_run, tmp_path, capsys, live_pid):
     out = tmp_path / "synth.h5"
     out.write_bytes(b"being written")
     hold(out, live_pid)
@@ -110,7 +109,7 @@ def test_generate_refuses_a_cache_that_a_live_generate_writes_and_leaves_the_fil
     assert out.read_bytes() == b"being written"
 
 
-def test_generate_takes_over_a_stale_lock_and_finishes(tiny_run, tmp_path, capsys):  # noqa: F811
+def test_generate_takes_over_a_stale_lock_and_finishes(tiny_run, tmp_path, capsys):
     out = tmp_path / "synth.h5"
     hold(out, _dead_pid(), ticks="1")
     code, stdout, err = run_cli(["generate", tiny_run, "--out", out, "--per-class", 1, "--steps", 2, "--device", "cpu"], capsys)

@@ -13,10 +13,14 @@ import pytest
 from helpers import CLI, ENV, TINY, make_folder, run_cli
 
 from cbdm_aug.mixing import read_shares
-from cbdm_aug.pipeline.run import ARMS, data_stage
+from cbdm_aug.pipeline.run import ARMS, RunError, data_stage
 from cbdm_aug.pipeline.settings import RunOptions
 
 STAGES = ("data", "generator", "cache", "evidence", *ARMS)
+
+
+def _record(finished) -> dict:
+    return json.loads((finished[0] / "report.json").read_text())
 
 
 def _copy(finished, tmp_path):
@@ -29,36 +33,56 @@ def _run(toy_folders, out, capsys, *extra):
     return run_cli(["run", toy_folders / "train", "--test", toy_folders / "test", "--out", out, *TINY, *extra], capsys)
 
 
-def test_run_on_a_folder_with_a_test_folder_writes_the_report_with_paired_intervals_and_a_verdict(finished):
-    out, stdout, _ = finished
+def test_run_on_a_folder_with_a_test_folder_writes_the_report_its_record_and_its_pictures(finished):
+    out, _, _ = finished
     for f in ("report.md", "report.json", "samples.png", "per_class_accuracy.png"):
         assert (out / f).is_file(), f
-    report = (out / "report.md").read_text()
-    # the four arms, each group, and each synthetic arm against its twin with [lo, hi] intervals
+
+
+def test_the_report_shows_the_four_arms_each_group_and_each_synthetic_arm_against_its_twin_with_intervals(finished):
+    report = (finished[0] / "report.md").read_text()
     for text in ("| control ", "| RandAugment ", "| control + synthetic ", "| RandAugment + synthetic ",
                  "RandAugment - control", "control + synthetic - control (twin", "RandAugment + synthetic - RandAugment (twin",
                  "best vs best real-only", "Verdict", "class 2", "near-copies", "synthetic used"):
         assert text in report, text
     assert re.search(r"[+-]\d+\.\d \[[+-]\d+\.\d, [+-]\d+\.\d\]", report)
-    record = json.loads((out / "report.json").read_text())
-    assert record["verdict"] in stdout and record["verdict"] in report
-    # the verdict names both real-only recipes
+
+
+def test_the_verdict_is_printed_and_written_and_names_both_real_only_recipes(finished):
+    out, stdout, _ = finished
+    record = _record(finished)
+    assert record["verdict"] in stdout and record["verdict"] in (out / "report.md").read_text()
     assert "few-shot class" in record["verdict"] and "the control (" in record["verdict"] \
         and "RandAugment (" in record["verdict"]
-    # issue 21's names, read by tools
+
+
+def test_the_record_names_the_arms_their_twins_and_the_best_real_only_recipe_as_tools_read_them(finished):
+    record = _record(finished)  # issue 21's names
     assert record["arms"] == list(ARMS)
     assert record["twins"] == {"control+synthetic": "control", "randaugment+synthetic": "randaugment"}
     assert record["best_real_only"] in ("control", "randaugment")
+
+
+def test_the_record_holds_the_class_counts_and_each_arms_per_class_accuracy_of_each_seed(finished):
+    out, _, _ = finished
+    record = _record(finished)
     assert record["counts"] == {"class 0": 12, "class 1": 6, "class 2": 3}
     assert set(record["per_class"]) == set(ARMS) and len(record["per_class"]["control"]["class 2"]) == 2
     assert record["per_class"]["control"]["class 0"][0] == pytest.approx(
         100 * json.loads((out / "arms" / "control" / "seed0" / "metrics.json").read_text())["metrics"]["per_class"][0])
+
+
+def test_each_paired_difference_has_both_seeds_and_its_mean_inside_its_interval(finished):
+    record = _record(finished)
     for key in ("control+synthetic-control", "randaugment+synthetic-randaugment", "randaugment-control",
                 f"{record['best_synthetic']}-{record['best_real_only']}"):
         stat = record["paired"][key]["few"]
         assert stat["n"] == 2 and stat["lo"] <= stat["mean"] <= stat["hi"]
     assert set(record["gate"]) == {"class 0", "class 1", "class 2"}
-    # issue 26: the worst class against its twin, computed from the per-seed per-class accuracies
+
+
+def test_the_worst_class_against_its_twin_comes_from_the_per_seed_per_class_accuracies(finished):
+    record = _record(finished)  # issue 26
     w = record["worst_class"]
     assert set(w) >= {"arm", "twin", "class", "n_real", "mean", "lo", "hi"}
     assert w["arm"] == record["best_synthetic"] and w["twin"] == record["twins"][w["arm"]]
@@ -68,21 +92,36 @@ def test_run_on_a_folder_with_a_test_folder_writes_the_report_with_paired_interv
     assert w["mean"] == pytest.approx(sum(diffs[w["class"]]) / 2) and w["lo"] <= w["mean"] <= w["hi"]
     assert w["n_real"] == record["counts"][w["class"]]
     assert f"Worst class: {w['class']} ({w['n_real']} real images)" in record["verdict"]
-    # the per-class decisions, each with its one-line reason: class 2 (3 images) is too few to judge
-    d = record["decisions"]
+
+
+def test_each_class_has_a_decision_with_its_reason_and_a_class_too_few_to_judge_gets_no_generated_image(finished):
+    out, _, _ = finished
+    d = _record(finished)["decisions"]
     assert not d["class 2"]["used"] and not d["class 2"]["judged"] and "too few to judge" in d["class 2"]["why"]
-    assert d["class 1"]["judged"] and d["class 1"]["held"] == 6 and d["class 1"]["why"] in report
+    assert d["class 1"]["judged"] and d["class 1"]["held"] == 6 and d["class 1"]["why"] in (out / "report.md").read_text()
     assert read_shares(out / "cache" / "decisions.json")["class 2"] == 0.0  # beside the cache, for the plugin
-    # issue 31: what decided each class, and the estimate with its interval over the folds
+
+
+def test_each_decision_says_what_decided_it_and_a_judged_class_its_estimate_inside_its_interval(finished):
+    out, _, _ = finished
+    d = _record(finished)["decisions"]  # issue 31
     assert d["class 2"]["source"] == "rule" and d["class 2"]["estimate"] is None
     assert d["class 1"]["source"] == "own" and d["class 1"]["estimate"] == d["class 1"]["net"]
     assert d["class 1"]["lo"] <= d["class 1"]["estimate"] <= d["class 1"]["hi"]
+
+
+def test_the_report_and_per_class_csv_show_each_decision_and_what_decided_it(finished):
+    out, _, _ = finished
+    report = (out / "report.md").read_text()
     row = next(line for line in report.splitlines() if line.startswith("| class 2 "))
     assert re.search(r"\| none +\| +\| the rule ", row) and "decided by" in report and "net points [95%]" in report
     csv_header = (out / "per_class.csv").read_text().splitlines()[0]
     assert "decision,net points [95%],decided by" in csv_header and csv_header.endswith(",why")
+
+
+def test_every_arm_trains_each_seed_in_its_own_folder(finished):
     for arm in ARMS:
-        assert sorted(p.name for p in (out / "arms" / arm).glob("seed*")) == ["seed0", "seed1"]
+        assert sorted(p.name for p in (finished[0] / "arms" / arm).glob("seed*")) == ["seed0", "seed1"]
 
 
 def test_a_rerun_of_the_same_command_reuses_every_stage_in_a_fraction_of_the_time(finished, tmp_path, capsys):
@@ -187,6 +226,21 @@ def test_test_classes_that_differ_from_the_data_are_one_line_naming_them(toy_fol
     assert code != 0 and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert "zebra" in err and "class 2" in err
     assert not (tmp_path / "out" / "generator").exists()  # refused before any fitting
+
+
+def test_a_test_folder_of_other_classes_is_refused_from_its_folder_names_before_any_image_is_decoded(tmp_path):
+    data = make_folder(tmp_path / "data", counts=(2,) * 12, size=8)
+    test = tmp_path / "test"
+    for k in range(12):
+        (test / f"other {k:02d}").mkdir(parents=True)
+        (test / f"other {k:02d}" / "x.png").write_bytes(b"not a png")  # decoding it would fail first
+    with pytest.raises(RunError) as e:
+        data_stage(RunOptions(data=str(data), test=str(test)), tmp_path / "out", print)
+    msg = str(e.value)
+    assert "12 classes of TEST are not in DATA: other 00, other 01, other 02, other 03, … and 8 more" in msg
+    assert "12 classes of DATA are missing from TEST: class 0, class 1, class 10, class 11, … and 8 more" in msg
+    assert len(msg) - len(str(test)) < 300 and "\n" not in msg and "cannot read" not in msg
+    assert not (tmp_path / "out" / "data").exists()
 
 
 @pytest.mark.parametrize("args, says", [

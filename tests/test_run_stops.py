@@ -69,7 +69,7 @@ def test_a_full_disk_inside_a_stage_names_the_stage_and_the_file_and_a_stop_lear
     assert e.value.stage == "generator" and e.value.exit_code == 130
 
 
-def _copy_without(finished, tmp_path, stage):  # noqa: F811
+def _copy_without(finished, tmp_path, stage):
     """The finished run, with ``stage``'s record and outputs removed, so a rerun runs just that stage."""
     out = tmp_path / "run"
     shutil.copytree(finished[0], out)

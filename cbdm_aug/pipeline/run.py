@@ -65,10 +65,11 @@ def _save_npz(path: Path, split: str, data) -> None:
     write_npz(path, **{f"x_{split}": data.images, f"y_{split}": data.labels}, class_names=data.class_names)
 
 
-def _few(names: list[str], what: str, shown: int = 4) -> str:
+def _few(names: list[str], of: str, rest: str, shown: int = 4) -> str:
     """``100 classes of TEST are not in DATA: a, b, c, d, … and 96 more``: a long list named by a few."""
     head = ", ".join(names[:shown]) + (f", … and {len(names) - shown} more" if len(names) > shown else "")
-    return f"{len(names)} class{'es' if len(names) != 1 else ''} of {what}: {head}"
+    many = len(names) != 1
+    return f"{len(names)} class{'es' if many else ''} of {of} {'are' if many else 'is'} {rest}: {head}"
 
 
 def _check_classes(train_names: list[str] | None, test_names: list[str] | None, test: str) -> None:
@@ -78,8 +79,8 @@ def _check_classes(train_names: list[str] | None, test_names: list[str] | None, 
         return
     missing = [c for c in train_names if c not in test_names]
     extra = [c for c in test_names if c not in train_names]
-    detail = "; ".join(x for x in (_few(missing, "DATA are missing from TEST") if missing else "",
-                                   _few(extra, "TEST are not in DATA") if extra else "") if x) \
+    detail = "; ".join(x for x in (_few(missing, "DATA", "missing from TEST") if missing else "",
+                                   _few(extra, "TEST", "not in DATA") if extra else "") if x) \
         or f"the same {len(train_names)} classes in another order"
     raise RunError(f"TEST {test} does not have DATA's classes ({detail}); give a test set with the same class names")
 

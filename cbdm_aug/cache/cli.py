@@ -371,7 +371,9 @@ def _decision_lines(record: dict, per_class: int | None) -> list[str]:
 def export(cache, out, fmt, shard_size, real, classes, per_class, decisions, workers, overwrite):
     """Write the images of CACHE as files other trainers read, with manifest.csv and export.json.
 
-    Rerunning the same command resumes an interrupted export and checks what is already written.
+    The run's decisions.json beside CACHE is honoured: a class the run refused gets no generated image
+    (--decisions none exports them all). Rerunning the same command resumes an interrupted export and
+    checks what is already written.
     """
     import sys
 

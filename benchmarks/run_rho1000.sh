@@ -10,12 +10,12 @@ S=${1:-/tmp/cbdm-run1000}
 mkdir -p "$S"
 python - "$S" <<'PY'
 import sys, numpy as np
-from cbdm_aug.data import make_longtail, open_data
+from cbdm_aug.data import make_longtail, open_data, write_npz
 s = sys.argv[1]
 lt = make_longtail(open_data("../shared/datasets/mnist.npz"), "exp", 1000, 5000, 0)
-np.savez(f"{s}/mnist_lt1000.npz", x_train=lt.images, y_train=lt.labels, class_names=np.array(lt.class_names))
+write_npz(f"{s}/mnist_lt1000.npz", x_train=lt.images, y_train=lt.labels, class_names=lt.class_names)
 t = np.load("../shared/datasets/mnist.npz")
-np.savez(f"{s}/mnist_test.npz", x_test=t["x_test"], y_test=t["y_test"], class_names=np.array(lt.class_names))
+write_npz(f"{s}/mnist_test.npz", x_test=t["x_test"], y_test=t["y_test"], class_names=lt.class_names)
 PY
 start=$(date +%s)
 cbdm-aug run "$S/mnist_lt1000.npz" --test "$S/mnist_test.npz" --out "$S/run"

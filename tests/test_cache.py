@@ -188,7 +188,7 @@ def test_the_python_api_the_generate_cli_and_runs_cache_stage_make_bit_identical
     assert headers[0]["sampler"] == SamplerSettings().record() and headers[0]["plan"]["counts"] == {"cat": 0, "dog": 3, "fish": 5}
     for w, h in zip(ways[1:], headers[1:]):
         assert h["sampler"] == headers[0]["sampler"] and h["plan"]["counts"] == headers[0]["plan"]["counts"]
-        for a, b in zip(_images(api), _images(w)):  # images, labels, seeds
+        for a, b in zip(cache_arrays(api), cache_arrays(w)):  # images, labels, seeds
             np.testing.assert_array_equal(a, b)
 
 

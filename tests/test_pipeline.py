@@ -119,6 +119,23 @@ def test_the_report_and_per_class_csv_show_each_decision_and_what_decided_it(fin
     assert "decision,net points [95%],decided by" in csv_header and csv_header.endswith(",why")
 
 
+def test_the_readmes_export_command_gives_the_class_the_run_refused_no_generated_image(finished, tmp_path, capsys):
+    from cbdm_aug.cache.reader import SyntheticCache
+
+    out = finished[0]
+    cache = out / "cache" / "filtered.h5"
+    args = ["export", cache, "--real", out / "data" / "train.npz", "--per-class", 12]
+    code, stdout, err = run_cli([*args, "--out", tmp_path / "mixed" / "train"], capsys)
+    assert code == 0, err
+    assert not list((tmp_path / "mixed" / "train" / "class 2").glob("syn-*"))  # class 2: refused (too few to judge)
+    assert "class 2: the run refused generated images" in stdout
+    code, _, err = run_cli([*args, "--out", tmp_path / "all", "--decisions", "none"], capsys)
+    assert code == 0, err
+    with SyntheticCache(cache) as syn:
+        cached = int((syn.labels == syn.class_names.index("class 2")).sum())
+    assert len(list((tmp_path / "all" / "class 2").glob("syn-*"))) == min(cached, 12 - 3)
+
+
 def test_every_arm_trains_each_seed_in_its_own_folder(finished):
     for arm in ARMS:
         assert sorted(p.name for p in (finished[0] / "arms" / arm).glob("seed*")) == ["seed0", "seed1"]

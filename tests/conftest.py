@@ -118,18 +118,12 @@ def finished(toy_folders):
 
 @pytest.fixture(scope="session")
 def tiny_generator(tmp_path_factory):
-    """An untrained tiny 8x8 generator of classes cat, dog, fish (real counts 6, 3, 1), saved and loaded."""
-    import json
-
-    from cbdm_aug.diffusion.sampling import DEFAULT_SCHEDULE
+    """An untrained tiny 8x8 generator of ``helpers.TINY_CLASSES`` (real counts 6, 3, 1), saved and loaded."""
     from cbdm_aug.diffusion.unet import build_unet, unet_config
     from cbdm_aug.generator.run_dir import Generator, save_generator
 
-    names = ["cat", "dog", "fish"]
     torch.manual_seed(0)
-    cfg = unet_config("tiny", 8, 1, len(names))
-    meta = {"preset": "tiny", "model": cfg, "class_names": names, "class_counts": [6, 3, 1], "image_size": 8,
-            "channels": 1, "schedule": DEFAULT_SCHEDULE, "loss": {}, "step": 0, "package_version": "test"}
-    run = save_generator(tmp_path_factory.mktemp("tiny_generator"), build_unet(cfg), meta)
+    cfg = unet_config("tiny", 8, 1, len(TINY_CLASSES))
+    run = save_generator(tmp_path_factory.mktemp("tiny_generator"), build_unet(cfg), tiny_generator_meta(cfg))
     unet = build_unet(cfg).eval().requires_grad_(False)
     return Generator(unet, json.loads((run / "generator.json").read_text()), run)

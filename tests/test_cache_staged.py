@@ -1,23 +1,17 @@
 """Two-step generation (``cache.staged``) and the cache stage's stop of a class none of whose first
 images pass the filter."""
-import h5py
 import numpy as np
 import torch
+from helpers import FAST_SAMPLER as FAST
+from helpers import TINY_CLASSES as NAMES
+from helpers import cache_arrays
 
-from cbdm_aug.cache.generate import SamplerSettings, generate_cache, image_seed
+from cbdm_aug.cache.generate import generate_cache, image_seed
 from cbdm_aug.cache.plan import Plan
 from cbdm_aug.cache.reader import SyntheticCache
 from cbdm_aug.cache.staged import generate_staged
 from cbdm_aug.evaluate.features import FeatureSpace
 from cbdm_aug.pipeline.settings import CacheSettings
-
-NAMES = ["cat", "dog", "fish"]
-FAST = SamplerSettings("dpmpp", steps=3, guidance=1.0, seed=7)
-
-
-def _read(path):
-    with h5py.File(path, "r") as f:
-        return f["images"][()], f["labels"][()], f["seeds"][()]
 
 
 def test_a_class_that_goes_on_holds_exactly_the_images_of_a_one_step_cache_and_a_stopped_one_its_first_batch(
@@ -32,8 +26,8 @@ def test_a_class_that_goes_on_holds_exactly_the_images_of_a_one_step_cache_and_a
     out, made = generate_staged(tiny_generator, tmp_path / "staged.h5", plan, FAST, 2, only_cat, batch_size=3,
                                 progress=False)
     assert asked == [[2, 2, 1]] and made.counts == (5, 2, 1)
-    one = _read(generate_cache(tiny_generator, tmp_path / "one.h5", plan, FAST, batch_size=3, progress=False))
-    images, labels, seeds = _read(out)
+    one = cache_arrays(generate_cache(tiny_generator, tmp_path / "one.h5", plan, FAST, batch_size=3, progress=False))
+    images, labels, seeds = cache_arrays(out)
     assert labels.tolist() == [0] * 5 + [1] * 2 + [2]
     assert seeds.tolist() == [image_seed(7, c, k) for c, n in enumerate(made.counts) for k in range(n)]
     keep = np.isin(one[2], seeds)

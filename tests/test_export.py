@@ -310,7 +310,7 @@ def test_the_readmes_export_command_gives_a_class_the_run_refused_no_generated_i
     record = json.loads((out / "export.json").read_text())
     assert record["decisions"]["file"] == str((run / "cache" / "decisions.json").resolve())
     assert record["decisions"]["classes"]["10"] == {"share": 0.0, "synthetic": 0, "withheld": 1, "repeated": 1,
-                                                    "short": 0}
+                                                    "short": 0, "floor": None}
     rows = [r for r in _manifest(out) if r["class"] == "10"]
     assert {r["kind"] for r in rows} == {"real"} and sum(bool(r["repeat_of"]) for r in rows) == 1
 
@@ -330,7 +330,7 @@ def test_a_fractional_share_bounds_the_generated_images_and_without_real_images_
     # 5 places, a share of 0.4: at most 2 generated; no --real, so nothing repeats and 3 places stay empty
     assert record["counts"]["2"] == {"synthetic": 2, "real": 0}
     assert record["decisions"]["classes"]["2"] == {"share": 0.4, "synthetic": 2, "withheld": 3, "repeated": 0,
-                                                   "short": 3}
+                                                   "short": 3, "floor": None}
     assert record["counts"]["10"]["synthetic"] == COUNTS[1]
 
 
@@ -345,3 +345,22 @@ def test_decisions_file_chooses_another_file_and_one_of_another_run_is_refused_i
     code, _, err = run_cli(["export", path, "--out", tmp_path / "o2", "--decisions", tmp_path / "other.json"], capsys)
     assert code != 0 and "'dog'" not in err and "dog" in err and "--decisions none" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_class_balanced_export_keeps_the_arms_real_floor_and_zero_turns_it_off(tmp_path, capsys):
+    # class "2" has 2 real and 5 generated images: at --per-class 6 and the default floor 0.5, at most 3 places
+    # are generated, as the + synthetic arms' sampler mixed them, and a real repeat takes the 6th; the line says so
+    run, path = _run_folder(tmp_path, {"2": 1.0, "10": 1.0, "cat": 1.0})
+    real = run / "data" / "train.npz"
+    code, stdout, err = run_cli(["export", path, "--out", tmp_path / "floor", "--real", real, "--per-class", 6], capsys)
+    assert code == 0, err
+    record = json.loads((tmp_path / "floor" / "export.json").read_text())
+    assert record["counts"]["2"] == {"real": 3, "synthetic": 3}
+    assert record["decisions"]["classes"]["2"] == {"share": 0.5, "synthetic": 3, "withheld": 1, "repeated": 1,
+                                                   "short": 0, "floor": 0.5}
+    assert "class 2: the real floor keeps 50% of its places for its real images" in stdout
+    code, _, err = run_cli(["export", path, "--out", tmp_path / "nofloor", "--real", real, "--per-class", 6,
+                            "--min-real-share", 0], capsys)
+    assert code == 0, err
+    record = json.loads((tmp_path / "nofloor" / "export.json").read_text())
+    assert record["counts"]["2"] == {"real": 2, "synthetic": 4} and record["decisions"]["classes"] == {}

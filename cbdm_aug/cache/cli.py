@@ -340,9 +340,8 @@ def _decision_lines(record: dict, per_class: int | None) -> list[str]:
     from cbdm_aug.cache.export.policy import Honoured
 
     d = record["decisions"]
-    if d["file"] is None:
-        return []
-    lines = [f"honouring the run's decisions in {d['file']} (--decisions none exports every generated image)"]
+    lines = ([f"honouring the run's decisions in {d['file']} (--decisions none exports every generated image)"]
+             if d["file"] is not None else [])
     return lines + [Honoured.from_json(h).line(n, per_class) for n, h in d["classes"].items()]
 
 
@@ -365,10 +364,14 @@ def _decision_lines(record: dict, per_class: int | None) -> list[str]:
               help="The run's per-class decisions to honour: a refused class gets no generated image, a bounded "
                    "one at most its share (withheld places filled by real repeats under --per-class) [default: "
                    "decisions.json beside CACHE, if any]. 'none' exports every generated image.")
+@click.option("--min-real-share", type=click.FloatRange(0, 1), default=None,
+              help="With --per-class and --real: at least this share of each class's places go to its real images "
+                   "(repeats where it has fewer), as the run's + synthetic arms mixed them [default: "
+                   "ExportSettings.min_real_share, 0.5]; 0 lets generated images fill every place.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Encoding processes [default: one per core (at most 8) from 2,000 images on].")
 @click.option("--overwrite", is_flag=True, help="Empty a non-empty --out first instead of refusing.")
-def export(cache, out, fmt, shard_size, real, classes, per_class, decisions, workers, overwrite):
+def export(cache, out, fmt, shard_size, real, classes, per_class, decisions, min_real_share, workers, overwrite):
     """Write the images of CACHE as files other trainers read, with manifest.csv and export.json.
 
     The run's decisions.json beside CACHE is honoured: a class the run refused gets no generated image
@@ -386,7 +389,8 @@ def export(cache, out, fmt, shard_size, real, classes, per_class, decisions, wor
     try:
         settings = ExportSettings(format=fmt, shard_size=shard_size or defaults.shard_size, real=real,
                                   classes=tuple(c.strip() for c in classes.split(",") if c.strip())
-                                  if classes is not None else None, per_class=per_class, decisions=decisions)
+                                  if classes is not None else None, per_class=per_class, decisions=decisions,
+                                  min_real_share=defaults.min_real_share if min_real_share is None else min_real_share)
     except ValueError as e:
         raise click.ClickException(str(e)) from None
     command = " ".join(shlex.quote(w) for w in ["cbdm-aug", *sys.argv[1:]])

@@ -20,7 +20,7 @@ from cbdm_aug.atomic import atomic_path, write_text_atomic
 from cbdm_aug.classify.paired import excludes_zero, interval, paired
 from cbdm_aug.classify.report import MAX_CLASSES_PLOTTED, binned_accuracy, size_bins
 from cbdm_aug.evaluate.evidence import Decision
-from cbdm_aug.mixing import find_decisions, read_shares, refused
+from cbdm_aug.mixing import MIN_REAL_SHARE, find_decisions, read_shares, refused
 from cbdm_aug.pipeline.run import CacheResult, EvidenceResult
 from cbdm_aug.pipeline.settings import ARM_TITLES, TWINS
 
@@ -268,14 +268,17 @@ def next_steps(out: Path, cache: Path, data: dict, mixing: ArmMixing) -> list[st
              f"the generated images and the run's real training split as class folders, each class capped at {cap} "
              "images (the largest class's real count; real images first), so a trainer without a balanced sampler "
              "sees every class about equally often:")
+    floor = mixing.sampler["min_real_share"] or 0.0
     export = (f"cbdm-aug export {q(cache)} --out {q(root / 'train')} --real {q(out / 'data' / 'train.npz')} "
-              f"--per-class {cap}")
+              f"--per-class {cap}" + (f" --min-real-share {floor:g}" if floor != MIN_REAL_SHARE else ""))
     train = (f"python train.py --data-dir {q(root)} --model resnet18 --num-classes {len(data['class_names'])} "
              f"--img-size {size}")
     after = (f"Put your validation images in `{root / 'validation'}/<class>/` (train.py looks for `train` and "
              "`validation` under `--data-dir`). `manifest.csv` there lists every image with its provenance; its "
-             "`kind` column tells generated from real. The cap does not replace the sampler's per-epoch mixing or "
-             "its bound on the generated share (docs/export.md).")
+             "`kind` column tells generated from real. The export honours this run's decisions (a refused class gets "
+             f"no generated image) and the arms' real floor (at least {floor:.0%} of each class's places are real images, "
+             "repeated where a class has fewer); it is one fixed draw, not the sampler's fresh mix each epoch "
+             "(docs/export.md).")
     return ["## Next: use the images in your own training", "",
             f"The filtered, gated images are in `{cache}` (HDF5, with their provenance). {sizes}", "", plugin, "",
             "```python", "from torch.utils.data import DataLoader", "",

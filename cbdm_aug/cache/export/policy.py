@@ -7,6 +7,12 @@ and otherwise its real images plus the generated ones (so ``generated <= s / (1 
 refused class (share 0) gets none. With ``per_class`` and real images, each generated image a
 decision withholds is replaced by a repeat of one of the class's real images, as the plugin's
 sampler fills its places; without real images to repeat, the class stays short.
+
+The real floor. With ``per_class`` and real images, the export is one class-balanced epoch, so it keeps
+the sampler's floor (``min_real_share`` f, ``cbdm_aug.mixing.MIN_REAL_SHARE`` by default, as the run's
+"+ synthetic" arms trained): at least ``f * per_class`` of a class's places go to its real images (each
+once, then repeats), and generated images take at most the rest. Without it a 3-image class exported at
+``--per-class 300`` would be 99% generated where the arm that was measured saw at most half.
 """
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ import numpy as np
 
 from cbdm_aug.cache.reader import SyntheticCache
 from cbdm_aug.errors import UserError
+from cbdm_aug.mixing import MIN_REAL_SHARE
 
 FORMATS = ("folder", "tar", "webdataset")
 # Real files kept byte for byte, and their extension in the export (timm's wds reader keys on jpg, png, webp;
@@ -46,6 +53,7 @@ class ExportSettings:
     per_class: int | None = None
     shuffle_seed: int = 0
     decisions: str | None = None
+    min_real_share: float = MIN_REAL_SHARE  # with per_class and real images: the sampler's real floor (0: none)
 
     def __post_init__(self):
         if self.format not in FORMATS:
@@ -56,6 +64,8 @@ class ExportSettings:
             raise ExportError(f"--per-class must be at least 1, got {self.per_class}")
         if self.classes is not None and not self.classes:
             raise ExportError("--classes names no class; give a comma-separated list of class names")
+        if not 0 <= self.min_real_share <= 1:
+            raise ExportError(f"--min-real-share must be in [0, 1], got {self.min_real_share}")
 
 
 class Item(NamedTuple):
@@ -72,27 +82,32 @@ class Item(NamedTuple):
 
 @dataclass(frozen=True)
 class Honoured:
-    """How the decisions changed one class of the export: its share bound, the generated images it
-    keeps and withholds, and the real repeats that fill withheld places (``short``: places left empty)."""
+    """How the decisions (or the real floor) changed one class of the export: its share bound, the generated
+    images it keeps and withholds, and the real repeats that fill withheld places (``short``: places left
+    empty). ``floor``: the real floor when it, not a decision, set the bound."""
 
     share: float
     synthetic: int
     withheld: int
     repeated: int
     short: int
+    floor: float | None = None
 
     def to_json(self) -> dict:
         return {"share": self.share, "synthetic": self.synthetic, "withheld": self.withheld,
-                "repeated": self.repeated, "short": self.short}
+                "repeated": self.repeated, "short": self.short, "floor": self.floor}
 
     @classmethod
     def from_json(cls, d: dict) -> Honoured:
-        return cls(float(d["share"]), int(d["synthetic"]), int(d["withheld"]), int(d["repeated"]), int(d["short"]))
+        return cls(float(d["share"]), int(d["synthetic"]), int(d["withheld"]), int(d["repeated"]), int(d["short"]),
+                   d.get("floor"))
 
     def line(self, name: str, per_class: int | None) -> str:
-        """One line for the user: what the decision did to class ``name``."""
-        what = "refused generated images" if self.share <= 0 else f"bounds generated images to {self.share:.0%}"
-        line = f"class {name}: the run {what}; {self.synthetic} generated exported, {self.withheld} withheld"
+        """One line for the user: what the decision (or the real floor) did to class ``name``."""
+        what = ("run refused generated images" if self.share <= 0 else
+                f"real floor keeps {self.floor:.0%} of its places for its real images" if self.floor is not None else
+                f"run bounds generated images to {self.share:.0%}")
+        line = f"class {name}: the {what}; {self.synthetic} generated exported, {self.withheld} withheld"
         if self.repeated:
             line += f"; {self.repeated} repeats of its real images take their places"
         if self.short:
@@ -210,21 +225,24 @@ def _class_items(syn: SyntheticCache, settings: ExportSettings, name: str, label
     index = np.flatnonzero(syn.labels == syn.class_names.index(name))
     if cap is not None:
         index = index[:max(0, cap - len(real))]
-    bound = None if share is None else _bound(share, cap, len(real) if settings.real else _real_count(syn, name))
+    floor = settings.min_real_share if cap is not None and real else 0.0
+    limit = None if share is None and not floor else min(1.0 if share is None else share, 1 - floor)
+    bound = None if limit is None else _bound(limit, cap, len(real) if settings.real else _real_count(syn, name))
     if share is not None and share < 1 and bound is None:
         raise ExportError(f"class {name!r}: the decisions bound its generated share to {share:g}, and neither "
                           "--real nor the cache tells its real count; pass --real DATA, or --decisions none")
     kept = index if bound is None else index[:bound]
     items = real + [Item(f"syn-{i:0{width}d}", name, label, "synthetic", int(i), ".png") for i in kept]
     withheld = len(index) - len(kept)
-    if share is None or (share > 0 and not withheld):
+    if limit is None or (limit > 0 and not withheld):
         return items, None
     repeats = withheld if cap is not None and real else 0
     for r in range(repeats):  # cycle through the class's real images, as the sampler's repeats do
         it = real[r % len(real)]
         items.append(it._replace(key=f"{it.key}-r{r // len(real) + 1}", repeat_of=it.key))
     short = withheld - repeats if cap is not None else 0
-    return items, Honoured(share, len(kept), withheld, repeats, short)
+    by_floor = share is None or share > limit
+    return items, Honoured(limit, len(kept), withheld, repeats, short, floor if by_floor else None)
 
 
 def select(syn: SyntheticCache, settings: ExportSettings) -> Selection:

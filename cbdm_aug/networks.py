@@ -8,7 +8,9 @@ tables) uses the CIFAR ResNet instead: a 3x3 stride-1 stem, three stages of basi
 16/32/64 channels, the 2nd and 3rd stages downsampling by 2, global average pooling and one linear
 layer. Depth = 6n + 2 for n blocks per stage.
 
-Importing this module registers, with ``pretrained=False`` only (no weights exist to download):
+Importing this module registers them with timm's builder (``build_model_with_cfg``). No weights exist to
+download: ``pretrained=True`` needs a local file, ``pretrained_cfg_overlay=dict(file=PATH)``, which timm loads
+as for any of its own models (``cbdm_aug.classify.pretrained``):
 
 - ``resnet32_cifar``: n = 5, 0.46M parameters; the network of the CIFAR-10/100-LT tables.
 - ``resnet20_cifar``: n = 3, 0.27M parameters.
@@ -24,7 +26,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.models import register_model
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
 from cbdm_aug.errors import UserError
 
@@ -101,30 +103,39 @@ class CifarResNet(nn.Module):
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
 
-def _create(blocks_per_stage: int, pretrained: bool, **kwargs) -> CifarResNet:
-    if pretrained:
-        raise ValueError("CIFAR ResNets have no pretrained weights; use pretrained=False")
-    for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):  # timm's factory passes these
-        kwargs.pop(key, None)
-    return CifarResNet(blocks_per_stage, **kwargs)
+def _cfg() -> dict:
+    # what timm's loader reads: the stem it adapts to other channel counts and the head it drops for other
+    # classes; no url or hub id, so nothing is ever downloaded (pretrained=True without a file fails in timm)
+    return {"num_classes": 10, "input_size": (3, 32, 32), "first_conv": "conv1", "classifier": "fc",
+            "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
+
+
+default_cfgs = generate_default_cfgs({name: _cfg() for name in ("resnet32_cifar", "resnet20_cifar", "resnet8_cifar")})
+
+
+def _create(variant: str, blocks_per_stage: int, pretrained: bool, **kwargs) -> CifarResNet:
+    if pretrained and not (kwargs.get("pretrained_cfg_overlay") or {}).get("file"):
+        raise ValueError(f"{variant} has no pretrained weights to download; give a local file: "
+                         "pretrained_cfg_overlay=dict(file=PATH) (run --pretrained, recipe model.pretrained_file)")
+    return build_model_with_cfg(CifarResNet, variant, pretrained, blocks_per_stage=blocks_per_stage, **kwargs)
 
 
 @register_model
 def resnet32_cifar(pretrained: bool = False, **kwargs) -> CifarResNet:
     """ResNet-32 (n = 5), the CIFAR-10/100-LT network of LDAM and its successors."""
-    return _create(5, pretrained, **kwargs)
+    return _create("resnet32_cifar", 5, pretrained, **kwargs)
 
 
 @register_model
 def resnet20_cifar(pretrained: bool = False, **kwargs) -> CifarResNet:
     """ResNet-20 (n = 3)."""
-    return _create(3, pretrained, **kwargs)
+    return _create("resnet20_cifar", 3, pretrained, **kwargs)
 
 
 @register_model
 def resnet8_cifar(pretrained: bool = False, **kwargs) -> CifarResNet:
     """ResNet-8 (n = 1): small enough to train on 28x28 or 8x8 images on a CPU in minutes."""
-    return _create(1, pretrained, **kwargs)
+    return _create("resnet8_cifar", 1, pretrained, **kwargs)
 
 
 class ClassifierRunError(UserError):

@@ -69,9 +69,13 @@ class DataConfig:
 class ModelConfig:
     name: str = "resnet32_cifar"        # any timm model name; *_cifar are registered by cbdm_aug.networks
     drop_rate: float = 0.0              # dropout before the classifier
+    pretrained_file: str | None = None  # start from these local weights (a state_dict file for `name`, loaded
+                                        # by timm, the head re-made for your classes); None: random init
 
     def __post_init__(self):
         _check(0 <= self.drop_rate < 1, f"model.drop_rate must be in [0, 1), got {self.drop_rate}")
+        _check(self.pretrained_file is None or bool(str(self.pretrained_file).strip()),
+               "model.pretrained_file must be a file path or null, got an empty string")
 
 
 @dataclass(frozen=True)

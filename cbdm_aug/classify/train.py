@@ -112,11 +112,16 @@ def build_model(recipe: Recipe, num_classes: int, in_chans: int) -> torch.nn.Mod
 
     import cbdm_aug.networks  # noqa: F401 - registers the *_cifar models with timm
 
-    if not timm.is_model(recipe.model.name):
-        raise RecipeError(f"model.name {recipe.model.name!r} is not a timm model; try resnet32_cifar, "
+    m = recipe.model
+    if not timm.is_model(m.name):
+        raise RecipeError(f"model.name {m.name!r} is not a timm model; try resnet32_cifar, "
                           "resnet8_cifar or a name from timm.list_models()")
-    return timm.create_model(recipe.model.name, pretrained=False, num_classes=num_classes,
-                             in_chans=in_chans, drop_rate=recipe.model.drop_rate)
+    if m.pretrained_file:
+        from cbdm_aug.classify.pretrained import create_pretrained
+
+        return create_pretrained(m.name, m.pretrained_file, num_classes, in_chans, drop_rate=m.drop_rate)
+    return timm.create_model(m.name, pretrained=False, num_classes=num_classes, in_chans=in_chans,
+                             drop_rate=m.drop_rate)
 
 
 def _lr_factor(recipe: Recipe, steps_per_epoch: int):
@@ -313,7 +318,11 @@ def train_run(recipe: Recipe, out_dir: str | Path, progress: bool = True, comman
     g = torch.Generator().manual_seed(recipe.seed)
     loader, data_path = make_loader(recipe, dataset, sampler, device, device_data, g)
 
-    model = build_model(recipe, C, channels).to(device)
+    from cbdm_aug.classify.pretrained import provenance
+
+    model = build_model(recipe, C, channels)
+    start = provenance(model, recipe.model.pretrained_file)  # before the first step: what it starts from
+    model = model.to(device)
     prior_counts = (real_counts if recipe.loss.prior == "real"
                     else [r + s for r, s in zip(draws["real"], draws["synthetic"])])
     criterion = ClassifierLoss(recipe.loss.kind, prior_counts, recipe.loss.tau, recipe.loss.label_smoothing).to(device)
@@ -343,6 +352,7 @@ def train_run(recipe: Recipe, out_dir: str | Path, progress: bool = True, comman
         "train_counts": {"real": real_counts, "synthetic_available": synthetic_available,
                          "epoch0_draws": draws, "loss_prior": list(prior_counts)},
         "data": {"train": train.source, "test": test.source, "image_size": size, "channels": channels},
+        "pretrained": start,
         "history": history,
         "run": {"device": str(device), "data": data_path, "seconds": round(time.time() - t0, 1), "command": command,
                 "torch": torch.__version__, "python": platform.python_version(), "machine": platform.node()},
@@ -475,10 +485,12 @@ def _stamped(seed_dir: Path, stamp: dict | None) -> bool:
 def train_on_arrays(train_images: np.ndarray, train_labels: np.ndarray, test_images: np.ndarray,
                     test_labels: np.ndarray, class_names: list[str], out_dir: str | Path, *, name: str,
                     model: str = "resnet8_cifar", epochs: int = 4, sampling: str = "none", seed: int = 0,
-                    device: str = "auto", progress: bool = True, command: str = "") -> dict:
+                    device: str = "auto", progress: bool = True, command: str = "", pretrained_file: str | None = None,
+                    image_size: int | None = None) -> dict:
     """Train a classifier on in-memory uint8 (N, H, W, C) arrays with a short SGD + cosine schedule
     (lr 0.1, batch 128, 1-pixel shifts); returns the run's metrics.json content. Used for the
-    evaluation's feature network, the Classification Accuracy Score and the cache filter."""
+    evaluation's feature network, the Classification Accuracy Score and the cache filter. ``pretrained_file``:
+    start from these local weights; ``image_size``: train at this size (None: the arrays')."""
     import tempfile
 
     from cbdm_aug.classify.recipe import DataConfig, ModelConfig, OptimConfig, SamplingConfig, ScheduleConfig
@@ -490,8 +502,9 @@ def train_on_arrays(train_images: np.ndarray, train_labels: np.ndarray, test_ima
                   class_names=class_names)
         recipe = Recipe(
             name=name, seed=seed, device=device,
-            data=DataConfig(train=str(npz), longtail="none", crop_padding=1 if train_images.shape[1] >= 8 else 0),
-            model=ModelConfig(name=model), optim=OptimConfig(name="sgd", lr=0.1, weight_decay=5e-4),
+            data=DataConfig(train=str(npz), longtail="none", crop_padding=1 if train_images.shape[1] >= 8 else 0,
+                            image_size=image_size),
+            model=ModelConfig(name=model, pretrained_file=pretrained_file), optim=OptimConfig(name="sgd", lr=0.1, weight_decay=5e-4),
             schedule=ScheduleConfig(epochs=epochs, batch_size=128, kind="cosine", warmup_epochs=0.5, milestones=()),
             sampling=SamplingConfig(mode=sampling),
         )

@@ -20,8 +20,18 @@ from cbdm_aug.pipeline.settings import CPU_GEN_STEPS, GPU_GEN_STEPS, ArmSettings
 @click.option("--gen-steps", type=int, default=None,
               help=f"Generator training steps [default: {CPU_GEN_STEPS} on a CPU, {GPU_GEN_STEPS} on a GPU].")
 @click.option("--image-size", type=int, default=None,
-              help="Image size of the generator and classifiers [default: the data's, at most 16 on a CPU].")
+              help="Image size of the generator [default: the data's, at most 16 on a CPU, 64 on a GPU]; "
+                   "generated images are resized to the classifier's size.")
+@click.option("--classifier-size", type=int, default=None,
+              help="Image size of the classifiers [default: the data's; on a CPU without --pretrained or "
+                   "--classifier-recipe, the generator's].")
 @click.option("--model", default=None, help="Classifier: a timm model name [default: sized from the image size].")
+@click.option("--pretrained", type=click.Path(), default=None,
+              help="Start every classifier from these local weights (a state_dict saved from the --model; "
+                   "the head is re-made for your classes). Nothing is downloaded.")
+@click.option("--classifier-recipe", type=click.Path(), default=None, metavar="RECIPE.yaml",
+              help="A train-classifier recipe for the arms' model, optimiser, schedule, size and weights; run "
+                   "adds only the data paths and the arms' differences (RandAugment, generated images).")
 @click.option("--classifier-epochs", type=int, default=None,
               help="Epochs of each classifier run [default: about 40,000 images drawn, 4..30 epochs].")
 @click.option("--seeds", default="0,1,2", show_default=True, help="Comma-separated seeds; each arm trains once per seed.")
@@ -38,8 +48,9 @@ from cbdm_aug.pipeline.settings import CPU_GEN_STEPS, GPU_GEN_STEPS, ArmSettings
                    "the classes they help (--no-evidence: every class the filter and gate passed).")
 @click.option("--skip-bad", is_flag=True, help="Skip unreadable image files (and report how many) instead of failing.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
-def run(data, test, holdout_per_class, out, generator, preset, gen_steps, image_size, model, classifier_epochs,
-        seeds, device, augment_p, min_real_share, evidence, skip_bad, no_progress):
+def run(data, test, holdout_per_class, out, generator, preset, gen_steps, image_size, classifier_size, model,
+        pretrained, classifier_recipe, classifier_epochs, seeds, device, augment_p, min_real_share, evidence,
+        skip_bad, no_progress):
     """Will generated images help your rare classes? Fit a CBDM generator on DATA (already
     long-tailed: an image folder, an .npz or `digits`), top every class up with filtered, per-class
     gated generated images, train four classifier arms over --seeds (the control: class-balanced
@@ -56,7 +67,9 @@ def run(data, test, holdout_per_class, out, generator, preset, gen_steps, image_
     seed_list = parse_seeds(seeds)
     try:
         opts = RunOptions(data=data, test=test, holdout_per_class=holdout_per_class, skip_bad=skip_bad, generator=generator,
-                          preset=preset, gen_steps=gen_steps, image_size=image_size, model=model,
+                          preset=preset, gen_steps=gen_steps, image_size=image_size,
+                          classifier_size=classifier_size, model=model, pretrained=pretrained,
+                          classifier_recipe=classifier_recipe,
                           classifier_epochs=classifier_epochs, seeds=tuple(seed_list), device=device,
                           fit=GeneratorSettings(augment_p=augment_p),
                           arm=ArmSettings(evidence=evidence, min_real_share=min_real_share or None))

@@ -202,7 +202,9 @@ def _cache_stage(out: Path, gen_run: str, data: dict, r: Resolved, opts: RunOpti
     gen = load_generator(out / gen_run, device=device)  # an absolute gen_run stays itself
     plan = make_plan("file", gen.class_names, gen.meta.get("class_counts"), counts_file=counts_file)
     echo(count_table(names, ("real", counts), ("synthetic", plan.counts)))
-    train = _load_split(out, "train", r.image_size, r.channels) if s.filter else None
+    # the filter's classifier: resnet8 at the generator's size, or the user's own (model, weights, size) when
+    # they name weights or a recipe; the generated images are resized to its size when they score
+    train = _load_split(out, "train", r.filter_size, r.channels) if s.filter else None
     held = {}
 
     def space():  # trained when first needed: after the first batch is on disk
@@ -296,7 +298,8 @@ def _filter_space(clf: Path, train, r: Resolved, device, progress: bool):
     if (clf / "metrics.json").is_file() and (clf / "model.pt").is_file():
         return load_classifier_space(clf, device)
     return train_classifier_space(train.images, train.labels, train.class_names, clf, epochs=r.filter_epochs,
-                                  progress=progress, device=str(device), seed=0)
+                                  model=r.filter_model, progress=progress, device=str(device), seed=0,
+                                  pretrained_file=r.pretrained, image_size=r.filter_size)
 
 
 def _classifier_words(clf: Path) -> str:
@@ -371,15 +374,15 @@ DECISIONS = "cache/decisions.json"  # beside cache/filtered.h5: the plugin and e
 
 
 def _evidence_stage(out: Path, cached: CacheResult, data: dict, r: Resolved, opts: RunOptions, device, echo,
-                    progress: bool) -> EvidenceResult:
+                    progress: bool, base=None) -> EvidenceResult:
     """Cross-fitted per-class decisions (``evaluate.evidence.judge``), the RandAugment + synthetic arm's recipe
     as the probe (asking for every class's images, whatever decisions lie beside the cache)."""
     from cbdm_aug.evaluate.evidence import FOLDS, judge
 
     s = opts.arm
     names = data["class_names"]
-    train = _load_split(out, "train", r.image_size, r.channels)
-    recipe = arm_recipe("randaugment+synthetic", out, r, opts, str(device), str(out / cached.cache))
+    train = _load_split(out, "train", r.classifier_size, r.channels)  # the probes' folds, at the arms' size
+    recipe = arm_recipe("randaugment+synthetic", out, r, opts, str(device), str(out / cached.cache), base=base)
     decisions = judge(train.images, train.labels, names, [cached.kept.get(n, 0) for n in names], recipe,
                       out / "cache" / "evidence", s.min_judged, device=str(device), progress=progress, echo=echo)
     for e in decisions.values():
@@ -400,28 +403,69 @@ def _place_decisions(out: Path, evidence: EvidenceResult | None) -> None:
         write_decisions(out / evidence.share_file, evidence.decisions)
 
 
-def arm_recipe(arm: str, out: Path, r: Resolved, opts: RunOptions, device, cache: str | None,
-               share_file: str | None = None):
-    """The classifier recipe of one arm (seed 0; the arms stage sets each seed). ``share_file``: the
-    evidence stage's per-class bounds for a + synthetic arm."""
-    from cbdm_aug.classify.recipe import load_recipe
+def read_classifier_recipe(path: str | None):
+    """The user's --classifier-recipe as a ``Recipe`` and the ``RecipeFacts`` resolve reads (None, None without one)."""
+    from cbdm_aug.classify.recipe import RecipeError, load_recipe
+    from cbdm_aug.pipeline.settings import RecipeFacts
 
+    if path is None:
+        return None, None
+    try:
+        recipe = load_recipe(path)
+    except RecipeError as e:
+        raise RunError(f"--classifier-recipe {e}") from None
+    d, s = recipe.data, recipe.schedule
+    return recipe, RecipeFacts(path=str(path), image_size=d.image_size, model=recipe.model.name,
+                               pretrained_file=recipe.model.pretrained_file, epochs=s.epochs, batch_size=s.batch_size,
+                               lr=recipe.optim.lr, crop_padding=d.crop_padding, hflip=d.hflip)
+
+
+def default_recipe(r: Resolved, opts: RunOptions):
+    """The arms' shared recipe without a --classifier-recipe: ``ClassifierSettings`` made concrete by ``resolve``."""
+    from cbdm_aug.classify.recipe import (
+        DataConfig,
+        EvalConfig,
+        LossConfig,
+        ModelConfig,
+        OptimConfig,
+        Recipe,
+        ScheduleConfig,
+    )
+
+    c = opts.classifier
+    return Recipe(data=DataConfig(longtail="none", crop_padding=r.crop_padding, hflip=r.hflip),
+                  model=ModelConfig(name=r.model), optim=OptimConfig(lr=r.lr, weight_decay=c.weight_decay),
+                  schedule=ScheduleConfig(epochs=r.epochs, batch_size=r.batch_size, kind=c.schedule,
+                                          warmup_epochs=c.warmup_epochs, milestones=()),
+                  loss=LossConfig(kind="ce"), eval=EvalConfig(batch_size=c.eval_batch))
+
+
+def arm_recipe(arm: str, out: Path, r: Resolved, opts: RunOptions, device, cache: str | None,
+               share_file: str | None = None, base=None):
+    """The classifier recipe of one arm (seed 0; the arms stage sets each seed): ``base`` (the user's
+    --classifier-recipe; None: ``default_recipe``) with what run sets: the data paths, the size, model, weights
+    and epochs resolved from the options, the shot groups, and the arm's difference (RandAugment or not, the
+    generated images or not). ``share_file``: the evidence stage's per-class bounds for a + synthetic arm."""
+    from dataclasses import replace
+
+    from cbdm_aug.classify.recipe import SamplingConfig
+
+    base = base or default_recipe(r, opts)
     s = opts.arm
-    sets = [f"name={arm}", f"device={device}", f"data.train={out / 'data' / 'train.npz'}",
-            f"data.test={out / 'data' / 'test.npz'}", "data.longtail=none", f"data.image_size={r.image_size}",
-            f"data.channels={r.channels}", f"data.crop_padding={r.crop_padding}", f"data.hflip={str(r.hflip).lower()}",
-            f"model.name={r.model}", f"optim.lr={r.lr:g}", "optim.weight_decay=0.0005",
-            f"schedule.epochs={r.epochs}", f"schedule.batch_size={r.batch_size}", "schedule.kind=cosine",
-            "schedule.warmup_epochs=0.5", "schedule.milestones=[]", "loss.kind=ce", "sampling.mode=class-balanced",
-            f"eval.many_threshold={opts.many_threshold}", f"eval.few_threshold={opts.few_threshold}", "eval.batch_size=1000"]
-    if arm.startswith("randaugment"):  # on the generated images too, as benchmarks/tail_gain.py measures it
-        sets.append("data.augment=randaugment")
+    data = replace(base.data, train=str(out / "data" / "train.npz"), test=str(out / "data" / "test.npz"),
+                   holdout_per_class=0, longtail="none", image_size=r.classifier_size, channels=r.channels,
+                   # on the generated images too, as benchmarks/tail_gain.py measures it
+                   augment="randaugment" if arm.startswith("randaugment") else "none",
+                   augment_synthetic=True if arm.startswith("randaugment") else base.data.augment_synthetic)
+    sampling = SamplingConfig(mode="class-balanced")
+    loss = base.loss
     if arm in TWINS:
-        sets += ["sampling.mode=synthetic", f"sampling.cache={cache}", f"loss.synthetic_weight={s.synthetic_weight:g}",
-                 f"sampling.min_real_share={'null' if s.min_real_share is None else f'{s.min_real_share:g}'}"]
-        if share_file:
-            sets.append(f"sampling.share_file={share_file}")
-    return load_recipe(None, sets)
+        sampling = SamplingConfig(mode="synthetic", cache=cache, min_real_share=s.min_real_share, share_file=share_file)
+        loss = replace(loss, synthetic_weight=s.synthetic_weight)
+    return replace(base, name=arm, seed=0, device=device, data=data, sampling=sampling, loss=loss,
+                   model=replace(base.model, name=r.model, pretrained_file=r.pretrained),
+                   schedule=replace(base.schedule, epochs=r.epochs),
+                   eval=replace(base.eval, many_threshold=opts.many_threshold, few_threshold=opts.few_threshold))
 
 
 def recipe_key(recipe) -> dict:
@@ -432,6 +476,8 @@ def recipe_key(recipe) -> dict:
     d = recipe_to_dict(recipe) if not isinstance(recipe, dict) else json.loads(json.dumps(recipe))
     for section, key in (("data", "train"), ("data", "test"), ("sampling", "cache"), ("sampling", "share_file")):
         d[section].pop(key, None)
+    if d.get("model", {}).get("pretrained_file", 0) is None:
+        d["model"].pop("pretrained_file")  # a run folder made before the key existed is still reused
     return d
 
 
@@ -456,6 +502,21 @@ def _arm_stage(arm: str, out: Path, recipe, seeds, echo, progress: bool, inputs:
     return {"seeds": list(seeds), "per_seed": {str(r["seed"]): r["metrics"] for r in runs}}
 
 
+def _check_weights(r: Resolved, num_classes: int) -> str | None:
+    """The sha256 of the classifiers' starting weights (None: random init), after checking, before any stage
+    runs, that they load into ``r.model``: one line naming the file when not."""
+    if r.pretrained is None:
+        return None
+    from cbdm_aug.classify.pretrained import check_weights, file_sha256
+    from cbdm_aug.classify.recipe import RecipeError
+
+    try:
+        check_weights(r.model, r.pretrained, num_classes, r.channels)
+    except RecipeError as e:
+        raise RunError(f"--pretrained: {e}") from None
+    return file_sha256(r.pretrained)
+
+
 def _check_out(out: Path) -> None:
     if out.is_file():
         raise RunError(f"--out {out} is a file; give a folder")
@@ -478,24 +539,29 @@ def run_pipeline(opts: RunOptions, out: str | Path, echo=print, progress: bool =
 
 
 def _synthetic_stages(stages: Stages, out: Path, gen_run: str, data: dict, r: Resolved, opts: RunOptions, device,
-                      echo, progress: bool) -> tuple[CacheResult, EvidenceResult | None]:
+                      echo, progress: bool, base=None, weights: str | None = None
+                      ) -> tuple[CacheResult, EvidenceResult | None]:
     """The cache stage, then (``opts.arm.evidence``) the evidence stage; the decisions file is placed beside the
-    cache either way (``_place_decisions``)."""
+    cache either way (``_place_decisions``). ``base``: the user's classifier recipe; ``weights``: the sha256 of
+    the classifiers' starting weights."""
     cached = CacheResult.from_json(stages.run(
         "cache", "generate the top-up cache and filter it",
-        asdict(opts.cache) | {"image_size": r.image_size, "filter_epochs": r.filter_epochs, "filter_model": "resnet8_cifar",
-                              "epochs": r.epochs, "min_real_share": opts.arm.min_real_share},  # they set the cap
+        asdict(opts.cache) | {"image_size": r.image_size, "filter_epochs": r.filter_epochs, "filter_model": r.filter_model,
+                              "epochs": r.epochs, "min_real_share": opts.arm.min_real_share}  # they set the cap
+        | ({"filter_size": r.filter_size, "filter_weights": weights} if (r.filter_size, weights) != (r.image_size, None)
+           else {}),
         lambda: _cache_stage(out, gen_run, data, r, opts, device, echo, progress).to_json(),
         clean=lambda: shutil.rmtree(out / "cache", ignore_errors=True), after=("data", "generator"), writes=out / "cache"))
     evidence = None
     if opts.arm.evidence:
         from cbdm_aug.evaluate.evidence import RULE
 
-        probe = arm_recipe("randaugment+synthetic", out, r, opts, str(device), str(out / cached.cache))
+        probe = arm_recipe("randaugment+synthetic", out, r, opts, str(device), str(out / cached.cache), base=base)
         evidence = EvidenceResult.from_json(stages.run(
             "evidence", "judge each class by cross-fitting: do its generated images help?",
-            {"min_judged": opts.arm.min_judged, "rule": RULE, "probe": recipe_key(probe)},
-            lambda: _evidence_stage(out, cached, data, r, opts, device, echo, progress).to_json(),
+            {"min_judged": opts.arm.min_judged, "rule": RULE, "probe": recipe_key(probe)}
+            | ({"weights": weights} if weights else {}),
+            lambda: _evidence_stage(out, cached, data, r, opts, device, echo, progress, base).to_json(),
             clean=lambda: shutil.rmtree(out / "cache" / "evidence", ignore_errors=True),
             after=("data", "cache"), writes=out / "cache" / "evidence"))
     _place_decisions(out, evidence)
@@ -528,7 +594,14 @@ def _run(opts: RunOptions, out: Path, echo, progress: bool) -> dict:
                            f"{data['class_names']}; fit one on DATA (drop --generator)")
         gen_size = int(meta["image_size"])
         load_generator(opts.generator)  # fails now, in one line, if its weights do not load
-    r, why = resolve(opts, sum(data["counts"]), data["image_size"], data["channels"], on_gpu, gen_size)
+    base, facts = read_classifier_recipe(opts.classifier_recipe)
+    r, why = resolve(opts, sum(data["counts"]), data["image_size"], data["channels"], on_gpu, gen_size, facts)
+    weights = _check_weights(r, len(data["class_names"]))
+    if weights:
+        why.append(f"classifier weights: {r.pretrained} (sha256 {weights}), the head re-made for your "
+                   f"{len(data['class_names'])} classes; every arm, evidence probe"
+                   + (" and the cache filter" if r.filter_model == r.model else " (not the cache filter)")
+                   + " starts from them")
     echo(f"device {device}" + ("; chosen for you (each can be set):" if why else "") + "".join(f"\n  - {w}" for w in why))
     if opts.generator:
         gen = stages.run("generator", f"reuse the generator {opts.generator}",
@@ -544,16 +617,18 @@ def _run(opts: RunOptions, out: Path, echo, progress: bool) -> dict:
                          lambda: _fit_stage(out, r, device, echo, progress),
                          clean=lambda: shutil.rmtree(out / "generator", ignore_errors=True), after=("data",),
                          writes=out / "generator")
-    cached, evidence = _synthetic_stages(stages, out, gen["run"], data, r, opts, device, echo, progress)
+    cached, evidence = _synthetic_stages(stages, out, gen["run"], data, r, opts, device, echo, progress, base,
+                                         weights)
     share_file = str(out / evidence.share_file) if evidence else None
     arms = {}
     for arm in ARMS:
         recipe = arm_recipe(arm, out, r, opts, str(device), str(out / cached.cache) if arm in TWINS else None,
-                            share_file if arm in TWINS else None)
+                            share_file if arm in TWINS else None, base=base)
         after = ("data", "cache", *(("evidence",) if evidence else ())) if arm in TWINS else ("data",)
         inputs = {a: stages.digest(a) for a in after if a != "data"} or None  # a real-only arm reads only DATA
         arms[arm] = stages.run(arm, f"train {ARM_TITLES[arm]} over seeds {list(opts.seeds)}",
-                               {"recipe": recipe_key(recipe), "seeds": list(opts.seeds)},
+                               {"recipe": recipe_key(recipe), "seeds": list(opts.seeds)}
+                               | ({"weights": weights} if weights else {}),
                                lambda arm=arm, recipe=recipe, inputs=inputs: _arm_stage(arm, out, recipe, opts.seeds,
                                                                                         echo, progress, inputs),
                                after=after, writes=out / "arms" / arm)

@@ -271,6 +271,9 @@ def main(argv=None) -> None:
     p.add_argument("--top-up", type=int, default=300)
     p.add_argument("--test-per-class", type=int, default=200)
     p.add_argument("--sizes", default="16,32", help="generator sizes, in order; 32 gets the 16's CPU seconds")
+    p.add_argument("--later-steps", type=int, default=None,
+                   help="steps of the generators after the first, instead of the calibration (a shared CPU makes a "
+                        "few timed steps unreliable: the 16's seconds / the 32's seconds a step in a long fit)")
     p.add_argument("--finding", default=None, help="the one-line finding, written into the results")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -288,10 +291,12 @@ def main(argv=None) -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     budget = None
     for size in sizes:
-        steps = args.gen_steps if budget is None else max(1, round(budget / step_cost(size)))
+        steps = (args.gen_steps if budget is None else args.later_steps
+                 or max(1, round(budget / step_cost(size))))
         gen_dir, fitted = fit_generator(work, size, steps)
-        if budget is None:
+        if budget is None and args.later_steps is None:
             budget = step_cost(size) * fitted["steps"]
+        budget = budget or fitted["seconds"]
         print(f"generator {size}px: {fitted['steps']} steps, {fitted['seconds']:.0f} s", flush=True)
         cache, kept = make_cache(work, gen_dir, size, args.top_up, weights)
         record["generators"].append({"size": size} | fitted | kept)

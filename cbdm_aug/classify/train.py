@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from cbdm_aug.atomic import write_bytes_atomic, write_text_atomic
+from cbdm_aug.classify.pretrained import provenance
 from cbdm_aug.classify.recipe import DataConfig, Recipe, RecipeError, save_recipe
 from cbdm_aug.devices import resolve_device
 from cbdm_aug.mixing import ALL_IMAGES, DecisionsError
@@ -317,8 +318,6 @@ def train_run(recipe: Recipe, out_dir: str | Path, progress: bool = True, comman
     draws = _epoch_draws(dataset, sampler, C)
     g = torch.Generator().manual_seed(recipe.seed)
     loader, data_path = make_loader(recipe, dataset, sampler, device, device_data, g)
-
-    from cbdm_aug.classify.pretrained import provenance
 
     model = build_model(recipe, C, channels)
     start = provenance(model, recipe.model.pretrained_file)  # before the first step: what it starts from

@@ -232,6 +232,19 @@ def table(results: dict) -> dict:
     return {"arms": rows, "paired": pairs}
 
 
+def _measuring_args(argv: list[str]) -> list[str]:
+    """The command line without the words written after the run (--note, --finding)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in ("--note", "--finding"):
+            skip = True
+        else:
+            out.append(a)
+    return out
+
+
 def markdown(record: dict) -> str:
     from cbdm_aug.classify.paired import interval
 
@@ -240,7 +253,8 @@ def markdown(record: dict) -> str:
              f"machine: {env['machine']['cpu']} ({env['machine']['cpu_count']} cores, torch threads "
              f"{env['machine']['torch_threads']}); torch {env['versions']['torch']}, timm {env['versions']['timm']}; "
              f"commit {env['commit']}{' (dirty tree)' if env['dirty_tree'] else ''}", "",
-             "`OMP_NUM_THREADS=1 python benchmarks/pretrained.py " + " ".join(record["argv"]) + "`", "",
+             "`OMP_NUM_THREADS=1 python benchmarks/pretrained.py " + " ".join(_measuring_args(record["argv"]))
+             + "` (plus the notes and finding below)", "",
              f"Backbone: resnet8_cifar pretrained on {', '.join(record['data']['pretrain_classes'])} "
              f"({record['data']['pretrain_per_class']} images each, 32x32, {record['pretrain_epochs']} epochs; "
              f"{record['pretrain_balanced']:.1f}% balanced accuracy on their test images). Benchmark: the other five "

@@ -4,7 +4,17 @@ import json
 import numpy as np
 import pytest
 
-from cbdm_aug.evaluate.evidence import Decision, assign_folds, cross_fit, decide, effects, tally, write_decisions
+from cbdm_aug.evaluate import proxies
+from cbdm_aug.evaluate.evidence import (
+    MIDDLE_SHARE,
+    Decision,
+    assign_folds,
+    cross_fit,
+    decide,
+    effects,
+    tally,
+    write_decisions,
+)
 from cbdm_aug.mixing import read_shares
 
 
@@ -33,26 +43,42 @@ def test_tally_counts_confusions_and_effects_are_in_points_of_per_class_recall()
     assert fx["taken"].tolist() == [1, -1, 0] and fx["gained"].tolist() == [1, -1, 0]
 
 
-def test_a_class_is_used_when_its_images_cost_the_probes_no_recall():
-    names = ["head", "helped", "spills", "tiny", "none"]
-    held = np.array([100, 10, 10, 0, 10])
-    without = np.diag(held).astype(np.int64)
-    without[1, 1], without[1, 0] = 5, 5      # helped: 5 of its 10
-    without[2, 2], without[2, 0] = 5, 5      # spills: 5 of its 10
-    with_ = without.copy()
-    with_[1, 1], with_[1, 0] = 7, 3          # helped: +2 of 10 = +20 points
-    with_[0, 0], with_[0, 1] = 98, 2         # ... and takes 2 of head's 100: -2 points of head's recall
-    with_[2, 2], with_[2, 0] = 6, 4          # spills: +1 of 10 = +10 points
-    with_[4, 4], with_[4, 2] = 8, 2          # ... but takes 2 of none's 10: -20 points
-    t = {"held": held, "without": without, "with": with_}
-    d = decide(names, [300, 30, 30, 3, 30], [0, 100, 100, 100, 0], t, min_judged=5)
-    assert d["helped"].used and d["helped"].net == 18.0 and d["helped"].share == 1.0
-    assert not d["spills"].used and d["spills"].net == -10.0 and d["spills"].share == 0.0
-    assert not d["tiny"].used and not d["tiny"].judged and "too few to judge" in d["tiny"].why
-    assert not d["head"].used and "no generated image" in d["head"].why
+def _case(groups, num_classes):
+    """A tally from (true class, prediction without, prediction with, images) groups of held-out images."""
+    y, a, b = (np.concatenate([np.full(n, g[i], np.int64) for *g, n in groups]) for i in range(3))
+    return tally(y, a, b, num_classes)
+
+
+def test_the_discordant_images_are_those_exactly_one_probe_gives_to_a_class():
+    t = tally(np.array([0, 0, 1, 1]), np.array([0, 1, 1, 0]), np.array([1, 1, 1, 1]), 2)
+    assert t["discord"].tolist() == [[1, 1], [1, 1]]  # image 0: 0 -> 1; image 3: 0 -> 1; images 1, 2 agree
+    v = effects(t)["var"]  # each discordant image of class k: (100 / held_k)^2 points squared
+    assert v.tolist() == [2 * 50.0 ** 2, 2 * 50.0 ** 2]
+
+
+def test_a_class_is_used_only_when_its_interval_clears_zero_and_an_inconclusive_one_gets_the_middle_rule():
+    names = ["head", "clear", "harm", "noise", "tiny"]
+    t = _case([(0, 0, 0, 70), (0, 0, 2, 30),              # harm's images take 30 of head's 100: -30 points
+               (1, 1, 1, 20), (1, 0, 1, 20),              # clear: 20 -> 40 of its 40 (+50 points)
+               (2, 2, 2, 40), (3, 3, 3, 39), (3, 0, 3, 1),  # noise: one image of 40 (+2.5 points)
+               (4, 4, 4, 1)], 5)
+    d = decide(names, [300, 120, 120, 120, 3], [0, 100, 100, 100, 100], t, min_judged=10)
+    assert d["clear"].used and d["clear"].share == 1.0 and d["clear"].lo > 0 and "interval above 0" in d["clear"].why
+    assert not d["harm"].used and d["harm"].share == 0.0 and d["harm"].hi < 0
+    noise = d["noise"]
+    assert noise.lo < 0 < noise.hi and noise.share == MIDDLE_SHARE and noise.used and "middle rule" in noise.why
+    assert d["tiny"].source == "rule" and d["tiny"].share == MIDDLE_SHARE and "stand in" in d["tiny"].why  # no proxy
+    assert d["head"].source == "rule" and d["head"].share == 0 and "no generated image" in d["head"].why
     assert all(len(e.why.splitlines()) == 1 and e.why.startswith(n) for n, e in d.items())
-    assert d["helped"].estimate == d["helped"].net and d["helped"].source == "own"
-    assert d["tiny"].source == d["head"].source == "rule" and d["tiny"].estimate is d["tiny"].lo is None
+    assert {e.source for n, e in d.items() if n in ("clear", "harm", "noise")} == {"own"}
+
+
+def test_one_held_out_image_of_a_tiny_class_is_charged_but_within_the_noise():
+    """A neighbour that takes one of a 3-image class's held-out images is charged 100/3 points, and that one image is
+    also the noise: the neighbour gets the middle rule, not a refusal on one coin flip."""
+    t = _case([(0, 0, 0, 30), (1, 1, 1, 2), (1, 1, 0, 1)], 2)
+    d = decide(["big", "tiny"], [30, 3], [100, 100], t, min_judged=5)
+    assert d["big"].spill == 33.33 and d["big"].lo < 0 < d["big"].hi and d["big"].share == MIDDLE_SHARE
 
 
 def test_cross_fit_holds_each_image_out_once_and_trains_on_the_rest(tmp_path):
@@ -74,18 +100,6 @@ def test_cross_fit_holds_each_image_out_once_and_trains_on_the_rest(tmp_path):
     assert t["without"][:, 0].tolist() == [12, 6, 2, 0]  # "without" calls everything class 0
 
 
-def test_a_neighbour_that_takes_a_tiny_classes_held_out_image_is_refused():
-    """The 3-image class is not judged, but its held-out images weigh 100/3 points each against the class
-    whose generated images take them."""
-    held = np.array([30, 3])
-    without = np.diag(held).astype(np.int64)
-    with_ = without.copy()
-    with_[0, 0] = 30
-    with_[1, 1], with_[1, 0] = 2, 1              # class 0's images now take one of the tiny class's 3
-    d = decide(["big", "tiny"], [30, 3], [100, 100], {"held": held, "without": without, "with": with_}, min_judged=5)
-    assert not d["big"].used and d["big"].spill == 33.33 and not d["tiny"].judged
-
-
 def test_the_per_fold_nets_give_each_judged_class_an_interval_around_its_estimate(tmp_path):
     rng = np.random.default_rng(0)
     labels = np.repeat([0, 1, 2], [12, 9, 6])
@@ -104,17 +118,116 @@ def test_the_per_fold_nets_give_each_judged_class_an_interval_around_its_estimat
     assert decide(["a", "b", "c"], [12, 9, 6], [5, 5, 5], {k: t[k] for k in ("held", "with", "without")})["b"].lo is None
 
 
-def test_a_decision_round_trips_and_an_old_layout_record_still_reads(tmp_path):
-    held = np.array([10, 10])
-    t = {"held": held, "without": np.diag(held), "with": np.diag(held)}
-    d = decide(["x", "y"], [10, 2], [5, 5], t, min_judged=5)
+NAMES = ["big0", "big1", "nbr", "rare"]
+COUNTS = [60, 60, 90, 3]
+SYNTHETIC = [100, 0, 100, 100]  # big1, the largest-to-be, has no generated image
+
+
+def _look_alikes(small_lose: bool):
+    """A fake probe: the rare class's held-out images look like ``nbr``'s (both probes give them to it); ``nbr`` needs
+    its generated images (without them its held-out images go to big0). With ``small_lose``, the "with" probe gives
+    every held-out image of a class trained on 8 images or fewer (a proxy) to ``nbr``: its generated images widen
+    it into small classes."""
+    def probe(npz, with_synthetic, fold, run_dir):
+        z = np.load(npz)
+        y, small = z["y_test"], np.bincount(z["y_train"], minlength=4) <= 8
+        pred = np.where(y == 3, 2, y)
+        if not with_synthetic:
+            return np.where(y == 2, 0, pred)
+        return np.where(small[y] & (y != 2) & small_lose, 2, pred)
+    return probe
+
+
+def _look_alike_run(tmp_path, small_lose: bool):
+    labels = np.repeat(np.arange(4), COUNTS)
+    images = np.zeros((len(labels), 4, 4, 1), np.uint8)
+    t = cross_fit(images, labels, NAMES, _look_alikes(small_lose), tmp_path, synthetic_counts=SYNTHETIC, min_judged=10)
+    return t, decide(NAMES, COUNTS, SYNTHETIC, t, min_judged=10)
+
+
+def test_a_neighbour_whose_images_take_small_classes_is_bounded_where_the_proxies_see_it(tmp_path):
+    """The rare class's own held-out images (one a fold) name its neighbour; the proxies (big classes cut to 3 images,
+    judged on every image cut) show a class that small losing its images to the others' generated images. The
+    neighbour, whose own evidence says use, is bounded; without the loss it keeps its share."""
+    t, d = _look_alike_run(tmp_path / "loses", small_lose=True)
+    assert t["proxy_size"].tolist() == [3] * len(t["proxy_size"]) and 3 not in t["proxy_class"]
+    assert d["nbr"].source == "own" and d["nbr"].lo > 0  # its own evidence: its images help it, beyond the noise
+    assert d["nbr"].share == MIDDLE_SHARE and "bounded" in d["nbr"].why and "rare" in d["nbr"].why
+    assert d["rare"].source == "proxy" and d["rare"].lo is not None and "proxies" in d["rare"].why
+    _, kept = _look_alike_run(tmp_path / "keeps", small_lose=False)
+    assert kept["nbr"].share == 1.0 and "bounded" not in kept["nbr"].why
+
+
+def test_a_bare_proxy_gets_none_of_its_images_and_the_truly_rare_class_is_never_cut(tmp_path):
+    t, _ = _look_alike_run(tmp_path, small_lose=True)
+    labels = np.repeat(np.arange(4), COUNTS)
+    fold = assign_folds(labels, 3)
+    for k in range(3):
+        z = np.load(tmp_path / f"fold{k}.npz")
+        mine = t["proxy_class"][t["proxy_fold"] == k].tolist()
+        bare = t["proxy_class"][(t["proxy_fold"] == k) & ~t["proxy_own"]].tolist()
+        train = np.bincount(z["y_train"], minlength=4)
+        assert all(train[c] == 3 for c in mine) and train[3] == 2  # the rare class trains on its 2 other images
+        assert np.bincount(z["y_test"], minlength=4)[3] == (fold[labels == 3] == k).sum() == 1
+        assert [c for c in range(4) if z["synthetic_share"][c] == 0] == bare
+    assert t["proxy_held"].min() >= 60 - 3 - 20  # a proxy is judged on every image cut, not one a fold
+
+
+def test_proxies_are_planned_and_cut_deterministically_from_large_classes_only():
+    real = np.array([50, 40, 35, 3, 5, 8, 20, 200])
+    syn = np.array([10, 10, 10, 10, 10, 10, 10, 0])
+    plan = proxies.plan(real, syn, min_judged=10, folds=3, seed=0)
+    assert plan == proxies.plan(real, syn, min_judged=10, folds=3, seed=0)
+    assert {p.cls for p in plan} <= {0, 1, 2, 7} and sorted({p.size for p in plan}) == [3, 5, 8]
+    assert all(syn[p.cls] > 0 for p in plan if p.own) and [p.cls for p in plan if not p.own][0] == 7  # bare: no images first
+    assert max(sum(p.cls == c for p in plan) for c in range(8)) <= 2  # each keeps a fold of its own evidence
+    assert proxies.plan(np.array([20, 3]), np.array([5, 5]), 10, 3) == []  # no class large enough
+    assert proxies.plan(np.array([50, 12]), np.array([5, 5]), 10, 3) == []  # no class rare
+    labels = np.repeat(np.arange(8), real)
+    train = assign_folds(labels, 3) != 0
+    cut = proxies.cut(labels, train, [p for p in plan if p.fold == 0], seed=0)
+    assert np.array_equal(cut, proxies.cut(labels, train, [p for p in plan if p.fold == 0], seed=0))
+    for p in (p for p in plan if p.fold == 0):
+        assert (train & ~cut & (labels == p.cls)).sum() == p.size
+    assert not cut[np.isin(labels, [3, 4, 5, 6])].any()
+
+
+def test_a_proxy_decision_round_trips_and_its_share_reaches_the_decisions_file(tmp_path):
+    _, d = _look_alike_run(tmp_path, small_lose=True)
     assert {n: Decision.from_json(json.loads(json.dumps(e.to_json()))) for n, e in d.items()} == d
+    assert d["rare"].source == "proxy"
+    write_decisions(tmp_path / "decisions.json", d)
+    assert read_shares(tmp_path / "decisions.json") == {n: e.share for n, e in d.items()}
+    doc = json.loads((tmp_path / "decisions.json").read_text())
+    assert {"estimate", "lo", "hi", "source"} <= set(doc["classes"]["rare"])
+    with pytest.raises(ValueError, match="source"):
+        Decision(0.0, False, False, 3, 5, "x", "guess")
+
+
+def test_an_old_layout_record_still_reads():
     old = {"real": 10, "synthetic": 5, "judged": True, "held": 10, "gain": 1.0, "spill": 3.0, "net": -2.0,
            "used": False, "why": "x: ... none used (net < 0)", "share": 0.0}  # a run folder of before issue 31
     e = Decision.from_json(old)
     assert (e.estimate, e.lo, e.hi, e.source, e.used) == (-2.0, None, None, "own", False)
     assert Decision.from_json({**old, "judged": False, "net": None}).source == "rule"
-    write_decisions(tmp_path / "decisions.json", d)
-    assert read_shares(tmp_path / "decisions.json") == {"x": 1.0, "y": 0.0}
-    doc = json.loads((tmp_path / "decisions.json").read_text())
-    assert {"estimate", "lo", "hi", "source"} <= set(doc["classes"]["x"])
+
+
+def test_the_run_probes_withhold_a_bare_proxys_images_and_decide_the_rare_class_from_the_proxies(finished, tmp_path,
+                                                                                                 monkeypatch):
+    """The toy run's own recipe as the probe (6 one-epoch trainings), with proxies allowed from 6 images so that the
+    toy's 12- and 6-image classes can stand in for its 3-image class."""
+    from cbdm_aug.classify.recipe import load_recipe
+    from cbdm_aug.classify.train import load_data
+    from cbdm_aug.evaluate.evidence import judge
+
+    monkeypatch.setattr(proxies, "PROXY_MIN_REAL", 6)
+    out = finished[0]
+    recipe = load_recipe(out / "arms" / "randaugment+synthetic" / "seed0" / "recipe.yaml", [])
+    train, _ = load_data(recipe.data)
+    names = list(train.class_names)
+    kept = json.loads((out / "stages" / "cache.json").read_text())["result"]["kept"]
+    d = judge(train.images, train.labels, names, [kept[n] for n in names], recipe, tmp_path, min_judged=5)
+    shares = sorted(tmp_path.glob("fold*-with-shares.json"))
+    assert shares and all(0.0 in json.loads(p.read_text()).values() for p in shares)  # a bare proxy's images withheld
+    assert d["class 2"].source == "proxy" and d["class 2"].lo <= d["class 2"].estimate <= d["class 2"].hi
+    assert d["class 1"].source == "own" and d["class 1"].held < 6  # a proxy in some fold: judged in the others only

@@ -11,18 +11,26 @@ classify the held-out fold. Per class c, over all folds:
   neighbours);
 - ``net = gain - spill``, in points of per-class recall, the unit of a balanced test set's accuracy.
 
-A class keeps its generated images when ``net >= 0`` (they cost the probes no recall) and gets none
-when ``net < 0``. The test set is never read.
+**Beyond the noise.** Two weak probes disagree on many images whatever the generated images do, and the
+probes add every class's images at once, so a net is only charged to a class's images when it stands out
+of two noise levels (``interval``): the spread of the per-fold nets (three independent probe pairs: the
+training noise) and the churn of the held-out images between the two probes of a fold (McNemar's
+discordant images: each image that only one probe gives to c counts as one coin flip). A class's images are
+used when the whole interval is above 0, refused when it is below 0, and otherwise get ``MIDDLE_SHARE``
+of its places (the middle rule: half of what the real floor leaves).
 
-The cautious rule: a class with fewer than ``min_judged`` real images gets no generated image, and
-is not judged. Its images are still held out, so that the confusion its neighbours' generated images
-cause on it counts against them. Its own held-out fold would be one or two images, and its generated
-images were made by a generator that saw those very images, so the "with" probe would be judged on images its training
-data was derived from; at 3 images a class's generated images were blurred, bent versions of its 3
-real ones and cost it 11 points on a held-out letters folder (docs/decisions.md). The same leak
-favours the generated images for the judged classes too, less the more real images a class has: a
-class that loses even so is all the more likely to be hurt. The probes add every class's generated
-images at once, so a class's gain and spill also carry its neighbours' images' effects.
+**The rarest classes** (under ``min_judged`` real images) hold out one or two images a fold: their own
+evidence would be noise. They are decided from proxies (``evaluate/proxies.py``: classes with plenty of
+images cut, inside the same probes, to the rare classes' sizes, and judged on every image cut), with
+``source="proxy"``. Where the proxies show that a class that small loses to the other classes' generated
+images, the classes that the "with" probe gave a rare class's held-out images to get at most
+``MIDDLE_SHARE`` (the lever on the spill). With no class large enough to stand in, a rare class gets the
+middle rule. The test set is never read.
+
+**The leak.** The generator was fitted on every real image, held-out folds included, so a "with" probe is
+judged on images its generated training data was derived from. That favours the generated images, the more
+so the fewer real images a class has; for the proxies, whose generator saw all of their images, it makes
+(b) an upper bound (``evaluate/proxies.py``): a refusal from it is sound, a use relies on it.
 """
 from __future__ import annotations
 
@@ -30,17 +38,25 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
 
+from cbdm_aug.evaluate import proxies as px
+from cbdm_aug.mixing import MIN_REAL_SHARE
+
 log = logging.getLogger(__name__)
 
 FOLDS = 3
-MIN_JUDGED = 5   # docs/decisions.md ("min_judged")
-RULE = "net recall points >= 0; every class of 2+ images held out"  # what cross_fit and decide apply
-SOURCES = ("own", "rule")  # what decided: the class's own held-out images, or the fixed rule
+MIN_JUDGED = 10  # docs/decisions.md ("min_judged"): below it a class is decided from proxies of its size
+MIDDLE_SHARE = (1 - MIN_REAL_SHARE) / 2  # docs/decisions.md ("the middle rule"): half of what the floor leaves
+Z95 = 1.96
+RULE = ("95% interval of the net recall points: above 0 used, below 0 none, else the middle share; under "
+        "min_judged real images from proxies cut to that size; neighbours of a rare class bounded when the proxies "
+        "see it lose")  # what cross_fit and decide apply (a change reruns a run's evidence stage)
+SOURCES = ("own", "proxy", "rule")  # its own held-out images, proxies of its size, or a fixed rule
+VERDICTS = {"used": "used", "middle": "the middle rule", "none": "none used"}
 
 
 @dataclass(frozen=True)
@@ -48,12 +64,14 @@ class Decision:
     """One class's decision and the evidence behind it; ``decide`` makes them, ``cbdm-aug run`` writes them
     (``decisions.json``, ``report.json``) and the report, the plugin and other tools read them.
 
-    ``share``: bound on the class's synthetic share (0: none of its generated images). ``used``: whether it
-    gets them. ``judged``: whether the probes judged it. ``real``, ``synthetic``: its image counts. ``held``:
-    its held-out images over the folds. ``gain``, ``spill``, ``net``: points of per-class recall (``effects``).
-    ``estimate``: the measured effect on which it was decided (``net``), with ``lo``, ``hi`` its 95% interval;
-    all None where nothing was measured. ``source``: what decided, ``"own"`` (its own held-out images) or
-    ``"rule"`` (the fixed rule: no generated image, or too few real images to judge). ``why``: one line."""
+    ``share``: bound on the class's synthetic share (0: none of its generated images; ``MIDDLE_SHARE``: the middle
+    rule or a bounded neighbour). ``used``: whether it gets any. ``judged``: whether the probes judged it on its own
+    held-out images. ``real``, ``synthetic``: its image counts. ``held``: its held-out images over the folds.
+    ``gain``, ``spill``, ``net``: points of per-class recall (``effects``). ``estimate``: the measured effect on
+    which it was decided (its ``net``, or for a rare class the proxies' effect of a class's own images at its
+    size), with ``lo``, ``hi`` its 95% interval; all None where nothing was measured. ``source``: what decided,
+    ``"own"`` (its own held-out images), ``"proxy"`` (proxies of its size) or ``"rule"`` (a fixed rule: no
+    generated image, or nothing to measure with). ``why``: one line."""
     share: float
     used: bool
     judged: bool
@@ -89,6 +107,23 @@ class Decision:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
+@dataclass(frozen=True)
+class Interval:
+    """An effect in points with its 95% interval (``lo``, ``hi``; None where no noise level could be measured)."""
+    estimate: float
+    lo: float | None
+    hi: float | None
+
+    @property
+    def verdict(self) -> str:
+        """"used" above 0, "none" below 0, "middle" across it (without an interval: the estimate's sign)."""
+        lo, hi = (self.estimate, self.estimate) if self.lo is None else (self.lo, self.hi)
+        return "used" if lo > 0 else "none" if hi < 0 else "middle"
+
+    def text(self) -> str:
+        return f"{self.estimate:+.1f}" + (f" [{self.lo:+.1f}, {self.hi:+.1f}]" if self.lo is not None else "")
+
+
 def assign_folds(labels: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
     """int64 (N,) fold of each image, -1 for an image never held out. Within a class, a random order dealt
     round-robin from a random first fold, so each fold holds about 1/folds of it and every probe still
@@ -106,19 +141,24 @@ def assign_folds(labels: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
 
 
 def tally(labels: np.ndarray, without: np.ndarray, with_: np.ndarray, num_classes: int) -> dict[str, np.ndarray]:
-    """From held-out labels and the two probes' predictions (N,): ``held`` int64 (C,) images a class, and
-    ``without``/``with`` int64 (C, C) confusion counts (row: true class, column: predicted)."""
-    def confusion(pred):
-        return np.bincount(labels * num_classes + pred, minlength=num_classes ** 2).reshape(num_classes, num_classes)
+    """From held-out labels and the two probes' predictions (N,): ``held`` int64 (C,) images a class, ``without``/
+    ``with`` int64 (C, C) confusion counts (row: true class, column: predicted) and ``discord`` int64 (C, C): the
+    images of each row's class that exactly one of the two probes gives to the column's class."""
+    def counts(true, pred):
+        return np.bincount(true * num_classes + pred, minlength=num_classes ** 2).reshape(num_classes, num_classes)
 
-    return {"held": np.bincount(labels, minlength=num_classes), "without": confusion(without), "with": confusion(with_)}
+    differ = without != with_
+    return {"held": np.bincount(labels, minlength=num_classes), "without": counts(labels, without),
+            "with": counts(labels, with_),
+            "discord": counts(labels[differ], without[differ]) + counts(labels[differ], with_[differ])}
 
 
 def effects(t: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Per class c, in points of per-class recall (the balanced test set's unit): ``gain``, the change of c's
     own recall on its held-out images; ``spill``, the recall the other classes lose to c (each image of class
-    k newly taken for c costs k 100 / held_k points); ``net = gain - spill``; and the image counts behind them,
-    ``gained`` and ``taken``."""
+    k newly taken for c costs k 100 / held_k points); ``net = gain - spill``; the image counts behind them,
+    ``gained`` and ``taken``; and ``var``, the net's sampling variance (points squared) from the discordant images
+    (each a coin flip under "the images do nothing"; 0 without ``discord``)."""
     held = np.maximum(t["held"], 1).astype(float)
     d = t["with"] - t["without"]
     gained = np.diag(d).copy()
@@ -126,88 +166,212 @@ def effects(t: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     taken = off.sum(axis=0)
     gain = 100 * gained / held
     spill = 100 * (off / held[:, None]).sum(axis=0)
-    return {"gain": gain, "spill": spill, "net": gain - spill, "gained": gained, "taken": taken}
+    disc = t.get("discord", np.zeros_like(d))
+    w = (100 / held[:, None]) ** 2 * disc  # each discordant image of row k: a variance of (100 / held_k)^2
+    return {"gain": gain, "spill": spill, "net": gain - spill, "gained": gained, "taken": taken,
+            "var": w.sum(axis=0)}
+
+
+def interval(t: dict[str, np.ndarray], c: int, estimate: float, var: float) -> Interval:
+    """Class ``c``'s net with the wider of two 95% half-widths: the training noise, ``t975(k - 1) * sd / sqrt(k)``
+    over the per-fold nets of the ``k`` folds that held out images of ``c`` (k >= 2), and the held-out images' churn,
+    ``1.96 * sqrt(var)``. No interval where neither can be measured (a tally without per-fold or discordant counts)."""
+    from cbdm_aug.classify.paired import t975
+
+    half = []
+    if "fold_net" in t:
+        nets = t["fold_net"][t["fold_held"][:, c] > 0, c]
+        if len(nets) >= 2:
+            half.append(t975(len(nets) - 1) * float(np.std(nets, ddof=1)) / math.sqrt(len(nets)))
+    if "discord" in t:
+        half.append(Z95 * math.sqrt(var))
+    if not half:
+        return Interval(round(estimate, 2), None, None)
+    return Interval(round(estimate, 2), round(estimate - max(half), 2), round(estimate + max(half), 2))
+
+
+def pooled(values, variances) -> Interval | None:
+    """The mean of replicate effects (points) with the wider of the t-interval over them (two or more) and the
+    interval of their summed sampling variances; None without a replicate."""
+    from cbdm_aug.classify.paired import t975
+
+    v = np.asarray(values, float)
+    if not len(v):
+        return None
+    half = Z95 * math.sqrt(float(np.sum(variances))) / len(v)
+    if len(v) >= 2:
+        half = max(half, t975(len(v) - 1) * float(np.std(v, ddof=1)) / math.sqrt(len(v)))
+    return Interval(round(float(v.mean()), 2), round(float(v.mean()) - half, 2), round(float(v.mean()) + half, 2))
+
+
+@dataclass(frozen=True)
+class ProxyEvidence:
+    """What the proxies measured (``evaluate/proxies.py``), pooled over the folds: ``bare``, the recall change of
+    a proxy without its images (a: the others' spill onto a class that small); ``own``, a proxy's net with them
+    (b: an upper bound, the generator saw its images); ``effect``, own - bare, the effect of a class's own images at
+    that size (the half-widths added in quadrature). ``sizes``: the sizes cut to; ``held``: images judged on."""
+    bare: Interval | None
+    own: Interval | None
+    effect: Interval | None
+    sizes: tuple[int, ...]
+    held: int
+
+    @classmethod
+    def of(cls, t: dict[str, np.ndarray]) -> ProxyEvidence | None:
+        """From ``cross_fit``'s ``proxy_*`` arrays; None where no proxy was cut."""
+        if not len(t.get("proxy_class", ())):
+            return None
+        own = t["proxy_own"].astype(bool)
+        bare = pooled(t["proxy_effect"][~own], t["proxy_var"][~own])
+        mine = pooled(t["proxy_effect"][own], t["proxy_var"][own])
+        effect = None
+        if bare is not None and mine is not None:
+            half = math.hypot(mine.hi - mine.estimate, bare.hi - bare.estimate)
+            e = mine.estimate - bare.estimate
+            effect = Interval(round(e, 2), round(e - half, 2), round(e + half, 2))
+        return cls(bare, mine, effect, tuple(sorted({int(x) for x in t["proxy_size"]})), int(t["proxy_held"].sum()))
 
 
 def decide(names: list[str], real_counts, synthetic_counts, t: dict[str, np.ndarray] | None,
-           min_judged: int = MIN_JUDGED, share_when_used: float = 1.0) -> dict[str, Decision]:
-    """``{class name: Decision}``. ``t`` is ``tally``'s sum over the folds (None where no probe ran); where it
-    also holds the per-fold ``fold_held`` and ``fold_net`` (``cross_fit``), each judged class's estimate gets a
-    95% interval (``fold_interval``)."""
+           min_judged: int = MIN_JUDGED, share_when_used: float = 1.0,
+           middle_share: float = MIDDLE_SHARE) -> dict[str, Decision]:
+    """``{class name: Decision}``. ``t`` is ``cross_fit``'s tally (None where no probe ran). A class of
+    ``min_judged`` real images or more is decided on its own held-out images (``interval``'s verdict); a rarer one
+    from the proxies (``ProxyEvidence``), or by the middle rule where none was cut. Then the lever on the spill
+    (``bound_neighbours``)."""
     fx = effects(t) if t is not None else None
+    proxy = ProxyEvidence.of(t) if t is not None else None
+    shares = {"used": share_when_used, "middle": middle_share, "none": 0.0}
     out = {}
     for c, name in enumerate(names):
         n, s = int(real_counts[c]), int(synthetic_counts[c])
         if not s:
             out[name] = Decision(0.0, False, False, n, s, f"{name}: {n} real images; no generated image to use", "rule")
-        elif n < min_judged:
-            out[name] = Decision(0.0, False, False, n, s, (
-                f"{name}: {n} real image{'s' * (n != 1)}, too few to judge (fewer than {min_judged}): the cautious "
-                "rule, no generated images"), "rule")
+        elif n < min_judged or fx is None:
+            out[name] = _rare(name, n, s, proxy, min_judged, shares)
         else:
-            gain, spill, net = (round(float(fx[k][c]), 2) for k in ("gain", "spill", "net"))
-            held, used = int(t["held"][c]), net >= 0
-            lo, hi = fold_interval(t, c, net)
-            effect = (f"with its {s} generated images the probes recognised {int(fx['gained'][c]):+d} of its {held} "
-                      f"held-out real images ({gain:+.1f} points of its recall) and took {int(fx['taken'][c]):+d} of "
-                      f"the other classes' for it ({-spill:+.1f} points of theirs): net {net:+.1f}"
-                      + (f" [{lo:+.1f}, {hi:+.1f}]" if lo is not None else ""))
-            why = f"{name}: {n} real images; {effect}: " + ("used" if used else "none used (net < 0)")
-            out[name] = Decision(share_when_used if used else 0.0, used, True, n, s, why, "own", held, gain, spill,
-                                 net, estimate=net, lo=lo, hi=hi)
+            out[name] = _own(name, c, n, s, t, fx, shares)
+    return bound_neighbours(out, names, real_counts, t, proxy, min_judged, middle_share)
+
+
+def _own(name: str, c: int, n: int, s: int, t: dict, fx: dict, shares: dict) -> Decision:
+    """A class decided on its own held-out images."""
+    gain, spill, net = (round(float(fx[k][c]), 2) for k in ("gain", "spill", "net"))
+    held = int(t["held"][c])
+    iv = interval(t, c, net, float(fx["var"][c]))
+    verdict = iv.verdict
+    effect = (f"with its {s} generated images the probes recognised {int(fx['gained'][c]):+d} of its {held} held-out "
+              f"real images ({gain:+.1f} points of its recall) and took {int(fx['taken'][c]):+d} of the other classes' "
+              f"for it ({-spill:+.1f} points of theirs): net {iv.text()}")
+    why = f"{name}: {n} real images; {effect}: {_verdict_text(verdict, shares)}"
+    return Decision(shares[verdict], shares[verdict] > 0, True, n, s, why, "own", held, gain, spill, net,
+                    estimate=iv.estimate, lo=iv.lo, hi=iv.hi)
+
+
+def _rare(name: str, n: int, s: int, proxy: ProxyEvidence | None, min_judged: int, shares: dict) -> Decision:
+    """A class under ``min_judged`` real images, decided from the proxies of its size, or by the middle rule."""
+    few = (f"{name}: {n} real image{'s' * (n != 1)}, " + (f"too few to judge on its own (fewer than {min_judged})"
+                                                        if n < min_judged else "not judged (no probe ran)"))
+    if proxy is None or proxy.effect is None:
+        return Decision(shares["middle"], shares["middle"] > 0, False, n, s,
+                        f"{few}, and no class large enough to stand in for it (proxies need "
+                        f"{px.PROXY_MIN_REAL} real images): {_verdict_text('middle', shares)}", "rule")
+    iv = proxy.effect
+    why = (f"{few}; proxies (classes cut to {', '.join(map(str, proxy.sizes))} real images, judged on {proxy.held} "
+           f"held-out images): with their own generated images such a class netted {proxy.own.text()} points (an upper "
+           f"bound: the generator saw the proxies' images), without them {proxy.bare.text()}; its own images' effect "
+           f"{iv.text()}: {_verdict_text(iv.verdict, shares)}")
+    return Decision(shares[iv.verdict], shares[iv.verdict] > 0, False, n, s, why, "proxy",
+                    estimate=iv.estimate, lo=iv.lo, hi=iv.hi)
+
+
+def _verdict_text(verdict: str, shares: dict) -> str:
+    if verdict == "middle":
+        return (f"inconclusive, the middle rule (its generated images take at most {100 * shares['middle']:.0f}% of "
+                "its places)")
+    return {"used": "used", "none": "none used"}[verdict] + (" (interval above 0)" if verdict == "used" else
+                                                             " (interval below 0)")
+
+
+def bound_neighbours(out: dict[str, Decision], names: list[str], real_counts, t: dict | None,
+                     proxy: ProxyEvidence | None, min_judged: int, bound: float) -> dict[str, Decision]:
+    """The lever on the spill: where the bare proxies show a class under ``min_judged`` images losing recall to the
+    other classes' generated images beyond the noise (interval below 0), every class that the "with" probe gave one
+    of a rare class's held-out images to gets at most ``bound`` of its places."""
+    if t is None or proxy is None or proxy.bare is None or proxy.bare.verdict != "none":
+        return out
+    out = dict(out)
+    for r, rare in enumerate(names):
+        if not 1 <= real_counts[r] < min_judged or not t["held"][r]:
+            continue
+        for j in np.flatnonzero(t["with"][r] > 0):
+            e = out[names[j]]
+            if j != r and e.share > bound:
+                out[names[j]] = replace(e, share=bound, why=(
+                    f"{e.why}; bounded to {100 * bound:.0f}% of its places: the probe gave {int(t['with'][r, j])} of "
+                    f"{rare}'s {int(t['held'][r])} held-out images to it, and a class of {int(real_counts[r])} images "
+                    f"loses {proxy.bare.text()} points to the others' generated images (proxies)"))
     return out
 
 
-def fold_interval(t: dict[str, np.ndarray], c: int, estimate: float) -> tuple[float | None, float | None]:
-    """(lo, hi): a 95% t-interval for class ``c``'s net around ``estimate``, its half-width the standard error of
-    the per-fold nets (``t975(k - 1) * sd / sqrt(k)`` over the ``k`` folds that held out images of ``c``).
-    (None, None) with fewer than two such folds, or without per-fold tallies."""
-    from cbdm_aug.classify.paired import t975
-
-    if "fold_net" not in t:
-        return None, None
-    nets = t["fold_net"][t["fold_held"][:, c] > 0, c]
-    if len(nets) < 2:
-        return None, None
-    half = t975(len(nets) - 1) * float(np.std(nets, ddof=1)) / math.sqrt(len(nets))
-    return round(estimate - half, 2), round(estimate + half, 2)
-
-
 def cross_fit(images: np.ndarray, labels: np.ndarray, names: list[str], probe: Callable, out_dir: str | Path,
-              folds: int = FOLDS, seed: int = 0) -> dict[str, np.ndarray]:
-    """Sum of ``tally`` over the folds, with ``fold_held`` int64 (folds, C) and ``fold_net`` float (folds, C): each
-    fold's held-out images and net (``effects``) per class, for ``decide``'s intervals. ``probe(fold_npz, with_synthetic, fold, run_dir)`` trains one probe on
-    the npz's x_train/y_train and returns its int64 (N,) predictions on x_test (the held-out fold, in file
-    order). Each fold's npz is written once into ``out_dir``."""
+              folds: int = FOLDS, seed: int = 0, synthetic_counts=None,
+              min_judged: int = MIN_JUDGED) -> dict[str, np.ndarray]:
+    """Sum of ``tally`` over the folds without the proxies' rows and columns, with ``fold_held`` int64 (folds, C) and
+    ``fold_net`` float (folds, C) per fold for ``interval``, and the proxies' measurements (``proxy_fold``,
+    ``proxy_class``, ``proxy_size``, ``proxy_own``, ``proxy_held``, ``proxy_effect``, ``proxy_var``: one entry a
+    proxy; ``evaluate/proxies.py``), cut when ``synthetic_counts`` is given and a class is under ``min_judged``.
+    ``probe(fold_npz, with_synthetic, fold, run_dir)`` trains one probe on the npz's x_train/y_train (with the
+    generated images of every class but the bare proxies named in ``shares_path(fold_npz)``) and returns its int64 (N,)
+    predictions on x_test (the held-out images, in file order). Each fold's npz is written once into ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     fold = assign_folds(labels, folds, seed)
-    per_fold = []
+    C = len(names)
+    plan = [] if synthetic_counts is None else px.plan(np.bincount(labels, minlength=C), synthetic_counts,
+                                                        min_judged, folds, seed)
+    per_fold, measured = [], []
     for k in range(folds):
-        held = fold == k
-        npz = _fold_npz(out_dir / f"fold{k}.npz", images, labels, names, ~held, held)
+        mine = [p for p in plan if p.fold == k]
+        train = fold != k
+        cut = px.cut(labels, train, mine, seed)
+        held = (fold == k) | cut
+        share = np.ones(C)
+        share[[p.cls for p in mine if not p.own]] = 0
+        npz = _fold_npz(out_dir / f"fold{k}.npz", images, labels, names, train & ~cut, held)
+        _write_shares(npz, names, share)
         preds = [np.asarray(probe(npz, w, k, out_dir / f"fold{k}-{'with' if w else 'without'}")) for w in (False, True)]
-        per_fold.append(tally(labels[held], preds[0], preds[1], len(names)))
-        log.debug("evidence fold %d/%d: %d held out", k + 1, folds, int(held.sum()))
+        t = tally(labels[held], preds[0], preds[1], C)
+        measured += [(p, *px.measure(t, p, [q.cls for q in mine if q is not p])) for p in mine]
+        per_fold.append(px.mask(t, [p.cls for p in mine]))
+        log.debug("evidence fold %d/%d: %d held out, proxies %s", k + 1, folds, int(held.sum()), mine)
     total = {key: sum(t[key] for t in per_fold) for key in per_fold[0]}
     return total | {"fold_held": np.stack([t["held"] for t in per_fold]),
-                    "fold_net": np.stack([effects(t)["net"] for t in per_fold])}
+                    "fold_net": np.stack([effects(t)["net"] for t in per_fold]), **_proxy_arrays(measured)}
+
+
+def _proxy_arrays(measured: list) -> dict[str, np.ndarray]:
+    """``cross_fit``'s ``proxy_*`` arrays from (Proxy, effect, variance, held) tuples."""
+    return {"proxy_fold": np.array([p.fold for p, *_ in measured], np.int64),
+            "proxy_class": np.array([p.cls for p, *_ in measured], np.int64),
+            "proxy_size": np.array([p.size for p, *_ in measured], np.int64),
+            "proxy_own": np.array([p.own for p, *_ in measured], bool),
+            "proxy_effect": np.array([e for _, e, _, _ in measured], float),
+            "proxy_var": np.array([v for _, _, v, _ in measured], float),
+            "proxy_held": np.array([h for *_, h in measured], np.int64)}
 
 
 def recipe_probe(recipe, device: str = "cpu", progress: bool = False, echo=None) -> Callable:
     """``cross_fit``'s probe from a "+ synthetic" classifier recipe: with the generated images, mixed as the
     recipe mixes them (every class allowed: ``sampling.share_file=all``, whatever decisions file lies beside the
-    cache); without them, the same recipe on class-balanced re-sampling of
-    the real images. Both take the fold as their seed, so each pair shares initialisation and draws."""
-    from dataclasses import replace
-
+    cache), but a bare proxy's (``shares_path``); without them, the same recipe on class-balanced
+    re-sampling of the real images. Both take the fold as their seed, so each pair shares initialisation and draws."""
     from cbdm_aug.classify.train import train_run
     from cbdm_aug.evaluate.features import load_classifier_space
-    from cbdm_aug.mixing import ALL_IMAGES
 
     def probe(npz: Path, with_synthetic: bool, fold: int, run_dir: Path) -> np.ndarray:
         smp = recipe.sampling
-        smp = (replace(smp, share_file=ALL_IMAGES) if with_synthetic else
+        smp = (replace(smp, share_file=_fold_shares(npz)) if with_synthetic else
                replace(smp, mode="class-balanced", cache=None, share_file=None, max_synthetic_share=None))
         r = replace(recipe, seed=fold, sampling=smp, data=replace(recipe.data, train=str(npz), test=None,
                                                                   longtail="none", holdout_per_class=0))
@@ -228,15 +392,17 @@ def judge(images: np.ndarray, labels: np.ndarray, names: list[str], synthetic_co
           echo=None) -> dict[str, Decision]:
     """``decide`` on ``cross_fit`` with ``recipe_probe(recipe)``: the per-class decisions for real training images
     uint8 (N, H, W, C) and ``labels``, whose classes have ``synthetic_counts`` generated images in the recipe's
-    cache. No probe is trained when no class can be judged."""
+    cache. No probe is trained when no class can be judged on its own held-out images and no proxy can be cut."""
     real_counts = np.bincount(labels, minlength=len(names))
-    judged = [c for c in range(len(names)) if synthetic_counts[c] and real_counts[c] >= min_judged]
     t = None
-    if judged:
+    judged = [c for c in range(len(names)) if synthetic_counts[c] and real_counts[c] >= min_judged]
+    if judged or px.plan(real_counts, synthetic_counts, min_judged, folds):
         if echo:
-            echo(f"judging {len(judged)} classes by {folds}-fold cross-fitting: {2 * folds} probe classifiers "
-                 "on the training images, with and without the generated images")
-        t = cross_fit(images, labels, names, recipe_probe(recipe, device, progress, echo), out_dir, folds)
+            echo(f"judging {sum(map(bool, synthetic_counts))} classes by {folds}-fold cross-fitting: {2 * folds} probe "
+                 "classifiers on the training images, with and without the generated images (classes under "
+                 f"{min_judged} images from proxies cut to their size inside the same probes)")
+        t = cross_fit(images, labels, names, recipe_probe(recipe, device, progress, echo), out_dir, folds,
+                      synthetic_counts=synthetic_counts, min_judged=min_judged)
     return decide(names, real_counts, synthetic_counts, t, min_judged)
 
 
@@ -259,3 +425,26 @@ def _fold_npz(path: Path, images, labels, names, train, held) -> Path:
         write_npz(path, x_train=images[train], y_train=labels[train], x_test=images[held], y_test=labels[held],
                   class_names=names)
     return path
+
+
+def shares_path(npz: Path) -> Path:
+    """The fold's shares beside its npz (``fold0.npz``: ``fold0-shares.json``), where a bare proxy's images are
+    withheld; the "with" probe's ``share_file``."""
+    return npz.with_name(npz.stem + "-shares.json")
+
+
+def _write_shares(npz: Path, names: list[str], share: np.ndarray) -> None:
+    import json
+
+    from cbdm_aug.atomic import write_text_atomic
+
+    if (share < 1).any():
+        write_text_atomic(shares_path(npz), json.dumps({n: float(v) for n, v in zip(names, share)}, indent=1))
+
+
+def _fold_shares(npz: Path) -> str:
+    """The "with" probe's ``share_file``: the fold's shares file where it withholds a bare proxy's images, else every
+    class's images (``mixing.ALL_IMAGES``)."""
+    from cbdm_aug.mixing import ALL_IMAGES
+
+    return str(shares_path(npz)) if shares_path(npz).is_file() else ALL_IMAGES

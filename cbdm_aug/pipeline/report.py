@@ -19,7 +19,7 @@ import numpy as np
 from cbdm_aug.atomic import atomic_path, write_text_atomic
 from cbdm_aug.classify.paired import excludes_zero, interval, paired
 from cbdm_aug.classify.report import MAX_CLASSES_PLOTTED, binned_accuracy, size_bins
-from cbdm_aug.evaluate.evidence import Decision
+from cbdm_aug.evaluate.evidence import MIDDLE_SHARE, Decision
 from cbdm_aug.mixing import MIN_REAL_SHARE, find_decisions, read_shares, refused
 from cbdm_aug.pipeline.run import CacheResult, EvidenceResult
 from cbdm_aug.pipeline.settings import ARM_TITLES, TWINS
@@ -153,8 +153,8 @@ def _table(headers, rows) -> str:
 def _gate_cells(name: str, cached: CacheResult, e: Decision | None) -> tuple[str, str, str]:
     """(generated, near-copies, used) for a class, from the cache stage's record and its decision."""
     kept = cached.kept.get(name, 0)
-    used = str(kept) if e is None or e.used or not kept else (
-        "none (too few to judge)" if not e.judged else "none (evidence)")
+    used = (str(kept) if e is None or not kept or e.share >= 1 else
+            f"{kept} (at most {100 * e.share:.0f}% of its places)" if e.used else f"none ({DECIDED_BY[e.source]})")
     if cached.gate is None:  # an unfiltered cache: everything generated is used
         return str(cached.made.get(name, kept)), "", used
     g = cached.gate[name]
@@ -162,7 +162,7 @@ def _gate_cells(name: str, cached: CacheResult, e: Decision | None) -> tuple[str
             used if g["used"] else "none (gated)")
 
 
-DECIDED_BY = {"own": "its held-out images", "rule": "the rule"}
+DECIDED_BY = {"own": "its held-out images", "proxy": "proxies of its size", "rule": "the rule"}
 
 
 def _decision_cells(e: Decision | None) -> list[str]:
@@ -171,7 +171,7 @@ def _decision_cells(e: Decision | None) -> list[str]:
         return ["", "", ""]
     estimate = "" if e.estimate is None else f"{e.estimate:+.1f}" + (
         f" [{e.lo:+.1f}, {e.hi:+.1f}]" if e.lo is not None else "")
-    return ["used" if e.used else "none", estimate, DECIDED_BY[e.source]]
+    return ["none" if not e.used else "used" if e.share >= 1 else "reduced", estimate, DECIDED_BY[e.source]]
 
 
 def _decision_lines(decided: list[str], evidence: EvidenceResult, s) -> list[str]:
@@ -182,8 +182,13 @@ def _decision_lines(decided: list[str], evidence: EvidenceResult, s) -> list[str
     head = (f"Which classes got generated images, and why: {evidence.folds}-fold cross-fitting on the training "
             f"images (a probe, the {ARM_TITLES[evidence.probe]} recipe, trained with and without them, judged on "
             f"held-out real images; the net in points of the class's recall and the other classes', with a 95% "
-            f"interval over the folds); a class under {evidence.min_judged} real images is not judged and gets none."
-            + floor)
+            f"interval: the wider of the folds' spread and the held-out images' churn between the two probes). A class "
+            f"gets its images when the interval is above 0, none when it is below 0, and otherwise the middle rule "
+            f"(at most {100 * MIDDLE_SHARE:.0f}% of its places). A class under {evidence.min_judged} real images is "
+            "decided from proxies: larger classes cut to its size inside the same probes, judged on every image cut "
+            "(the generator saw them, so their gain is an upper bound); where the proxies show a class that small "
+            "losing to the others' images, the classes that took a rare class's held-out images are bounded to the "
+            "middle share." + floor)
     shown = decided[:MAX_DECISIONS_SHOWN]
     more = len(decided) - len(shown)
     return [head, "", *(f"- {w}" for w in shown), *([f"- ... and {more} more (per_class.csv)"] if more > 0 else []), ""]
@@ -434,7 +439,7 @@ def _markdown(out: Path, data: dict, cached: CacheResult, evidence: EvidenceResu
         "near-copies of its training images, 'synthetic used' what the classifier saw after the filter and the "
         "per-class gate" + gate + (", and the evidence (the list below): 'decision', the net effect of its generated "
                                    "images on the probes' recall with its interval, and what decided it (its own "
-                                   "held-out images, or the rule)" if evidence else "") + ".", "", per_class, "",
+                                   "held-out images, proxies of its size, or the rule)" if evidence else "") + ".", "", per_class, "",
         *class_notes,
         "![per-class accuracy](per_class_accuracy.png)", "",
         f"Per class ({shown_note}; the count of real training images beside the name), real training images "

@@ -351,7 +351,7 @@ def _stop_after_first(first: Path, plan, s, train, space, echo) -> list[str]:
 class EvidenceResult:
     """What the evidence stage decided: ``decisions`` per class (``evaluate.evidence.Decision``), written beside
     the cache as ``share_file`` (relative to the run folder), by ``folds``-fold cross-fitting with the ``probe``
-    arm's recipe; a class under ``min_judged`` real images is not judged."""
+    arm's recipe; a class under ``min_judged`` real images is decided from proxies of its size."""
     decisions: dict
     share_file: str
     folds: int
@@ -386,7 +386,7 @@ def _evidence_stage(out: Path, cached: CacheResult, data: dict, r: Resolved, opt
     decisions = judge(train.images, train.labels, names, [cached.kept.get(n, 0) for n in names], recipe,
                       out / "cache" / "evidence", s.min_judged, device=str(device), progress=progress, echo=echo)
     for e in decisions.values():
-        if e.synthetic and not e.used:
+        if e.synthetic and e.share < 1:
             echo(f"evidence: {e.why}")
     return EvidenceResult(decisions, DECISIONS, FOLDS, s.min_judged, "randaugment+synthetic")
 

@@ -78,7 +78,7 @@ class ArmSettings:
     synthetic_weight: float = 1.0       # loss weight of a synthetic image relative to a real one (docs/decisions.md)
     min_real_share: float | None = MIN_REAL_SHARE  # the sampler's real floor per class (None: none; docs/decisions.md)
     evidence: bool = True               # cross-fitted per-class decisions (evaluate/evidence.py); False: every class
-    min_judged: int = MIN_JUDGED        # the cautious rule: a class with fewer real images gets none
+    min_judged: int = MIN_JUDGED        # a class with fewer real images is decided from proxies of its size
 
     def __post_init__(self):
         _check(0 <= self.synthetic_weight <= 1e3, f"synthetic_weight must be in [0, 1000], got {self.synthetic_weight}")

@@ -118,6 +118,23 @@ def test_the_per_fold_nets_give_each_judged_class_an_interval_around_its_estimat
     assert decide(["a", "b", "c"], [12, 9, 6], [5, 5, 5], {k: t[k] for k in ("held", "with", "without")})["b"].lo is None
 
 
+def test_a_loss_that_lands_on_a_class_in_one_fold_only_is_training_noise_not_its_images(tmp_path):
+    """Issue 34's `cloud`: one weak "with" probe gives many held-out images to a class; the other folds' probes do not.
+    The held-out churn alone would call it significant; the spread over the folds makes it inconclusive."""
+    labels = np.repeat([0, 1], [90, 30])
+    images = np.zeros((len(labels), 4, 4, 1), np.uint8)
+
+    def probe(npz, with_synthetic, fold, run_dir):
+        y = np.load(npz)["y_test"]
+        return np.where((y == 0) & with_synthetic & (fold == 0) & (np.arange(len(y)) < 20), 1, y)
+
+    t = cross_fit(images, labels, ["big", "cloud"], probe, tmp_path)
+    d = decide(["big", "cloud"], [90, 30], [10, 10], t, min_judged=10)
+    assert d["cloud"].spill == pytest.approx(100 * 20 / 90, abs=0.01)
+    assert 1.96 * np.sqrt(effects(t)["var"][1]) < d["cloud"].spill  # the churn alone: beyond the noise
+    assert d["cloud"].lo < 0 < d["cloud"].hi and d["cloud"].share == MIDDLE_SHARE
+
+
 NAMES = ["big0", "big1", "nbr", "rare"]
 COUNTS = [60, 60, 90, 3]
 SYNTHETIC = [100, 0, 100, 100]  # big1, the largest-to-be, has no generated image

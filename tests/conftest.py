@@ -107,8 +107,8 @@ def toy_folders(tmp_path_factory):
 @pytest.fixture(scope="session")
 def finished(toy_folders):
     """One finished toy ``cbdm-aug run`` on ``toy_folders`` (made once a session), its stdout, and its wall time.
-    Classes 1 and 2 (6, 3 images) are too few to judge and no class can stand in for them: the middle rule. Copy it
-    before changing it."""
+    Classes 1 and 2 (6, 3 images) are too few to judge and no class can stand in for them: the run refuses them
+    generated images (the cautious rule). Copy it before changing it."""
     out = toy_folders / "run"
     t = time.time()
     r = subprocess.run([*CLI, "run", toy_folders / "train", "--test", toy_folders / "test", "--out", out, *TINY],

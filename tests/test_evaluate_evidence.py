@@ -67,7 +67,7 @@ def test_a_class_is_used_only_when_its_interval_clears_zero_and_an_inconclusive_
     assert not d["harm"].used and d["harm"].share == 0.0 and d["harm"].hi < 0
     noise = d["noise"]
     assert noise.lo < 0 < noise.hi and noise.share == MIDDLE_SHARE and noise.used and "middle rule" in noise.why
-    assert d["tiny"].source == "rule" and d["tiny"].share == MIDDLE_SHARE and "stand in" in d["tiny"].why  # no proxy
+    assert d["tiny"].source == "rule" and d["tiny"].share == 0 and "stand in" in d["tiny"].why  # no proxy: none
     assert d["head"].source == "rule" and d["head"].share == 0 and "no generated image" in d["head"].why
     assert all(len(e.why.splitlines()) == 1 and e.why.startswith(n) for n, e in d.items())
     assert {e.source for n, e in d.items() if n in ("clear", "harm", "noise")} == {"own"}
@@ -186,7 +186,8 @@ def test_a_bare_proxy_gets_none_of_its_images_and_the_truly_rare_class_is_never_
         train = np.bincount(z["y_train"], minlength=4)
         assert all(train[c] == 3 for c in mine) and train[3] == 2  # the rare class trains on its 2 other images
         assert np.bincount(z["y_test"], minlength=4)[3] == (fold[labels == 3] == k).sum() == 1
-        assert [c for c in range(4) if z["synthetic_share"][c] == 0] == bare
+        shares = tmp_path / f"fold{k}-shares.json"  # the "with" probe's share_file: the bare proxy withheld
+        assert [c for c, v in enumerate(json.loads(shares.read_text()).values()) if v == 0] == bare
     assert t["proxy_held"].min() >= 60 - 3 - 20  # a proxy is judged on every image cut, not one a fold
 
 
@@ -244,7 +245,7 @@ def test_the_run_probes_withhold_a_bare_proxys_images_and_decide_the_rare_class_
     names = list(train.class_names)
     kept = json.loads((out / "stages" / "cache.json").read_text())["result"]["kept"]
     d = judge(train.images, train.labels, names, [kept[n] for n in names], recipe, tmp_path, min_judged=5)
-    shares = sorted(tmp_path.glob("fold*-with-shares.json"))
+    shares = sorted(tmp_path.glob("fold*-shares.json"))
     assert shares and all(0.0 in json.loads(p.read_text()).values() for p in shares)  # a bare proxy's images withheld
     assert d["class 2"].source == "proxy" and d["class 2"].lo <= d["class 2"].estimate <= d["class 2"].hi
     assert d["class 1"].source == "own" and d["class 1"].held < 6  # a proxy in some fold: judged in the others only

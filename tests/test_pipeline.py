@@ -12,7 +12,6 @@ from dataclasses import replace
 import pytest
 from helpers import CLI, ENV, TINY, make_folder, run_cli
 
-from cbdm_aug.evaluate.evidence import MIDDLE_SHARE
 from cbdm_aug.mixing import read_shares
 from cbdm_aug.pipeline.run import ARMS, RunError, data_stage
 from cbdm_aug.pipeline.settings import RunOptions
@@ -95,16 +94,15 @@ def test_the_worst_class_against_its_twin_comes_from_the_per_seed_per_class_accu
     assert f"Worst class: {w['class']} ({w['n_real']} real images)" in record["verdict"]
 
 
-def test_each_class_has_a_decision_with_its_reason_and_a_class_too_few_to_judge_with_no_stand_in_gets_the_middle_rule(
-        finished):
+def test_each_class_has_a_decision_with_its_reason_and_a_class_too_few_to_judge_with_no_stand_in_gets_none(finished):
     """Classes 1 and 2 (6, 3 images) are too few to judge on their own, and no toy class has the 30 images a proxy
-    needs (issue 34; the run's probes with proxies: tests/test_evaluate_evidence.py)."""
+    needs, so nothing is measured: the cautious rule (issue 34; the run's probes with proxies:
+    tests/test_evaluate_evidence.py)."""
     out, _, _ = finished
     d = _record(finished)["decisions"]
-    assert not d["class 2"]["judged"] and "too few to judge" in d["class 2"]["why"]
-    assert d["class 2"]["why"] in (out / "report.md").read_text()
-    assert d["class 1"]["share"] == d["class 2"]["share"] == MIDDLE_SHARE and "middle rule" in d["class 1"]["why"]
-    assert read_shares(out / "cache" / "decisions.json")["class 2"] == MIDDLE_SHARE  # beside the cache, for the plugin
+    assert not d["class 2"]["used"] and not d["class 2"]["judged"] and "too few to judge" in d["class 2"]["why"]
+    assert d["class 2"]["why"] in (out / "report.md").read_text() and "stand in" in d["class 1"]["why"]
+    assert read_shares(out / "cache" / "decisions.json")["class 2"] == 0.0  # beside the cache, for the plugin
 
 
 def test_each_decision_says_what_decided_it_and_nothing_measured_leaves_its_estimate_null(finished):
@@ -118,7 +116,7 @@ def test_the_report_and_per_class_csv_show_each_decision_and_what_decided_it(fin
     out, _, _ = finished
     report = (out / "report.md").read_text()
     row = next(line for line in report.splitlines() if line.startswith("| class 2 "))
-    assert re.search(r"\| reduced +\| +\| the rule ", row) and "decided by" in report and "net points [95%]" in report
+    assert re.search(r"\| none +\| +\| the rule ", row) and "decided by" in report and "net points [95%]" in report
     csv_header = (out / "per_class.csv").read_text().splitlines()[0]
     assert "decision,net points [95%],decided by" in csv_header and csv_header.endswith(",why")
 
@@ -340,9 +338,9 @@ def test_a_run_folder_of_before_the_typed_records_still_reads_and_reports(finish
     assert evidence.decisions["class 1"].estimate == old["class 1"]["net"] and evidence.decisions["class 1"].lo is None
     cached = CacheResult.from_json(json.loads((out / "stages" / "cache.json").read_text())["result"])
     record = _report_again(out, cached, evidence)
-    assert record["decisions"]["class 1"]["source"] == "rule" and record["decisions"]["class 2"]["share"] == MIDDLE_SHARE
+    assert record["decisions"]["class 1"]["source"] == "rule" and record["decisions"]["class 2"]["share"] == 0.0
     assert old["class 1"]["why"] in (out / "report.md").read_text()
-    assert read_shares(out / "cache" / "decisions.json")["class 2"] == MIDDLE_SHARE
+    assert read_shares(out / "cache" / "decisions.json")["class 2"] == 0.0
 
 
 def test_the_decisions_beside_the_cache_are_this_runs_and_go_with_the_evidence_stage(tmp_path):
@@ -352,6 +350,6 @@ def test_the_decisions_beside_the_cache_are_this_runs_and_go_with_the_evidence_s
     (tmp_path / "cache").mkdir()
     decisions = decide(["a", "b"], [3, 2], [5, 0], None, min_judged=5)  # no class to judge: no probe
     _place_decisions(tmp_path, EvidenceResult(decisions, DECISIONS, 3, 5, "randaugment+synthetic"))
-    assert read_shares(tmp_path / DECISIONS) == {"a": MIDDLE_SHARE, "b": 0.0}
+    assert read_shares(tmp_path / DECISIONS) == {"a": 0.0, "b": 0.0}
     _place_decisions(tmp_path, None)  # a rerun with --no-evidence: every class uses its images
     assert not (tmp_path / DECISIONS).exists()

@@ -24,8 +24,8 @@ evidence would be noise. They are decided from proxies (``evaluate/proxies.py``:
 images cut, inside the same probes, to the rare classes' sizes, and judged on every image cut), with
 ``source="proxy"``. Where the proxies show that a class that small loses to the other classes' generated
 images, the classes that the "with" probe gave a rare class's held-out images to get at most
-``MIDDLE_SHARE`` (the lever on the spill). With no class large enough to stand in, a rare class gets the
-middle rule. The test set is never read.
+``MIDDLE_SHARE`` (the lever on the spill). With no class large enough to stand in, nothing is measured and a
+rare class gets none (the cautious rule of before, kept only there). The test set is never read.
 
 **The leak.** The generator was fitted on every real image, held-out folds included, so a "with" probe is
 judged on images its generated training data was derived from. That favours the generated images, the more
@@ -237,7 +237,7 @@ def decide(names: list[str], real_counts, synthetic_counts, t: dict[str, np.ndar
            middle_share: float = MIDDLE_SHARE) -> dict[str, Decision]:
     """``{class name: Decision}``. ``t`` is ``cross_fit``'s tally (None where no probe ran). A class of
     ``min_judged`` real images or more is decided on its own held-out images (``interval``'s verdict); a rarer one
-    from the proxies (``ProxyEvidence``), or by the middle rule where none was cut. Then the lever on the spill
+    from the proxies (``ProxyEvidence``), or none where no proxy was cut (the cautious rule). Then the lever on the spill
     (``bound_neighbours``)."""
     fx = effects(t) if t is not None else None
     proxy = ProxyEvidence.of(t) if t is not None else None
@@ -269,13 +269,12 @@ def _own(name: str, c: int, n: int, s: int, t: dict, fx: dict, shares: dict) -> 
 
 
 def _rare(name: str, n: int, s: int, proxy: ProxyEvidence | None, min_judged: int, shares: dict) -> Decision:
-    """A class under ``min_judged`` real images, decided from the proxies of its size, or by the middle rule."""
+    """A class under ``min_judged`` real images, decided from the proxies of its size, or the cautious rule."""
     few = (f"{name}: {n} real image{'s' * (n != 1)}, " + (f"too few to judge on its own (fewer than {min_judged})"
                                                         if n < min_judged else "not judged (no probe ran)"))
-    if proxy is None or proxy.effect is None:
-        return Decision(shares["middle"], shares["middle"] > 0, False, n, s,
-                        f"{few}, and no class large enough to stand in for it (proxies need "
-                        f"{px.PROXY_MIN_REAL} real images): {_verdict_text('middle', shares)}", "rule")
+    if proxy is None or proxy.effect is None:  # nothing measured: the cautious rule of before issue 34
+        return Decision(0.0, False, False, n, s, f"{few}, and no class large enough to stand in for it (proxies need "
+                        f"{px.PROXY_MIN_REAL} real images): the cautious rule, no generated images", "rule")
     iv = proxy.effect
     why = (f"{few}; proxies (classes cut to {', '.join(map(str, proxy.sizes))} real images, judged on {proxy.held} "
            f"held-out images): with their own generated images such a class netted {proxy.own.text()} points (an upper "

@@ -33,8 +33,9 @@ Protocol:
     floorF              the sampler's real floor, sampling.min_real_share F (no option: no floor, the rows before
                         issue 26; `cbdm-aug run` uses ArmSettings().min_real_share)
     evidence            the per-class decisions of `cbdm-aug run` (evaluate/evidence.py judge: 3-fold cross-fitting
-                        with this arm's own recipe as the probe; fewer than ArmSettings().min_judged real images:
-                        none), given to the arm as sampling.share_file
+                        with this arm's own recipe as the probe; a 95% interval decides used / none / the middle
+                        share; under ArmSettings().min_judged real images, proxies of its size decide),
+                        given to the arm as sampling.share_file
   a cache is generated with CacheSettings' sampler, steps and seed, and shared by the arms that need it;
 - the default arm (--default-arm) is `cbdm-aug run`'s own, built from its settings classes by default_arm()
   (today cbdm-sqrt-a12-1200:w1:gate:floor0.5:evidence); `--print-default` prints it and its generator's

@@ -88,7 +88,8 @@ def _resumable(path: Path, expected: dict) -> int:
         raise AutoencoderError(f"{path}: unreadable latent cache; delete it to encode again") from None
     if attrs.get("format") != FORMAT or int(attrs.get("format_version", 0)) > FORMAT_VERSION:
         raise AutoencoderError(f"{path}: not a latent cache this cbdm-aug reads; delete it to encode again")
-    differ = [k for k in expected if attrs.get(k) != expected[k]]
+    what = {"autoencoder": "autoencoder", "data_sha256": "training set", "image_shape": "image size"}
+    differ = [what[k] for k in expected if attrs.get(k) != expected[k]]
     if differ:
         raise AutoencoderError(f"{path}: latents of another {' and '.join(differ)}; delete it to encode again")
     return int(attrs["num_done"])

@@ -6,8 +6,16 @@ import shutil
 import pytest
 import torch
 
-from cbdm_aug.diffusion.autoencoder import (AutoencoderError, AutoencoderRecord, LatentDecoder, check_data_fits,
-                                            encode_moments, find_autoencoder, load_autoencoder, to_latent)
+from cbdm_aug.diffusion.autoencoder import (
+    AutoencoderError,
+    AutoencoderRecord,
+    LatentDecoder,
+    check_data_fits,
+    encode_moments,
+    find_autoencoder,
+    load_autoencoder,
+    to_latent,
+)
 
 
 @pytest.mark.parametrize("name", ["AutoencoderKL", "AutoencoderTiny"])

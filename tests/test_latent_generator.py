@@ -203,3 +203,29 @@ def test_run_with_an_autoencoder_goes_end_to_end_at_64_px(tiny_autoencoders, rgb
     with h5py.File(tmp_path / "run" / "cache" / "generated.h5", "r") as f:
         assert f["images"].shape[1:] == (64, 64, 3)
     assert (tmp_path / "run" / "report.md").is_file()
+
+
+def test_fit_generator_resumes_a_latent_encoding_stopped_before_training(tiny_autoencoders, rgb64_npz, tmp_path,
+                                                                           capsys):
+    import numpy as np
+
+    from cbdm_aug.diffusion.autoencoder import find_autoencoder, load_autoencoder
+    from cbdm_aug.generator.latents import encode_latents, read_latents
+
+    record = find_autoencoder(tiny_autoencoders["AutoencoderTiny"])
+    with np.load(rgb64_npz) as d:
+        images, labels = d["x_train"], d["y_train"]
+
+    def stop(done):
+        raise KeyboardInterrupt  # what a Ctrl-C during the encoding leaves: a partial latents.h5, no run.json
+
+    (tmp_path / "gen").mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        encode_latents(tmp_path / "gen" / "latents.h5", load_autoencoder(record), record, images, labels,
+                       batch_size=4, progress=False, on_batch=stop)
+    code, _, err = run_cli(["fit-generator", rgb64_npz, "--autoencoder", tiny_autoencoders["AutoencoderTiny"],
+                            "--out", tmp_path / "gen", *FIT, "--max-steps", 1], capsys)
+    assert code == 0, err
+    fresh = encode_latents(tmp_path / "fresh.h5", load_autoencoder(record), record, images, labels, batch_size=4,
+                           progress=False)
+    assert torch.equal(read_latents(tmp_path / "gen" / "latents.h5").mean, read_latents(fresh).mean)

@@ -20,6 +20,7 @@ from cbdm_aug.diffusion.loss import CBDMLossConfig
 from cbdm_aug.diffusion.sampling import DEFAULT_SCHEDULE
 from cbdm_aug.diffusion.unet import check_image_size, unet_config
 from cbdm_aug.errors import ConfigError, is_disk_full
+from cbdm_aug.generator.latents import LATENTS_NAME
 from cbdm_aug.generator.run_dir import CONFIG_NAME, RunDirError, load_generator
 
 log = logging.getLogger(__name__)
@@ -167,7 +168,9 @@ def prepare_run_dir(out: Path, cfg: FitConfig, resume: bool, echo=print) -> Path
         if ckpt is None:
             echo(f"{out} has no checkpoint yet: starting from step 0")
         return ckpt
-    if out.exists() and any(p.name not in LOCK_FILES for p in out.iterdir()):
+    # a latent cache whose encoding was stopped before run.json was written resumes (generator.latents)
+    if out.exists() and any(p.name not in LOCK_FILES and not p.name.lstrip(".").startswith(LATENTS_NAME)
+                            for p in out.iterdir()):
         raise RunDirError(f"{out} is not empty and holds no cbdm-aug run; choose another --out")
     return None
 
@@ -340,7 +343,7 @@ def _latent_data(train: TrainConfig, data: LabeledImages, out: Path, first_proce
     if not train.autoencoder:
         return None, None
     from cbdm_aug.diffusion.autoencoder import check_data_fits, find_autoencoder, load_autoencoder
-    from cbdm_aug.generator.latents import LATENTS_NAME, encode_latents, read_latents
+    from cbdm_aug.generator.latents import encode_latents, read_latents
 
     record = find_autoencoder(train.autoencoder)
     latent_size = check_data_fits(record, data.image_size, data.channels)

@@ -339,6 +339,8 @@ def part_latent(args, s, device, out):
     part.result["status"] = "done"
     part.save()
 
+
+def report(out: Path) -> str:
     """The one table of every part's rows (and the parts that failed or timed out)."""
     lines = ["| part | arm | images/s | warm-up s | notes |", "|---|---|---|---|---|"]
     env = None

@@ -8,8 +8,9 @@ generator training, each through `cbdm-aug run` on CIFAR-10 few-shot (the JPEG c
   reported apart from the generator's).
 
 Both generators use `run`'s CPU preset (`cpu` UNet, batch 64); their step counts are set so each trains for
---gen-minutes, from a probe of each UNet's CBDM step time on one thread (printed and recorded), and the
-generator stage's actual seconds are reported. Each arm keeps `run`'s own defaults otherwise (the pixel
+--gen-minutes of one CPU thread, from a probe of each UNet's CBDM step CPU time on one thread (printed and
+recorded); the generator stage's wall seconds are reported too (the machine is shared, so wall time
+includes others' load). Each arm keeps `run`'s own defaults otherwise (the pixel
 generator's augmentation conditioning; none on latents, where pixel warps do not apply). Reported: each
 "+ synthetic" arm against its real-only twin (few-shot, balanced; mean [95% t-interval] over the paired
 seeds) and the best arm's absolute few-shot accuracy at its classifier's size (16 px for pixel, 32 px for
@@ -26,6 +27,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see cbdm_aug/cli.py: before torch loads OpenMP
 import subprocess
 import sys
 import tempfile
@@ -79,7 +82,7 @@ def fit_ae(data: Path, work: Path, steps: int) -> tuple[Path, float | None]:
 
 
 def step_seconds(size: int, channels: int, reps: int = 8) -> float:
-    """Seconds of one CBDM training step (forward, backward, Adam) of run's CPU UNet on one thread."""
+    """CPU seconds of one CBDM training step (forward, backward, Adam) of run's CPU UNet on one thread."""
     import torch
 
     from cbdm_aug.diffusion.loss import CBDMLossConfig, cbdm_loss, ddpm_alpha_bar, target_distribution
@@ -100,10 +103,10 @@ def step_seconds(size: int, channels: int, reps: int = 8) -> float:
         opt.step()
 
     step()
-    t0 = time.perf_counter()
+    t0 = time.process_time()  # CPU time, not wall: the machine is shared, and its load is not ours
     for _ in range(reps):
         step()
-    return (time.perf_counter() - t0) / reps
+    return (time.process_time() - t0) / reps
 
 
 def summarise(out: Path) -> dict:
@@ -151,7 +154,7 @@ def markdown(result: dict) -> str:
             f"| {_ci(p.get('randaugment+synthetic-randaugment', {}).get('few'))} "
             f"| {_ci(p.get('control+synthetic-control', {}).get('balanced'))} / "
             f"{_ci(p.get('randaugment+synthetic-randaugment', {}).get('balanced'))} |")
-    lines += ["", f"Probe, seconds per CBDM step (batch {GEN_BATCH}, one thread): "
+    lines += ["", f"Probe, CPU seconds per CBDM step (batch {GEN_BATCH}, one thread): "
               + ", ".join(f"{k} {v:.3f}" for k, v in result["probe"].items()), ""]
     return "\n".join(lines)
 

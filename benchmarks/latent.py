@@ -17,7 +17,7 @@ seeds) and the best arm's absolute few-shot accuracy at its classifier's size (1
 latent: the classifiers are not the same size, so compare gains within a run, absolutes across runs only
 as what a user gets from each route).
 
-    OMP_NUM_THREADS=1 python benchmarks/latent.py [--gen-minutes 6] [--ae-steps 1500] [--seeds 0,1,2]
+    OMP_NUM_THREADS=1 python benchmarks/latent.py [--gen-minutes 5] [--ae-steps 1000] [--seeds 0,1,2]
 
 Folders and runs go to --work (default $TMPDIR/cbdm-latent; data is never committed); a rerun reuses the
 finished stages of each run. Writes benchmarks/results/latent.{json,md} with the machine, versions, commit.
@@ -67,13 +67,13 @@ def _call(cmd: list, log: Path) -> subprocess.Popen:
                             env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
 
 
-def fit_ae(data: Path, work: Path, steps: int) -> tuple[Path, float | None]:
+def fit_ae(data: Path, work: Path, steps: int, width: int) -> tuple[Path, float | None]:
     out = work / "ae"
     if (out / "config.json").exists():
         return out, json.loads((work / "ae_seconds.json").read_text())["seconds"]
     t0 = time.time()
-    p = _call([*CLI, "fit-autoencoder", data / "train", "--out", out, "--steps", steps, "--device", "cpu"],
-              work / "ae.log")
+    p = _call([*CLI, "fit-autoencoder", data / "train", "--out", out, "--steps", steps, "--width", width,
+               "--device", "cpu"], work / "ae.log")
     if p.wait():
         raise SystemExit(f"fit-autoencoder failed; see {work / 'ae.log'}")
     seconds = time.time() - t0
@@ -109,6 +109,24 @@ def step_seconds(size: int, channels: int, reps: int = 8) -> float:
     return (time.process_time() - t0) / reps
 
 
+def reconstruction(ae: Path, test: Path) -> dict:
+    """The autoencoder's mean absolute error (on [-1, 1]) and PSNR on the test images: how much of each
+    image the latent route can give back at all."""
+    import torch
+
+    from cbdm_aug.data import open_data
+    from cbdm_aug.diffusion.autoencoder import find_autoencoder, load_autoencoder
+
+    d = open_data(str(test), split="test", progress=False)
+    vae = load_autoencoder(find_autoencoder(ae))
+    x = torch.from_numpy(d.images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    with torch.no_grad():
+        rec = torch.cat([vae.decode(vae.encode(b).latent_dist.mean).sample.clamp(-1, 1) for b in x.split(100)])
+    mse = ((rec - x) / 2).pow(2).mean().item()  # on [0, 1]
+    return {"l1": (rec - x).abs().mean().item(), "psnr_db": 10 * torch.log10(torch.tensor(1 / mse)).item(),
+            "images": len(x)}
+
+
 def summarise(out: Path) -> dict:
     report = json.loads((out / "report.json").read_text())
     stages = {p.stem: json.loads(p.read_text()).get("seconds") for p in (out / "stages").glob("*.json")}
@@ -134,12 +152,14 @@ def markdown(result: dict) -> str:
              f"torch {env['versions']['torch']}, diffusers {env['versions']['diffusers']}; commit {env['commit']}"
              f"{' (dirty tree)' if env['dirty_tree'] else ''}", "",
              f"`OMP_NUM_THREADS=1 python benchmarks/latent.py --gen-minutes {a['gen_minutes']} --ae-steps "
-             f"{a['ae_steps']} --seeds {a['seeds']}`: CIFAR-10 JPEG copy, exp 500 -> 5 "
+             f"{a['ae_steps']} --ae-width {a['ae_width']} --seeds {a['seeds']}`: CIFAR-10 JPEG copy, exp 500 -> 5 "
              f"({sum(profile(500, 5))} training images), test {a['test_per_class']} a class; each route through "
              "`cbdm-aug run` at its CPU defaults, generator steps set for the same minutes of training. Points of "
              "accuracy, mean over seeds; pairs: + synthetic arm minus its real-only twin, mean [95% t-interval].", "",
              f"Autoencoder (latent route): AutoencoderKL f4 trained {a['ae_steps']} steps on the training images only "
-             f"in {result['ae_seconds'] / 60:.1f} min (not counted in the generator minutes).", "",
+             f"(width {a['ae_width']}) in {result['ae_seconds'] / 60:.1f} min wall (not counted in the generator "
+             f"minutes); on the {result['ae_test']['images']} test images it reconstructs with mean |error| "
+             f"{result['ae_test']['l1']:.3f} on [-1, 1], PSNR {result['ae_test']['psnr_db']:.1f} dB.", "",
              "| route | generator | steps | generator stage min | best real-only few | best arm few "
              "| control+syn - control, few | randaugment+syn - randaugment, few | same, balanced (control / RA) |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -161,8 +181,9 @@ def markdown(result: dict) -> str:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--gen-minutes", type=float, default=6.0)
-    p.add_argument("--ae-steps", type=int, default=1500)
+    p.add_argument("--gen-minutes", type=float, default=5.0)
+    p.add_argument("--ae-steps", type=int, default=1000)
+    p.add_argument("--ae-width", type=int, default=16, help="fit-autoencoder --width: 16 gives channels 16/32/32")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--test-per-class", type=int, default=300)
     p.add_argument("--classifier-epochs", type=int, default=None, help="[default: run's own choice]")
@@ -173,10 +194,15 @@ def main(argv=None):
     work.mkdir(parents=True, exist_ok=True)
     data = build(work, args.test_per_class)
     assert (SHARED / "cifar10-jpeg.tar.gz").exists()
-    probe = {"pixel 16x16x3": step_seconds(16, 3), "latent 8x8x4": step_seconds(8, 4)}
+    probe_file = work / "probe.json"  # kept: a rerun must ask for the same steps to reuse the runs
+    if not probe_file.exists():
+        probe_file.write_text(json.dumps({"pixel 16x16x3": step_seconds(16, 3), "latent 8x8x4": step_seconds(8, 4)}))
+    probe = json.loads(probe_file.read_text())
     print("probe:", probe, flush=True)
     steps = {route: max(1, int(args.gen_minutes * 60 / s)) for route, s in zip(("pixel", "latent"), probe.values())}
-    ae, ae_seconds = fit_ae(data, work, args.ae_steps)
+    ae, ae_seconds = fit_ae(data, work, args.ae_steps, args.ae_width)
+    rec = reconstruction(ae, data / "test")
+    print("autoencoder on the test images:", rec, flush=True)
     common = [data / "train", "--test", data / "test", "--seeds", args.seeds, "--device", "cpu", "--no-progress",
               *(["--classifier-epochs", args.classifier_epochs] if args.classifier_epochs else [])]
     procs = {"pixel": _call([*CLI, "run", *common, "--out", work / "pixel", "--image-size", 16,
@@ -187,7 +213,7 @@ def main(argv=None):
         if proc.wait():
             raise SystemExit(f"the {route} run failed; see {work / (route + '.log')}")
     what = {"pixel": "cpu UNet on 16x16x3 pixels", "latent": "cpu UNet on 8x8x4 latents (32 px decoded)"}
-    result = {"env": environment(), "args": vars(args), "probe": probe, "ae_seconds": ae_seconds,
+    result = {"env": environment(), "args": vars(args), "probe": probe, "ae_seconds": ae_seconds, "ae_test": rec,
               "routes": {r: {"what": what[r], "gen_steps": steps[r], "summary": summarise(work / r)} for r in procs}}
     results = Path(args.results)
     (results / "latent.json").write_text(json.dumps(result, indent=1))

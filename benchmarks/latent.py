@@ -155,7 +155,8 @@ def markdown(result: dict) -> str:
              f"{a['ae_steps']} --ae-width {a['ae_width']} --seeds {a['seeds']}`: CIFAR-10 JPEG copy, exp 500 -> 5 "
              f"({sum(profile(500, 5))} training images), test {a['test_per_class']} a class; each route through "
              "`cbdm-aug run` at its CPU defaults, generator steps set for the same minutes of training. Points of "
-             "accuracy, mean over seeds; pairs: + synthetic arm minus its real-only twin, mean [95% t-interval].", "",
+             "accuracy, mean over seeds; few-shot: the classes with fewer than 20 training images (5, 8 and 13); pairs: "
+             "+ synthetic arm minus its real-only twin, mean [95% t-interval] over the paired seeds.", "",
              f"Autoencoder (latent route): AutoencoderKL f4 trained {a['ae_steps']} steps on the training images only "
              f"(width {a['ae_width']}) in {result['ae_seconds'] / 60:.1f} min wall (not counted in the generator "
              f"minutes); on the {result['ae_test']['images']} test images it reconstructs with mean |error| "
@@ -189,7 +190,13 @@ def main(argv=None):
     p.add_argument("--classifier-epochs", type=int, default=None, help="[default: run's own choice]")
     p.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "cbdm-latent"))
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
+    p.add_argument("--from-json", default=None, help="only write the .md again from this latent.json")
     args = p.parse_args(argv)
+    if args.from_json:
+        result = json.loads(Path(args.from_json).read_text())
+        Path(args.from_json).with_suffix(".md").write_text(markdown(result))
+        print(markdown(result))
+        return
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     data = build(work, args.test_per_class)

@@ -38,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _env import environment  # noqa: E402
-from own_folders import SHARED, _write_cifar, profile  # noqa: E402
+from own_folders import _write_cifar, profile  # noqa: E402
 
 CLI = [sys.executable, "-m", "cbdm_aug.cli"]
 GEN_BATCH = 64  # run's CPU generator batch (pipeline.settings.resolve)
@@ -200,7 +200,6 @@ def main(argv=None):
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     data = build(work, args.test_per_class)
-    assert (SHARED / "cifar10-jpeg.tar.gz").exists()
     probe_file = work / "probe.json"  # kept: a rerun must ask for the same steps to reuse the runs
     if not probe_file.exists():
         probe_file.write_text(json.dumps({"pixel 16x16x3": step_seconds(16, 3), "latent 8x8x4": step_seconds(8, 4)}))

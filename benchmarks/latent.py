@@ -124,8 +124,15 @@ def reconstruction(ae: Path, test: Path) -> dict:
     with torch.no_grad():
         rec = torch.cat([vae.decode(vae.encode(b).latent_dist.mean).sample.clamp(-1, 1) for b in x.split(100)])
     mse = ((rec - x) / 2).pow(2).mean().item()  # on [0, 1]
+    # the pixel route's own loss of detail, for comparison: the test images down to 16 px and back up
+    from cbdm_aug.data.convert import convert_images
+
+    small = torch.from_numpy(convert_images(convert_images(d.images, 16, 3), d.image_size, 3))
+    small = small.permute(0, 3, 1, 2).float() / 127.5 - 1
+    mse16 = ((small - x) / 2).pow(2).mean().item()
     return {"l1": (rec - x).abs().mean().item(), "psnr_db": 10 * torch.log10(torch.tensor(1 / mse)).item(),
-            "images": len(x)}
+            "images": len(x), "l1_16px_round_trip": (small - x).abs().mean().item(),
+            "psnr_db_16px_round_trip": 10 * torch.log10(torch.tensor(1 / mse16)).item()}
 
 
 def summarise(out: Path) -> dict:
@@ -161,7 +168,9 @@ def markdown(result: dict) -> str:
              f"Autoencoder (latent route): AutoencoderKL f4 trained {a['ae_steps']} steps on the training images only "
              f"(width {a['ae_width']}) in {result['ae_seconds'] / 60:.1f} min wall (not counted in the generator "
              f"minutes); on the {result['ae_test']['images']} test images it reconstructs with mean |error| "
-             f"{result['ae_test']['l1']:.3f} on [-1, 1], PSNR {result['ae_test']['psnr_db']:.1f} dB.", "",
+             f"{result['ae_test']['l1']:.3f} on [-1, 1], PSNR {result['ae_test']['psnr_db']:.1f} dB (the pixel route's "
+             f"16 px round trip: {result['ae_test']['l1_16px_round_trip']:.3f}, "
+             f"{result['ae_test']['psnr_db_16px_round_trip']:.1f} dB).", "",
              "| route | generator | steps | generator stage min | best real-only few | best arm few "
              "| control+syn - control, few | randaugment+syn - randaugment, few | same, balanced (control / RA) |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]

@@ -169,8 +169,8 @@ def markdown(result: dict) -> str:
              f"(width {a['ae_width']}) in {result['ae_seconds'] / 60:.1f} min wall (not counted in the generator "
              f"minutes); on the {result['ae_test']['images']} test images it reconstructs with mean |error| "
              f"{result['ae_test']['l1']:.3f} on [-1, 1], PSNR {result['ae_test']['psnr_db']:.1f} dB (the pixel route's "
-             f"16 px round trip: {result['ae_test']['l1_16px_round_trip']:.3f}, "
-             f"{result['ae_test']['psnr_db_16px_round_trip']:.1f} dB).", "",
+             f"16 px round trip: {result['ae_test'].get('l1_16px_round_trip', float('nan')):.3f}, "
+             f"{result['ae_test'].get('psnr_db_16px_round_trip', float('nan')):.1f} dB).", "",
              "| route | generator | steps | generator stage min | best real-only few | best arm few "
              "| control+syn - control, few | randaugment+syn - randaugment, few | same, balanced (control / RA) |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]

@@ -1,7 +1,7 @@
 """One part of ``benchmarks/gpu_check.sh`` per call, or the final table: GPU throughput of training,
 fit-generator, sampling and classifier training, side by side on one machine.
 
-    python benchmarks/gpu_check.py PART --out DIR [--dry]    # PART: train, fit, sample, classify
+    python benchmarks/gpu_check.py PART --out DIR [--dry]    # PART: train, fit, sample, classify, latent
     python benchmarks/gpu_check.py report --out DIR          # the table from the parts' JSON files
 
 Each part writes DIR/PART.json (rows of arm, images/s, warm-up seconds, notes) as soon as each arm is
@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _env import environment  # noqa: E402
 
-PARTS = ("train", "fit", "sample", "classify")
+PARTS = ("train", "fit", "sample", "classify", "latent")
 
 
 def _sync(device):
@@ -256,6 +256,86 @@ def part_classify(args, s, device, out):
         dt = time.perf_counter() - t0
         part.add(arm, seen / dt, warm, epoch_s=dt,
                  minutes_for_200_epochs=200 * dt / 60 if not args.dry else None)
+    part.result["status"] = "done"
+    part.save()
+
+
+# A random-weight autoencoder of SD's VAE layout (f8, 4 latent channels, 83.7M parameters): its speed is
+# the real one's, and no weights can be downloaded. --dry: a tiny one (f4) at 32 px.
+SD_VAE = {"block_out_channels": [128, 256, 512, 512], "down_block_types": ["DownEncoderBlock2D"] * 4,
+          "up_block_types": ["UpDecoderBlock2D"] * 4, "layers_per_block": 2, "latent_channels": 4,
+          "norm_num_groups": 32, "sample_size": 256}
+TINY_VAE = {"block_out_channels": [4, 8, 8], "down_block_types": ["DownEncoderBlock2D"] * 3,
+            "up_block_types": ["UpDecoderBlock2D"] * 3, "layers_per_block": 1, "latent_channels": 4,
+            "norm_num_groups": 2}
+
+
+def _latent_sizes(args) -> dict:
+    if args.dry:
+        return {"vae": TINY_VAE, "image_size": 32, "counts": [6, 4, 2], "preset": "tiny", "batch": 4, "fit_steps": 2,
+                "sample_images": 6, "sample_steps": 2}
+    # ~1.3k long-tailed 256 px images (both mirrors encoded), 300 steps of the paper UNet on 32x32x4
+    # latents (eager: a compile would take most of the budget), 240 images sampled and decoded.
+    return {"vae": SD_VAE, "image_size": 256, "counts": [int(500 * 0.01 ** (i / 9)) for i in range(10)],
+            "preset": "cifar-paper", "batch": 48, "fit_steps": 300, "sample_images": 240, "sample_steps": 20}
+
+
+def part_latent(args, s, device, out):
+    """The latent route at 256 px (issue 33): encoding the training images (both mirrors) into the latent
+    cache, fit-generator --autoencoder on the latents, and generate with decoding, each end to end."""
+    import tempfile
+
+    import numpy as np
+    from diffusers import AutoencoderKL
+
+    from cbdm_aug.cache import plan as plans
+    from cbdm_aug.cache.generate import SamplerSettings, generate_cache
+    from cbdm_aug.diffusion.autoencoder import find_autoencoder, load_autoencoder
+    from cbdm_aug.diffusion.denoiser import choose
+    from cbdm_aug.generator.fit import DataConfig, FitConfig, TrainConfig, fit
+    from cbdm_aug.generator.latents import encode_latents
+    from cbdm_aug.generator.run_dir import load_generator
+
+    z = _latent_sizes(args)
+    part = Part("latent", out, {k: v for k, v in z.items() if k != "vae"} | {"vae_blocks": z["vae"]["block_out_channels"]})
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        torch.manual_seed(0)
+        AutoencoderKL(**z["vae"]).save_pretrained(tmp / "vae")
+        rng = np.random.default_rng(0)
+        labels = np.repeat(np.arange(len(z["counts"])), z["counts"])
+        low = rng.integers(0, 256, (len(labels), 16, 16, 3), dtype=np.uint8)  # smooth-ish: 16x16 blocks upsampled
+        images = low.repeat(z["image_size"] // 16, axis=1).repeat(z["image_size"] // 16, axis=2)
+        np.savez(tmp / "data.npz", x_train=images, y_train=labels)
+        record = find_autoencoder(tmp / "vae")
+        (tmp / "run").mkdir()
+        t0 = time.perf_counter()  # the encoding fit-generator does first, timed on its own
+        encode_latents(tmp / "run" / "latents.h5", load_autoencoder(record, device), record, images, labels,
+                       progress=False)
+        _sync(device)
+        dt = time.perf_counter() - t0
+        part.add(f"encode {z['image_size']} px, both mirrors (AutoencoderKL f{record.factor})", len(labels) / dt,
+                 wall_s=dt, images=len(labels))
+        cfg = FitConfig(DataConfig(str(tmp / "data.npz")),
+                        TrainConfig(z["preset"], max_steps=z["fit_steps"], batch_size=z["batch"], sample_every=10 ** 9,
+                                    checkpoint_every=z["fit_steps"], compile=False, autoencoder=str(tmp / "vae"),
+                                    accelerator="gpu" if device.type == "cuda" else "cpu", devices="1"))
+        t0 = time.perf_counter()
+        fit(cfg, tmp / "run", progress=False, echo=lambda *a: None)  # finds the latents encoded above
+        dt = time.perf_counter() - t0
+        part.add(f"fit-generator --autoencoder {z['fit_steps']} steps ({z['preset']} on latents), end to end",
+                 z["fit_steps"] * z["batch"] / dt, wall_s=dt, steps_per_sec=z["fit_steps"] / dt)
+        gen = load_generator(tmp / "run", device)
+        names = gen.class_names
+        precision, _ = choose(device)
+        per_class = max(1, z["sample_images"] // len(names))
+        t0 = time.perf_counter()
+        generate_cache(gen, tmp / "syn.h5", plans.fixed_plan(names, per_class),
+                       SamplerSettings("dpmpp-sde", z["sample_steps"], 1.6, 0), batch_size=min(120, per_class * len(names)),
+                       progress=False, precision=precision)
+        dt = time.perf_counter() - t0
+        part.add(f"generate + decode {z['image_size']} px, dpmpp-sde {z['sample_steps']}, {precision}",
+                 per_class * len(names) / dt, wall_s=dt, images=per_class * len(names))
     part.result["status"] = "done"
     part.save()
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one command to run when a GPU is lent: training, fit-generator, sampling and classifier-training
-# throughput side by side on this machine, in one table (benchmarks/gpu_check.py has the details).
+# throughput side by side on this machine, in one table (benchmarks/gpu_check.py has the details); and
+# the latent route at 256 px (issue 33: encode, fit-generator --autoencoder, generate + decode).
 #
 #   bash benchmarks/gpu_check.sh                 # on the GPU; writes benchmarks/results/gpu_check/
 #   bash benchmarks/gpu_check.sh --dry --out DIR # tiny sizes on the CPU: checks every part runs (tests)
@@ -8,8 +9,8 @@
 # Each part runs in its own process under its own time limit (seconds; override with
 # GPU_CHECK_TIMEOUT_<PART>=N); a part that fails or times out is reported as such and the others
 # still run. A part writes its rows as it measures them, so a stopped part keeps what it finished.
-# Planned to take at most about 8 minutes on one H100, compile warm-ups included (untested: no GPU
-# was lent when this was written).
+# Planned to take at most about 10.5 minutes on one H100 (the latent part at most 2.5 of them), compile
+# warm-ups included (untested: no GPU was lent when this was written).
 #
 # On this project's lent GPU machines diffusers and kornia are not installed. Carry them as wheels
 # (see /work/.library/device/README.md, "a Python package missing there"): here, in the repo root,
@@ -37,8 +38,8 @@ python="${PYTHON:-python3}"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$(dirname "$here")${PYTHONPATH:+:$PYTHONPATH}"
 
 # Time limits in seconds: the compiled training arms dominate (the UNet's compile took over 170 s on an H200).
-declare -A limit=([train]=210 [fit]=120 [sample]=90 [classify]=50)
-for part in train fit sample classify; do
+declare -A limit=([train]=210 [fit]=120 [sample]=90 [classify]=50 [latent]=150)
+for part in train fit sample classify latent; do
   var="GPU_CHECK_TIMEOUT_${part^^}"
   t="${!var:-${limit[$part]}}"
   [ -n "$dry" ] && t="${!var:-300}"  # tiny sizes, but a busy CI machine imports slowly

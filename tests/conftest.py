@@ -128,3 +128,43 @@ def tiny_generator(tmp_path_factory):
     run = save_generator(tmp_path_factory.mktemp("tiny_generator"), build_unet(cfg), tiny_generator_meta(cfg))
     unet = build_unet(cfg).eval().requires_grad_(False)
     return Generator(unet, json.loads((run / "generator.json").read_text()), run)
+
+
+# Tiny random diffusers autoencoders saved to folders, as `--autoencoder DIR` reads them (issue 33):
+# both downsample 4x (three blocks), so 64 px images become 4x16x16 latents.
+TINY_AUTOENCODERS = {
+    "AutoencoderKL": {"block_out_channels": [4, 8, 8], "down_block_types": ["DownEncoderBlock2D"] * 3,
+                      "up_block_types": ["UpDecoderBlock2D"] * 3, "latent_channels": 4, "norm_num_groups": 2,
+                      "layers_per_block": 1},
+    "AutoencoderTiny": {"encoder_block_out_channels": [8, 8, 8], "decoder_block_out_channels": [8, 8, 8],
+                        "num_encoder_blocks": [1, 1, 1], "num_decoder_blocks": [1, 1, 1], "latent_channels": 4},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_autoencoders(tmp_path_factory):
+    """{class name: folder} of tiny random autoencoders saved with ``save_pretrained``."""
+    import diffusers
+
+    root = tmp_path_factory.mktemp("autoencoders")
+    folders = {}
+    for name, cfg in TINY_AUTOENCODERS.items():
+        torch.manual_seed(0)
+        getattr(diffusers, name)(**cfg).save_pretrained(root / name)
+        folders[name] = root / name
+    return folders
+
+
+@pytest.fixture(scope="session")
+def rgb64_npz(tmp_path_factory):
+    """A long-tailed .npz of smooth random 64x64 RGB images (classes of 8, 4 and 2) with a test split."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), (8, 4, 2))
+    low = rng.integers(0, 256, (len(labels) + 6, 8, 8, 3)).astype(np.uint8)
+    images = low.repeat(8, axis=1).repeat(8, axis=2)  # 8x8 blocks: images an autoencoder can tell apart
+    path = tmp_path_factory.mktemp("rgb64") / "rgb64.npz"
+    np.savez(path, x_train=images[:len(labels)], y_train=labels, x_test=images[len(labels):],
+             y_test=np.arange(6) % 3, class_names=np.array(["a", "b", "c"]))
+    return path

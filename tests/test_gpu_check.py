@@ -20,14 +20,15 @@ def _run(out, **env):
 def test_the_dry_run_measures_every_part_and_prints_one_table(tmp_path):
     r = _run(tmp_path)
     assert r.returncode == 0, r.stderr
-    for part in ("train", "fit", "sample", "classify"):
+    for part in ("train", "fit", "sample", "classify", "latent"):
         assert (tmp_path / f"{part}.status").read_text().strip() == "ok", (tmp_path / f"{part}.log").read_text()
         rows = json.loads((tmp_path / f"{part}.json").read_text())["rows"]
         assert rows and all(row["images_per_sec"] is None or row["images_per_sec"] > 0 for row in rows)
     table = (tmp_path / "gpu_check.md").read_text()
     assert table in r.stdout or table.strip() in r.stdout
     for arm in ("cbdm, fp32 eager", "cbdm, bf16 compiled", "fit-generator 4 steps, end to end",
-                "dpmpp-sde 2, fp32 eager", "device data (GPU crop/flip)", "DataLoader (host crop/flip)"):
+                "dpmpp-sde 2, fp32 eager", "device data (GPU crop/flip)", "DataLoader (host crop/flip)",
+                "encode 32 px, both mirrors", "fit-generator --autoencoder 2 steps", "generate + decode 32 px"):
         assert arm in table, arm
 
 

@@ -96,6 +96,9 @@ def generate_cache(generator, out: str | os.PathLike, plan: Plan, settings: Samp
                          f"{generator.class_names}")
     if (feedback is None) != (settings.feedback is None):
         raise ValueError("give classifier feedback and its description (settings.feedback) together")
+    if feedback is not None and getattr(generator, "decoder", None) is not None:
+        raise ValueError("classifier feedback steers pixels, and a latent generator samples latents; "
+                         "drop --feedback-classifier for a generator fitted with --autoencoder")
     labels, seeds = _create_or_resume(generator, out, plan, settings, shard, overwrite, command, precision)
     denoiser = Denoiser(generator.unet, precision, compile) if precision != "fp32" or compile else generator.unet
     with CacheWriter(out) as writer:
@@ -157,12 +160,13 @@ def _sample_into(writer: CacheWriter, denoiser, generator, labels: np.ndarray, s
             i = writer.num_done
             while i < writer.total:
                 j = min(i + batch_size, writer.total)
+                # a latent generator samples its latent grid and decodes it to images (run_dir.Generator.decode)
                 x = sample(denoiser, torch.as_tensor(labels[i:j], device=generator.device), seeds[i:j].tolist(),
-                           image_size=generator.image_size, channels=generator.channels,
+                           image_size=generator.sample_size, channels=generator.sample_channels,
                            null_class=generator.null_class, sampler=settings.sampler, steps=settings.steps,
                            guidance=settings.guidance, schedule=generator.schedule, feedback=feedback,
                            feedback_scale=settings.feedback["scale"] if settings.feedback else 0.0)
-                background.write(to_uint8(x).numpy(), written)  # while the next batch is sampled
+                background.write(to_uint8(generator.decode(x)).numpy(), written)  # while the next batch is sampled
                 i = j
             background.wait()
     finally:

@@ -81,7 +81,9 @@ def unet_config(preset: str, image_size: int, channels: int, num_classes: int, a
 # Bounds on a UNet config read from a file (generator.json may come from anyone): far above every
 # preset, far below what would exhaust a machine. The paper's CIFAR UNet holds 143 MB of fp32 weights.
 MAX_MODEL_BYTES = 2 << 30
-_INT_BOUNDS = {"sample_size": (4, 1024), "in_channels": (1, 3), "out_channels": (1, 3),
+# Channels up to 64: a latent generator's UNet sees the autoencoder's latent channels (4 for SD's VAE,
+# 16 for SD3's, 32 for DC-AE); a pixel generator's 1 or 3 are checked where the run folder is read.
+_INT_BOUNDS = {"sample_size": (1, 1024), "in_channels": (1, 64), "out_channels": (1, 64),
                "layers_per_block": (1, 16), "num_class_embeds": (2, 100_001), "norm_num_groups": (1, 4096)}
 _MAX_LEVELS, _MAX_CHANNELS, _MAX_AUGMENT_DIM = 8, 4096, 64
 # Self-attention over an r x r feature map holds an (r^2 x r^2) matrix per image: 64 MB at r = 64.

@@ -54,8 +54,9 @@ class SampleGridCallback(pl.Callback):
     at most ``pictures.MAX_GRID_CLASSES`` classes (the rarest, the largest, sizes in between)."""
 
     def __init__(self, out: Path, every: int, class_names: list[str] | None = None, per_class: int = 8,
-                 guidance: float = 1.0):
+                 guidance: float = 1.0, decoder: torch.nn.Module | None = None):
         self.dir = Path(out) / "samples"
+        self.decoder = decoder  # a latent generator's LatentDecoder: the grid shows decoded images
         self.every, self.per_class, self.guidance, self.class_names = every, per_class, guidance, class_names
 
     def _draw(self, trainer, module):
@@ -67,8 +68,11 @@ class SampleGridCallback(pl.Callback):
         cfg, counts = module.hparams.model_config, list(module.hparams.class_counts)
         names = self.class_names or [str(c) for c in range(len(counts))]
         classes = classes_to_show(counts)
-        x = to_uint8(class_grid(module.ema_unet, classes, len(counts), cfg["sample_size"], cfg["in_channels"],
-                                self.per_class, self.guidance).float())
+        x = class_grid(module.ema_unet, classes, len(counts), cfg["sample_size"], cfg["in_channels"],
+                       self.per_class, self.guidance).float()
+        if self.decoder is not None:
+            x = self.decoder.to(module.device)(x.to(module.device)).cpu()
+        x = to_uint8(x)
         rows = [(f"{names[c]} ({counts[c]})", x[k * self.per_class:(k + 1) * self.per_class].numpy())
                 for k, c in enumerate(classes)]
         header = f"step {trainer.global_step}: {selection_note(len(classes), len(counts))}"

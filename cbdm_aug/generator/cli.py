@@ -59,12 +59,17 @@ from cbdm_aug.diffusion.unet import PRESETS
 @click.option("--device-data/--no-device-data", default=None,
               help="Keep the training images on the accelerator and gather batches there instead of "
                    "a host DataLoader [default: on for CUDA when they take under a tenth of its free memory].")
+@click.option("--autoencoder", default=None, type=click.Path(file_okay=False),
+              help="A diffusers autoencoder folder (AutoencoderKL or AutoencoderTiny; a pipeline folder's vae/ "
+                   "is found): fit a latent generator on its latents, for images of 64 px and up. The "
+                   "training images are encoded once into OUT/latents.h5; generate decodes to pixels. "
+                   "No autoencoder at hand: `cbdm-aug fit-autoencoder DATA --out DIR`.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 def fit_generator(data, out, preset, image_size, channels, split, longtail, imbalance, max_per_class,
                   data_seed, skip_bad, tau, gamma, target, p_uncond, max_steps, batch_size, lr,
                   warmup_steps, ema_decay, hflip, balance_power, augment_p, seed, num_workers, accelerator, devices, num_nodes,
                   strategy, precision, sample_every, checkpoint_every, init_from, compile_unet, device_data,
-                  resume):
+                  autoencoder, resume):
     """Train a class-balancing diffusion model on DATA.
 
     DATA is an image folder (DATA/<class>/*.png|jpg|...), an .npz file with image and label
@@ -84,7 +89,8 @@ def fit_generator(data, out, preset, image_size, channels, split, longtail, imba
             TrainConfig(preset, max_steps, batch_size, lr, warmup_steps, 1.0, ema_decay, hflip, seed,
                         num_workers, accelerator, devices, num_nodes, strategy, precision, sample_every,
                         checkpoint_every, init_from, compile=compile_unet, device_data=device_data,
-                        balance_power=balance_power, augment_p=augment_p),
+                        balance_power=balance_power, augment_p=augment_p,
+                        autoencoder=str(Path(autoencoder).resolve()) if autoencoder else None),
             CBDMLossConfig(tau, gamma, target or ("uniform" if init_from else "train"), p_uncond),
         )
     except ValueError as e:
@@ -106,3 +112,44 @@ def default_run_dir(data: str) -> Path:
     path = Path(data)
     name = path.stem if path.suffix == ".npz" else (path.resolve().name if data != "digits" else data)
     return Path("runs") / (name or "run")
+
+
+@click.command("fit-autoencoder")
+@click.argument("data", metavar="DATA")
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Folder to write the autoencoder to.")
+@click.option("--image-size", type=int, default=None, help="Image size [default: the data's].")
+@click.option("--channels", type=click.Choice(["1", "3"]), default=None, help="1 (grey) or 3 (RGB) [default: the data's].")
+@click.option("--split", default="train", show_default=True, help="Split of an .npz file.")
+@click.option("--factor", type=click.Choice(["2", "4", "8"]), default="4", show_default=True,
+              help="Downsampling factor: the latent grid is image size / factor.")
+@click.option("--latent-channels", type=int, default=4, show_default=True)
+@click.option("--width", type=int, default=32, show_default=True, help="Channels of the first block.")
+@click.option("--steps", type=int, default=2000, show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--beta", type=float, default=1e-6, show_default=True, help="KL weight (LDM's).")
+@click.option("--hflip/--no-hflip", default=None, help="Random mirrors [default: on for RGB, off for grey].")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto (cuda if available), cpu, cuda or cuda:N.")
+def fit_autoencoder(data, out, image_size, channels, split, factor, latent_channels, width, steps, batch_size, lr,
+                    beta, hflip, seed, device):
+    """Train a small diffusers AutoencoderKL on DATA's images, for `fit-generator --autoencoder OUT`.
+
+    Use it where no pretrained autoencoder fits your images (none can be downloaded here). Train it on
+    the training images only: an autoencoder that saw the test images leaks them into the generator.
+    """
+    from cbdm_aug.data import open_data
+    from cbdm_aug.data.convert import convert_images
+    from cbdm_aug.devices import resolve_device
+    from cbdm_aug.generator.autoencoder_fit import AutoencoderFitConfig
+    from cbdm_aug.generator.autoencoder_fit import fit_autoencoder as fit
+
+    d = open_data(data, split=split, image_size=image_size, channels=int(channels) if channels else None)
+    images = convert_images(d.images, image_size or d.image_size, int(channels) if channels else d.channels)
+    try:
+        cfg = AutoencoderFitConfig(int(factor), latent_channels, width, steps, batch_size, lr, beta,
+                                   images.shape[-1] == 3 if hflip is None else hflip, seed)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    click.echo(f"training data: {d.source}, {len(images)} images, {images.shape[1]}x{images.shape[2]}x{images.shape[3]}")
+    fit(images, cfg, out, device=resolve_device(device), echo=click.echo)

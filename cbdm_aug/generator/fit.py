@@ -20,6 +20,7 @@ from cbdm_aug.diffusion.loss import CBDMLossConfig
 from cbdm_aug.diffusion.sampling import DEFAULT_SCHEDULE
 from cbdm_aug.diffusion.unet import check_image_size, unet_config
 from cbdm_aug.errors import ConfigError, is_disk_full
+from cbdm_aug.generator.latents import LATENTS_NAME
 from cbdm_aug.generator.run_dir import CONFIG_NAME, RunDirError, load_generator
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ class TrainConfig:
     balance_power: float = 1.0         # draw class c with probability ~ n_c ** balance_power: 1 as the
                                        # data, 0 class-balanced (a 5-image class is otherwise ~80 of 150k draws)
     augment_p: float = 0.0             # augmentation conditioning (diffusion.augment): each op's probability
+    autoencoder: str | None = None     # a diffusers autoencoder folder: learn its latents (a latent generator)
 
     def __post_init__(self):
         for name in ("max_steps", "batch_size", "sample_every", "checkpoint_every", "num_nodes"):
@@ -85,6 +87,9 @@ class TrainConfig:
             raise ConfigError(f"--balance-power must be in [0, 1] (1: as the data, 0: class-balanced), "
                               f"got {self.balance_power}")
         AugmentConfig(self.augment_p)  # its check and message: "--augment must be a probability in [0, 1]"
+        if self.autoencoder and self.augment_p > 0:
+            raise ConfigError("--augment warps pixels, and a warped image's latent is not the warped latent; "
+                              "with --autoencoder only flips apply (from the cached mirrored latents): drop --augment")
 
 
 @dataclass(frozen=True)
@@ -163,7 +168,9 @@ def prepare_run_dir(out: Path, cfg: FitConfig, resume: bool, echo=print) -> Path
         if ckpt is None:
             echo(f"{out} has no checkpoint yet: starting from step 0")
         return ckpt
-    if out.exists() and any(p.name not in LOCK_FILES for p in out.iterdir()):
+    # a latent cache whose encoding was stopped before run.json was written resumes (generator.latents)
+    if out.exists() and any(p.name not in LOCK_FILES and not p.name.lstrip(".").startswith(LATENTS_NAME)
+                            for p in out.iterdir()):
         raise RunDirError(f"{out} is not empty and holds no cbdm-aug run; choose another --out")
     return None
 
@@ -286,21 +293,25 @@ def fit(cfg: FitConfig, out: str | os.PathLike, resume: bool = False, progress: 
         train = replace(train, **{k: first[k] for k in ("warmup_steps", "hflip", "precision")})
     # flips are non-leaking only where the data are mirror-symmetric, which is what hflip says
     augment = AugmentConfig.for_data(train.augment_p, flips=train.hflip)
-    model_config = unet_config(train.preset, data.image_size, data.channels, data.num_classes,
+    record, latents = _latent_data(train, data, out, first_process, progress, echo)
+    size, channels = ((data.image_size, data.channels) if record is None
+                      else (data.image_size // record.factor, record.latent_channels))
+    model_config = unet_config(train.preset, size, channels, data.num_classes,
                                augment_dim=AUGMENT_DIM if augment.p > 0 else 0)
     _describe_data(data, augment, echo)
 
     pl.seed_everything(train.seed, workers=True, verbose=False)
-    module, init_meta = _build_module(cfg, train, data, model_config, augment)
-    meta = _export_meta(cfg, train, data, model_config, augment, init_meta)
+    module, init_meta = _build_module(cfg, train, data, model_config, augment, record)
+    meta = _export_meta(cfg, train, data, model_config, augment, init_meta) | (
+        {"autoencoder": record.to_json()} if record is not None else {})
     if first_process and not (out / RUN_CONFIG).exists():
         out.mkdir(parents=True, exist_ok=True)
         write_bytes_atomic(out / RUN_CONFIG, json.dumps(
             {"config": cfg.to_dict(), "resolved": FitConfig(cfg.data, train, cfg.loss).to_dict(),
              "package_version": __version__}, indent=2).encode(), fsync=True)
 
-    trainer = _trainer(train, out, meta, data.class_names, progress, echo)
-    loader = _loader(train, data, module, trainer.world_size)
+    trainer = _trainer(train, out, meta, data.class_names, progress, echo, record)
+    loader = _loader(train, data, module, trainer.world_size, latents)
     if ckpt is not None:
         echo(f"resuming from {ckpt}")
     try:
@@ -326,6 +337,27 @@ def _checkpoint_to_resume(out: Path, cfg: FitConfig, resume: bool, first_process
     return resume_checkpoint(out / "checkpoints", echo=lambda *_: None) if resume else None
 
 
+def _latent_data(train: TrainConfig, data: LabeledImages, out: Path, first_process: bool, progress: bool, echo):
+    """For a latent generator: (the autoencoder's record, the training set's cached latents), encoding them
+    into ``out/latents.h5`` first where they are not there yet (resumably); (None, None) otherwise."""
+    if not train.autoencoder:
+        return None, None
+    from cbdm_aug.diffusion.autoencoder import check_data_fits, find_autoencoder, load_autoencoder
+    from cbdm_aug.generator.latents import encode_latents, read_latents
+
+    record = find_autoencoder(train.autoencoder)
+    latent_size = check_data_fits(record, data.image_size, data.channels)
+    echo(f"autoencoder: {record.class_name} from {record.folder}, factor {record.factor}: "
+         f"{data.image_size}x{data.image_size}x{data.channels} images -> "
+         f"{latent_size}x{latent_size}x{record.latent_channels} latents, scaling factor {record.scaling_factor:g}")
+    path = out / LATENTS_NAME
+    if first_process:  # the other ranks start after rank 0 wrote them (Lightning launches them in trainer.fit)
+        out.mkdir(parents=True, exist_ok=True)
+        device = "cuda" if _on_gpu(train.accelerator) else "cpu"
+        encode_latents(path, load_autoencoder(record, device), record, data.images, data.labels, progress=progress)
+    return record, read_latents(path)
+
+
 def _describe_data(data: LabeledImages, augment: AugmentConfig, echo) -> None:
     if augment.p > 0:
         echo(f"augmentation conditioning: each of {', '.join(augment.ops)} with probability {augment.p:g}; "
@@ -337,7 +369,7 @@ def _describe_data(data: LabeledImages, augment: AugmentConfig, echo) -> None:
 
 
 def _build_module(cfg: FitConfig, train: TrainConfig, data: LabeledImages, model_config: dict,
-                  augment: AugmentConfig):
+                  augment: AugmentConfig, record=None):
     """(the LightningModule, the record of the generator it starts from with --init-from, or None)."""
     from cbdm_aug.generator.module import CBDMModule
 
@@ -351,7 +383,8 @@ def _build_module(cfg: FitConfig, train: TrainConfig, data: LabeledImages, model
                      "step": base.meta.get("step")}
     module = CBDMModule(model_config, data.counts().tolist(), asdict(cfg.loss), DEFAULT_SCHEDULE, lr=train.lr,
                         warmup_steps=train.warmup_steps, ema_decay=train.ema_decay, hflip=train.hflip,
-                        augment=augment.to_dict() if augment.p > 0 else None)
+                        augment=augment.to_dict() if augment.p > 0 else None,
+                        latent=record.to_json() if record is not None else None)
     if base is not None:
         module.unet.load_state_dict(base.unet.state_dict())
         module.ema.module.load_state_dict(base.unet.state_dict())
@@ -374,7 +407,7 @@ def _export_meta(cfg: FitConfig, train: TrainConfig, data: LabeledImages, model_
     }
 
 
-def _trainer(train: TrainConfig, out: Path, meta: dict, class_names: list[str], progress: bool, echo):
+def _trainer(train: TrainConfig, out: Path, meta: dict, class_names: list[str], progress: bool, echo, record=None):
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.loggers import CSVLogger
@@ -391,17 +424,30 @@ def _trainer(train: TrainConfig, out: Path, meta: dict, class_names: list[str], 
         num_nodes=train.num_nodes, strategy=train.strategy, precision=train.precision,
         gradient_clip_val=train.grad_clip, default_root_dir=out,
         logger=CSVLogger(out, name="logs"), log_every_n_steps=10,  # logs/version_N per (re)start
-        callbacks=[checkpoint, ExportCallback(out, meta), SampleGridCallback(out, train.sample_every, class_names),
+        callbacks=[checkpoint, ExportCallback(out, meta),
+                   SampleGridCallback(out, train.sample_every, class_names, decoder=_grid_decoder(record)),
                    *([StepProgress(echo, refresh=25 if _on_gpu(train.accelerator) else 1)] if progress else [])],
         enable_progress_bar=False,  # StepProgress counts steps, the unit of --max-steps
         enable_model_summary=False, num_sanity_val_steps=0, plugins=[KeepPreviousCheckpointIO()],
     )
 
 
-def _loader(train: TrainConfig, data: LabeledImages, module, world_size: int) -> torch.utils.data.DataLoader:
-    """The training batches: images and labels from the host, or, with the data on the device, the
-    indices of the images there (``module.keep_data_on_device``); one sampler draws both."""
+def _grid_decoder(record):
+    """The progress grids' decoder of a latent generator (on the CPU until a grid moves it), or None."""
+    if record is None:
+        return None
+    from cbdm_aug.diffusion.autoencoder import LatentDecoder, load_autoencoder
+
+    return LatentDecoder(load_autoencoder(record), record)
+
+
+def _loader(train: TrainConfig, data: LabeledImages, module, world_size: int, latents=None) -> torch.utils.data.DataLoader:
+    """The training batches: images (or a latent generator's cached moments, ``latents``) and labels from
+    the host, or, with the data on the device, the indices of the images there
+    (``module.keep_data_on_device``); one sampler draws both."""
     images, labels = torch.from_numpy(data.images), torch.from_numpy(data.labels)
+    if latents is not None:
+        images = latents.moments
     if train.device_data:  # the module carries the images to the device; the loader draws indices
         module.keep_data_on_device(images, labels)
         dataset = _Indices(len(labels))

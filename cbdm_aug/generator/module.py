@@ -1,5 +1,9 @@
 """The Lightning module that fits a CBDM generator: Adam with warm-up, an EMA of the weights with
-warm-up, and the CBDM loss with its terms logged separately."""
+warm-up, and the CBDM loss with its terms logged separately.
+
+A latent generator (``latent``: the autoencoder's record) trains on cached posterior moments
+(``generator.latents``) instead of pixels: a flip picks the cached mirror, z is drawn from the posterior
+and scaled (``diffusion.autoencoder.to_latent``), and the same ``cbdm_loss`` runs on it."""
 from __future__ import annotations
 
 import pytorch_lightning as pl
@@ -7,6 +11,7 @@ import torch
 from timm.utils import ModelEmaV3
 
 from cbdm_aug.diffusion.augment import AugmentConfig, augment
+from cbdm_aug.diffusion.autoencoder import AutoencoderRecord, to_latent
 from cbdm_aug.diffusion.loss import CBDMLossConfig, cbdm_loss, ddpm_alpha_bar, target_distribution
 from cbdm_aug.diffusion.unet import build_unet
 
@@ -39,7 +44,7 @@ class TimmEma(ModelEmaV3):
 class CBDMModule(pl.LightningModule):
     def __init__(self, model_config: dict, class_counts: list[int], loss: dict, schedule: dict,
                  lr: float = 2e-4, warmup_steps: int = 5000, ema_decay: float = 0.9999,
-                 hflip: bool = False, augment: dict | None = None):
+                 hflip: bool = False, augment: dict | None = None, latent: dict | None = None):
         super().__init__()
         self.save_hyperparameters()
         self.unet = build_unet(model_config)
@@ -51,6 +56,8 @@ class CBDMModule(pl.LightningModule):
         # augmentation conditioning (diffusion.augment): {"p", "ops"}; None or p = 0 is off
         self.augment_cfg = AugmentConfig(augment["p"], tuple(augment["ops"])) if augment else AugmentConfig()
         self.null_class = len(class_counts)
+        # the autoencoder whose latents are learnt (AutoencoderRecord.to_json()), or None: pixels
+        self.latent = AutoencoderRecord.from_json(latent) if latent else None
         self.register_buffer("alpha_bar", ddpm_alpha_bar(schedule), persistent=False)
         self.register_buffer("q_target", target_distribution(self.loss_cfg.target, class_counts).float(),
                              persistent=False)
@@ -77,17 +84,11 @@ class CBDMModule(pl.LightningModule):
         return self.__dict__.get("_denoiser", self.unet)
 
     def training_step(self, batch, batch_idx):
-        if torch.is_tensor(batch):  # index batch: the images are on the device already
-            images, y = self.train_images[batch], self.train_labels[batch]
+        if torch.is_tensor(batch):  # index batch: the data are on the device already
+            data, y = self.train_images[batch], self.train_labels[batch]
         else:
-            images, y = batch  # uint8 (N, H, W, C), int64 (N,)
-        x0 = images.permute(0, 3, 1, 2).float() / 127.5 - 1
-        if self.hparams.hflip:
-            flip = torch.rand(len(x0), device=x0.device) < 0.5
-            x0 = torch.where(flip.view(-1, 1, 1, 1), x0.flip(-1), x0)
-        cond = None
-        if self.augment_cfg.p > 0:  # at p = 0 nothing is drawn: the step is exactly the unaugmented one
-            x0, cond = augment(x0, self.augment_cfg)
+            data, y = batch  # uint8 (N, H, W, C) images, or float32 latent moments (N, 2, c', h, w); int64 (N,)
+        x0, cond = self.latent_x0(data) if self.latent is not None else self.pixel_x0(data)
         terms = cbdm_loss(self.denoiser, x0, y, self.alpha_bar, self.q_target, self.loss_cfg, self.null_class,
                           augment=cond)
         loss = terms["loss"].mean()
@@ -101,6 +102,30 @@ class CBDMModule(pl.LightningModule):
             keep = terms["keep"].float()
             self.log("dist_y_yprime", (terms["reg"] * keep).sum() / keep.sum().clamp_min(1))
         return loss
+
+    def pixel_x0(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """uint8 (N, H, W, C) -> (x0 float (N, C, H, W) in [-1, 1], flipped and warped as configured;
+        the augmentation vectors, or None)."""
+        x0 = images.permute(0, 3, 1, 2).float() / 127.5 - 1
+        if self.hparams.hflip:
+            flip = torch.rand(len(x0), device=x0.device) < 0.5
+            x0 = torch.where(flip.view(-1, 1, 1, 1), x0.flip(-1), x0)
+        if self.augment_cfg.p > 0:  # at p = 0 nothing is drawn: the step is exactly the unaugmented one
+            return augment(x0, self.augment_cfg)
+        return x0, None
+
+    def latent_x0(self, moments: torch.Tensor, generator: torch.Generator | None = None):
+        """float32 (N, 2, c or 2c, h, w) cached moments (``generator.latents``) -> (x0 float (N, c, h, w), the
+        scaled latent of a random view drawn from its posterior; None). Flips are the only latent-valid
+        augmentation: the cached mirror is the mirrored image's latent, a pixel warp has no latent twin."""
+        n = len(moments)
+        view = torch.zeros(n, dtype=torch.int64, device=moments.device)
+        if self.hparams.hflip:
+            view = (torch.rand(n, generator=generator, device=generator.device if generator else moments.device)
+                    < 0.5).long().to(moments.device)
+        m = moments[torch.arange(n, device=moments.device), view].float()
+        mean, logvar = m.chunk(2, dim=1) if self.latent.has_posterior else (m, None)
+        return to_latent(self.latent, mean, logvar, generator), None
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
         self.ema.update(self.unet, step=self.global_step)

@@ -4,6 +4,11 @@
     RUN_DIR/ema.safetensors    EMA weights of the UNet (the weights used for sampling)
     RUN_DIR/checkpoints/       Lightning resume checkpoints (training only)
     RUN_DIR/logs/, samples/    CSV log and per-class PNG grids
+    RUN_DIR/latents.h5         a latent generator's encoded training images (``generator.latents``)
+
+A latent generator's ``generator.json`` also holds ``autoencoder``: the record (path, class, config,
+weights hash) of the diffusers autoencoder it was fitted on. Its UNet works on latents; ``image_size``
+and ``channels`` are still those of the images it makes, which ``Generator.decode`` returns.
 
 Both sampling files are written to a temporary name and renamed, so a reader never sees half of
 one. Loading never unpickles anything: weights are safetensors and the config is JSON.
@@ -86,6 +91,7 @@ class Generator:
     unet: torch.nn.Module
     meta: dict
     run_dir: Path | None = None
+    decoder: torch.nn.Module | None = None  # a latent generator's LatentDecoder: latents -> images
     class_names: list[str] = field(init=False)
 
     def __post_init__(self):
@@ -106,6 +112,26 @@ class Generator:
     @property
     def channels(self) -> int:
         return int(self.meta["channels"])
+
+    @property
+    def sample_size(self) -> int:
+        """The size the UNet samples at: the image's, or a latent generator's latent grid."""
+        return int(self.meta["model"]["sample_size"])
+
+    @property
+    def sample_channels(self) -> int:
+        return int(self.meta["model"]["in_channels"])
+
+    @property
+    def autoencoder(self):
+        """A latent generator's ``AutoencoderRecord``; None for a pixel generator."""
+        from cbdm_aug.diffusion.autoencoder import AutoencoderRecord
+
+        return AutoencoderRecord.from_json(self.meta["autoencoder"]) if self.meta.get("autoencoder") else None
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        """What the sampler made -> images, float (N, channels, image_size, image_size) in [-1, 1]."""
+        return x if self.decoder is None else self.decoder(x.to(self.device))
 
     @property
     def schedule(self) -> dict:
@@ -136,11 +162,32 @@ def _check_model(meta: dict, path: Path) -> None:
     names = meta.get("class_names")
     expected = {"image_size": model["sample_size"], "channels": model["in_channels"],
                 "number of class_names": model["num_class_embeds"] - 1}
+    record = _autoencoder_record(meta, path)
+    if record is not None:  # the UNet sees latents; the images are the decoder's
+        expected |= {"image_size": model["sample_size"] * record.factor, "channels": record.in_channels}
+        if model["in_channels"] != record.latent_channels:
+            raise RunDirError(f"{path}: the model takes {model['in_channels']} channels but the autoencoder's "
+                              f"latents have {record.latent_channels}")
+    elif model["in_channels"] not in (1, 3):
+        raise RunDirError(f"{path}: a pixel generator's model must take 1 or 3 channels, got {model['in_channels']}")
     found = {"image_size": meta.get("image_size"), "channels": meta.get("channels"),
              "number of class_names": len(names) if isinstance(names, list) else names}
     for key in expected:
         if found[key] != expected[key]:
             raise RunDirError(f"{path}: {key} is {found[key]!r:.40} but the model is built for {expected[key]}")
+
+
+def _autoencoder_record(meta: dict, path: Path):
+    from cbdm_aug.diffusion.autoencoder import AutoencoderRecord
+
+    if not meta.get("autoencoder"):
+        return None
+    try:
+        record = AutoencoderRecord.from_json(meta["autoencoder"])
+        record.factor  # noqa: B018 - reads the config's block list
+        return record
+    except (TypeError, KeyError, AttributeError, ValueError):
+        raise RunDirError(f"{path}: invalid 'autoencoder' record") from None
 
 
 def load_generator(run_dir: str | os.PathLike, device: str | torch.device | None = None) -> Generator:
@@ -182,4 +229,12 @@ def load_generator(run_dir: str | os.PathLike, device: str | torch.device | None
     unet.eval().requires_grad_(False)
     if device is not None:
         unet.to(device)
-    return Generator(unet, meta, run_dir)
+    return Generator(unet, meta, run_dir, _decoder(meta, device))
+
+
+def _decoder(meta: dict, device):
+    """A latent generator's decoder, loaded from the autoencoder folder it records (its hash checked)."""
+    from cbdm_aug.diffusion.autoencoder import LatentDecoder, load_autoencoder
+
+    record = _autoencoder_record(meta, Path(CONFIG_NAME))
+    return None if record is None else LatentDecoder(load_autoencoder(record, device), record)

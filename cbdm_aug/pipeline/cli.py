@@ -1,6 +1,8 @@
 """``cbdm-aug run DATA --test TEST --out OUT``."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from cbdm_aug.diffusion.unet import PRESETS
@@ -15,6 +17,9 @@ from cbdm_aug.pipeline.settings import CPU_GEN_STEPS, GPU_GEN_STEPS, ArmSettings
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Run folder (rerun to resume or reuse).")
 @click.option("--generator", default=None, type=click.Path(exists=True, file_okay=False),
               help="Reuse this fitted generator run (fit-generator's folder) instead of fitting one.")
+@click.option("--autoencoder", default=None, type=click.Path(exists=True, file_okay=False),
+              help="Fit a latent generator on this diffusers autoencoder's latents (fit-generator --autoencoder): "
+                   "the images keep their size, and --augment is off (pixel warps do not transfer to latents).")
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default=None,
               help="Generator UNet [default: cpu on a CPU; small, or cifar-paper from 32 px, on a GPU].")
 @click.option("--gen-steps", type=int, default=None,
@@ -48,8 +53,8 @@ from cbdm_aug.pipeline.settings import CPU_GEN_STEPS, GPU_GEN_STEPS, ArmSettings
                    "the classes they help (--no-evidence: every class the filter and gate passed).")
 @click.option("--skip-bad", is_flag=True, help="Skip unreadable image files (and report how many) instead of failing.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
-def run(data, test, holdout_per_class, out, generator, preset, gen_steps, image_size, classifier_size, model,
-        pretrained, classifier_recipe, classifier_epochs, seeds, device, augment_p, min_real_share, evidence,
+def run(data, test, holdout_per_class, out, generator, autoencoder, preset, gen_steps, image_size, classifier_size,
+        model, pretrained, classifier_recipe, classifier_epochs, seeds, device, augment_p, min_real_share, evidence,
         skip_bad, no_progress):
     """Will generated images help your rare classes? Fit a CBDM generator on DATA (already
     long-tailed: an image folder, an .npz or `digits`), top every class up with filtered, per-class
@@ -67,6 +72,7 @@ def run(data, test, holdout_per_class, out, generator, preset, gen_steps, image_
     seed_list = parse_seeds(seeds)
     try:
         opts = RunOptions(data=data, test=test, holdout_per_class=holdout_per_class, skip_bad=skip_bad, generator=generator,
+                          autoencoder=str(Path(autoencoder).resolve()) if autoencoder else None,
                           preset=preset, gen_steps=gen_steps, image_size=image_size,
                           classifier_size=classifier_size, model=model, pretrained=pretrained,
                           classifier_recipe=classifier_recipe,

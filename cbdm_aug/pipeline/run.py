@@ -136,7 +136,7 @@ def _load_split(out: Path, split: str, size: int, channels: int):
     return open_data(str(out / "data" / f"{split}.npz"), split=split, image_size=size, channels=channels)
 
 
-def _fit_stage(out: Path, r: Resolved, device, echo, progress: bool) -> dict:
+def _fit_stage(out: Path, r: Resolved, device, echo, progress: bool, autoencoder: str | None = None) -> dict:
     from cbdm_aug.diffusion.loss import CBDMLossConfig
     from cbdm_aug.generator.fit import DataConfig, FitConfig, TrainConfig, fit
     from cbdm_aug.locking import output_lock
@@ -148,7 +148,8 @@ def _fit_stage(out: Path, r: Resolved, device, echo, progress: bool) -> dict:
                                 sample_every=max(1, r.gen_steps // 4), checkpoint_every=max(1, min(250, r.gen_steps // 4)),
                                 # one device: Lightning's 'auto' would start DDP over every GPU and re-run this command
                                 accelerator="gpu" if device.type == "cuda" else "cpu",
-                                devices=f"{device.index}," if device.index is not None else "1"),
+                                devices=f"{device.index}," if device.index is not None else "1",
+                                autoencoder=autoencoder),
                     CBDMLossConfig(tau=1.0))
     with output_lock(gen_dir, folder=True, what="generator run folder", echo=echo):
         fit(cfg, gen_dir, resume=(gen_dir / "run.json").exists(), progress=progress, echo=echo)
@@ -180,6 +181,29 @@ class CacheResult:
     def from_json(cls, d: dict) -> CacheResult:
         return cls(d["cache"], dict(d["kept"]), d.get("generated"), d.get("gate"), d.get("stopped"),
                    d.get("filter_note"), d.get("minutes"))
+
+
+def _latent_options(opts: RunOptions, data: dict) -> tuple[RunOptions, dict, list[str]]:
+    """With --autoencoder: the options a latent generator needs (the data's own image size, no pixel
+    warps), the generator stage's key for the autoencoder, and one line per choice that was not the user's."""
+    if not opts.autoencoder:
+        return opts, {}, []
+    from dataclasses import replace
+
+    from cbdm_aug.diffusion.autoencoder import check_data_fits, find_autoencoder
+
+    if opts.generator:
+        raise RunError("give --generator (reuse a fitted generator) or --autoencoder (fit a latent one), not both")
+    record = find_autoencoder(opts.autoencoder)
+    size = opts.image_size or data["image_size"]
+    check_data_fits(record, size, data["channels"])
+    why = [f"latent generator on {record.class_name} {record.folder} (factor {record.factor}): image size "
+           f"{size}" + ("" if opts.image_size else ", the data's")]
+    if opts.fit.augment_p:
+        why.append("augmentation conditioning off: pixel warps do not transfer to latents (flips do, from the "
+                   "cached mirrored latents)")
+    opts = replace(opts, image_size=size, fit=replace(opts.fit, augment_p=0.0))
+    return opts, {"autoencoder": {"path": record.path, "weights_sha256": record.weights_sha256}}, why
 
 
 def _cache_stage(out: Path, gen_run: str, data: dict, r: Resolved, opts: RunOptions, device, echo,
@@ -594,8 +618,10 @@ def _run(opts: RunOptions, out: Path, echo, progress: bool) -> dict:
                            f"{data['class_names']}; fit one on DATA (drop --generator)")
         gen_size = int(meta["image_size"])
         load_generator(opts.generator)  # fails now, in one line, if its weights do not load
+    opts, latent_key, latent_why = _latent_options(opts, data)
     base, facts = read_classifier_recipe(opts.classifier_recipe)
     r, why = resolve(opts, sum(data["counts"]), data["image_size"], data["channels"], on_gpu, gen_size, facts)
+    why += latent_why
     weights = _check_weights(r, len(data["class_names"]))
     if weights:
         why.append(f"classifier weights: {r.pretrained} (sha256 {weights}), the head re-made for your "
@@ -613,8 +639,8 @@ def _run(opts: RunOptions, out: Path, echo, progress: bool) -> dict:
                          + (f", augmentation-conditioned at p={r.gen_augment_p:g}" if r.gen_augment_p else "") + ")",
                          {k: getattr(r, k) for k in ("image_size", "channels", "preset", "gen_steps", "gen_batch_size",
                                                     "gen_lr", "gen_balance_power", "gen_augment_p")}
-                         | {"accelerator": "gpu" if on_gpu else "cpu"},
-                         lambda: _fit_stage(out, r, device, echo, progress),
+                         | {"accelerator": "gpu" if on_gpu else "cpu"} | latent_key,
+                         lambda: _fit_stage(out, r, device, echo, progress, opts.autoencoder),
                          clean=lambda: shutil.rmtree(out / "generator", ignore_errors=True), after=("data",),
                          writes=out / "generator")
     cached, evidence = _synthetic_stages(stages, out, gen["run"], data, r, opts, device, echo, progress, base,

@@ -159,6 +159,7 @@ class RunOptions:
     holdout_per_class: int = 0
     skip_bad: bool = False              # skip unreadable image files (and say how many) instead of failing
     generator: str | None = None        # reuse this fitted generator run instead of fitting one
+    autoencoder: str | None = None      # fit a latent generator on this diffusers autoencoder's latents
     preset: str | None = None
     gen_steps: int | None = None
     image_size: int | None = None       # the generator's size (and, on a CPU by default, the classifier's)

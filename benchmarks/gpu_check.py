@@ -168,8 +168,9 @@ def part_sample(args, s, device, out):
     import tempfile
 
     from cbdm_aug.cache import plan as plans
-    from cbdm_aug.cache.generate import SamplerSettings, generate_cache
+    from cbdm_aug.cache.generate import generate_cache
     from cbdm_aug.diffusion.denoiser import choose
+    from cbdm_aug.diffusion.sampler_settings import SAMPLING, SamplerSettings
     from cbdm_aug.diffusion.sampling import DEFAULT_SCHEDULE
     from cbdm_aug.diffusion.unet import build_unet, unet_config
     from cbdm_aug.generator.run_dir import Generator
@@ -200,11 +201,11 @@ def part_sample(args, s, device, out):
             # Warm-up: one batch of the same shape at 2 steps compiles (shapes, not steps, decide it).
             t0 = time.perf_counter()
             generate_cache(gen, Path(tmp) / f"warm{k}.h5", plans.fixed_plan(names, max(1, batch // len(names))),
-                           SamplerSettings(sampler, 2, 1.6, 0), **opts)
+                           SamplerSettings(sampler, 2, SAMPLING.guidance, 0), **opts)
             warm = time.perf_counter() - t0
             t0 = time.perf_counter()
             generate_cache(gen, Path(tmp) / f"run{k}.h5", plans.fixed_plan(names, per_class),
-                           SamplerSettings(sampler, steps, 1.6, 0), **opts)
+                           SamplerSettings(sampler, steps, SAMPLING.guidance, 0), **opts)
             dt = time.perf_counter() - t0
             part.add(name, total / dt, warm, batch=batch, images=total)
     part.result["status"] = "done"
@@ -289,9 +290,10 @@ def part_latent(args, s, device, out):
     from diffusers import AutoencoderKL
 
     from cbdm_aug.cache import plan as plans
-    from cbdm_aug.cache.generate import SamplerSettings, generate_cache
+    from cbdm_aug.cache.generate import generate_cache
     from cbdm_aug.diffusion.autoencoder import find_autoencoder, load_autoencoder
     from cbdm_aug.diffusion.denoiser import choose
+    from cbdm_aug.diffusion.sampler_settings import SAMPLING, SamplerSettings
     from cbdm_aug.generator.fit import DataConfig, FitConfig, TrainConfig, fit
     from cbdm_aug.generator.latents import encode_latents
     from cbdm_aug.generator.run_dir import load_generator
@@ -331,7 +333,7 @@ def part_latent(args, s, device, out):
         per_class = max(1, z["sample_images"] // len(names))
         t0 = time.perf_counter()
         generate_cache(gen, tmp / "syn.h5", plans.fixed_plan(names, per_class),
-                       SamplerSettings("dpmpp-sde", z["sample_steps"], 1.6, 0), batch_size=min(120, per_class * len(names)),
+                       SamplerSettings(SAMPLING.sampler, z["sample_steps"], SAMPLING.guidance, 0), batch_size=min(120, per_class * len(names)),
                        progress=False, precision=precision)
         dt = time.perf_counter() - t0
         part.add(f"generate + decode {z['image_size']} px, dpmpp-sde {z['sample_steps']}, {precision}",

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
+from cbdm_aug.diffusion.sampler_settings import SAMPLING
 from cbdm_aug.diffusion.sampling import sample
 from cbdm_aug.generator.run_dir import save_generator
 
@@ -34,7 +35,8 @@ GRID_BATCH = 256  # images sampled at once for a progress grid: bounded, whateve
 
 @torch.no_grad()
 def class_grid(unet, classes: list[int], num_classes: int, image_size: int, channels: int, per_class: int = 8,
-               guidance: float = 1.0, steps: int = 20, seed: int = 0, batch: int = GRID_BATCH) -> torch.Tensor:
+               guidance: float = SAMPLING.guidance, steps: int = SAMPLING.steps, seed: int = 0,
+               batch: int = GRID_BATCH) -> torch.Tensor:
     """``per_class`` samples for each class in ``classes`` (float [-1, 1] (len(classes) * per_class, C, H, W)),
     sampled ``batch`` at a time. Seeds are fixed by (class, position), so grids are comparable across steps."""
     device = next(unet.parameters()).device
@@ -43,7 +45,7 @@ def class_grid(unet, classes: list[int], num_classes: int, image_size: int, chan
     was_training = unet.training
     unet.eval()
     out = [sample(unet, labels[i:i + batch], seeds[i:i + batch], image_size=image_size, channels=channels,
-                  null_class=num_classes, sampler="dpmpp-sde", steps=steps, guidance=guidance).cpu()
+                  null_class=num_classes, sampler=SAMPLING.sampler, steps=steps, guidance=guidance).cpu()
            for i in range(0, len(labels), batch)]
     unet.train(was_training)
     return torch.cat(out)
@@ -54,7 +56,7 @@ class SampleGridCallback(pl.Callback):
     at most ``pictures.MAX_GRID_CLASSES`` classes (the rarest, the largest, sizes in between)."""
 
     def __init__(self, out: Path, every: int, class_names: list[str] | None = None, per_class: int = 8,
-                 guidance: float = 1.0, decoder: torch.nn.Module | None = None):
+                 guidance: float = SAMPLING.guidance, decoder: torch.nn.Module | None = None):
         self.dir = Path(out) / "samples"
         self.decoder = decoder  # a latent generator's LatentDecoder: the grid shows decoded images
         self.every, self.per_class, self.guidance, self.class_names = every, per_class, guidance, class_names

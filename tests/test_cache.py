@@ -172,7 +172,7 @@ def test_the_python_api_the_generate_cli_and_runs_cache_stage_make_bit_identical
     # three. Every class is filled to the largest (6): 8 images, one batch for each way's batch size.
     from cbdm_aug.cli import cli
     from cbdm_aug.generator.run_dir import load_generator
-    from cbdm_aug.pipeline.run import _cache_stage
+    from cbdm_aug.pipeline.cache_stage import run_cache_stage
     from cbdm_aug.pipeline.settings import CacheSettings, RunOptions
 
     api = generate_cache(load_generator(run_dir, torch.device("cpu")), tmp_path / "api.h5",
@@ -181,7 +181,7 @@ def test_the_python_api_the_generate_cli_and_runs_cache_stage_make_bit_identical
     assert r.exit_code == 0, r.output
     opts = RunOptions(data="unused", cache=CacheSettings(filter=False))  # the sampling part: defaults
     arms = SimpleNamespace(epochs=4)  # the arms' epochs set the cap on each class's images: 4 leaves 3 and 5 whole
-    stage = _cache_stage(tmp_path / "run", str(run_dir), {"class_names": NAMES, "counts": REAL}, arms, opts,
+    stage = run_cache_stage(tmp_path / "run", str(run_dir), {"class_names": NAMES, "counts": REAL}, arms, opts,
                          torch.device("cpu"), lambda *a: None, False)
     ways = [api, tmp_path / "cli.h5", tmp_path / "run" / stage.cache]
     headers = [read_header(w) for w in ways]

@@ -50,7 +50,7 @@ class _OnlyCat(torch.nn.Module):
 
 def test_the_cache_stage_stops_a_class_none_of_whose_first_images_pass_and_says_so(tiny_generator, tmp_path):
     from cbdm_aug.data.sources import LabeledImages
-    from cbdm_aug.pipeline.run import _generate
+    from cbdm_aug.pipeline.cache_stage import _generate
 
     net = _OnlyCat()
     space = FeatureSpace("classifier", "only cats", net, lambda x: torch.from_numpy(x).float(), 3,

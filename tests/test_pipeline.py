@@ -301,7 +301,7 @@ def _report_again(out, cached, evidence=None):
 
 
 def test_when_the_filter_keeps_no_generated_image_the_verdict_says_the_synthetic_arms_are_their_twins(finished, tmp_path):
-    from cbdm_aug.pipeline.run import CacheResult
+    from cbdm_aug.pipeline.cache_stage import CacheResult
 
     out = _copy(finished, tmp_path)
     cached = CacheResult.from_json(json.loads((out / "stages" / "cache.json").read_text())["result"])
@@ -312,7 +312,7 @@ def test_when_the_filter_keeps_no_generated_image_the_verdict_says_the_synthetic
 
 
 def test_when_the_filter_kept_few_images_the_verdict_and_the_time_section_say_how_many_and_why(finished, tmp_path):
-    from cbdm_aug.pipeline.run import CacheResult
+    from cbdm_aug.pipeline.cache_stage import CacheResult
 
     out = _copy(finished, tmp_path)
     cached = CacheResult.from_json(json.loads((out / "stages" / "cache.json").read_text())["result"])
@@ -326,7 +326,8 @@ def test_when_the_filter_kept_few_images_the_verdict_and_the_time_section_say_ho
 
 def test_a_run_folder_of_before_the_typed_records_still_reads_and_reports(finished, tmp_path):
     """Stage records of plain dicts without estimate/lo/hi/source, and the old {class: share} decisions.json."""
-    from cbdm_aug.pipeline.run import CacheResult, EvidenceResult
+    from cbdm_aug.pipeline.cache_stage import CacheResult
+    from cbdm_aug.pipeline.run import EvidenceResult
 
     out = _copy(finished, tmp_path)
     stage = json.loads((out / "stages" / "evidence.json").read_text())["result"]

@@ -21,7 +21,8 @@ from cbdm_aug.classify.paired import excludes_zero, interval, paired
 from cbdm_aug.classify.report import MAX_CLASSES_PLOTTED, binned_accuracy, size_bins
 from cbdm_aug.evaluate.evidence import MIDDLE_SHARE, Decision
 from cbdm_aug.mixing import MIN_REAL_SHARE, find_decisions, read_shares, refused
-from cbdm_aug.pipeline.run import CacheResult, EvidenceResult
+from cbdm_aug.pipeline.cache_stage import CacheResult
+from cbdm_aug.pipeline.run import EvidenceResult
 from cbdm_aug.pipeline.settings import ARM_TITLES, TWINS
 
 GROUPS = ("many", "medium", "few", "balanced", "top1")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from cbdm_aug.atomic import write_text_atomic
 from cbdm_aug.dicts import dict_changes
-from cbdm_aug.errors import stage_errors
+from cbdm_aug.errors import UserError, stage_errors
 from cbdm_aug.resources import peak_rss
 
 
@@ -36,6 +36,10 @@ def _diff(old: dict, new: dict) -> list[str]:
                for key, a, b in dict_changes(old, new)]
     # a key that is None on one side and absent on the other reads as no change: say what it was
     return changes or ["a setting this version records was added or dropped (its value unset)"]
+
+
+class RunError(UserError):
+    """Bad input to ``cbdm-aug run``."""
 
 
 class Stages:

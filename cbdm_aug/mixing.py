@@ -155,6 +155,11 @@ def water_fill(deficit: np.ndarray, quota: np.ndarray, budget: int) -> np.ndarra
     return n
 
 
+def floor_places(real_floor, k):
+    """The places the real floor keeps for a class's real images: ``ceil(f * k)`` (int64, elementwise)."""
+    return np.ceil(np.asarray(real_floor, dtype=np.float64) * k - 1e-9).astype(np.int64)
+
+
 def compose(target: np.ndarray, num_samples: int, real_counts: np.ndarray, synthetic_counts: np.ndarray,
             rng: np.random.Generator, real_floor: np.ndarray | None = None, share_class: np.ndarray | None = None,
             share_overall: float | None = None) -> dict[str, np.ndarray]:
@@ -168,7 +173,7 @@ def compose(target: np.ndarray, num_samples: int, real_counts: np.ndarray, synth
     real = np.minimum(k, real_counts)
     avail = np.minimum(k - real, synthetic_counts)
     if real_floor is not None:
-        avail = np.minimum(avail, k - np.ceil(real_floor * k - 1e-9).astype(np.int64)).clip(min=0)
+        avail = np.minimum(avail, k - floor_places(real_floor, k)).clip(min=0)
     if share_class is not None:
         syn = np.minimum(avail, np.floor(share_class * k).astype(np.int64))
     elif share_overall is not None:
@@ -212,5 +217,5 @@ def synthetic_cap(real_counts, epoch_length: int, epochs: int, min_real_share: f
     if C == 0 or epoch_length < 1 or epochs < 1:
         raise ValueError(f"need classes, epoch_length >= 1 and epochs >= 1, got {C}, {epoch_length}, {epochs}")
     k = -(-int(epoch_length) // C)
-    floor = math.ceil((min_real_share or 0) * k - 1e-9)  # the sampler's own rounding of the floor
+    floor = int(floor_places(min_real_share or 0, k))  # the sampler's own rounding of the floor
     return [int(epochs) * max(0, min(k - int(n), k - floor) if n > 0 else k) for n in real_counts]

@@ -13,10 +13,12 @@ classify the held-out fold. Per class c, over all folds:
 
 **Beyond the noise.** Two weak probes disagree on many images whatever the generated images do, and the
 probes add every class's images at once, so a net is only charged to a class's images when it stands out
-of two noise levels (``interval``): the spread of the per-fold nets (three independent probe pairs: the
-training noise) and the churn of the held-out images between the two probes of a fold (McNemar's
-discordant images: each image that only one probe gives to c counts as one coin flip). A class's images are
-used when the whole interval is above 0, refused when it is below 0, and otherwise get ``MIDDLE_SHARE``
+of the noise (``interval``): the churn of the held-out images between the two probes of a fold (McNemar's
+discordant images: each image that only one probe gives to c counts as one coin flip), scaled by how much
+more than that churn the per-fold nets actually spread (``noise``: the training noise). That scale is pooled
+over every class and fold (C classes x 2 df, not one class's 2 df, whose t quantile of 4.3 made every
+interval [-597, +669]-wide), so a class's interval has the power its held-out images allow. A class's images
+are used when the whole interval is above 0, refused when it is below 0, and otherwise get ``MIDDLE_SHARE``
 of its places (the middle rule: half of what the real floor leaves).
 
 **The rarest classes** (under ``min_judged`` real images) hold out one or two images a fold: their own
@@ -49,10 +51,11 @@ from cbdm_aug.mixing import MIN_REAL_SHARE
 log = logging.getLogger(__name__)
 
 FOLDS = 3
-MIN_JUDGED = 10  # docs/decisions.md ("min_judged"): below it a class is decided from proxies of its size
+MIN_JUDGED = 20  # docs/decisions.md ("min_judged"): below it a class is decided from proxies of its size
 MIDDLE_SHARE = (1 - MIN_REAL_SHARE) / 2  # docs/decisions.md ("the middle rule"): half of what the floor leaves
 Z95 = 1.96
-RULE = ("95% interval of the net recall points: above 0 used, below 0 none, else the middle share; under "
+RULE = ("95% interval of the net recall points, the churn scaled by the probes' noise pooled over every class and fold: "
+        "above 0 used, below 0 none, else the middle share; under "
         "min_judged real images from proxies cut to that size; neighbours of a rare class bounded when the proxies "
         "see it lose")  # what cross_fit and decide apply (a change reruns a run's evidence stage)
 SOURCES = ("own", "proxy", "rule")  # its own held-out images, proxies of its size, or a fixed rule
@@ -172,35 +175,60 @@ def effects(t: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             "var": w.sum(axis=0)}
 
 
-def interval(t: dict[str, np.ndarray], c: int, estimate: float, var: float) -> Interval:
-    """Class ``c``'s net with the wider of two 95% half-widths: the training noise, ``t975(k - 1) * sd / sqrt(k)``
-    over the per-fold nets of the ``k`` folds that held out images of ``c`` (k >= 2), and the held-out images' churn,
-    ``1.96 * sqrt(var)``. No interval where neither can be measured (a tally without per-fold or discordant counts)."""
-    from cbdm_aug.classify.paired import t975
+@dataclass(frozen=True)
+class Noise:
+    """The probes' noise, pooled over every class and fold (``noise``): ``phi``, how many times the held-out images'
+    churn (McNemar's discordant images) the per-fold nets actually spread (at least 1), estimated on ``df`` degrees of
+    freedom. An effect's 95% half-width is ``t975(df) * sqrt(phi * var)``; ``df`` 0: no spread measured, the churn alone
+    at 1.96."""
+    phi: float = 1.0
+    df: int = 0
 
-    half = []
-    if "fold_net" in t:
-        nets = t["fold_net"][t["fold_held"][:, c] > 0, c]
-        if len(nets) >= 2:
-            half.append(t975(len(nets) - 1) * float(np.std(nets, ddof=1)) / math.sqrt(len(nets)))
-    if "discord" in t:
-        half.append(Z95 * math.sqrt(var))
-    if not half:
+    def half(self, var: float) -> float:
+        from cbdm_aug.classify.paired import t975
+
+        return (t975(self.df) if self.df else Z95) * math.sqrt(self.phi * max(var, 0.0))
+
+    def text(self) -> str:
+        return f"noise {self.phi:.1f}x the churn on {self.df} df" if self.df else "noise: the churn alone"
+
+
+def noise(t: dict[str, np.ndarray]) -> Noise:
+    """``Noise`` from ``cross_fit``'s per-fold nets and their churn variances (``fold_net``, ``fold_var``): per class,
+    the nets' spread over its ``k`` folds, ``(k - 1) s^2 / mean(var_k)``, is ``phi`` times a chi-square on (k - 1) df;
+    summed over the classes it gives ``phi`` on many df (issue 34: one class's 3 folds alone give 2 df, a t quantile of
+    4.3 and intervals like [-597, +669]). A fold where nothing moved a class counts (its net 0 is evidence of the
+    spread); a class that moved in no fold does not."""
+    if "fold_var" not in t:
+        return Noise()
+    q, df = 0.0, 0
+    for c in range(t["fold_net"].shape[1]):
+        ok = t["fold_held"][:, c] > 0
+        x, v = t["fold_net"][ok, c], t["fold_var"][ok, c]
+        if len(x) < 2 or not v.mean() > 0:
+            continue
+        q += float((len(x) - 1) * np.var(x, ddof=1) / v.mean())
+        df += len(x) - 1
+    return Noise(max(1.0, q / df), df) if df else Noise()
+
+
+def interval(t: dict[str, np.ndarray], c: int, estimate: float, var: float, level: Noise | None = None) -> Interval:
+    """Class ``c``'s net with its 95% interval: the held-out images' churn ``var`` scaled by the pooled noise
+    (``level``, default ``noise(t)``). No interval where no churn was counted (a tally without discordant counts)."""
+    if "discord" not in t:
         return Interval(round(estimate, 2), None, None)
-    return Interval(round(estimate, 2), round(estimate - max(half), 2), round(estimate + max(half), 2))
+    half = (level or noise(t)).half(var)
+    return Interval(round(estimate, 2), round(estimate - half, 2), round(estimate + half, 2))
 
 
-def pooled(values, variances) -> Interval | None:
-    """The mean of replicate effects (points) with the wider of the t-interval over them (two or more) and the
-    interval of their summed sampling variances; None without a replicate."""
-    from cbdm_aug.classify.paired import t975
-
+def pooled(values, variances, level: Noise = Noise()) -> Interval | None:
+    """The mean of replicate effects (points) with the interval of their summed churn variances scaled by the pooled
+    noise (``level``); None without a replicate. The replicates' own spread (2 df for 3 folds) is not used: ``level``
+    already measures the probes' spread, on every class's folds."""
     v = np.asarray(values, float)
     if not len(v):
         return None
-    half = Z95 * math.sqrt(float(np.sum(variances))) / len(v)
-    if len(v) >= 2:
-        half = max(half, t975(len(v) - 1) * float(np.std(v, ddof=1)) / math.sqrt(len(v)))
+    half = level.half(float(np.sum(variances))) / len(v)
     return Interval(round(float(v.mean()), 2), round(float(v.mean()) - half, 2), round(float(v.mean()) + half, 2))
 
 
@@ -217,13 +245,14 @@ class ProxyEvidence:
     held: int
 
     @classmethod
-    def of(cls, t: dict[str, np.ndarray]) -> ProxyEvidence | None:
-        """From ``cross_fit``'s ``proxy_*`` arrays; None where no proxy was cut."""
+    def of(cls, t: dict[str, np.ndarray], level: Noise = Noise()) -> ProxyEvidence | None:
+        """From ``cross_fit``'s ``proxy_*`` arrays, their churn scaled by the pooled noise ``level``; None where no
+        proxy was cut."""
         if not len(t.get("proxy_class", ())):
             return None
         own = t["proxy_own"].astype(bool)
-        bare = pooled(t["proxy_effect"][~own], t["proxy_var"][~own])
-        mine = pooled(t["proxy_effect"][own], t["proxy_var"][own])
+        bare = pooled(t["proxy_effect"][~own], t["proxy_var"][~own], level)
+        mine = pooled(t["proxy_effect"][own], t["proxy_var"][own], level)
         effect = None
         if bare is not None and mine is not None:
             half = math.hypot(mine.hi - mine.estimate, bare.hi - bare.estimate)
@@ -240,7 +269,8 @@ def decide(names: list[str], real_counts, synthetic_counts, t: dict[str, np.ndar
     from the proxies (``ProxyEvidence``), or none where no proxy was cut (the cautious rule). Then the lever on the spill
     (``bound_neighbours``)."""
     fx = effects(t) if t is not None else None
-    proxy = ProxyEvidence.of(t) if t is not None else None
+    level = noise(t) if t is not None else Noise()
+    proxy = ProxyEvidence.of(t, level) if t is not None else None
     shares = {"used": share_when_used, "middle": middle_share, "none": 0.0}
     out = {}
     for c, name in enumerate(names):
@@ -248,27 +278,28 @@ def decide(names: list[str], real_counts, synthetic_counts, t: dict[str, np.ndar
         if not s:
             out[name] = Decision(0.0, False, False, n, s, f"{name}: {n} real images; no generated image to use", "rule")
         elif n < min_judged or fx is None:
-            out[name] = _rare(name, n, s, proxy, min_judged, shares)
+            out[name] = _rare(name, n, s, proxy, min_judged, shares, level)
         else:
-            out[name] = _own(name, c, n, s, t, fx, shares)
+            out[name] = _own(name, c, n, s, t, fx, shares, level)
     return bound_neighbours(out, names, real_counts, t, proxy, min_judged, middle_share)
 
 
-def _own(name: str, c: int, n: int, s: int, t: dict, fx: dict, shares: dict) -> Decision:
+def _own(name: str, c: int, n: int, s: int, t: dict, fx: dict, shares: dict, level: Noise) -> Decision:
     """A class decided on its own held-out images."""
     gain, spill, net = (round(float(fx[k][c]), 2) for k in ("gain", "spill", "net"))
     held = int(t["held"][c])
-    iv = interval(t, c, net, float(fx["var"][c]))
+    iv = interval(t, c, net, float(fx["var"][c]), level)
     verdict = iv.verdict
     effect = (f"with its {s} generated images the probes recognised {int(fx['gained'][c]):+d} of its {held} held-out "
               f"real images ({gain:+.1f} points of its recall) and took {int(fx['taken'][c]):+d} of the other classes' "
-              f"for it ({-spill:+.1f} points of theirs): net {iv.text()}")
+              f"for it ({-spill:+.1f} points of theirs): net {iv.text()} ({level.text()})")
     why = f"{name}: {n} real images; {effect}: {_verdict_text(verdict, shares)}"
     return Decision(shares[verdict], shares[verdict] > 0, True, n, s, why, "own", held, gain, spill, net,
                     estimate=iv.estimate, lo=iv.lo, hi=iv.hi)
 
 
-def _rare(name: str, n: int, s: int, proxy: ProxyEvidence | None, min_judged: int, shares: dict) -> Decision:
+def _rare(name: str, n: int, s: int, proxy: ProxyEvidence | None, min_judged: int, shares: dict,
+          level: Noise) -> Decision:
     """A class under ``min_judged`` real images, decided from the proxies of its size, or the cautious rule."""
     few = (f"{name}: {n} real image{'s' * (n != 1)}, " + (f"too few to judge on its own (fewer than {min_judged})"
                                                         if n < min_judged else "not judged (no probe ran)"))
@@ -279,7 +310,7 @@ def _rare(name: str, n: int, s: int, proxy: ProxyEvidence | None, min_judged: in
     why = (f"{few}; proxies (classes cut to {', '.join(map(str, proxy.sizes))} real images, judged on {proxy.held} "
            f"held-out images): with their own generated images such a class netted {proxy.own.text()} points (an upper "
            f"bound: the generator saw the proxies' images), without them {proxy.bare.text()}; its own images' effect "
-           f"{iv.text()}: {_verdict_text(iv.verdict, shares)}")
+           f"{iv.text()} ({level.text()}): {_verdict_text(iv.verdict, shares)}")
     return Decision(shares[iv.verdict], shares[iv.verdict] > 0, False, n, s, why, "proxy",
                     estimate=iv.estimate, lo=iv.lo, hi=iv.hi)
 
@@ -345,8 +376,9 @@ def cross_fit(images: np.ndarray, labels: np.ndarray, names: list[str], probe: C
         per_fold.append(px.mask(t, [p.cls for p in mine]))
         log.debug("evidence fold %d/%d: %d held out, proxies %s", k + 1, folds, int(held.sum()), mine)
     total = {key: sum(t[key] for t in per_fold) for key in per_fold[0]}
-    return total | {"fold_held": np.stack([t["held"] for t in per_fold]),
-                    "fold_net": np.stack([effects(t)["net"] for t in per_fold]), **_proxy_arrays(measured)}
+    fx = [effects(t) for t in per_fold]
+    return total | {"fold_held": np.stack([t["held"] for t in per_fold]), "fold_net": np.stack([f["net"] for f in fx]),
+                    "fold_var": np.stack([f["var"] for f in fx]), **_proxy_arrays(measured)}
 
 
 def _proxy_arrays(measured: list) -> dict[str, np.ndarray]:

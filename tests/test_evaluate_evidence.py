@@ -202,6 +202,33 @@ def test_a_neighbour_whose_images_take_small_classes_is_bounded_where_the_proxie
     assert kept["nbr"].share == 1.0 and "bounded" not in kept["nbr"].why
 
 
+def test_a_rare_class_that_loses_to_the_others_images_keeps_its_own_where_their_effect_is_inconclusive(tmp_path):
+    """The other side of the spill lever. With the generated images, every class trained on 8 images or fewer (a proxy)
+    loses half its held-out images to the largest class, with its own images or without: their effect is about 0
+    (inconclusive) and a bare proxy loses beyond the noise. The rare class then gets its own images (share 1, under the
+    real floor) instead of the middle rule; where nothing is lost it stays in the middle."""
+    names, counts, synthetic = ["big0", "big1", "big2", "rare"], [60, 60, 60, 3], [100, 0, 100, 100]
+    labels = np.repeat(np.arange(4), counts)
+    images = np.zeros((len(labels), 4, 4, 1), np.uint8)
+
+    def probe(lose):
+        def run(npz, with_synthetic, fold, run_dir):
+            z = np.load(npz)
+            y, n = z["y_test"], np.bincount(z["y_train"], minlength=4)
+            lost = lose & with_synthetic & (n[y] <= 8) & (y != 3) & (np.arange(len(y)) % 2 == 0)
+            return np.where(lost, int(np.argmax(n)), y)
+        return run
+
+    def decided(lose, d):
+        t = cross_fit(images, labels, names, probe(lose), d, synthetic_counts=synthetic, min_judged=10)
+        return decide(names, counts, synthetic, t, min_judged=10)["rare"]
+
+    rare = decided(True, tmp_path / "loses")
+    assert rare.lo < 0 < rare.hi and rare.share == 1.0 and rare.used and "its own images are its defence" in rare.why
+    kept = decided(False, tmp_path / "keeps")
+    assert kept.share == MIDDLE_SHARE and "defence" not in kept.why
+
+
 def test_a_bare_proxy_gets_none_of_its_images_and_the_truly_rare_class_is_never_cut(tmp_path):
     t, _ = _look_alike_run(tmp_path, small_lose=True)
     labels = np.repeat(np.arange(4), COUNTS)

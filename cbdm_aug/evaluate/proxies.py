@@ -106,7 +106,9 @@ def mask(t: dict[str, np.ndarray], classes: list[int]) -> dict[str, np.ndarray]:
 def measure(t: dict[str, np.ndarray], p: Proxy, others: list[int]) -> tuple[float, float, int]:
     """(effect, its sampling variance, held-out images) of proxy ``p`` from its fold's unmasked tally, in points of
     recall: a bare proxy's recall change (a); an own proxy's net (b), its recall change minus the recall it took from
-    the classes that are not proxies (``others``: the fold's other proxies, left out)."""
+    the other classes but ``others`` (the fold's other proxies, and the truly rare classes: one held-out image of a
+    3-image class is 33 points of (b) and as much noise; what the others' images take from a class that small is (a)'s
+    to measure)."""
     held = np.maximum(t["held"], 1).astype(float)
     d = t["with"] - t["without"]
     disc = t["discord"]

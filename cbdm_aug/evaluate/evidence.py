@@ -8,7 +8,8 @@ classify the held-out fold. Per class c, over all folds:
 - ``gain``: the change of c's recall on its held-out images, with the generated images minus without;
 - ``spill``: the recall the other classes lose to c (their held-out images newly taken for c, each
   costing its class 100 / held-out images points: the confusion c's generated images cause on its
-  neighbours);
+  neighbours), over the classes of ``min_judged`` images or more (what the others take from a truly rare
+  class is measured by the proxies, below);
 - ``net = gain - spill``, in points of per-class recall, the unit of a balanced test set's accuracy.
 
 **Beyond the noise.** Two weak probes disagree on many images whatever the generated images do, and the
@@ -158,20 +159,24 @@ def tally(labels: np.ndarray, without: np.ndarray, with_: np.ndarray, num_classe
             "discord": counts(labels[differ], without[differ]) + counts(labels[differ], with_[differ])}
 
 
-def effects(t: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def effects(t: dict[str, np.ndarray], counted: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Per class c, in points of per-class recall (the balanced test set's unit): ``gain``, the change of c's
     own recall on its held-out images; ``spill``, the recall the other classes lose to c (each image of class
-    k newly taken for c costs k 100 / held_k points); ``net = gain - spill``; the image counts behind them,
+    k newly taken for c costs k 100 / held_k points), over the classes ``counted`` (bool (C,), default all: ``decide``
+    leaves out the truly rare ones, whose one held-out image a fold is 33-100 points and as much noise; what the
+    others take from them is the proxies' to measure); ``net = gain - spill``; the image counts behind them,
     ``gained`` and ``taken``; and ``var``, the net's sampling variance (points squared) from the discordant images
     (each a coin flip under "the images do nothing"; 0 without ``discord``)."""
     held = np.maximum(t["held"], 1).astype(float)
+    rows = np.ones(len(held), bool) if counted is None else np.asarray(counted, bool)
     d = t["with"] - t["without"]
     gained = np.diag(d).copy()
-    off = d - np.diag(np.diag(d))
+    off = (d - np.diag(np.diag(d))) * rows[:, None]
     taken = off.sum(axis=0)
     gain = 100 * gained / held
     spill = 100 * (off / held[:, None]).sum(axis=0)
     disc = t.get("discord", np.zeros_like(d))
+    disc = disc * rows[:, None] + np.diag(np.diag(disc)) * ~rows[:, None]  # a class's own row always counts
     w = (100 / held[:, None]) ** 2 * disc  # each discordant image of row k: a variance of (100 / held_k)^2
     return {"gain": gain, "spill": spill, "net": gain - spill, "gained": gained, "taken": taken,
             "var": w.sum(axis=0)}
@@ -270,7 +275,8 @@ def decide(names: list[str], real_counts, synthetic_counts, t: dict[str, np.ndar
     ``min_judged`` real images or more is decided on its own held-out images (``interval``'s verdict); a rarer one
     from the proxies (``ProxyEvidence``), or none where no proxy was cut (the cautious rule). Then the lever on the spill
     (``bound_neighbours``)."""
-    fx = effects(t) if t is not None else None
+    counted = np.asarray(real_counts) >= min_judged
+    fx = effects(t, counted) if t is not None else None
     level = noise(t) if t is not None else Noise()
     proxy = ProxyEvidence.of(t, level) if t is not None else None
     shares = {"used": share_when_used, "middle": middle_share, "none": 0.0}
@@ -282,11 +288,12 @@ def decide(names: list[str], real_counts, synthetic_counts, t: dict[str, np.ndar
         elif n < min_judged or fx is None:
             out[name] = _rare(name, n, s, proxy, min_judged, shares, level)
         else:
-            out[name] = _own(name, c, n, s, t, fx, shares, level)
+            out[name] = _own(name, c, n, s, t, fx, shares, level, min_judged)
     return bound_neighbours(out, names, real_counts, t, proxy, min_judged, middle_share)
 
 
-def _own(name: str, c: int, n: int, s: int, t: dict, fx: dict, shares: dict, level: Noise) -> Decision:
+def _own(name: str, c: int, n: int, s: int, t: dict, fx: dict, shares: dict, level: Noise,
+         min_judged: int) -> Decision:
     """A class decided on its own held-out images."""
     gain, spill, net = (round(float(fx[k][c]), 2) for k in ("gain", "spill", "net"))
     held = int(t["held"][c])
@@ -294,7 +301,7 @@ def _own(name: str, c: int, n: int, s: int, t: dict, fx: dict, shares: dict, lev
     verdict = iv.verdict
     effect = (f"with its {s} generated images the probes recognised {int(fx['gained'][c]):+d} of its {held} held-out "
               f"real images ({gain:+.1f} points of its recall) and took {int(fx['taken'][c]):+d} of the other classes' "
-              f"for it ({-spill:+.1f} points of theirs): net {iv.text()} ({level.text()})")
+              f"(those of {min_judged} images or more) for it ({-spill:+.1f} points of theirs): net {iv.text()} ({level.text()})")
     why = f"{name}: {n} real images; {effect}: {_verdict_text(verdict, shares)}"
     return Decision(shares[verdict], shares[verdict] > 0, True, n, s, why, "own", held, gain, spill, net,
                     estimate=iv.estimate, lo=iv.lo, hi=iv.hi)
@@ -383,7 +390,7 @@ def cross_fit(images: np.ndarray, labels: np.ndarray, names: list[str], probe: C
         per_fold.append(px.mask(t, [p.cls for p in mine]))
         log.debug("evidence fold %d/%d: %d held out, proxies %s", k + 1, folds, int(held.sum()), mine)
     total = {key: sum(t[key] for t in per_fold) for key in per_fold[0]}
-    fx = [effects(t) for t in per_fold]
+    fx = [effects(t, real >= min_judged) for t in per_fold]
     return total | {"fold_held": np.stack([t["held"] for t in per_fold]), "fold_net": np.stack([f["net"] for f in fx]),
                     "fold_var": np.stack([f["var"] for f in fx]), **_proxy_arrays(measured)}
 

@@ -190,7 +190,9 @@ def _decision_lines(decided: list[str], evidence: EvidenceResult, s) -> list[str
             "decided from proxies: larger classes cut to its size inside the same probes, judged on every image cut "
             "(the generator saw them, so their gain is an upper bound); where the proxies show a class that small "
             "losing to the others' images, the classes that took a rare class's held-out images are bounded to the "
-            "middle share." + floor)
+            "middle share, and a rare class whose own images' effect is inconclusive keeps them. A class's net counts "
+            f"what it takes from the classes of {evidence.min_judged} images or more; what the others take from a "
+            "rarer class is the proxies' to measure." + floor)
     shown = decided[:MAX_DECISIONS_SHOWN]
     more = len(decided) - len(shown)
     return [head, "", *(f"- {w}" for w in shown), *([f"- ... and {more} more (per_class.csv)"] if more > 0 else []), ""]

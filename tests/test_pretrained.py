@@ -181,7 +181,7 @@ def _cli(*args):
 @pytest.fixture(scope="module")
 def pretrained_run(tmp_path_factory, weights):
     root = tmp_path_factory.mktemp("pretrained-run")
-    _folder(root / "train", (24, 20, 3))  # class 1 judged (evidence.MIN_JUDGED 20), topped up by 4
+    _folder(root / "train", (40, 20, 3))  # class 1 judged (evidence.MIN_JUDGED 20), topped up by 20
     _folder(root / "test", (3, 3, 3))
     args = ["run", str(root / "train"), "--test", str(root / "test"), "--out", str(root / "run"), "--preset", "tiny",
             "--gen-steps", "3", "--classifier-epochs", "1", "--seeds", "0,1", "--device", "cpu", "--no-progress",

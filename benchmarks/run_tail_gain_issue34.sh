@@ -3,7 +3,7 @@
 # protocol (5 paired seeds, resnet8 4 epochs, top-up 500, filtered, weight 1, + RandAugment), each against the real
 # floor alone (FLOOR: the same cache, no evidence) and the real-only arms:
 #   1. MNIST-LT rho=1000, n_max 3000 (3000 ... 13, 6, 3 images);
-#   2. CIFAR-10-LT rho=100 from the JPEG copy, 16x16 RGB + flips, without FLOOR (time) (the row `bars` in tail_gain_cifar10.json asks
+#   2. CIFAR-10-LT rho=100 from the JPEG copy, 16x16 RGB + flips (the row `bars` in tail_gain_cifar10.json asks
 #      for: the default arm's per_class_paired against best-real; few-shot there is the two rarest, --few-below 100);
 #   3. MNIST-LT rho=1000, n_max 5000 (... 10, 5 images).
 # One generator per row (the default's, DEFAULT_GEN, which is also FLOOR's), fitted beside the arms. Results go to
@@ -33,7 +33,7 @@ for ROW in $ROWS; do
       [ -f runs/tail_gain_cifar10/data.npz ] || python -c "import sys; sys.path.insert(0, 'benchmarks'); from pathlib import Path; from tail_gain import folder_pair_npz; folder_pair_npz(Path('$S/cifar10'), Path('runs/tail_gain_cifar10/data.npz'))"
       python benchmarks/tail_gain.py --data runs/tail_gain_cifar10/data.npz --dataset-name cifar10-jpeg --hflip \
         --imbalance 100 --few-below 100 --jobs 1 --gen-runs runs/cifar10/gens --work runs/tail_gain_cifar10 \
-        --arms "real-cb,real-ra,$DEFAULT_ARM" --default-arm "$DEFAULT_ARM" --compare-gens "" \
+        --arms "real-cb,real-ra,$FLOOR,$DEFAULT_ARM" --default-arm "$DEFAULT_ARM" --compare-gens "" \
         --tag tail_gain_cifar10 &  # the file `bars` reads; the rows before: tail_gain_cifar10_before_issue34.*
       ARMS_PID=$!
       # shellcheck disable=SC2086

@@ -43,3 +43,8 @@ def environment() -> dict:
                      **{m: version(m) for m in ("diffusers", "pytorch_lightning", "timm", "h5py", "numpy")}},
         "commit": commit, "dirty_tree": dirty,
     }
+
+
+def commit_text(env: dict) -> str:
+    """The commit as results files print it: ``abc1234``, or ``abc1234 (dirty tree)`` when the tree had changes."""
+    return f"{env['commit']}{' (dirty tree)' if env['dirty_tree'] else ''}"

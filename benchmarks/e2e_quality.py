@@ -36,7 +36,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _env import environment  # noqa: E402
+from _env import commit_text, environment  # noqa: E402
 
 from cbdm_aug.cache.reader import is_complete  # noqa: E402
 
@@ -171,7 +171,7 @@ def main(argv=None):
     gq = results / "generator_quality.md"
     lines = [f"# End-to-end quality on MNIST-LT (rho=100, n_max=5000, official 10k test), seeds {args.seeds}", "",
              f"machine: {env['machine']['cpu']} ({env['machine']['cpu_count']} cores); torch {env['versions']['torch']}; "
-             f"commit {env['commit']}{' (dirty tree)' if env['dirty_tree'] else ''}", "",
+             f"commit {commit_text(env)}", "",
              f"Generators: 'cpu' UNet (1.06M), 16x16, {args.gen_steps} steps, batch 64, lr 1e-3, seed 0; DDPM = tau 0, "
              f"CBDM = tau 1, gamma 0.25, target train. Caches: every class topped up to {args.top_up} images with "
              f"{args.sampler} {args.sample_steps} steps, guidance {args.guidance}, seed 0. Classifier: "

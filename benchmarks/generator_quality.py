@@ -26,7 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _env import environment  # noqa: E402
+from _env import commit_text, environment  # noqa: E402
 
 ARMS = {"ddpm": 0.0, "cbdm": 1.0}   # tau
 WHOLE = [("fid", "FID", 2, "lower"), ("kid", "KID", 4, "lower"), ("precision", "precision", 3, "higher"),
@@ -192,8 +192,7 @@ def main(argv=None):
         f"# Generator quality on MNIST-LT (rho={args.imbalance:g}, n_max={args.max_per_class}): DDPM vs CBDM",
         "",
         f"machine: {env['machine']['cpu']} ({env['machine']['cpu_count']} cores), gpu: {env['machine']['gpu']}; "
-        f"torch {env['versions']['torch']}, diffusers {env['versions']['diffusers']}; commit {env['commit']}"
-        f"{' (dirty tree)' if env['dirty_tree'] else ''}",
+        f"torch {env['versions']['torch']}, diffusers {env['versions']['diffusers']}; commit {commit_text(env)}",
         "",
         f"Both arms: '{args.preset}' UNet at {args.image_size}x{args.image_size}, {args.steps} steps, batch "
         f"{args.batch_size}, lr {args.lr:g}, seed {args.seed}; only tau differs. Sampling: {args.sampler}, "

@@ -38,7 +38,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _env import environment  # noqa: E402
+from _env import commit_text, environment  # noqa: E402
 from own_folders import _write_cifar, profile  # noqa: E402
 
 CLI = [sys.executable, "-m", "cbdm_aug.cli"]
@@ -157,8 +157,7 @@ def markdown(result: dict) -> str:
     env, a = result["env"], result["args"]
     lines = ["# Latent vs pixel CBDM generator on the CPU (issue 33)", "",
              f"machine: {env['machine']['cpu']} ({env['machine']['cpu_count']} cores, shared; OMP_NUM_THREADS=1); "
-             f"torch {env['versions']['torch']}, diffusers {env['versions']['diffusers']}; commit {env['commit']}"
-             f"{' (dirty tree)' if env['dirty_tree'] else ''}", "",
+             f"torch {env['versions']['torch']}, diffusers {env['versions']['diffusers']}; commit {commit_text(env)}", "",
              f"`OMP_NUM_THREADS=1 python benchmarks/latent.py --gen-minutes {a['gen_minutes']} --ae-steps "
              f"{a['ae_steps']} --ae-width {a['ae_width']} --seeds {a['seeds']} --classifier-epochs {a['classifier_epochs']}`: CIFAR-10 JPEG copy, exp 500 -> 5 "
              f"({sum(profile(500, 5))} training images), test {a['test_per_class']} a class; each route through "

@@ -29,7 +29,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _env import environment  # noqa: E402
+from _env import commit_text, environment  # noqa: E402
 from e2e_quality import cbdm_aug, run  # noqa: E402
 
 SHARED = (ROOT / ".." / "shared" / "datasets").resolve()
@@ -115,7 +115,7 @@ def _ci(d: dict) -> str:
 def markdown(rows: list[dict], env: dict) -> str:
     lines = ["# `cbdm-aug run` on long-tailed folders of our own, each with a 3-image class", "",
              f"machine: {env['machine']['cpu']} ({env['machine']['cpu_count']} cores); torch {env['versions']['torch']}; "
-             f"commit {env['commit']}{' (dirty tree)' if env['dirty_tree'] else ''}", "",
+             f"commit {commit_text(env)}", "",
              "`python benchmarks/own_folders.py`: each folder through `cbdm-aug run` at the CPU defaults (16x16, "
              "1200 generator steps, 3 seeds, test: 500 images a class), then the + synthetic arms retrained on the "
              "same cache under each mixing variant. Points of accuracy, + synthetic arm minus its real-only twin, "

@@ -34,7 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _env import environment  # noqa: E402
+from _env import commit_text, environment  # noqa: E402
 
 SHARED = (ROOT / ".." / "shared" / "datasets").resolve()
 PRETRAIN = ("airplane", "automobile", "bird", "cat", "deer")
@@ -252,7 +252,7 @@ def markdown(record: dict) -> str:
     lines = ["# Generated images and a pretrained classifier at the data's resolution (issue 32)", "",
              f"machine: {env['machine']['cpu']} ({env['machine']['cpu_count']} cores, torch threads "
              f"{env['machine']['torch_threads']}); torch {env['versions']['torch']}, timm {env['versions']['timm']}; "
-             f"commit {env['commit']}{' (dirty tree)' if env['dirty_tree'] else ''}", "",
+             f"commit {commit_text(env)}", "",
              "`OMP_NUM_THREADS=1 python benchmarks/pretrained.py " + " ".join(_measuring_args(record["argv"]))
              + "` (plus the notes and finding below)", "",
              f"Backbone: resnet8_cifar pretrained on {', '.join(record['data']['pretrain_classes'])} "

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import torch
-from _env import environment  # benchmarks/_env.py: machine, versions, commit
+from _env import commit_text, environment  # benchmarks/_env.py: machine, versions, commit
 
 from cbdm_aug.cache.generate import SamplerSettings
 from cbdm_aug.diffusion.sampling import DEFAULT_SCHEDULE, sample
@@ -102,8 +102,7 @@ def main():
           f"Model: {model_desc}; batch {b}; guidance {args.guidance:g} (both branches in one forward); "
           f"best of {args.rounds} interleaved rounds.",
           f"Machine: {m['platform']}, {m['cpu_count']} CPUs, {m['torch_threads']} torch threads; "
-          f"torch {v['torch']}, diffusers {v['diffusers']}; commit {env['commit']}"
-          f"{' (dirty tree)' if env['dirty_tree'] else ''}.", "",
+          f"torch {v['torch']}, diffusers {v['diffusers']}; commit {commit_text(env)}.", "",
           "| sampler | steps | images | images/s | speed-up vs DDPM-1000 |", "| --- | ---: | ---: | ---: | ---: |"]
     md += [f"| {r['name']} | {r['steps']} | {r['images']} | {r['images_per_s']:.2f} | {r['speedup_vs_ddpm1000']}x |"
            for r in rows]

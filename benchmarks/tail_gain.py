@@ -64,7 +64,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _env import environment  # noqa: E402
+from _env import commit_text, environment  # noqa: E402
 from e2e_quality import cbdm_aug, run  # noqa: E402
 
 from cbdm_aug.cache.reader import is_complete  # noqa: E402
@@ -571,7 +571,7 @@ def report(args, arm_names, counts, seeds, work, t_all, failed):
     lines = [f"# Few-shot tail gain, {args.dataset} exp-LT rho={args.imbalance:g}, n_max={args.max_per_class}, "
              f"16x16; seeds {args.seeds}", "",
              f"machine: {env['machine']['cpu']} ({env['machine']['cpu_count']} cores); torch {env['versions']['torch']}; "
-             f"commit {env['commit']}{' (dirty tree)' if env['dirty_tree'] else ''}", "",
+             f"commit {commit_text(env)}", "",
              f"Class counts {counts}; few-shot = classes with < {args.few_below} images ({few}). Classifier: "
              f"recipes/mnist-lt-*.yaml, resnet8_cifar, {args.epochs} epochs, 1-pixel shifts"
              f"{' and horizontal flips' if args.hflip else ''} on every arm. Synthetic "

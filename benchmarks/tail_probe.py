@@ -22,7 +22,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _env import environment  # noqa: E402
+from _env import commit_text, environment  # noqa: E402
 
 
 def main(argv=None):
@@ -86,7 +86,7 @@ def main(argv=None):
         .save(results / f"{tag}.png")
     env = environment()
     lines = [f"# Rare-class probe, MNIST-LT rho={rho} ({args.n} samples a class and snapshot, guidance {args.guidance:g})", "",
-             f"commit {env['commit']}{' (dirty tree)' if env['dirty_tree'] else ''}; {env['machine']['cpu']}", "",
+             f"commit {commit_text(env)}; {env['machine']['cpu']}", "",
              f"Grid `{tag}.png`: one row per (snapshot, class) in table order; left: up to 8 real training images of the "
              "class, right of the grey bar: 16 samples.", "",
              "| snapshot | class | real images | near-copy share | confident share | kept by the filter |",

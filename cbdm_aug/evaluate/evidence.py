@@ -29,8 +29,9 @@ images cut, inside the same probes, to the rare classes' sizes, and judged on ev
 images, the spill lever pulls both ways: the classes that the "with" probe gave a rare class's held-out images
 to get at most ``MIDDLE_SHARE``, and a rare class whose own images' effect is inconclusive gets them (share 1,
 under the real floor) rather than the middle rule: on our MNIST 300->3 folder a class that small lost -3.2
-[-5.9, -0.5] points without its images and netted +0.6 [-3.7, +5.0] with them. With no class large enough to stand in, nothing is measured and a
-rare class gets none (the cautious rule of before, kept only there). The test set is never read.
+[-5.9, -0.5] points without its images and netted +0.6 [-3.7, +5.0] with them. With no class large enough to
+stand in, nothing is measured and a rare class gets none (the cautious rule of before, kept only there). The
+test set is never read.
 
 **The leak.** The generator was fitted on every real image, held-out folds included, so a "with" probe is
 judged on images its generated training data was derived from. That favours the generated images, the more
@@ -57,10 +58,11 @@ FOLDS = 3
 MIN_JUDGED = 20  # docs/decisions.md ("min_judged"): below it a class is decided from proxies of its size
 MIDDLE_SHARE = (1 - MIN_REAL_SHARE) / 2  # docs/decisions.md ("the middle rule"): half of what the floor leaves
 Z95 = 1.96
+# what cross_fit and decide apply (a change reruns a run's evidence stage)
 RULE = ("95% interval of the net recall points, the churn scaled by the probes' noise pooled over every class and fold: "
-        "above 0 used, below 0 none, else the middle share; under "
-        "min_judged real images from proxies cut to that size; when the proxies see a class that small lose to the "
-        "others' images, neighbours of a rare class bounded and an inconclusive rare class keeps its own")  # what cross_fit and decide apply (a change reruns a run's evidence stage)
+        "above 0 used, below 0 none, else the middle share; under min_judged real images from proxies cut to that "
+        "size; when the proxies see a class that small lose to the others' images, neighbours of a rare class bounded "
+        "and an inconclusive rare class keeps its own")
 SOURCES = ("own", "proxy", "rule")  # its own held-out images, proxies of its size, or a fixed rule
 VERDICTS = {"used": "used", "middle": "the middle rule", "none": "none used"}
 
@@ -372,6 +374,8 @@ def cross_fit(images: np.ndarray, labels: np.ndarray, names: list[str], probe: C
     fold = assign_folds(labels, folds, seed)
     C = len(names)
     real = np.bincount(labels, minlength=C)
+    counted = real >= min_judged  # the classes whose held-out images a net counts (``effects``)
+    rare = np.flatnonzero(~counted).tolist()  # their held-out images: (a)'s to measure, not (b)'s
     plan = [] if synthetic_counts is None else px.plan(real, synthetic_counts, min_judged, folds, seed)
     per_fold, measured = [], []
     for k in range(folds):
@@ -385,12 +389,11 @@ def cross_fit(images: np.ndarray, labels: np.ndarray, names: list[str], probe: C
         _write_shares(npz, names, share)
         preds = [np.asarray(probe(npz, w, k, out_dir / f"fold{k}-{'with' if w else 'without'}")) for w in (False, True)]
         t = tally(labels[held], preds[0], preds[1], C)
-        rare = [c for c in range(C) if real[c] < min_judged]  # their held-out images: (a)'s to measure, not (b)'s
         measured += [(p, *px.measure(t, p, [q.cls for q in mine if q is not p] + rare)) for p in mine]
         per_fold.append(px.mask(t, [p.cls for p in mine]))
         log.debug("evidence fold %d/%d: %d held out, proxies %s", k + 1, folds, int(held.sum()), mine)
     total = {key: sum(t[key] for t in per_fold) for key in per_fold[0]}
-    fx = [effects(t, real >= min_judged) for t in per_fold]
+    fx = [effects(t, counted) for t in per_fold]
     return total | {"fold_held": np.stack([t["held"] for t in per_fold]), "fold_net": np.stack([f["net"] for f in fx]),
                     "fold_var": np.stack([f["var"] for f in fx]), **_proxy_arrays(measured)}
 

@@ -112,6 +112,19 @@ def _ci(d: dict) -> str:
     return f"{d['mean']:+.1f} [{d['lo']:+.1f}, {d['hi']:+.1f}]"
 
 
+def _against_default(r: dict, rows: list[dict]) -> list[str]:
+    """For a variant other than the default: each + synthetic arm's few-shot accuracy, default minus this variant,
+    paired over the seeds (both share the data, generator, cache and real-only arms)."""
+    from cbdm_aug.classify.paired import paired
+
+    base = next((d for d in rows if d["folder"] == r["folder"] and d["variant"] == "default"), None)
+    if r["variant"] == "default" or base is None:
+        return []
+    arms = [a for a in r["few_shot"] if a.endswith("+synthetic") and a in base["few_shot"]]
+    return ["", *(f"Default minus {r['variant']}, {a}, few-shot: "
+                  f"{_ci(paired(base['few_shot'][a], r['few_shot'][a]))}." for a in arms)]
+
+
 def markdown(rows: list[dict], env: dict) -> str:
     lines = ["# `cbdm-aug run` on long-tailed folders of our own, each with a 3-image class", "",
              f"machine: {env['machine']['cpu']} ({env['machine']['cpu_count']} cores); torch {env['versions']['torch']}; "
@@ -128,6 +141,7 @@ def markdown(rows: list[dict], env: dict) -> str:
         for pair, t in r["twins"].items():
             lines.append(f"| {pair} | {_ci(t['few']) if t['few'] else ''} | "
                          + " | ".join(_ci(t["per_class"][c]) for c in small) + " |")
+        lines += _against_default(r, rows)
         w = r["worst_class"]
         if w:
             lines += ["", f"Worst class: {w['class']} ({w['n_real']} real images) "

@@ -6,6 +6,7 @@ import pytest
 
 from cbdm_aug.evaluate import proxies
 from cbdm_aug.evaluate.evidence import (
+    LEVER,
     MIDDLE_SHARE,
     Decision,
     assign_folds,
@@ -205,6 +206,8 @@ def test_a_neighbour_whose_images_take_small_classes_is_bounded_where_the_proxie
     assert d["rare"].source == "proxy" and d["rare"].lo is not None and "proxies" in d["rare"].why
     _, kept = _look_alike_run(tmp_path / "keeps", small_lose=False)
     assert kept["nbr"].share == 1.0 and "bounded" not in kept["nbr"].why
+    alone = decide(NAMES, COUNTS, SYNTHETIC, t, min_judged=10, lever=("own",))  # the lever's other side alone
+    assert alone["nbr"].share == 1.0 and "bounded" not in alone["nbr"].why
 
 
 def test_a_rare_class_that_loses_to_the_others_images_keeps_its_own_where_their_effect_is_inconclusive(tmp_path):
@@ -224,12 +227,14 @@ def test_a_rare_class_that_loses_to_the_others_images_keeps_its_own_where_their_
             return np.where(lost, int(np.argmax(n)), y)
         return run
 
-    def decided(lose, d):
+    def decided(lose, d, lever=LEVER):
         t = cross_fit(images, labels, names, probe(lose), d, synthetic_counts=synthetic, min_judged=10)
-        return decide(names, counts, synthetic, t, min_judged=10)["rare"]
+        return decide(names, counts, synthetic, t, min_judged=10, lever=lever)["rare"]
 
     rare = decided(True, tmp_path / "loses")
     assert rare.lo < 0 < rare.hi and rare.share == 1.0 and rare.used and "its own images are its defence" in rare.why
+    alone = decided(True, tmp_path / "loses", lever=("neighbours",))  # the lever's other side alone
+    assert alone.share == MIDDLE_SHARE and "defence" not in alone.why
     kept = decided(False, tmp_path / "keeps")
     assert kept.share == MIDDLE_SHARE and "defence" not in kept.why
 

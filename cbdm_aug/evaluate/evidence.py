@@ -65,6 +65,9 @@ RULE = ("95% interval of the net recall points, the churn scaled by the probes' 
         "and an inconclusive rare class keeps its own")
 SOURCES = ("own", "proxy", "rule")  # its own held-out images, proxies of its size, or a fixed rule
 VERDICTS = {"used": "used", "middle": "the middle rule", "none": "none used"}
+# the spill lever's two sides (docs/decisions.md, "the spill lever"): bound a rare class's neighbours; a rare class
+# whose own images' effect is inconclusive keeps them. ``benchmarks/lever_sides.py`` measures each side alone.
+LEVER = ("neighbours", "own")
 
 
 @dataclass(frozen=True)
@@ -272,11 +275,11 @@ class ProxyEvidence:
 
 def decide(names: list[str], real_counts, synthetic_counts, t: dict[str, np.ndarray] | None,
            min_judged: int = MIN_JUDGED, share_when_used: float = 1.0,
-           middle_share: float = MIDDLE_SHARE) -> dict[str, Decision]:
+           middle_share: float = MIDDLE_SHARE, lever: tuple[str, ...] = LEVER) -> dict[str, Decision]:
     """``{class name: Decision}``. ``t`` is ``cross_fit``'s tally (None where no probe ran). A class of
     ``min_judged`` real images or more is decided on its own held-out images (``interval``'s verdict); a rarer one
-    from the proxies (``ProxyEvidence``), or none where no proxy was cut (the cautious rule). Then the lever on the spill
-    (``bound_neighbours``)."""
+    from the proxies (``ProxyEvidence``), or none where no proxy was cut (the cautious rule). Then the lever on the spill,
+    its sides named in ``lever`` (``LEVER``: "own" in ``_rare``, "neighbours" in ``bound_neighbours``)."""
     counted = np.asarray(real_counts) >= min_judged
     fx = effects(t, counted) if t is not None else None
     level = noise(t) if t is not None else Noise()
@@ -288,9 +291,11 @@ def decide(names: list[str], real_counts, synthetic_counts, t: dict[str, np.ndar
         if not s:
             out[name] = Decision(0.0, False, False, n, s, f"{name}: {n} real images; no generated image to use", "rule")
         elif n < min_judged or fx is None:
-            out[name] = _rare(name, n, s, proxy, min_judged, shares, level)
+            out[name] = _rare(name, n, s, proxy, min_judged, shares, level, "own" in lever)
         else:
             out[name] = _own(name, c, n, s, t, fx, shares, level, min_judged)
+    if "neighbours" not in lever:
+        return out
     return bound_neighbours(out, names, real_counts, t, proxy, min_judged, middle_share)
 
 
@@ -310,8 +315,9 @@ def _own(name: str, c: int, n: int, s: int, t: dict, fx: dict, shares: dict, lev
 
 
 def _rare(name: str, n: int, s: int, proxy: ProxyEvidence | None, min_judged: int, shares: dict,
-          level: Noise) -> Decision:
-    """A class under ``min_judged`` real images, decided from the proxies of its size, or the cautious rule."""
+          level: Noise, defend: bool = True) -> Decision:
+    """A class under ``min_judged`` real images, decided from the proxies of its size, or the cautious rule;
+    ``defend``: the spill lever's own side."""
     few = (f"{name}: {n} real image{'s' * (n != 1)}, " + (f"too few to judge on its own (fewer than {min_judged})"
                                                         if n < min_judged else "not judged (no probe ran)"))
     if proxy is None or proxy.effect is None:  # nothing measured: the cautious rule of before issue 34
@@ -319,7 +325,7 @@ def _rare(name: str, n: int, s: int, proxy: ProxyEvidence | None, min_judged: in
                         f"{px.PROXY_MIN_REAL} real images): the cautious rule, no generated images", "rule")
     iv = proxy.effect
     verdict, text = iv.verdict, _verdict_text(iv.verdict, shares)
-    if verdict == "middle" and proxy.bare.verdict == "none":  # the spill lever on the rare class's own side
+    if defend and verdict == "middle" and proxy.bare.verdict == "none":  # the spill lever on the rare class's own side
         verdict, text = "used", ("inconclusive, but a class that small loses to the others' generated images beyond the "
                                  "noise without its own: used, its own images are its defence")
     why = (f"{few}; proxies (classes cut to {', '.join(map(str, proxy.sizes))} real images, judged on {proxy.held} "

@@ -141,6 +141,10 @@ def _grid(run: Path, work: Path, rows: list[dict], names: list[str], native, lab
     canvas.save(path)
 
 
+CAPTION = ("Per fold, three rows: the class's real images, then its images from the run's generator (seen), then"
+           " from the generator fitted without the images it is judged on (unseen).")
+
+
 def markdown(rows: list[dict], pooled: dict, env: dict, run: Path) -> str:
     def ci(e, v):
         h = 1.96 * v ** 0.5
@@ -160,7 +164,7 @@ def markdown(rows: list[dict], pooled: dict, env: dict, run: Path) -> str:
         lines.append(f"| {r['fold']} | {r['class']} ({r['size']}) | {r['held']} | {ci(r['seen'], r['seen_var'])} | "
                      f"{ci(r['unseen'], r['unseen_var'])} | {ci(r['leak'], r['leak_var'])} |")
     lines.append(f"| mean | | | {ci(*pooled['seen'])} | {ci(*pooled['unseen'])} | {ci(*pooled['leak'])} |")
-    return "\n".join(lines + ["", "![seen and unseen](proxy_leak.png)", ""])
+    return "\n".join(lines + ["", "![seen and unseen](proxy_leak.png)", "", CAPTION, ""])
 
 
 def main(argv=None):

@@ -25,11 +25,16 @@ of its places (the middle rule: half of what the real floor leaves).
 **The rarest classes** (under ``min_judged`` real images) hold out one or two images a fold: their own
 evidence would be noise. They are decided from proxies (``evaluate/proxies.py``: classes with plenty of
 images cut, inside the same probes, to the rare classes' sizes, and judged on every image cut), with
-``source="proxy"``. Where the proxies show that a class that small loses to the other classes' generated
-images, the spill lever pulls both ways: the classes that the "with" probe gave a rare class's held-out images
-to get at most ``MIDDLE_SHARE``, and a rare class whose own images' effect is inconclusive gets them (share 1,
-under the real floor) rather than the middle rule: on our MNIST 300->3 folder a class that small lost -3.2
-[-6.0, -0.5] points without its images and netted +0.6 [-3.8, +5.0] with them. With no class large enough to
+``source="proxy"``: each from the proxies cut to its size (``ProxyEvidence.by_size``; the nearest size cut, on
+a log scale, when up to three sizes stand for more). Pooling every size let the smallest sizes decide for the
+largest: at MNIST-LT n_max 3000 the pooled effect was +12.3 [+6.3, +18.4], used, and the 13-image class lost
+-3.0 [-4.7, -1.3] against its twin; at size 13 alone it is +7.3 [-2.5, +17.1], the middle rule (the leak, below,
+is also largest at the smallest sizes: ``benchmarks/results/proxy_leak.md``). Where the proxies show that a class that small loses to the other classes' generated
+images, the spill lever acts on the neighbours: the classes that the "with" probe gave a rare class's held-out
+images to get at most ``MIDDLE_SHARE``. (Its other side, an inconclusive rare class keeping all of its images
+against the loss, was measured on the one row where it fired and removed: on our MNIST 300->3 folder it cost
+few-shot -0.5 [-1.0, +0.1] points and put the 8-image class at -2.3 [-4.1, -0.4] against its twin, +0.9 without
+it; ``benchmarks/results/lever_sides_mnist.md``.) With no class large enough to
 stand in, nothing is measured and a rare class gets none (the cautious rule of before, kept only there). The
 test set is never read.
 
@@ -60,14 +65,10 @@ MIDDLE_SHARE = (1 - MIN_REAL_SHARE) / 2  # docs/decisions.md ("the middle rule")
 Z95 = 1.96
 # what cross_fit and decide apply (a change reruns a run's evidence stage)
 RULE = ("95% interval of the net recall points, the churn scaled by the probes' noise pooled over every class and fold: "
-        "above 0 used, below 0 none, else the middle share; under min_judged real images from proxies cut to that "
-        "size; when the proxies see a class that small lose to the others' images, neighbours of a rare class bounded "
-        "and an inconclusive rare class keeps its own")
+        "above 0 used, below 0 none, else the middle share; under min_judged real images from the proxies cut to "
+        "its size (the nearest size cut); when the proxies see a class that small lose to the others' images, neighbours of a rare class bounded")
 SOURCES = ("own", "proxy", "rule")  # its own held-out images, proxies of its size, or a fixed rule
 VERDICTS = {"used": "used", "middle": "the middle rule", "none": "none used"}
-# the spill lever's two sides (docs/decisions.md, "the spill lever"): bound a rare class's neighbours; a rare class
-# whose own images' effect is inconclusive keeps them. ``benchmarks/lever_sides.py`` measures each side alone.
-LEVER = ("neighbours", "own")
 
 
 @dataclass(frozen=True)
@@ -257,33 +258,44 @@ class ProxyEvidence:
     held: int
 
     @classmethod
-    def of(cls, t: dict[str, np.ndarray], level: Noise = Noise()) -> ProxyEvidence | None:
-        """From ``cross_fit``'s ``proxy_*`` arrays, their churn scaled by the pooled noise ``level``; None where no
-        proxy was cut."""
+    def of(cls, t: dict[str, np.ndarray], level: Noise = Noise(), size: int | None = None) -> ProxyEvidence | None:
+        """From ``cross_fit``'s ``proxy_*`` arrays, their churn scaled by the pooled noise ``level``: the proxies cut
+        to ``size`` (None: every size); None where no proxy was cut (to it)."""
         if not len(t.get("proxy_class", ())):
             return None
+        keep = np.ones(len(t["proxy_class"]), bool) if size is None else t["proxy_size"] == size
+        if not keep.any():
+            return None
         own = t["proxy_own"].astype(bool)
-        bare = pooled(t["proxy_effect"][~own], t["proxy_var"][~own], level)
-        mine = pooled(t["proxy_effect"][own], t["proxy_var"][own], level)
+        bare = pooled(t["proxy_effect"][~own & keep], t["proxy_var"][~own & keep], level)
+        mine = pooled(t["proxy_effect"][own & keep], t["proxy_var"][own & keep], level)
         effect = None
         if bare is not None and mine is not None:
             half = math.hypot(mine.hi - mine.estimate, bare.hi - bare.estimate)
             e = mine.estimate - bare.estimate
             effect = Interval(round(e, 2), round(e - half, 2), round(e + half, 2))
-        return cls(bare, mine, effect, tuple(sorted({int(x) for x in t["proxy_size"]})), int(t["proxy_held"].sum()))
+        return cls(bare, mine, effect, tuple(sorted({int(x) for x in t["proxy_size"][keep]})),
+                   int(t["proxy_held"][keep].sum()))
+
+    @classmethod
+    def by_size(cls, t: dict[str, np.ndarray], level: Noise = Noise()) -> dict[int, ProxyEvidence]:
+        """``{size: the proxies cut to it}``, the sizes where both an own and a bare proxy were measured."""
+        out = {int(s): cls.of(t, level, int(s)) for s in sorted(set(t.get("proxy_size", np.zeros(0)).tolist()))}
+        return {s: e for s, e in out.items() if e is not None and e.effect is not None}
 
 
 def decide(names: list[str], real_counts, synthetic_counts, t: dict[str, np.ndarray] | None,
            min_judged: int = MIN_JUDGED, share_when_used: float = 1.0,
-           middle_share: float = MIDDLE_SHARE, lever: tuple[str, ...] = LEVER) -> dict[str, Decision]:
+           middle_share: float = MIDDLE_SHARE, bound: bool = True) -> dict[str, Decision]:
     """``{class name: Decision}``. ``t`` is ``cross_fit``'s tally (None where no probe ran). A class of
     ``min_judged`` real images or more is decided on its own held-out images (``interval``'s verdict); a rarer one
-    from the proxies (``ProxyEvidence``), or none where no proxy was cut (the cautious rule). Then the lever on the spill,
-    its sides named in ``lever`` (``LEVER``: "own" in ``_rare``, "neighbours" in ``bound_neighbours``)."""
+    from the proxies (``ProxyEvidence``), or none where no proxy was cut (the cautious rule). Then, with ``bound``, the
+    lever on the spill (``bound_neighbours``; ``benchmarks/redecide.py`` measures it against none)."""
     counted = np.asarray(real_counts) >= min_judged
     fx = effects(t, counted) if t is not None else None
     level = noise(t) if t is not None else Noise()
-    proxy = ProxyEvidence.of(t, level) if t is not None else None
+    proxy = ProxyEvidence.of(t, level) if t is not None else None  # every size: the spill lever's trigger
+    sized = ProxyEvidence.by_size(t, level) if t is not None else {}
     shares = {"used": share_when_used, "middle": middle_share, "none": 0.0}
     out = {}
     for c, name in enumerate(names):
@@ -291,12 +303,11 @@ def decide(names: list[str], real_counts, synthetic_counts, t: dict[str, np.ndar
         if not s:
             out[name] = Decision(0.0, False, False, n, s, f"{name}: {n} real images; no generated image to use", "rule")
         elif n < min_judged or fx is None:
-            out[name] = _rare(name, n, s, proxy, min_judged, shares, level, "own" in lever)
+            mine = sized[px.nearest(n, sized)] if sized else proxy  # its size's proxies (the nearest size cut)
+            out[name] = _rare(name, n, s, mine, min_judged, shares, level)
         else:
             out[name] = _own(name, c, n, s, t, fx, shares, level, min_judged)
-    if "neighbours" not in lever:
-        return out
-    return bound_neighbours(out, names, real_counts, t, proxy, min_judged, middle_share)
+    return bound_neighbours(out, names, real_counts, t, proxy, min_judged, middle_share) if bound else out
 
 
 def _own(name: str, c: int, n: int, s: int, t: dict, fx: dict, shares: dict, level: Noise,
@@ -315,9 +326,8 @@ def _own(name: str, c: int, n: int, s: int, t: dict, fx: dict, shares: dict, lev
 
 
 def _rare(name: str, n: int, s: int, proxy: ProxyEvidence | None, min_judged: int, shares: dict,
-          level: Noise, defend: bool = True) -> Decision:
-    """A class under ``min_judged`` real images, decided from the proxies of its size, or the cautious rule;
-    ``defend``: the spill lever's own side."""
+          level: Noise) -> Decision:
+    """A class under ``min_judged`` real images, decided from the proxies of its size, or the cautious rule."""
     few = (f"{name}: {n} real image{'s' * (n != 1)}, " + (f"too few to judge on its own (fewer than {min_judged})"
                                                         if n < min_judged else "not judged (no probe ran)"))
     if proxy is None or proxy.effect is None:  # nothing measured: the cautious rule of before issue 34
@@ -325,9 +335,6 @@ def _rare(name: str, n: int, s: int, proxy: ProxyEvidence | None, min_judged: in
                         f"{px.PROXY_MIN_REAL} real images): the cautious rule, no generated images", "rule")
     iv = proxy.effect
     verdict, text = iv.verdict, _verdict_text(iv.verdict, shares)
-    if defend and verdict == "middle" and proxy.bare.verdict == "none":  # the spill lever on the rare class's own side
-        verdict, text = "used", ("inconclusive, but a class that small loses to the others' generated images beyond the "
-                                 "noise without its own: used, its own images are its defence")
     why = (f"{few}; proxies (classes cut to {', '.join(map(str, proxy.sizes))} real images, judged on {proxy.held} "
            f"held-out images): with their own generated images such a class netted {proxy.own.text()} points (an upper "
            f"bound: the generator saw the proxies' images), without them {proxy.bare.text()}; its own images' effect "

@@ -49,6 +49,12 @@ def proxy_sizes(real_counts, min_judged: int) -> list[int]:
     return sizes
 
 
+def nearest(n: int, sizes) -> int:
+    """The size in ``sizes`` nearest ``n`` on a log scale (5 is nearer 8 than 3: a 5-image class has 1.6 times
+    a 3-image class's images and 0.6 times an 8-image one's); the smaller on a tie."""
+    return min(sorted(sizes), key=lambda s: abs(np.log(s / n)))
+
+
 def plan(real_counts, synthetic_counts, min_judged: int, folds: int, seed: int = 0) -> list[Proxy]:
     """The proxies of each fold: fold k is cut to ``proxy_sizes[k % len]``; its "own" proxy is a class with generated
     images, its "bare" one preferably a class without (its images would be withheld anyway). Classes are taken in a

@@ -15,7 +15,8 @@ up to two proxies, cut to the same size:
 every real image of the proxy, the held-out and cut ones included, so its images of an "own" proxy carry
 what many images taught it, not what 3 would. (b) is therefore an upper bound on what a truly rare class's
 images do: a proxy that says "no" is believed (even the favoured images lost); one that says "yes"
-relies on the upper bound. ``evidence.decide`` applies both to the truly rare classes (``source="proxy"``).
+relies on the upper bound. ``evidence.decide`` applies both to the truly rare classes of the same size (the nearest
+size cut: ``nearest``), with ``source="proxy"``.
 
 A proxy's rows and columns are left out of that fold's own-class tallies (``mask``): in that fold it is
 not the class it is, so neither its own evidence nor the spill its neighbours cause on it is charged there.

@@ -22,12 +22,33 @@ def resolve_device(name: str | None = "auto"):
 
 def fits_on_device(nbytes: int, device) -> bool:
     """Whether ``nbytes`` of training data take at most a tenth of ``device``'s free memory (the rest
-    is for the model, its activations and the optimizer); False on devices with no such query (a
-    CPU keeps the host data path unless asked)."""
+    is for the model, its activations and the optimizer): on CUDA its free memory, on a CPU the host's
+    available memory (``host_memory_available``); False where neither can be asked."""
     import torch
 
     device = torch.device(device)
-    if device.type != "cuda":
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+    elif device.type == "cpu":
+        free = host_memory_available()
+    else:
         return False
-    free, _ = torch.cuda.mem_get_info(device)
-    return nbytes <= free // 10
+    return free is not None and nbytes <= free // 10
+
+
+def host_memory_available() -> int | None:
+    """Bytes of host memory available to a new allocation: Linux's MemAvailable (free memory plus the
+    page cache it may reclaim), else the free pages POSIX reports; None where neither is known."""
+    import os
+
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None

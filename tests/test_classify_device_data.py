@@ -73,8 +73,52 @@ def test_the_loader_draws_the_samplers_epoch_and_batches_like_a_dataloader():
         assert torch.equal(((x[:, 0, 0, 0] + 1) * 127.5).round().long(), y * 50)
 
 
-def test_only_cuda_is_asked_whether_the_images_fit():
-    assert fits_on_device(1, torch.device("cpu")) is False
+def test_on_a_cpu_the_hosts_available_memory_decides_whether_the_images_fit():
+    from cbdm_aug.devices import host_memory_available
+
+    available = host_memory_available()
+    assert available is not None and available > 0  # Linux: /proc/meminfo's MemAvailable
+    assert fits_on_device(available // 10, torch.device("cpu")) is True
+    assert fits_on_device(available // 10 + 1, torch.device("cpu")) is False
+    assert fits_on_device(1, torch.device("meta")) is False
+
+
+def test_randaugment_on_the_cpu_gives_each_image_one_of_the_outcomes_torchvisions_own_transform_gives_it():
+    """The grouped policy against the public transform, image by image: with one operation, every output
+    is an image that torchvision's RandAugment, called on that image alone, also produces."""
+    from torchvision.transforms import v2
+
+    from cbdm_aug.classify.device_data import _randaugment_per_image
+
+    x = _batch(n=5, c=1, size=8, seed=2)
+    policy = v2.RandAugment(num_ops=1, magnitude=9)
+    torch.manual_seed(0)
+    outcomes = [{policy(x[i]).numpy().tobytes() for _ in range(400)} for i in range(len(x))]
+    assert all(len(o) > 5 for o in outcomes)  # the public transform's own spread of operations
+    seen = [set() for _ in range(len(x))]
+    for seed in range(40):
+        torch.manual_seed(seed)
+        out = _randaugment_per_image(x, ops=1, magnitude=9)
+        assert out.dtype == torch.uint8 and out.shape == x.shape
+        for i in range(len(x)):
+            assert out[i].numpy().tobytes() in outcomes[i]
+            seen[i].add(out[i].numpy().tobytes())
+    assert all(len(s) > 5 for s in seen)
+    # per image, not per batch (kornia's way): copies of one image in one batch come out differently
+    torch.manual_seed(0)
+    copies = _randaugment_per_image(x[:1].expand(32, -1, -1, -1), ops=1, magnitude=9)
+    assert len({c.numpy().tobytes() for c in copies}) > 5
+
+
+def test_a_recipe_that_randaugments_its_real_images_only_leaves_the_synthetic_ones_unwarped():
+    x = _batch(n=6, c=1, size=8)
+    real = torch.tensor([True, False, True, False, False, True])
+    torch.manual_seed(1)
+    out = augment(x, policy="randaugment", policy_mask=real)
+    plain = x.float() / 255 * 2 - 1
+    assert torch.equal(out[~real], plain[~real])
+    assert not torch.equal(out[real], plain[real])
+    assert torch.equal(augment(x, policy="randaugment", policy_mask=torch.zeros(6, dtype=torch.bool)), plain)
 
 
 def test_a_synthetic_recipe_trains_on_the_device_path_as_on_the_dataloader_path(tmp_path, tiny_npz):

@@ -63,7 +63,7 @@ def _dry_run(recipe, recipe_path: str, seeds) -> str:
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.option("--device-data/--no-device-data", default=None,
               help="Hold the training images on the device and augment them there instead of a host "
-                   "DataLoader [default: on for CUDA when they take under a tenth of its free memory].")
+                   "DataLoader [default: on when they take under a tenth of the device's free memory, the host's on a CPU].")
 def train_classifier(recipe_path, overrides, out, seeds, dry_run, overwrite, no_progress, device_data):
     """Train a timm classifier from RECIPE.yaml and evaluate it on the balanced test split.
 

@@ -2,10 +2,14 @@
 cache) as one uint8 tensor there, batches gathered by index and augmented there.
 
 On a GPU the host DataLoader (per-image crop and flip in worker processes, then a copy) cannot keep
-up with a ResNet-32 step; here the host only draws the epoch's indices, with the same sampler as the
+up with a ResNet-32 step. On a CPU the DataLoader's per-image transforms, in the training process,
+took about half of each arm's time: the batch path trains the same arm about 1.5-1.9 times as fast
+(docs/decisions.md). Here the host only draws the epoch's indices, with the same sampler as the
 DataLoader path, so the epoch's composition (real/synthetic, per class) is the same. The augmentation
 is the same in distribution, not in its random draws: crop offsets and flips come from a
-``torch.Generator`` on the device, seeded by the recipe's seed.
+``torch.Generator`` on the device, seeded by the recipe's seed. RandAugment is torchvision's, image by
+image, where the batch is on the CPU (the DataLoader path's own policy), and kornia's, whole batches
+at once, on an accelerator, where a per-image loop would leave it idle.
 """
 from __future__ import annotations
 
@@ -66,15 +70,57 @@ def _randaugment(x: torch.Tensor, ops: int, magnitude: int) -> torch.Tensor:
     return (out.mean(1, keepdim=True) if grey else out).clamp(0, 1)
 
 
+def _randaugment_per_image(x: torch.Tensor, ops: int, magnitude: int) -> torch.Tensor:
+    """torchvision's RandAugment on uint8 (N, C, H, W) images with the DataLoader path's semantics
+    (``train.make_transform``): each image draws its own ``ops`` operations and signs. The images that
+    drew the same operation and sign go through torchvision's kernel together, one call per group
+    instead of one per image (the kernels work per image: a contrast's mean, an equalisation's
+    histogram), so a batch costs at most 2 x 14 calls per operation whatever its size. Uses the
+    policy's own operation table and kernel dispatch (``_AUGMENTATION_SPACE``,
+    ``_apply_image_or_video_transform``), which torchvision keeps private: the tests pin the result to
+    the public transform's, image by image."""
+    from torchvision.transforms import v2
+
+    policy = v2.RandAugment(num_ops=ops, magnitude=magnitude)
+    names = list(policy._AUGMENTATION_SPACE)
+    height, width = x.shape[-2:]
+    for _ in range(ops):
+        drawn = torch.randint(len(names), (len(x),))
+        negative = torch.rand(len(x)) <= 0.5
+        out = x.clone()
+        for k in drawn.unique().tolist():
+            magnitudes_fn, signed = policy._AUGMENTATION_SPACE[names[k]]
+            magnitudes = magnitudes_fn(policy.num_magnitude_bins, height, width)
+            m = float(magnitudes[policy.magnitude]) if magnitudes is not None else 0.0
+            for neg in ((False, True) if signed and magnitudes is not None else (None,)):
+                sel = (drawn == k) if neg is None else (drawn == k) & (negative == neg)
+                if sel.any():
+                    out[sel] = policy._apply_image_or_video_transform(
+                        x[sel], names[k], -m if neg else m, interpolation=policy.interpolation, fill=policy._fill)
+        x = out
+    return x
+
+
 def augment(x: torch.Tensor, *, crop_padding: int = 0, hflip: bool = False, policy: str = "none",
-            ops: int = 2, magnitude: int = 9, generator: torch.Generator | None = None) -> torch.Tensor:
+            ops: int = 2, magnitude: int = 9, generator: torch.Generator | None = None,
+            policy_mask: torch.Tensor | None = None) -> torch.Tensor:
     """uint8 (N, C, H, W) -> float (N, C, H, W) in [-1, 1] on the same device, with the recipe's
     augmentation in ``train.make_transform``'s order: ``policy`` ('none' or 'randaugment', with
-    ``ops`` and ``magnitude``), then a random crop after zero padding, then horizontal flips."""
+    ``ops`` and ``magnitude``; per image by torchvision on a CPU, per batch by kornia elsewhere), then a
+    random crop after zero padding, then horizontal flips. ``policy_mask``: bool (N,), the images the
+    policy applies to (None: all), for a recipe that RandAugments its real images only."""
     if policy not in AUGMENT_POLICIES:
         raise ValueError(f"augmentation policy must be one of {AUGMENT_POLICIES}, got {policy!r}")
+    whole_batch = policy != "randaugment" or policy_mask is None or bool(policy_mask.all())
+    on_batch = policy == "randaugment" and whole_batch and x.device.type != "cpu"  # kornia, on floats
+    if policy == "randaugment" and not on_batch:  # on the uint8 images, as the DataLoader path does
+        if whole_batch:
+            x = augment_policy_uint8(x, ops, magnitude)
+        elif policy_mask.any():
+            x = x.clone()
+            x[policy_mask] = augment_policy_uint8(x[policy_mask], ops, magnitude)
     x = x.float() / 255
-    if policy == "randaugment":
+    if on_batch:
         x = _randaugment(x, ops, magnitude)
     if crop_padding:
         x = _random_crop(x, crop_padding, generator)
@@ -82,6 +128,14 @@ def augment(x: torch.Tensor, *, crop_padding: int = 0, hflip: bool = False, poli
         flip = torch.rand(len(x), generator=generator, device=x.device) < 0.5
         x = torch.where(flip[:, None, None, None], x.flip(-1), x)
     return x * 2 - 1  # Normalize(mean 0.5, std 0.5)
+
+
+def augment_policy_uint8(x: torch.Tensor, ops: int, magnitude: int) -> torch.Tensor:
+    """RandAugment alone, uint8 (N, C, H, W) in and out: torchvision per image on a CPU, kornia per
+    batch elsewhere (rounded back to uint8, as the DataLoader path's uint8 policy is)."""
+    if x.device.type == "cpu":
+        return _randaugment_per_image(x, ops, magnitude)
+    return (_randaugment(x.float() / 255, ops, magnitude) * 255).round().to(torch.uint8)
 
 
 class DeviceLoader:
@@ -92,7 +146,8 @@ class DeviceLoader:
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, sampler, batch_size: int, drop_last: bool,
                  device: torch.device, *, is_synthetic: np.ndarray | None = None, crop_padding: int = 0,
-                 hflip: bool = False, policy: str = "none", ops: int = 2, magnitude: int = 9, seed: int = 0):
+                 hflip: bool = False, policy: str = "none", ops: int = 2, magnitude: int = 9, seed: int = 0,
+                 policy_on_synthetic: bool = True):
         if policy not in AUGMENT_POLICIES:
             raise ValueError(f"augmentation policy must be one of {AUGMENT_POLICIES}, got {policy!r}")
         self.images = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous().to(device)
@@ -103,6 +158,7 @@ class DeviceLoader:
         self.options = {"crop_padding": crop_padding, "hflip": hflip, "policy": policy, "ops": ops,
                         "magnitude": magnitude}
         self.generator = torch.Generator(device).manual_seed(seed)
+        self.policy_on_synthetic = policy_on_synthetic  # False: the policy RandAugments the real images only
 
     def __len__(self) -> int:
         n = len(self.sampler)
@@ -112,5 +168,7 @@ class DeviceLoader:
         order = torch.as_tensor(list(self.sampler), dtype=torch.int64).to(self.images.device)
         for k in range(len(self)):
             idx = order[k * self.batch_size:(k + 1) * self.batch_size]
-            yield (augment(self.images[idx], generator=self.generator, **self.options), self.labels[idx],
-                   self.is_synthetic[idx])
+            syn = self.is_synthetic[idx]
+            mask = None if self.policy_on_synthetic or self.options["policy"] == "none" else ~syn
+            yield (augment(self.images[idx], generator=self.generator, policy_mask=mask, **self.options),
+                   self.labels[idx], syn)

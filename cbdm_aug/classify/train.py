@@ -266,8 +266,8 @@ def predict(model: torch.nn.Module, images: np.ndarray, batch_size: int, device:
 
 def make_loader(recipe: Recipe, dataset, sampler, device: torch.device, device_data: bool | None,
                  generator: torch.Generator):
-    """The epoch's batches ``(x, y, is_synthetic)``: a host DataLoader, or (``device_data``; None: on
-    CUDA when the images fit) a ``DeviceLoader`` that holds every image on ``device``, draws the same
+    """The epoch's batches ``(x, y, is_synthetic)``: a host DataLoader, or (``device_data``; None: when
+    the images fit, ``devices.fits_on_device``) a ``DeviceLoader`` that holds every image on ``device``, draws the same
     sampler's indices and augments there. Returns (loader, 'device' or 'loader')."""
     from cbdm_aug.classify import device_data as dd
 
@@ -281,7 +281,7 @@ def make_loader(recipe: Recipe, dataset, sampler, device: torch.device, device_d
         return dd.DeviceLoader(dd.dataset_images(dataset), labels, sampler, bs, drop_last, device,
                                is_synthetic=getattr(dataset, "is_synthetic", None), crop_padding=d.crop_padding,
                                hflip=d.hflip, policy=d.augment, ops=d.augment_ops, magnitude=d.augment_magnitude,
-                               seed=recipe.seed), "device"
+                               seed=recipe.seed, policy_on_synthetic=d.augment_synthetic), "device"
     return DataLoader(_Sourced(dataset), batch_size=bs, sampler=sampler, num_workers=recipe.num_workers,
                       drop_last=drop_last, generator=generator, pin_memory=device.type == "cuda",
                       persistent_workers=recipe.num_workers > 0), "loader"
@@ -291,7 +291,8 @@ def train_run(recipe: Recipe, out_dir: str | Path, progress: bool = True, comman
               device_data: bool | None = None) -> dict:
     """Train, evaluate and write one run folder; returns the metrics.json content. ``device_data``
     keeps the training images on the device and augments them there (``classify.device_data``);
-    None: on CUDA when they take under a tenth of its free memory, never on a CPU."""
+    None: when they take under a tenth of the device's free memory (the host's available memory on a
+    CPU, where the batch path is also the faster one)."""
     from cbdm_aug.classify.losses import ClassifierLoss
     from cbdm_aug.classify.metrics import classification_metrics
     from cbdm_aug.classify.report import write_run_report

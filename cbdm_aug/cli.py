@@ -7,10 +7,31 @@ import logging
 import os
 import sys
 
-# Before torch loads OpenMP: threads that sleep instead of spinning while they wait. Spinning threads
-# slow a step many times over when another process shares the cores (docs/decisions.md); sleeping
-# threads cost next to nothing when the machine is idle. Users can still override.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+def omp_wait_policy(environ=os.environ, loadavg=None) -> str | None:
+    """How OpenMP's waiting threads behave, chosen before torch loads it (it reads the environment once).
+
+    On a busy machine, threads that sleep while they wait (``OMP_WAIT_POLICY=PASSIVE``): beside one other
+    busy process on 2 cores, libgomp's default short spin made a CBDM step about 1.9x slower than sleeping
+    (1.47-1.86 s against 0.77-1.00 s). On an idle machine, libgomp's default: sleeping made the same step
+    1.2-1.3x slower there (0.71-0.74 s against 0.54-0.60 s; ``benchmarks/results/cpu_step_settings.md``).
+    Busy means a one-minute load average of 0.5 or more when the command starts, or an unknown one. A user's own
+    ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` is left alone. ``loadavg``: ``os.getloadavg`` unless given.
+    Returns what was set, or None."""
+    if "OMP_WAIT_POLICY" in environ or "GOMP_SPINCOUNT" in environ:
+        return None
+    loadavg = loadavg or getattr(os, "getloadavg", None)
+    try:
+        busy = loadavg is None or loadavg()[0] >= 0.5
+    except OSError:
+        busy = True
+    if busy:
+        environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        return "PASSIVE"
+    return None
+
+
+omp_wait_policy()
 
 import click  # noqa: E402
 

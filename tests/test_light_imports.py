@@ -31,3 +31,32 @@ for name in COMMANDS:
         main()
 """
     assert _heavy_after(code) == []
+
+
+def test_openmp_threads_sleep_while_they_wait_only_where_the_machine_was_busy_at_the_start():
+    from cbdm_aug.cli import omp_wait_policy
+
+    def load(x):
+        return lambda: (x, x, x)
+
+    idle, busy = {}, {}
+    assert omp_wait_policy(idle, load(0.1)) is None and idle == {}  # libgomp's default short spin
+    assert omp_wait_policy(busy, load(1.2)) == "PASSIVE" and busy == {"OMP_WAIT_POLICY": "PASSIVE"}
+
+    def failing():
+        raise OSError("no load average here")
+    unknown = {}
+    assert omp_wait_policy(unknown, failing) == "PASSIVE" == unknown["OMP_WAIT_POLICY"]
+    for own in ({"OMP_WAIT_POLICY": "ACTIVE"}, {"GOMP_SPINCOUNT": "1000"}):  # the user's own choice stays
+        before = dict(own)
+        assert omp_wait_policy(own, load(3.0)) is None and own == before
+
+
+def test_the_command_line_sets_the_wait_policy_before_torch_loads():
+    code = ("import os; os.environ.pop('OMP_WAIT_POLICY', None); os.environ.pop('GOMP_SPINCOUNT', None)\n"
+            "os.getloadavg = lambda: (9.0, 9.0, 9.0)\nimport cbdm_aug.cli\n"
+            "print(os.environ.get('OMP_WAIT_POLICY'))\nimport sys\nprint(sorted(m for m in sys.modules if m == 'torch'))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env={k: v for k, v in __import__("os").environ.items() if k != "OMP_WAIT_POLICY"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["PASSIVE", "[]"]

@@ -150,3 +150,32 @@ def test_a_synthetic_recipe_trains_on_the_device_path_as_on_the_dataloader_path(
     assert held.shape == (len(dataset), 8, 8, 1)
     for i in (0, len(train) - 1, len(train), len(dataset) - 1):
         np.testing.assert_array_equal(held[i], np.asarray(dataset[i][0]).reshape(8, 8, 1))
+
+
+@pytest.mark.parametrize("size", [8, 16])  # the cache at the real images' size, and resized per item
+def test_the_batch_path_holds_only_the_generated_images_the_decisions_keep(tmp_path, size):
+    from cbdm_aug.cache.writer import write_cache
+    from cbdm_aug.plugin.dataset import RealSyntheticDataset
+
+    rng = np.random.default_rng(3)
+    labels = np.array([0, 1, 2] * 10)
+    write_cache(tmp_path / "syn.h5", rng.integers(0, 255, (30, size, size, 1), dtype=np.uint8), labels,
+                class_names=["a", "b", "c"])
+    (tmp_path / "decisions.json").write_text(json.dumps({"a": 1.0, "b": 0.0, "c": 0.5}))  # b's images refused
+
+    class Real:
+        images = rng.integers(0, 255, (7, 8, 8, 1), dtype=np.uint8)
+        targets, classes = np.array([0, 0, 0, 1, 1, 2, 2]), ["a", "b", "c"]
+
+        def __len__(self):
+            return len(self.targets)
+
+        def __getitem__(self, i):
+            return self.images[i], int(self.targets[i])
+
+    ds = RealSyntheticDataset(Real(), [tmp_path / "syn.h5"], resize=True)
+    assert len(ds) == 7 + 20 and ds.cache_rows(0).tolist() == [k for k in range(30) if labels[k] != 1]
+    held = dataset_images(ds)
+    assert held.shape == (27, 8, 8, 1)
+    for i in range(len(ds)):
+        np.testing.assert_array_equal(held[i], np.asarray(ds[i][0]).reshape(8, 8, 1))

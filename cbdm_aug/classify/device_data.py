@@ -33,15 +33,24 @@ def dataset_images(dataset) -> np.ndarray:
     out = np.empty((len(dataset), *real.shape[1:]), np.uint8)  # filled in place: no second copy
     out[:len(real)] = real
     start = len(real)
-    for cache in dataset.caches:
+    for k, cache in enumerate(dataset.caches):
+        rows = dataset.cache_rows(k)  # None: every image; else the rows the decisions keep
+        used = len(cache) if rows is None else len(rows)
         with open_cache(cache.path) as f:
             images = f[IMAGES]
-            same = images.shape[1:] == dataset.out_shape
-            for i in range(0, len(cache), 65536):
-                j = min(i + 65536, len(cache))
-                out[start + i:start + j] = (images[i:j] if same else  # else resized as the dataset does per item
-                                            np.stack([dataset.synthetic_item(start + k) for k in range(i, j)]))
-        start += len(cache)
+            if images.shape[1:] != dataset.out_shape:  # resized as the dataset does per item
+                for i in range(0, used, 65536):
+                    j = min(i + 65536, used)
+                    out[start + i:start + j] = np.stack([dataset.synthetic_item(start + q) for q in range(i, j)])
+            else:
+                keep = None if rows is None else np.isin(np.arange(len(cache)), rows)
+                at = start
+                for i in range(0, len(cache), 65536):  # whole blocks read, the unused rows dropped in memory
+                    block = images[i:min(i + 65536, len(cache))]
+                    block = block if keep is None else block[keep[i:i + len(block)]]
+                    out[at:at + len(block)] = block
+                    at += len(block)
+        start += used
     return out
 
 

@@ -245,6 +245,11 @@ class RealSyntheticDataset(Dataset):
     def __len__(self) -> int:
         return int(self._offsets[-1])
 
+    def cache_rows(self, k: int) -> np.ndarray | None:
+        """The rows of cache ``k`` this dataset uses, in order (int64, increasing), or None for all of them:
+        the decisions leave out the classes whose images are not used."""
+        return self._rows[k]
+
     def synthetic_item(self, i: int):
         """Image ``i`` of the combined set (a synthetic one), brought to the real images' size,
         channels and kind (PIL, array or tensor), without the transform."""

@@ -146,3 +146,12 @@ def test_the_documented_snippet_on_a_run_folder_is_the_arms_mixing_and_decisions
         n2 = int(cache.counts()[2])
     assert n2 > 0 and int((every["ds"].labels[every["ds"].is_synthetic] == 2).sum()) == n2
     assert every["sampler"].quotas(0)["synthetic"][2] > 0
+
+
+def test_the_report_says_how_openmp_threads_waited():
+    from cbdm_aug.pipeline.report import wait_policy_line
+
+    assert "sleep while they wait" in wait_policy_line({"OMP_WAIT_POLICY": "PASSIVE"})
+    assert "default short spin" in wait_policy_line({})
+    assert "GOMP_SPINCOUNT=500" in wait_policy_line({"GOMP_SPINCOUNT": "500", "OMP_WAIT_POLICY": "PASSIVE"})
+    assert wait_policy_line({"OMP_WAIT_POLICY": "ACTIVE"}) == "OpenMP threads: OMP_WAIT_POLICY=ACTIVE"

@@ -456,8 +456,23 @@ def _markdown(out: Path, data: dict, cached: CacheResult, evidence: EvidenceResu
         *(f"- {k}: {v:.0f} ({v / 60:.1f} min)" for k, v in times.items()),
         *(["- the cache stage's steps: " + ", ".join(f"{k} {v:.1f} min" for k, v in cached.minutes.items())]
           if cached.minutes else []),
-        f"- this call in all: {seconds:.0f} ({seconds / 60:.1f} min)", "",
+        f"- this call in all: {seconds:.0f} ({seconds / 60:.1f} min)", f"- {wait_policy_line()}", "",
         *next_steps(out, out / cached.cache, data, ArmMixing.of_run(out, opts.seeds[0], sum(data["counts"])))]
+
+
+def wait_policy_line(environ=None) -> str:
+    """How this process's OpenMP threads waited, which moves a CPU run's minutes (``cbdm_aug.cli.omp_wait_policy``)."""
+    import os
+
+    env = os.environ if environ is None else environ
+    if env.get("GOMP_SPINCOUNT") is not None:
+        return f"OpenMP threads: GOMP_SPINCOUNT={env['GOMP_SPINCOUNT']} (set by you)"
+    if (env.get("OMP_WAIT_POLICY") or "").upper() == "PASSIVE":
+        return ("OpenMP threads: sleep while they wait (OMP_WAIT_POLICY=PASSIVE: set by you, or by the command "
+                "line where the machine was busy when it started): on an idle machine a CPU step is 1.2-1.3x slower than spinning")
+    if env.get("OMP_WAIT_POLICY"):
+        return f"OpenMP threads: OMP_WAIT_POLICY={env['OMP_WAIT_POLICY']}"
+    return "OpenMP threads: libgomp's default short spin while they wait (the machine was idle when the command started)"
 
 
 def write_report(out: Path, data: dict, cached: CacheResult, arms: dict, opts, r, why: list[str], times: dict,

@@ -43,7 +43,10 @@ def dataset_images(dataset) -> np.ndarray:
                     j = min(i + 65536, used)
                     out[start + i:start + j] = np.stack([dataset.synthetic_item(start + q) for q in range(i, j)])
             else:
-                keep = None if rows is None else np.isin(np.arange(len(cache)), rows)
+                keep = None
+                if rows is not None:
+                    keep = np.zeros(len(cache), bool)
+                    keep[rows] = True
                 at = start
                 for i in range(0, len(cache), 65536):  # whole blocks read, the unused rows dropped in memory
                     block = images[i:min(i + 65536, len(cache))]
@@ -115,22 +118,18 @@ def augment(x: torch.Tensor, *, crop_padding: int = 0, hflip: bool = False, poli
             policy_mask: torch.Tensor | None = None) -> torch.Tensor:
     """uint8 (N, C, H, W) -> float (N, C, H, W) in [-1, 1] on the same device, with the recipe's
     augmentation in ``train.make_transform``'s order: ``policy`` ('none' or 'randaugment', with
-    ``ops`` and ``magnitude``; per image by torchvision on a CPU, per batch by kornia elsewhere), then a
-    random crop after zero padding, then horizontal flips. ``policy_mask``: bool (N,), the images the
-    policy applies to (None: all), for a recipe that RandAugments its real images only."""
+    ``ops`` and ``magnitude``; per image by torchvision on the uint8 images on a CPU, as the DataLoader
+    path does, per batch by kornia elsewhere), then a random crop after zero padding, then horizontal
+    flips. ``policy_mask``: bool (N,), the images the policy applies to (None: all), for a recipe that
+    RandAugments its real images only."""
     if policy not in AUGMENT_POLICIES:
         raise ValueError(f"augmentation policy must be one of {AUGMENT_POLICIES}, got {policy!r}")
-    whole_batch = policy != "randaugment" or policy_mask is None or bool(policy_mask.all())
-    on_batch = policy == "randaugment" and whole_batch and x.device.type != "cpu"  # kornia, on floats
-    if policy == "randaugment" and not on_batch:  # on the uint8 images, as the DataLoader path does
-        if whole_batch:
-            x = augment_policy_uint8(x, ops, magnitude)
-        elif policy_mask.any():
-            x = x.clone()
-            x[policy_mask] = augment_policy_uint8(x[policy_mask], ops, magnitude)
+    randaugment = policy == "randaugment"
+    if randaugment and x.device.type == "cpu":
+        x = _apply_to(x, policy_mask, lambda v: _randaugment_per_image(v, ops, magnitude))
     x = x.float() / 255
-    if on_batch:
-        x = _randaugment(x, ops, magnitude)
+    if randaugment and x.device.type != "cpu":
+        x = _apply_to(x, policy_mask, lambda v: _randaugment(v, ops, magnitude))
     if crop_padding:
         x = _random_crop(x, crop_padding, generator)
     if hflip:
@@ -139,12 +138,14 @@ def augment(x: torch.Tensor, *, crop_padding: int = 0, hflip: bool = False, poli
     return x * 2 - 1  # Normalize(mean 0.5, std 0.5)
 
 
-def augment_policy_uint8(x: torch.Tensor, ops: int, magnitude: int) -> torch.Tensor:
-    """RandAugment alone, uint8 (N, C, H, W) in and out: torchvision per image on a CPU, kornia per
-    batch elsewhere (rounded back to uint8, as the DataLoader path's uint8 policy is)."""
-    if x.device.type == "cpu":
-        return _randaugment_per_image(x, ops, magnitude)
-    return (_randaugment(x.float() / 255, ops, magnitude) * 255).round().to(torch.uint8)
+def _apply_to(x: torch.Tensor, mask: torch.Tensor | None, fn) -> torch.Tensor:
+    """``fn`` on the images ``mask`` selects (None: all of them), the others unchanged."""
+    if mask is None:
+        return fn(x)
+    x = x.clone()
+    if mask.any():
+        x[mask] = fn(x[mask])
+    return x
 
 
 class DeviceLoader:

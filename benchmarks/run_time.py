@@ -33,11 +33,12 @@ def main(argv=None):
     p.add_argument("--test", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--read-only", action="store_true", help="read a finished OUT; run nothing")
+    p.add_argument("--wall-seconds", type=float, help="with --read-only: the wall clock an earlier timed call measured")
     p.add_argument("--tag", default="run_time")
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
     args = p.parse_args(argv)
     out = Path(args.out)
-    wall = None
+    wall = args.wall_seconds if args.read_only else None
     if not args.read_only:
         if out.exists():
             raise SystemExit(f"run_time: {out} exists; give a fresh --out (a reused stage is not timed)")
@@ -67,10 +68,34 @@ def main(argv=None):
     lines += [f"| all stages | **{total / 60:.1f}** | |", ""]
     if wall is not None:
         lines += [f"Wall clock of the command: {wall / 60:.1f} min.", ""]
+    if args.read_only:
+        lines += ["Read from a finished run with `--read-only`: the commit above is the reading's; the run was timed "
+                  "by an earlier call of this script, at the commit its first results file named.", ""]
+    rare = _rare_classes(out / "per_class.csv")
+    res["verdict"], res["rare_classes"] = report["verdict"], rare
+    lines += ["What the run answered (report.json `verdict`):", "", f"> {report['verdict']}", "",
+              "Classes under 20 real images, mean accuracy over the seeds (per_class.csv):", "",
+              "| class | real | RandAugment | RandAugment + synthetic | difference |", "| --- | --- | --- | --- | --- |",
+              *(f"| {r['class']} | {r['real']} | {r['RandAugment']:.1f} | {r['RandAugment + synthetic']:.1f} | "
+                f"{r['difference']:+.1f} |" for r in rare), ""]
     res_dir = Path(args.results)
     (res_dir / f"{args.tag}.json").write_text(json.dumps({**env, **res}, indent=1))
     (res_dir / f"{args.tag}.md").write_text("\n".join(lines))
     print("\n".join(lines))
+
+
+def _rare_classes(path: Path, under: int = 20) -> list[dict]:
+    """The run's classes under ``under`` real images: RandAugment and RandAugment + synthetic, and the difference."""
+    import csv
+
+    rows = []
+    with open(path, newline="") as f:
+        for r in csv.DictReader(f):
+            if int(r["real train"]) < under:
+                a, b = float(r["RandAugment"]), float(r["RandAugment + synthetic"])
+                rows.append({"class": r["class"], "real": int(r["real train"]), "RandAugment": a,
+                             "RandAugment + synthetic": b, "difference": round(b - a, 2)})
+    return rows
 
 
 if __name__ == "__main__":

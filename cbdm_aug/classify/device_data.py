@@ -3,8 +3,8 @@ cache) as one uint8 tensor there, batches gathered by index and augmented there.
 
 On a GPU the host DataLoader (per-image crop and flip in worker processes, then a copy) cannot keep
 up with a ResNet-32 step. On a CPU the DataLoader's per-image transforms, in the training process,
-took about half of each arm's time: the batch path trains the same arm about 1.5-1.9 times as fast
-(docs/decisions.md). Here the host only draws the epoch's indices, with the same sampler as the
+took about half of each arm's time (a py-spy profile): over a whole ``run`` the batch path took the
+four arms from 6.7 to 4.0 minutes (docs/decisions.md). Here the host only draws the epoch's indices, with the same sampler as the
 DataLoader path, so the epoch's composition (real/synthetic, per class) is the same. The augmentation
 is the same in distribution, not in its random draws: crop offsets and flips come from a
 ``torch.Generator`` on the device, seeded by the recipe's seed. RandAugment is torchvision's, image by

@@ -10,12 +10,14 @@ from cbdm_aug.evaluate.evidence import (
     Decision,
     ProxyEvidence,
     assign_folds,
+    cache_path,
     cross_fit,
     decide,
     effects,
     noise,
     shares_path,
     tally,
+    unseen_holdout,
     write_decisions,
 )
 from cbdm_aug.mixing import read_shares
@@ -296,6 +298,58 @@ def test_proxies_are_planned_and_cut_deterministically_from_large_classes_only()
     for p in (p for p in plan if p.fold == 0):
         assert (train & ~cut & (labels == p.cls)).sum() == p.size
     assert not cut[np.isin(labels, [3, 4, 5, 6])].any()
+
+
+def test_the_unseen_generator_misses_exactly_the_images_each_own_proxy_is_judged_on_and_each_class_is_own_once():
+    """Issue 34's leak, bounded: the generator of the own proxies' images may see a proxy's class only through the
+    images its fold's probes train on. With the unseen plan any large class can be an own proxy (here 7, which the
+    cache gives no image), never twice (one generator cannot miss two folds' held-out images of a class)."""
+    real = np.array([50, 40, 35, 3, 5, 8, 20, 200])
+    planned = np.array([150, 160, 165, 197, 195, 192, 180, 0])
+    labels = np.repeat(np.arange(8), real)
+    plan, mask = unseen_holdout(labels, planned, min_judged=10)
+    own = [p for p in plan if p.own]
+    assert len(own) == 3 and len({p.cls for p in own}) == 3 and {p.cls for p in plan} <= {0, 1, 2, 7}
+    assert plan == proxies.plan(real, planned, 10, 3, unseen=True)  # what cross_fit cuts with ``unseen``
+    fold = assign_folds(labels, 3)
+    for p in own:
+        train = fold != p.fold
+        kept = train & ~proxies.cut(labels, train, [p]) & (labels == p.cls)
+        assert kept.sum() == p.size and not mask[kept].any()  # the images its probes train on: seen
+        assert mask[(labels == p.cls) & ~kept].all()          # every image it is judged on: not seen
+    assert not mask[~np.isin(labels, [p.cls for p in own])].any()  # bare proxies and the rest: all seen
+    assert [proxies.unseen_count(p, real, planned) for p in own] == [planned[real == p.size][0] for p in own]
+
+
+def test_the_own_proxies_images_come_from_the_unseen_cache_and_the_decision_says_so(tmp_path):
+    """``cross_fit``'s ``unseen`` writes each fold's cache beside its npz once, for the fold's own proxy; the "with"
+    probe reads it (``recipe_probe``: ``cache_path``), and a rare class's decision names where the images came from."""
+    names, counts, planned = ["big0", "big1", "big2", "big3", "rare"], [60, 60, 60, 60, 3], [0, 100, 100, 100, 150]
+    labels = np.repeat(np.arange(5), counts)
+    images = np.zeros((len(labels), 4, 4, 1), np.uint8)
+    made = []
+
+    def unseen(p, path):
+        made.append(p)
+        path.write_text(str(p.cls))
+
+    def probe(npz, with_synthetic, fold, run_dir):
+        z = np.load(npz)
+        y, n = z["y_test"], np.bincount(z["y_train"], minlength=5)
+        own = int(cache_path(npz).read_text()) if with_synthetic and cache_path(npz).is_file() else -1
+        lost = (n[y] <= 3) & (y != own)  # a class that small is recognised only with its (unseen) images
+        return np.where(lost, 0, y)
+
+    t = cross_fit(images, labels, names, probe, tmp_path, synthetic_counts=planned, min_judged=10, unseen=unseen)
+    assert sorted(p.fold for p in made) == [0, 1, 2] and len({p.cls for p in made}) == 3 and all(p.own for p in made)
+    assert t["proxy_unseen"].tolist() == t["proxy_own"].tolist()
+    cross_fit(images, labels, names, probe, tmp_path, synthetic_counts=planned, min_judged=10, unseen=unseen)
+    assert len(made) == 3  # a rerun reuses each fold's cache
+    rare = decide(names, counts, planned, t, min_judged=10)["rare"]
+    assert ProxyEvidence.of(t, noise(t)).unseen and rare.lo > 0 and rare.share == 1.0
+    assert "from a generator fitted without the images they are judged on" in rare.why
+    seen = {k: v for k, v in t.items() if k != "proxy_unseen"}  # a run folder from before: the upper bound
+    assert "an upper bound" in decide(names, counts, planned, seen, min_judged=10)["rare"].why
 
 
 def test_a_proxy_decision_round_trips_and_its_share_reaches_the_decisions_file(tmp_path):

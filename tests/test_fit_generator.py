@@ -58,6 +58,21 @@ def test_fine_tuning_starts_from_another_run_with_a_uniform_target(folder, tmp_p
     assert meta["init_from"]["weights_sha256"] == load_generator(base).weights_sha256
 
 
+def test_a_run_started_from_another_generator_resumes_from_its_own_checkpoint(folder, tmp_path, capsys):
+    """``cbdm-aug run`` continues its generator from the evidence's (issue 34): stopped there, it resumes."""
+    base, tuned = tmp_path / "base", tmp_path / "tuned"
+    assert run_cli(["fit-generator", folder, "--out", base, "--max-steps", 2, *FAST], capsys)[0] == 0
+    init = ["--init-from", base, *FAST]
+    assert run_cli(["fit-generator", folder, "--out", tuned, "--max-steps", 4, *init], capsys)[0] == 0
+    code, stdout, err = run_cli(["fit-generator", folder, "--out", tuned, "--max-steps", 8, "--resume", *init], capsys)
+    assert code == 0, err
+    assert "resuming from" in stdout and json.loads((tuned / "generator.json").read_text())["step"] == 8
+    other = tmp_path / "other"
+    assert run_cli(["fit-generator", folder, "--out", other, "--max-steps", 2, *FAST], capsys)[0] == 0
+    assert "different run" in error_line(["fit-generator", folder, "--out", tuned, "--max-steps", 8, "--resume",
+                                          "--init-from", other, *FAST], capsys)
+
+
 def test_a_missing_path_is_one_clear_line(tmp_path, capsys):
     assert "no such file" in error_line(["fit-generator", tmp_path / "nope", "--out", tmp_path / "r"], capsys)
 

@@ -70,25 +70,47 @@ def _complete(path: Path) -> bool:
 
 def join(first: Path, rest: Path | None, out: Path, plan: Plan, command: str = "", batch_size: int = 512) -> None:
     """One class-major cache at ``out``: each class's images of ``first``, then its images of ``rest``."""
+    n = 1 if rest is None else 2
+    _join([first] + ([rest] if rest is not None else []), lambda c: range(n), out, plan, command, batch_size)
+
+
+def replace_classes(base: Path, other: Path, classes: set[int], out: Path, command: str = "",
+                    batch_size: int = 512) -> None:
+    """One class-major cache at ``out``: the images of ``classes`` from ``other`` (none where it has none), every
+    other class's from ``base`` (``cbdm-aug run``'s evidence: a fold's own proxy's images from the unseen generator)."""
+    from cbdm_aug.cache.reader import SyntheticCache
+
+    counts = []
+    for path in (base, other):
+        with SyntheticCache(path) as c:
+            counts.append(np.bincount(c.labels, minlength=len(c.class_names)))
+            names = tuple(c.class_names)
+    plan = Plan("file", names, tuple(int(counts[c in classes][c]) for c in range(len(names))))
+    _join([base, other], lambda c: [1] if c in classes else [0], out, plan, command, batch_size)
+
+
+def _join(paths: list[Path], use: Callable[[int], object], out: Path, plan: Plan, command: str,
+          batch_size: int) -> None:
+    """One class-major cache at ``out``: for each class c, its images of ``paths[i]`` for i in ``use(c)``, in turn."""
     from cbdm_aug.cache.reader import SyntheticCache
     from cbdm_aug.cache.writer import CacheWriter, create_cache
 
-    parts = [SyntheticCache(first)] + ([SyntheticCache(rest)] if rest is not None else [])
+    parts = [SyntheticCache(p) for p in paths]
     try:
         a, C = parts[0], len(plan.counts)
         bounds = [np.searchsorted(p.labels, np.arange(C + 1)) for p in parts]  # class-major files
-        labels = np.concatenate([p.labels[b[c]:b[c + 1]] for c in range(C) for p, b in zip(parts, bounds)])
-        part_seeds = [p.seeds for p in parts]
-        seeds = np.concatenate([s[b[c]:b[c + 1]] for c in range(C) for s, b in zip(part_seeds, bounds)])
+        order = [(c, i) for c in range(C) for i in use(c)]
+        labels = np.concatenate([parts[i].labels[bounds[i][c]:bounds[i][c + 1]] for c, i in order])
+        seeds = np.concatenate([parts[i].seeds[bounds[i][c]:bounds[i][c + 1]] for c, i in order])
         with atomic_path(out) as tmp:
             create_cache(tmp, labels=labels, seeds=seeds, image_shape=a.image_shape, class_names=list(a.class_names),
                          generator=a.attrs["generator"], sampler=a.attrs["sampler"], plan=plan.to_dict(),
                          shard=None, command=command)
             with CacheWriter(tmp) as w:
-                for c in range(C):
-                    for p, b in zip(parts, bounds):
-                        for i in range(b[c], b[c + 1], batch_size):
-                            w.write(p.batch(slice(i, min(i + batch_size, b[c + 1]))))
+                for c, i in order:
+                    b = bounds[i]
+                    for k in range(b[c], b[c + 1], batch_size):
+                        w.write(parts[i].batch(slice(k, min(k + batch_size, b[c + 1]))))
                 w.finish()
     finally:
         for p in parts:

@@ -42,7 +42,12 @@ judged on images its generated training data was derived from. That favours the 
 so the fewer real images a class has; for the proxies, whose generator saw all of their images, it makes
 (b) an upper bound (``evaluate/proxies.py``): a refusal from it is sound, a use relies on it. Measured on our
 MNIST 300->3 folder against a generator fitted without the proxies' images: +13.4 [+10.3, +16.5] points, largest
-at the smallest size (``benchmarks/results/proxy_leak.md``); ``run`` does not bound it.
+at the smallest size (``benchmarks/results/proxy_leak.md``). So ``run`` removes it where it fits the generator
+itself: ``unseen_holdout`` names the images a first generator must not see (each own proxy's held-out and cut
+images; ``proxies.plan(unseen=True)``: one fold's proxy a class), the own proxies' images come from that generator
+(``cross_fit``'s ``unseen``), and the run's generator continues from it on every image. Where the generator is
+reused (``run --generator``, the benchmarks' shared generators), the proxies stay the upper bound, and the
+decisions say which (``ProxyEvidence.unseen``).
 """
 from __future__ import annotations
 
@@ -154,6 +159,25 @@ def assign_folds(labels: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
     return out
 
 
+def unseen_holdout(labels: np.ndarray, planned_counts, min_judged: int = MIN_JUDGED, folds: int = FOLDS,
+                   seed: int = 0) -> tuple[list[px.Proxy], np.ndarray]:
+    """(the proxies ``cross_fit`` will cut with ``unseen``, bool (N,): the training images the generator of the own
+    proxies' images must not see): each own proxy's images but the ``size`` its fold's probes train on (the ones it
+    is judged on), computed before any generator is fitted. ``planned_counts``: the cache's plan per class (which
+    classes get images; the own proxies' counts, ``proxies.unseen_count``)."""
+    labels = np.asarray(labels)
+    real = np.bincount(labels, minlength=len(planned_counts))
+    plan = px.plan(real, planned_counts, min_judged, folds, seed, unseen=True)
+    fold = assign_folds(labels, folds, seed)
+    out = np.zeros(len(labels), bool)
+    for p in plan:
+        if p.own:
+            train = fold != p.fold
+            kept = train & ~px.cut(labels, train, [p], seed)
+            out |= (labels == p.cls) & ~kept
+    return plan, out
+
+
 def tally(labels: np.ndarray, without: np.ndarray, with_: np.ndarray, num_classes: int) -> dict[str, np.ndarray]:
     """From held-out labels and the two probes' predictions (N,): ``held`` int64 (C,) images a class, ``without``/
     ``with`` int64 (C, C) confusion counts (row: true class, column: predicted) and ``discord`` int64 (C, C): the
@@ -258,6 +282,7 @@ class ProxyEvidence:
     effect: Interval | None
     sizes: tuple[int, ...]
     held: int
+    unseen: bool = False  # the own proxies' images came from a generator that never saw the images judged on
 
     @classmethod
     def of(cls, t: dict[str, np.ndarray], level: Noise = Noise(), size: int | None = None) -> ProxyEvidence | None:
@@ -276,8 +301,9 @@ class ProxyEvidence:
             half = math.hypot(mine.hi - mine.estimate, bare.hi - bare.estimate)
             e = mine.estimate - bare.estimate
             effect = Interval(round(e, 2), round(e - half, 2), round(e + half, 2))
+        unseen = t.get("proxy_unseen", np.zeros(len(own), bool)).astype(bool)[own & keep]
         return cls(bare, mine, effect, tuple(sorted({int(x) for x in t["proxy_size"][keep]})),
-                   int(t["proxy_held"][keep].sum()))
+                   int(t["proxy_held"][keep].sum()), bool(len(unseen) and unseen.all()))
 
     @classmethod
     def by_size(cls, t: dict[str, np.ndarray], level: Noise = Noise()) -> dict[int, ProxyEvidence]:
@@ -338,8 +364,9 @@ def _rare(name: str, n: int, s: int, proxy: ProxyEvidence | None, min_judged: in
     iv = proxy.effect
     verdict, text = iv.verdict, _verdict_text(iv.verdict, shares)
     why = (f"{few}; proxies (classes cut to {', '.join(map(str, proxy.sizes))} real images, judged on {proxy.held} "
-           f"held-out images): with their own generated images such a class netted {proxy.own.text()} points (an upper "
-           f"bound: the generator saw the proxies' images), without them {proxy.bare.text()}; its own images' effect "
+           f"held-out images): with their own generated images such a class netted {proxy.own.text()} points ("
+           + ("from a generator fitted without the images they are judged on" if proxy.unseen else
+              "an upper bound: the generator saw the proxies' images") + f"), without them {proxy.bare.text()}; its own images' effect "
            f"{iv.text()} ({level.text()}): {text}")
     return Decision(shares[verdict], shares[verdict] > 0, False, n, s, why, "proxy",
                     estimate=iv.estimate, lo=iv.lo, hi=iv.hi)
@@ -376,14 +403,17 @@ def bound_neighbours(out: dict[str, Decision], names: list[str], real_counts, t:
 
 def cross_fit(images: np.ndarray, labels: np.ndarray, names: list[str], probe: Callable, out_dir: str | Path,
               folds: int = FOLDS, seed: int = 0, synthetic_counts=None,
-              min_judged: int = MIN_JUDGED) -> dict[str, np.ndarray]:
+              min_judged: int = MIN_JUDGED, unseen: Callable | None = None) -> dict[str, np.ndarray]:
     """Sum of ``tally`` over the folds without the proxies' rows and columns, with ``fold_held`` int64 (folds, C) and
     ``fold_net`` float (folds, C) per fold for ``interval``, and the proxies' measurements (``proxy_fold``,
     ``proxy_class``, ``proxy_size``, ``proxy_own``, ``proxy_held``, ``proxy_effect``, ``proxy_var``: one entry a
     proxy; ``evaluate/proxies.py``), cut when ``synthetic_counts`` is given and a class is under ``min_judged``.
     ``probe(fold_npz, with_synthetic, fold, run_dir)`` trains one probe on the npz's x_train/y_train (with the
     generated images of every class but the bare proxies named in ``shares_path(fold_npz)``) and returns its int64 (N,)
-    predictions on x_test (the held-out images, in file order). Each fold's npz is written once into ``out_dir``."""
+    predictions on x_test (the held-out images, in file order). Each fold's npz is written once into ``out_dir``.
+    ``unseen(proxy, path)``: writes at ``path`` the cache the fold's "with" probe reads instead of the recipe's, its
+    own proxy's images from a generator that never saw the images it is judged on (``unseen_holdout``, whose plan
+    this then is: ``synthetic_counts`` are the cache's planned counts)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     fold = assign_folds(labels, folds, seed)
@@ -391,7 +421,8 @@ def cross_fit(images: np.ndarray, labels: np.ndarray, names: list[str], probe: C
     real = np.bincount(labels, minlength=C)
     counted = real >= min_judged  # the classes whose held-out images a net counts (``effects``)
     rare = np.flatnonzero(~counted).tolist()  # their held-out images: (a)'s to measure, not (b)'s
-    plan = [] if synthetic_counts is None else px.plan(real, synthetic_counts, min_judged, folds, seed)
+    plan = [] if synthetic_counts is None else px.plan(real, synthetic_counts, min_judged, folds, seed,
+                                                         unseen=unseen is not None)
     per_fold, measured = [], []
     for k in range(folds):
         mine = [p for p in plan if p.fold == k]
@@ -402,9 +433,13 @@ def cross_fit(images: np.ndarray, labels: np.ndarray, names: list[str], probe: C
         share[[p.cls for p in mine if not p.own]] = 0
         npz = _fold_npz(out_dir / f"fold{k}.npz", images, labels, names, train & ~cut, held)
         _write_shares(npz, names, share)
+        own = [p for p in mine if p.own]
+        if unseen is not None and own and not cache_path(npz).is_file():
+            unseen(own[0], cache_path(npz))
         preds = [np.asarray(probe(npz, w, k, out_dir / f"fold{k}-{'with' if w else 'without'}")) for w in (False, True)]
         t = tally(labels[held], preds[0], preds[1], C)
-        measured += [(p, *px.measure(t, p, [q.cls for q in mine if q is not p] + rare)) for p in mine]
+        measured += [(p, *px.measure(t, p, [q.cls for q in mine if q is not p] + rare), unseen is not None)
+                     for p in mine]
         per_fold.append(px.mask(t, [p.cls for p in mine]))
         log.debug("evidence fold %d/%d: %d held out, proxies %s", k + 1, folds, int(held.sum()), mine)
     total = {key: sum(t[key] for t in per_fold) for key in per_fold[0]}
@@ -414,14 +449,15 @@ def cross_fit(images: np.ndarray, labels: np.ndarray, names: list[str], probe: C
 
 
 def _proxy_arrays(measured: list) -> dict[str, np.ndarray]:
-    """``cross_fit``'s ``proxy_*`` arrays from (Proxy, effect, variance, held) tuples."""
+    """``cross_fit``'s ``proxy_*`` arrays from (Proxy, effect, variance, held, unseen) tuples."""
     return {"proxy_fold": np.array([p.fold for p, *_ in measured], np.int64),
             "proxy_class": np.array([p.cls for p, *_ in measured], np.int64),
             "proxy_size": np.array([p.size for p, *_ in measured], np.int64),
             "proxy_own": np.array([p.own for p, *_ in measured], bool),
-            "proxy_effect": np.array([e for _, e, _, _ in measured], float),
-            "proxy_var": np.array([v for _, _, v, _ in measured], float),
-            "proxy_held": np.array([h for *_, h in measured], np.int64)}
+            "proxy_effect": np.array([m[1] for m in measured], float),
+            "proxy_var": np.array([m[2] for m in measured], float),
+            "proxy_held": np.array([m[3] for m in measured], np.int64),
+            "proxy_unseen": np.array([m[4] and m[0].own for m in measured], bool)}
 
 
 def recipe_probe(recipe, device: str = "cpu", progress: bool = False, echo=None) -> Callable:
@@ -434,7 +470,8 @@ def recipe_probe(recipe, device: str = "cpu", progress: bool = False, echo=None)
 
     def probe(npz: Path, with_synthetic: bool, fold: int, run_dir: Path) -> np.ndarray:
         smp = recipe.sampling
-        smp = (replace(smp, share_file=_fold_shares(npz)) if with_synthetic else
+        smp = (replace(smp, share_file=_fold_shares(npz),
+                       cache=str(cache_path(npz)) if cache_path(npz).is_file() else smp.cache) if with_synthetic else
                replace(smp, mode="class-balanced", cache=None, share_file=None, max_synthetic_share=None))
         r = replace(recipe, seed=fold, sampling=smp, data=replace(recipe.data, train=str(npz), test=None,
                                                                   longtail="none", holdout_per_class=0))
@@ -452,20 +489,23 @@ def recipe_probe(recipe, device: str = "cpu", progress: bool = False, echo=None)
 
 def judge(images: np.ndarray, labels: np.ndarray, names: list[str], synthetic_counts, recipe, out_dir: str | Path,
           min_judged: int = MIN_JUDGED, folds: int = FOLDS, device: str = "cpu", progress: bool = False,
-          echo=None) -> dict[str, Decision]:
+          echo=None, unseen: Callable | None = None, planned_counts=None) -> dict[str, Decision]:
     """``decide`` on ``cross_fit`` with ``recipe_probe(recipe)``: the per-class decisions for real training images
     uint8 (N, H, W, C) and ``labels``, whose classes have ``synthetic_counts`` generated images in the recipe's
-    cache. No probe is trained when no class can be judged on its own held-out images and no proxy can be cut."""
+    cache. No probe is trained when no class can be judged on its own held-out images and no proxy can be cut.
+    ``unseen`` and ``planned_counts`` (the cache's plan, which ``unseen_holdout`` planned the proxies from): the own
+    proxies' images from a generator that never saw the images they are judged on (``cross_fit``)."""
     real_counts = np.bincount(labels, minlength=len(names))
+    planned = synthetic_counts if planned_counts is None else planned_counts
     t = None
     judged = [c for c in range(len(names)) if synthetic_counts[c] and real_counts[c] >= min_judged]
-    if judged or px.plan(real_counts, synthetic_counts, min_judged, folds):
+    if judged or px.plan(real_counts, planned, min_judged, folds, unseen=unseen is not None):
         if echo:
             echo(f"judging {sum(map(bool, synthetic_counts))} classes by {folds}-fold cross-fitting: {2 * folds} probe "
                  "classifiers on the training images, with and without the generated images (classes under "
                  f"{min_judged} images from proxies cut to their size inside the same probes)")
         t = cross_fit(images, labels, names, recipe_probe(recipe, device, progress, echo), out_dir, folds,
-                      synthetic_counts=synthetic_counts, min_judged=min_judged)
+                      synthetic_counts=planned, min_judged=min_judged, unseen=unseen)
     return decide(names, real_counts, synthetic_counts, t, min_judged)
 
 
@@ -494,6 +534,12 @@ def shares_path(npz: Path) -> Path:
     """The fold's shares beside its npz (``fold0.npz``: ``fold0-shares.json``), where a bare proxy's images are
     withheld; the "with" probe's ``share_file``."""
     return npz.with_name(npz.stem + "-shares.json")
+
+
+def cache_path(npz: Path) -> Path:
+    """The fold's own cache beside its npz (``fold0-cache.h5``), where its own proxy's images come from the unseen
+    generator; the "with" probe reads it instead of the recipe's cache when it is there."""
+    return npz.with_name(npz.stem + "-cache.h5")
 
 
 def _write_shares(npz: Path, names: list[str], share: np.ndarray) -> None:

@@ -56,11 +56,17 @@ def nearest(n: int, sizes) -> int:
     return min(sorted(sizes), key=lambda s: abs(np.log(s / n)))
 
 
-def plan(real_counts, synthetic_counts, min_judged: int, folds: int, seed: int = 0) -> list[Proxy]:
+def plan(real_counts, synthetic_counts, min_judged: int, folds: int, seed: int = 0,
+         unseen: bool = False) -> list[Proxy]:
     """The proxies of each fold: fold k is cut to ``proxy_sizes[k % len]``; its "own" proxy is a class with generated
     images, its "bare" one preferably a class without (its images would be withheld anyway). Classes are taken in a
     seeded order, each at most once while classes last, and never a class under ``PROXY_MIN_REAL`` real images, so a
-    truly rare class is never a proxy. Empty when no class is rare or none is large enough."""
+    truly rare class is never a proxy. Empty when no class is rare or none is large enough.
+
+    ``unseen``: the own proxies' images come from a generator fitted without the images they are judged on
+    (``unseen_holdout``), so any large class can be one (that generator makes its images whether the cache has some
+    or not), and each class is an own proxy once: one generator can leave out one fold's held-out images of a class,
+    not two folds'."""
     real, syn = np.asarray(real_counts), np.asarray(synthetic_counts)
     sizes = proxy_sizes(real, min_judged)
     big = np.flatnonzero(real >= PROXY_MIN_REAL)
@@ -72,7 +78,11 @@ def plan(real_counts, synthetic_counts, min_judged: int, folds: int, seed: int =
     out, uses = [], {}
     for k in range(folds):
         size = sizes[k % len(sizes)]
-        own = _next(with_images, uses, set(), folds - 1)
+        if unseen:
+            owned = {p.cls for p in out if p.own}
+            own = _next([c for c in with_images + bare_first if c not in owned], uses, set(), folds - 1)
+        else:
+            own = _next(with_images, uses, set(), folds - 1)
         bare = _next(bare_first, uses, {own}, folds - 1)
         out += [Proxy(k, c, size, o) for c, o in ((own, True), (bare, False)) if c is not None]
         for c in {own, bare} - {None}:
@@ -85,6 +95,14 @@ def _next(candidates: list[int], uses: dict, taken: set, most: int) -> int | Non
     times, so that every proxy keeps its own evidence in at least one fold; None when there is none."""
     free = [c for c in candidates if c not in taken and uses.get(c, 0) < most]
     return min(free, key=lambda c: uses.get(c, 0)) if free else None
+
+
+def unseen_count(p: Proxy, real_counts, planned_counts) -> int:
+    """How many images the unseen generator makes for own proxy ``p``: as many as the cache plans for the rarest class
+    of ``p.size`` real images or more (the sizes are the truly rare classes' own, so usually that class itself)."""
+    real, planned = np.asarray(real_counts), np.asarray(planned_counts)
+    fit = real >= p.size
+    return int(planned[fit][np.argmin(real[fit])]) if fit.any() else 0
 
 
 def cut(labels: np.ndarray, train: np.ndarray, proxies: list[Proxy], seed: int = 0) -> np.ndarray:

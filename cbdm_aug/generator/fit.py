@@ -281,9 +281,8 @@ def fit(cfg: FitConfig, out: str | os.PathLike, resume: bool = False, progress: 
 
     out = Path(out)
     _quiet_lightning()
-    if cfg.train.init_from and resume and (out / "checkpoints" / "last.ckpt").exists():
-        raise ConfigError("--init-from starts a new run from another generator; with --resume the run "
-                         "continues from its own checkpoint. Drop one of them")
+    # A run started with --init-from resumes from its own checkpoint, which holds its weights; prepare_run_dir
+    # refuses a folder whose run started from another generator (or from none).
     first_process = is_first_process()
     ckpt = _checkpoint_to_resume(out, cfg, resume, first_process, echo)  # before the (slow) data load: fail fast
     data = load_training_data(cfg.data, progress=progress)

@@ -157,6 +157,22 @@ def _top_up_counts(names: list[str], counts: list[int], s, r: Resolved, arm, ech
     return dict(zip(names, top_up))
 
 
+def planned_counts(data: dict, r: Resolved, opts: RunOptions) -> list[int] | None:
+    """The cache's plan per class (``_top_up_counts``), known before the generator is fitted; None where nothing
+    would be topped up (the cache stage says why)."""
+    try:
+        top_up = _top_up_counts(data["class_names"], data["counts"], opts.cache, r, opts.arm, lambda *_: None)
+    except RunError:
+        return None
+    return [int(top_up[n]) for n in data["class_names"]]
+
+
+def filter_space(out: Path, r: Resolved, device, progress: bool):
+    """(the cache stage's filter classifier, the training split it scores against), reused from the run folder."""
+    train = load_split(out, "train", r.filter_size, r.channels)
+    return _filter_space(out / "cache" / "filter-classifier", train, r, device, progress), train
+
+
 def _filter_space(clf: Path, train, r: Resolved, device, progress: bool):
     """The filter's classifier: reused from ``clf`` if finished there, else trained on ``train`` into it."""
     from cbdm_aug.evaluate.features import load_classifier_space, train_classifier_space
@@ -211,3 +227,36 @@ def _stop_after_first(first: Path, plan, s, train, space, echo) -> list[str]:
              f"{len(plan.class_names)} classes passed the filter ({shown}), so those classes get no more "
              f"({sum(n - s.first_batch for n, c in zip(plan.counts, plan.class_names) if c in stop):,} images not made)")
     return stop
+
+
+def unseen_proxy_cache(out: Path, unseen_run: str, cache: str, data: dict, r: Resolved, opts: RunOptions,
+                       planned: list[int], device, progress: bool):
+    """The evidence's ``unseen`` (``evaluate.evidence.cross_fit``): for a fold's own proxy, its images from the
+    generator fitted without the images it is judged on (``unseen_run``), as many as the cache plans for a class of
+    its size, sampled and filtered as the cache's were, in place of its images in the run's ``cache``."""
+    from cbdm_aug.cache.generate import generate_cache
+    from cbdm_aug.cache.plan import Plan
+    from cbdm_aug.cache.reader import is_complete
+    from cbdm_aug.cache.staged import replace_classes
+    from cbdm_aug.evaluate import proxies as px
+    from cbdm_aug.evaluate.filter import filter_cache
+    from cbdm_aug.generator.run_dir import load_generator
+
+    s, names, command = opts.cache, data["class_names"], f"cbdm-aug run (evidence stage of {out})"
+
+    def make(p, path: Path) -> None:
+        n = px.unseen_count(p, data["counts"], planned)
+        raw = path.with_name(f"unseen-{p.cls}.h5")
+        if not is_complete(raw):
+            plan = Plan("file", tuple(names), tuple(n if c == p.cls else 0 for c in range(len(names))))
+            generate_cache(load_generator(out / unseen_run, device=device), raw, plan, s.sampling, batch_size=256,
+                           progress=progress, command=command)
+        src = raw
+        if s.filter:
+            space, train = filter_space(out, r, device, progress)
+            src = raw.with_name(f"unseen-{p.cls}-filtered.h5")
+            filter_cache(raw, src, space, train.images, train.labels, confidence=s.filter_confidence,
+                         top_share=s.filter_top_share, near_copy_ratio=s.near_copy_ratio,
+                         max_copy_share=s.max_copy_share, overwrite=True, progress=progress, command=command)
+        replace_classes(out / cache, src, {p.cls}, path, command=command)
+    return make

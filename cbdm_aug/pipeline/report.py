@@ -188,8 +188,11 @@ def _decision_lines(decided: list[str], evidence: EvidenceResult, s) -> list[str
             f"gets its images when the interval is above 0, none when it is below 0, and otherwise the middle rule "
             f"(at most {100 * MIDDLE_SHARE:.0f}% of its places). A class under {evidence.min_judged} real images is "
             "decided from proxies: larger classes cut to its size (or the nearest size cut) inside the same probes, "
-            "judged on every image cut (the generator saw them, so their gain is an upper bound: "
-            "docs/evaluate.md, the leak); where the proxies show a class that small losing to the others' images, the "
+            "judged on every image cut, "
+            + ("with their own images from a generator fitted without the images they are judged on (then the run's "
+               "generator went on from it on every image: docs/evaluate.md, the leak)" if evidence.unseen else
+               "with their own images from the run's generator, which saw them, so their gain is an upper bound "
+               "(docs/evaluate.md, the leak)") + "; where the proxies show a class that small losing to the others' images, the "
             "classes that took a rare class's held-out images are bounded to the middle share. A class's net counts "
             f"what it takes from the classes of {evidence.min_judged} images or more; what the others take from a "
             "rarer class is the proxies' to measure." + floor)

@@ -25,11 +25,17 @@ from pathlib import Path
 import numpy as np
 
 from cbdm_aug.errors import stage_errors
-from cbdm_aug.pipeline.cache_stage import CacheResult, load_split, run_cache_stage
+from cbdm_aug.pipeline.cache_stage import (
+    CacheResult,
+    load_split,
+    planned_counts,
+    run_cache_stage,
+    unseen_proxy_cache,
+)
 from cbdm_aug.pipeline.settings import ARM_TITLES, ARMS, TWINS, Resolved, RunOptions, resolve
 from cbdm_aug.pipeline.stages import RunError, Stages
 
-_OWN = {".lock", ".lock.takeover", "stages", "data", "generator", "cache", "synthetic", "arms", "report.md",
+_OWN = {".lock", ".lock.takeover", "stages", "data", "generator", "generator-unseen", "cache", "synthetic", "arms", "report.md",
         "samples.png", "per_class_accuracy.png", "report.json", "run.log", "per_class.csv"}
 
 
@@ -128,24 +134,91 @@ def data_stage(opts: RunOptions, out: Path, echo, progress: bool = True) -> dict
 
 
 
-def _fit_stage(out: Path, r: Resolved, device, echo, progress: bool, autoencoder: str | None = None) -> dict:
+UNSEEN_RUN = "generator-unseen"  # the evidence's generator, fitted without the images its proxies are judged on
+
+
+def _fit_stage(out: Path, r: Resolved, device, echo, progress: bool, autoencoder: str | None = None,
+               unseen=None) -> dict:
+    """Fit the generator into ``out/generator``. With ``unseen`` (``_unseen_holdout``): first into ``UNSEEN_RUN``
+    for ``r.gen_steps`` on every training image but the held-out ones of the evidence's own proxies, then on from
+    it, on every image, for ``unseen.continue_steps``."""
     from cbdm_aug.diffusion.loss import CBDMLossConfig
     from cbdm_aug.generator.fit import DataConfig, FitConfig, TrainConfig, fit
     from cbdm_aug.locking import output_lock
 
-    gen_dir = out / "generator"
-    cfg = FitConfig(DataConfig(str(out / "data" / "train.npz"), image_size=r.image_size, channels=r.channels),
-                    TrainConfig(r.preset, r.gen_steps, r.gen_batch_size, r.gen_lr, seed=0,
-                                balance_power=r.gen_balance_power, augment_p=r.gen_augment_p,
-                                sample_every=max(1, r.gen_steps // 4), checkpoint_every=max(1, min(250, r.gen_steps // 4)),
-                                # one device: Lightning's 'auto' would start DDP over every GPU and re-run this command
-                                accelerator="gpu" if device.type == "cuda" else "cpu",
-                                devices=f"{device.index}," if device.index is not None else "1",
-                                autoencoder=autoencoder),
-                    CBDMLossConfig(tau=1.0))
-    with output_lock(gen_dir, folder=True, what="generator run folder", echo=echo):
-        fit(cfg, gen_dir, resume=(gen_dir / "run.json").exists(), progress=progress, echo=echo)
-    return {"run": "generator"}  # relative to the run folder, which may move
+    def one(npz: Path, gen_dir: Path, steps: int, init_from: str | None = None) -> None:
+        cfg = FitConfig(DataConfig(str(npz), image_size=r.image_size, channels=r.channels),
+                        TrainConfig(r.preset, steps, r.gen_batch_size, r.gen_lr, seed=0,
+                                    balance_power=r.gen_balance_power, augment_p=r.gen_augment_p,
+                                    sample_every=max(1, steps // 4), checkpoint_every=max(1, min(250, steps // 4)),
+                                    # one device: Lightning's 'auto' would start DDP over every GPU and re-run this
+                                    # command
+                                    accelerator="gpu" if device.type == "cuda" else "cpu",
+                                    devices=f"{device.index}," if device.index is not None else "1",
+                                    autoencoder=autoencoder, init_from=init_from),
+                        CBDMLossConfig(tau=1.0))
+        with output_lock(gen_dir, folder=True, what="generator run folder", echo=echo):
+            fit(cfg, gen_dir, resume=(gen_dir / "run.json").exists(), progress=progress, echo=echo)
+
+    train = out / "data" / "train.npz"
+    if unseen is None:
+        one(train, out / "generator", r.gen_steps)
+        return {"run": "generator"}  # relative to the run folder, which may move
+    echo(f"evidence generator: {r.gen_steps} steps without the {int(unseen.mask.sum())} images the proxies "
+         f"{', '.join(unseen.classes)} are judged on; then {unseen.continue_steps} steps more on every image")
+    one(_unseen_npz(out, unseen.mask), out / UNSEEN_RUN, r.gen_steps)
+    one(train, out / "generator", unseen.continue_steps, init_from=str(out / UNSEEN_RUN))
+    return {"run": "generator", "unseen": UNSEEN_RUN}
+
+
+@dataclass(frozen=True)
+class UnseenHoldout:
+    """What the evidence's generator must not see (``evaluate.evidence.unseen_holdout``): ``mask`` over the training
+    images, the own proxies' ``classes``; ``planned``: the cache's plan it was made from; ``continue_steps``: the run's
+    generator's steps on every image after it."""
+    mask: np.ndarray
+    classes: list[str]
+    planned: list[int]
+    continue_steps: int
+
+    def key(self) -> dict:
+        """What the generators were fitted on: another plan (other proxies, other images held out) fits them again."""
+        import hashlib
+
+        return {"holdout": int(self.mask.sum()), "holdout_sha1": hashlib.sha1(np.packbits(self.mask)).hexdigest()[:16],
+                "proxies": self.classes, "continue_steps": self.continue_steps}
+
+
+def _unseen_holdout(out: Path, data: dict, r: Resolved, opts: RunOptions) -> UnseenHoldout | None:
+    """With the evidence on: the images its generator must not see; None where no own proxy is cut (no class under
+    ``min_judged`` images, or none large enough to stand in) or nothing would be topped up."""
+    from cbdm_aug.data.npz import load_npz
+    from cbdm_aug.evaluate.evidence import unseen_holdout
+    from cbdm_aug.pipeline.settings import UNSEEN_CONTINUE
+
+    planned = planned_counts(data, r, opts) if opts.arm.evidence else None
+    if planned is None:
+        return None
+    proxies, mask = unseen_holdout(np.asarray(load_npz(out / "data" / "train.npz", "train").labels), planned,
+                                   opts.arm.min_judged)
+    if not mask.any():
+        return None
+    names = data["class_names"]
+    return UnseenHoldout(mask, [names[p.cls] for p in proxies if p.own], planned,
+                         max(1, round(r.gen_steps * UNSEEN_CONTINUE)))
+
+
+def _unseen_npz(out: Path, mask: np.ndarray) -> Path:
+    """The training images less ``mask``'s, written once beside the run's own (the data stage's folder)."""
+    from cbdm_aug.data.npz import load_npz, write_npz
+
+    path = out / "data" / "train-unseen.npz"
+    if not path.is_file():
+        d = load_npz(out / "data" / "train.npz", "train")
+        keep = ~mask
+        write_npz(path, x_train=np.asarray(d.images)[keep], y_train=np.asarray(d.labels)[keep],
+                  class_names=list(d.class_names))
+    return path
 
 
 def _latent_options(opts: RunOptions, data: dict) -> tuple[RunOptions, dict, list[str]]:
@@ -181,6 +254,7 @@ class EvidenceResult:
     folds: int
     min_judged: int
     probe: str
+    unseen: bool = False  # the own proxies' images came from the generator fitted without their held-out images
 
     def to_json(self) -> dict:
         return asdict(self) | {"decisions": {n: d.to_json() for n, d in self.decisions.items()}}
@@ -191,28 +265,34 @@ class EvidenceResult:
         from cbdm_aug.evaluate.evidence import Decision
 
         return cls({n: Decision.from_json(e) for n, e in d["decisions"].items()}, d["share_file"], d["folds"],
-                   d["min_judged"], d["probe"])
+                   d["min_judged"], d["probe"], d.get("unseen", False))
 
 
 DECISIONS = "cache/decisions.json"  # beside cache/filtered.h5: the plugin and export find it there (cbdm_aug.mixing)
 
 
 def _evidence_stage(out: Path, cached: CacheResult, data: dict, r: Resolved, opts: RunOptions, device, echo,
-                    progress: bool, base=None) -> EvidenceResult:
+                    progress: bool, base=None, unseen_run: str | None = None) -> EvidenceResult:
     """Cross-fitted per-class decisions (``evaluate.evidence.judge``), the RandAugment + synthetic arm's recipe
-    as the probe (asking for every class's images, whatever decisions lie beside the cache)."""
+    as the probe (asking for every class's images, whatever decisions lie beside the cache). ``unseen_run``: the
+    generator fitted without the images the own proxies are judged on, which makes their images."""
     from cbdm_aug.evaluate.evidence import FOLDS, judge
 
     s = opts.arm
     names = data["class_names"]
     train = load_split(out, "train", r.classifier_size, r.channels)  # the probes' folds, at the arms' size
     recipe = arm_recipe("randaugment+synthetic", out, r, opts, str(device), str(out / cached.cache), base=base)
+    unseen = planned = None
+    if unseen_run:
+        planned = planned_counts(data, r, opts)
+        unseen = unseen_proxy_cache(out, unseen_run, cached.cache, data, r, opts, planned, device, progress)
     decisions = judge(train.images, train.labels, names, [cached.kept.get(n, 0) for n in names], recipe,
-                      out / "cache" / "evidence", s.min_judged, device=str(device), progress=progress, echo=echo)
+                      out / "cache" / "evidence", s.min_judged, device=str(device), progress=progress, echo=echo,
+                      unseen=unseen, planned_counts=planned)
     for e in decisions.values():
         if e.synthetic and e.share < 1:
             echo(f"evidence: {e.why}")
-    return EvidenceResult(decisions, DECISIONS, FOLDS, s.min_judged, "randaugment+synthetic")
+    return EvidenceResult(decisions, DECISIONS, FOLDS, s.min_judged, "randaugment+synthetic", unseen is not None)
 
 
 def _place_decisions(out: Path, evidence: EvidenceResult | None) -> None:
@@ -363,7 +443,7 @@ def run_pipeline(opts: RunOptions, out: str | Path, echo=print, progress: bool =
 
 
 def _synthetic_stages(stages: Stages, out: Path, gen_run: str, data: dict, r: Resolved, opts: RunOptions, device,
-                      echo, progress: bool, base=None, weights: str | None = None
+                      echo, progress: bool, base=None, weights: str | None = None, unseen_run: str | None = None
                       ) -> tuple[CacheResult, EvidenceResult | None]:
     """The cache stage, then (``opts.arm.evidence``) the evidence stage; the decisions file is placed beside the
     cache either way (``_place_decisions``). ``base``: the user's classifier recipe; ``weights``: the sha256 of
@@ -385,7 +465,7 @@ def _synthetic_stages(stages: Stages, out: Path, gen_run: str, data: dict, r: Re
             "evidence", "judge each class by cross-fitting: do its generated images help?",
             {"min_judged": opts.arm.min_judged, "rule": RULE, "probe": recipe_key(probe)}
             | ({"weights": weights} if weights else {}),
-            lambda: _evidence_stage(out, cached, data, r, opts, device, echo, progress, base).to_json(),
+            lambda: _evidence_stage(out, cached, data, r, opts, device, echo, progress, base, unseen_run).to_json(),
             clean=lambda: shutil.rmtree(out / "cache" / "evidence", ignore_errors=True),
             after=("data", "cache"), writes=out / "cache" / "evidence"))
     _place_decisions(out, evidence)
@@ -434,17 +514,21 @@ def _run(opts: RunOptions, out: Path, echo, progress: bool) -> dict:
                          {"run": str(Path(opts.generator).resolve()), "weights": meta.get("weights_sha256")},
                          lambda: {"run": str(Path(opts.generator).resolve())}, after=("data",), writes=out / "generator")
     else:
+        unseen = _unseen_holdout(out, data, r, opts)
         gen = stages.run("generator", f"fit a CBDM generator ({r.preset} UNet, {r.gen_steps} steps, "
                          f"{r.image_size}x{r.image_size}, class c drawn ~ n_c^{r.gen_balance_power:g}"
-                         + (f", augmentation-conditioned at p={r.gen_augment_p:g}" if r.gen_augment_p else "") + ")",
+                         + (f", augmentation-conditioned at p={r.gen_augment_p:g}" if r.gen_augment_p else "")
+                         + (f"; first without the evidence proxies' held-out images, then {unseen.continue_steps} "
+                            "steps on every image" if unseen else "") + ")",
                          {k: getattr(r, k) for k in ("image_size", "channels", "preset", "gen_steps", "gen_batch_size",
                                                     "gen_lr", "gen_balance_power", "gen_augment_p")}
-                         | {"accelerator": "gpu" if on_gpu else "cpu"} | latent_key,
-                         lambda: _fit_stage(out, r, device, echo, progress, opts.autoencoder),
-                         clean=lambda: shutil.rmtree(out / "generator", ignore_errors=True), after=("data",),
-                         writes=out / "generator")
+                         | {"accelerator": "gpu" if on_gpu else "cpu"} | latent_key
+                         | ({"unseen": unseen.key()} if unseen else {}),
+                         lambda: _fit_stage(out, r, device, echo, progress, opts.autoencoder, unseen),
+                         clean=lambda: [shutil.rmtree(out / d, ignore_errors=True) for d in ("generator", UNSEEN_RUN)],
+                         after=("data",), writes=out / "generator")
     cached, evidence = _synthetic_stages(stages, out, gen["run"], data, r, opts, device, echo, progress, base,
-                                         weights)
+                                         weights, gen.get("unseen"))
     share_file = str(out / evidence.share_file) if evidence else None
     arms = {}
     for arm in ARMS:

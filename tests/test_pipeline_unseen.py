@@ -1,0 +1,72 @@
+"""``cbdm-aug run``'s evidence without the proxies' leak (issue 34): the own proxies' images come from a generator
+fitted without the images they are judged on, and the run's generator goes on from it on every image."""
+import json
+import subprocess
+
+import numpy as np
+import pytest
+from helpers import CLI, ENV, TINY, cache_arrays, make_folder
+
+from cbdm_aug import load_generator
+
+
+@pytest.fixture(scope="module")
+def proxied(tmp_path_factory):
+    """A finished toy run whose two large classes (34, 31 images) can stand in for its 3-image class."""
+    root = tmp_path_factory.mktemp("unseen")
+    make_folder(root / "train", counts=(34, 31, 3), size=8)
+    make_folder(root / "test", counts=(4, 4, 4), size=8)
+    out = root / "run"
+    r = subprocess.run([*CLI, "run", root / "train", "--test", root / "test", "--out", out, *TINY],
+                       env=ENV, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out, r.stdout
+
+
+def test_the_evidence_generator_sees_each_own_proxy_only_through_the_images_its_probes_train_on(proxied):
+    out, stdout = proxied
+    unseen = json.loads((out / "stages" / "generator.json").read_text())["settings"]["unseen"]
+    first = json.loads((out / "generator-unseen" / "generator.json").read_text())
+    counts = dict(zip(first["class_names"], first["class_counts"]))
+    assert unseen["proxies"] and all(counts[n] == 3 for n in unseen["proxies"])  # cut to the rare class's size
+    assert counts["class 2"] == 3 and sum(counts.values()) == 34 + 31 + 3 - unseen["holdout"]
+    final = json.loads((out / "generator" / "generator.json").read_text())
+    assert final["class_counts"] == [34, 31, 3] and final["train"]["max_steps"] == unseen["continue_steps"]
+    assert final["init_from"]["weights_sha256"] == load_generator(out / "generator-unseen").weights_sha256
+    assert "evidence generator: 3 steps without the" in stdout
+
+
+def test_each_folds_with_probe_reads_its_own_proxys_images_from_the_unseen_generator_and_the_rest_from_the_cache(proxied):
+    out, _ = proxied
+    names = json.loads((out / "stages" / "data.json").read_text())["result"]["class_names"]
+    cached_x, cached_y, _ = cache_arrays(out / "cache" / "filtered.h5")
+    folds = sorted((out / "cache" / "evidence").glob("fold?-cache.h5"))
+    assert folds
+    for path in folds:
+        x, y, _ = cache_arrays(path)
+        recipe = (path.parent / path.name.replace("-cache.h5", "-with") / "recipe.yaml").read_text()
+        assert str(path) in recipe  # the fold's "with" probe trained on it
+        own = [int(p.stem.split("-")[1]) for p in path.parent.glob("unseen-*-filtered.h5")
+               if np.array_equal(cache_arrays(p)[0], x[y == int(p.stem.split("-")[1])])]
+        assert len(own) == 1, path  # one class's images are the unseen generator's, filtered as the cache was
+        for c in set(range(len(names))) - set(own):
+            assert np.array_equal(x[y == c], cached_x[cached_y == c])
+
+
+def test_the_rare_classs_decision_and_the_report_say_the_proxies_images_were_unseen(proxied):
+    out, _ = proxied
+    d = json.loads((out / "report.json").read_text())["decisions"]["class 2"]
+    assert d["source"] == "proxy" and "from a generator fitted without the images they are judged on" in d["why"]
+    assert "with their own images from a generator fitted without the images they are judged on" in \
+        (out / "report.md").read_text()
+
+
+def test_a_run_without_the_evidence_fits_one_generator_from_scratch(tmp_path):
+    make_folder(tmp_path / "train", counts=(34, 31, 3), size=8)
+    make_folder(tmp_path / "test", counts=(2, 2, 2), size=8)
+    out = tmp_path / "run"
+    r = subprocess.run([*CLI, "run", tmp_path / "train", "--test", tmp_path / "test", "--out", out, *TINY,
+                        "--seeds", "0", "--no-evidence"], env=ENV, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert not (out / "generator-unseen").exists()
+    assert json.loads((out / "generator" / "generator.json").read_text())["init_from"] is None

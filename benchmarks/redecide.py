@@ -49,7 +49,9 @@ def per_class(arm: Path) -> tuple[list[int], dict[str, list[float]]]:
 
 
 def saved_tally(evidence: Path, images, labels, names, synthetic) -> dict:
-    """``cross_fit``'s tally from the saved probes in ``evidence`` (their predictions, recomputed)."""
+    """``cross_fit``'s tally from the saved probes in ``evidence`` (their predictions, recomputed). A run whose own
+    proxies' images came from its unseen generator (``fold*-cache.h5`` beside the folds) is re-planned as it was, from
+    the cache's planned counts (``cache/topup_counts.json``)."""
     from cbdm_aug.evaluate import evidence as ev
     from cbdm_aug.evaluate.features import load_classifier_space
 
@@ -60,7 +62,14 @@ def saved_tally(evidence: Path, images, labels, names, synthetic) -> dict:
             held = f["x_test"]
         return load_classifier_space(run_dir, "cpu").predict_proba(held).argmax(1).numpy()
 
-    return ev.cross_fit(images, labels, names, probe, evidence, synthetic_counts=synthetic)
+    planned, unseen = synthetic, None
+    if list(evidence.glob("fold*-cache.h5")):
+        top = json.loads((evidence.parent / "topup_counts.json").read_text())
+        planned = [int(top[n]) for n in names]
+
+        def unseen(p, path):
+            raise SystemExit(f"redecide: {path} is missing; run the evidence first")
+    return ev.cross_fit(images, labels, names, probe, evidence, synthetic_counts=planned, unseen=unseen)
 
 
 def variant(name: str, names, real, synthetic, t) -> dict:

@@ -1,5 +1,7 @@
 """Two-step generation (``cache.staged``) and the cache stage's stop of a class none of whose first
 images pass the filter."""
+from dataclasses import replace
+
 import numpy as np
 import torch
 from helpers import FAST_SAMPLER as FAST
@@ -9,7 +11,7 @@ from helpers import cache_arrays
 from cbdm_aug.cache.generate import generate_cache, image_seed
 from cbdm_aug.cache.plan import Plan
 from cbdm_aug.cache.reader import SyntheticCache
-from cbdm_aug.cache.staged import generate_staged
+from cbdm_aug.cache.staged import generate_staged, replace_classes
 from cbdm_aug.evaluate.features import FeatureSpace
 from cbdm_aug.pipeline.settings import CacheSettings
 
@@ -37,6 +39,24 @@ def test_a_class_that_goes_on_holds_exactly_the_images_of_a_one_step_cache_and_a
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one.h5", "staged.h5"]  # the two parts are gone
     again = generate_staged(tiny_generator, out, plan, FAST, 2, lambda first: asked.append(first), progress=False)
     assert again[1] == made and len(asked) == 1  # a joined cache is reused as it is
+
+
+def test_replacing_a_class_takes_its_images_from_the_other_cache_and_keeps_every_other_classs(tiny_generator, tmp_path):
+    """The evidence's fold cache (issue 34): a proxy's images from the unseen generator, the rest the run's."""
+    base = generate_cache(tiny_generator, tmp_path / "base.h5", Plan("file", tuple(NAMES), (3, 2, 2)), FAST,
+                          progress=False)
+    other = generate_cache(tiny_generator, tmp_path / "other.h5", Plan("file", tuple(NAMES), (0, 4, 0)),
+                           replace(FAST, seed=99), progress=False)
+    replace_classes(base, other, {1}, tmp_path / "fold.h5")
+    b, o, f = (cache_arrays(p) for p in (base, other, tmp_path / "fold.h5"))
+    assert f[1].tolist() == [0] * 3 + [1] * 4 + [2] * 2
+    assert np.array_equal(f[0][f[1] == 1], o[0]) and np.array_equal(f[2][f[1] == 1], o[2])
+    for c in (0, 2):
+        assert np.array_equal(f[0][f[1] == c], b[0][b[1] == c])
+    with SyntheticCache(tmp_path / "fold.h5") as syn:
+        assert syn.attrs["plan"]["counts"] == {"cat": 3, "dog": 4, "fish": 2} and syn.attrs["plan"]["total"] == 9
+    replace_classes(base, None, {0, 1, 2}, tmp_path / "empty.h5")  # none of them: an empty cache, still readable
+    assert len(cache_arrays(tmp_path / "empty.h5")[1]) == 0
 
 
 class _OnlyCat(torch.nn.Module):

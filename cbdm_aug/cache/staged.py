@@ -71,25 +71,31 @@ def _complete(path: Path) -> bool:
 def join(first: Path, rest: Path | None, out: Path, plan: Plan, command: str = "", batch_size: int = 512) -> None:
     """One class-major cache at ``out``: each class's images of ``first``, then its images of ``rest``."""
     n = 1 if rest is None else 2
-    _join([first] + ([rest] if rest is not None else []), lambda c: range(n), out, plan, command, batch_size)
+    _join([first] + ([rest] if rest is not None else []), lambda c: range(n), out, plan.to_dict(), command,
+          batch_size)
 
 
-def replace_classes(base: Path, other: Path, classes: set[int], out: Path, command: str = "",
+def replace_classes(base: Path, other: Path | None, classes: set[int], out: Path, command: str = "",
                     batch_size: int = 512) -> None:
-    """One class-major cache at ``out``: the images of ``classes`` from ``other`` (none where it has none), every
-    other class's from ``base`` (``cbdm-aug run``'s evidence: a fold's own proxy's images from the unseen generator)."""
+    """One class-major cache at ``out``: the images of ``classes`` from ``other`` (none where it has none, or is
+    None), every other class's from ``base`` (``cbdm-aug run``'s evidence: a fold's own proxy's images from the unseen
+    generator)."""
     from cbdm_aug.cache.reader import SyntheticCache
 
+    paths = [base] + ([other] if other is not None else [])
     counts = []
-    for path in (base, other):
+    for path in paths:
         with SyntheticCache(path) as c:
             counts.append(np.bincount(c.labels, minlength=len(c.class_names)))
-            names = tuple(c.class_names)
-    plan = Plan("file", names, tuple(int(counts[c in classes][c]) for c in range(len(names))))
-    _join([base, other], lambda c: [1] if c in classes else [0], out, plan, command, batch_size)
+            if path == base:
+                plan, names = dict(c.attrs["plan"]), list(c.class_names)
+    kept = [0 if c in classes and other is None else int(counts[c in classes][c]) for c in range(len(names))]
+    plan.update(counts=dict(zip(names, kept)), total=sum(kept))  # a plan dict, as the filter writes: it may be empty
+    _join(paths, lambda c: ([1] if other is not None else []) if c in classes else [0], out, plan, command,
+          batch_size)
 
 
-def _join(paths: list[Path], use: Callable[[int], object], out: Path, plan: Plan, command: str,
+def _join(paths: list[Path], use: Callable[[int], object], out: Path, plan: dict, command: str,
           batch_size: int) -> None:
     """One class-major cache at ``out``: for each class c, its images of ``paths[i]`` for i in ``use(c)``, in turn."""
     from cbdm_aug.cache.reader import SyntheticCache
@@ -97,14 +103,14 @@ def _join(paths: list[Path], use: Callable[[int], object], out: Path, plan: Plan
 
     parts = [SyntheticCache(p) for p in paths]
     try:
-        a, C = parts[0], len(plan.counts)
+        a, C = parts[0], len(parts[0].class_names)
         bounds = [np.searchsorted(p.labels, np.arange(C + 1)) for p in parts]  # class-major files
         order = [(c, i) for c in range(C) for i in use(c)]
-        labels = np.concatenate([parts[i].labels[bounds[i][c]:bounds[i][c + 1]] for c, i in order])
-        seeds = np.concatenate([parts[i].seeds[bounds[i][c]:bounds[i][c + 1]] for c, i in order])
+        labels = np.concatenate([parts[0].labels[:0]] + [parts[i].labels[bounds[i][c]:bounds[i][c + 1]] for c, i in order])
+        seeds = np.concatenate([parts[0].seeds[:0]] + [parts[i].seeds[bounds[i][c]:bounds[i][c + 1]] for c, i in order])
         with atomic_path(out) as tmp:
             create_cache(tmp, labels=labels, seeds=seeds, image_shape=a.image_shape, class_names=list(a.class_names),
-                         generator=a.attrs["generator"], sampler=a.attrs["sampler"], plan=plan.to_dict(),
+                         generator=a.attrs["generator"], sampler=a.attrs["sampler"], plan=plan,
                          shard=None, command=command)
             with CacheWriter(tmp) as w:
                 for c, i in order:

@@ -246,6 +246,9 @@ def unseen_proxy_cache(out: Path, unseen_run: str, cache: str, data: dict, r: Re
 
     def make(p, path: Path) -> None:
         n = px.unseen_count(p, data["counts"], planned)
+        if not n:  # a class that small would get no image: nor does the proxy
+            replace_classes(out / cache, None, {p.cls}, path, command=command)
+            return
         raw = path.with_name(f"unseen-{p.cls}.h5")
         if not is_complete(raw):
             plan = Plan("file", tuple(names), tuple(n if c == p.cls else 0 for c in range(len(names))))

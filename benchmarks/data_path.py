@@ -8,7 +8,8 @@ against its real-only twin (few-shot points, paired by seed), and each arm acros
     python benchmarks/data_path.py --work runs/tail_gain_rho1000_n5000_batchpath --seeds 5,6,7,8,9
 
 Each arm is retrained from its own ``seed0/recipe.yaml`` under ``--work/arms`` (``--arm``, ``--twin``), into
-``--work/pathcheck/<path>/<arm>``; a finished seed is reused. Writes benchmarks/results/<tag>.{json,md}.
+``--work/pathcheck/<path>/<arm>``; a finished seed is reused, and a seed folder linked there from another run of the
+same recipe on that path is read as it is (the results say which). Writes benchmarks/results/<tag>.{json,md}.
 """
 from __future__ import annotations
 
@@ -34,6 +35,18 @@ def train(recipe: Path, out: Path, seeds: list[int], path: str) -> None:
         subprocess.run([sys.executable, "-c", "from cbdm_aug.cli import main; main()", "train-classifier", str(recipe),
                         "--out", str(out), "--seeds", ",".join(map(str, todo)), "--no-progress", "--overwrite",
                         f"--{path}"], check=True)
+
+
+def _shown(p: Path) -> str:
+    """``p`` relative to the repository where it is inside it."""
+    try:
+        return str(p.relative_to(ROOT))
+    except ValueError:
+        return str(p)
+
+
+def out_dir(work: Path, path: str, role: str, arms: dict) -> Path:
+    return work / "pathcheck" / path / ("default" if role == "arm" else arms[role])
 
 
 def few(out: Path, seeds: list[int], few_below: int) -> dict[int, float]:
@@ -72,15 +85,21 @@ def main(argv=None):
     acc = {}
     for path in PATHS:
         for role, arm in arms.items():
-            out = work / "pathcheck" / path / ("default" if role == "arm" else arm)
+            out = out_dir(work, path, role, arms)
             train(work / "arms" / arm / "seed0" / "recipe.yaml", out, seeds, path)
             acc[path, role] = few(out, seeds, args.few_below)
     rows = {f"{NAMES[path]}: arm - twin": paired(acc[path, "twin"], acc[path, "arm"]) for path in PATHS}
     rows |= {f"{role} ({arms[role]}): batch - DataLoader": paired(acc["no-device-data", role], acc["device-data", role])
              for role in arms}
+    gap = {p: {s: acc[p, "arm"][s] - acc[p, "twin"][s] for s in seeds} for p in PATHS}
+    rows["arm - twin: batch - DataLoader"] = paired(gap["no-device-data"], gap["device-data"])
+    linked = {f"{path}/{role}": {s: str((out_dir(work, path, role, arms) / f"seed{s}").resolve()) for s in seeds
+                                 if (out_dir(work, path, role, arms) / f"seed{s}").is_symlink()}
+              for path in PATHS for role in arms}
+    linked = {k: v for k, v in linked.items() if v}
     env = environment()
     doc = {**env, "work": str(work), "arms": arms, "seeds": seeds, "few_below": args.few_below,
-           "few_shot": {f"{p}/{r}": v for (p, r), v in acc.items()}, "paired": rows}
+           "few_shot": {f"{p}/{r}": v for (p, r), v in acc.items()}, "paired": rows, "linked": linked}
     res = Path(args.results)
     (res / f"{args.tag}.json").write_text(json.dumps(doc, indent=1))
     lines = [f"# The classifier's data paths on `{work.name}`: batch path against DataLoader path", "",
@@ -88,7 +107,10 @@ def main(argv=None):
              f"{env['versions']['torch']}; commit {commit_text(env)}", "",
              f"`python benchmarks/data_path.py --work {args.work} --seeds {args.seeds}`: the arm `{args.arm}` and its "
              f"twin `{args.twin}`, retrained from their recipes on each path, seeds {args.seeds}; few-shot accuracy "
-             f"(classes under {args.few_below} real images), paired by seed, mean [95% t-interval].", "",
+             f"(classes under {args.few_below} real images), paired by seed, mean [95% t-interval]."
+             + "".join(f" Seeds {', '.join(map(str, v))} of {k} were not retrained here: their folders link to "
+                       f"`{_shown(Path(next(iter(v.values()))).parent)}`"
+                       f" (runs of the same recipe on that path)." for k, v in linked.items()), "",
              "| comparison | seeds | few-shot points | per seed |", "| --- | --- | --- | --- |"]
     for k, r in rows.items():
         lines.append(f"| {k} | {r['n']} | {r['mean']:+.2f} [{r['lo']:+.2f}, {r['hi']:+.2f}] | "

@@ -32,8 +32,9 @@ def test_the_evidence_generator_sees_each_own_proxy_only_through_the_images_its_
     assert counts["class 2"] == 3 and sum(counts.values()) == 34 + 31 + 3 - unseen["holdout"]
     final = json.loads((out / "generator" / "generator.json").read_text())
     assert final["class_counts"] == [34, 31, 3] and final["train"]["max_steps"] == unseen["continue_steps"]
+    assert first["train"]["max_steps"] + unseen["continue_steps"] == 3  # --gen-steps in all
     assert final["init_from"]["weights_sha256"] == load_generator(out / "generator-unseen").weights_sha256
-    assert "evidence generator: 3 steps without the" in stdout
+    assert "evidence generator: 2 steps without the" in stdout
 
 
 def test_each_folds_with_probe_reads_its_own_proxys_images_from_the_unseen_generator_and_the_rest_from_the_cache(proxied):

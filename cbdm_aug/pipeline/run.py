@@ -140,8 +140,8 @@ UNSEEN_RUN = "generator-unseen"  # the evidence's generator, fitted without the 
 def _fit_stage(out: Path, r: Resolved, device, echo, progress: bool, autoencoder: str | None = None,
                unseen=None) -> dict:
     """Fit the generator into ``out/generator``. With ``unseen`` (``_unseen_holdout``): first into ``UNSEEN_RUN``
-    for ``r.gen_steps`` on every training image but the held-out ones of the evidence's own proxies, then on from
-    it, on every image, for ``unseen.continue_steps``."""
+    on every training image but the held-out ones of the evidence's own proxies, then on from it, on every image, for
+    ``unseen.continue_steps``: ``r.gen_steps`` in all."""
     from cbdm_aug.diffusion.loss import CBDMLossConfig
     from cbdm_aug.generator.fit import DataConfig, FitConfig, TrainConfig, fit
     from cbdm_aug.locking import output_lock
@@ -164,9 +164,10 @@ def _fit_stage(out: Path, r: Resolved, device, echo, progress: bool, autoencoder
     if unseen is None:
         one(train, out / "generator", r.gen_steps)
         return {"run": "generator"}  # relative to the run folder, which may move
-    echo(f"evidence generator: {r.gen_steps} steps without the {int(unseen.mask.sum())} images the proxies "
+    first = r.gen_steps - unseen.continue_steps
+    echo(f"evidence generator: {first} steps without the {int(unseen.mask.sum())} images the proxies "
          f"{', '.join(unseen.classes)} are judged on; then {unseen.continue_steps} steps more on every image")
-    one(_unseen_npz(out, unseen.mask), out / UNSEEN_RUN, r.gen_steps)
+    one(_unseen_npz(out, unseen.mask), out / UNSEEN_RUN, first)
     one(train, out / "generator", unseen.continue_steps, init_from=str(out / UNSEEN_RUN))
     return {"run": "generator", "unseen": UNSEEN_RUN}
 
@@ -196,7 +197,7 @@ def _unseen_holdout(out: Path, data: dict, r: Resolved, opts: RunOptions) -> Uns
     from cbdm_aug.evaluate.evidence import unseen_holdout
     from cbdm_aug.pipeline.settings import UNSEEN_CONTINUE
 
-    planned = planned_counts(data, r, opts) if opts.arm.evidence else None
+    planned = planned_counts(data, r, opts) if opts.arm.evidence and r.gen_steps > 1 else None
     if planned is None:
         return None
     proxies, mask = unseen_holdout(np.asarray(load_npz(out / "data" / "train.npz", "train").labels), planned,
@@ -205,7 +206,7 @@ def _unseen_holdout(out: Path, data: dict, r: Resolved, opts: RunOptions) -> Uns
         return None
     names = data["class_names"]
     return UnseenHoldout(mask, [names[p.cls] for p in proxies if p.own], planned,
-                         max(1, round(r.gen_steps * UNSEEN_CONTINUE)))
+                         min(max(1, round(r.gen_steps * UNSEEN_CONTINUE)), r.gen_steps - 1))
 
 
 def _unseen_npz(out: Path, mask: np.ndarray) -> Path:
@@ -518,8 +519,8 @@ def _run(opts: RunOptions, out: Path, echo, progress: bool) -> dict:
         gen = stages.run("generator", f"fit a CBDM generator ({r.preset} UNet, {r.gen_steps} steps, "
                          f"{r.image_size}x{r.image_size}, class c drawn ~ n_c^{r.gen_balance_power:g}"
                          + (f", augmentation-conditioned at p={r.gen_augment_p:g}" if r.gen_augment_p else "")
-                         + (f"; first without the evidence proxies' held-out images, then {unseen.continue_steps} "
-                            "steps on every image" if unseen else "") + ")",
+                         + (f"; the first {r.gen_steps - unseen.continue_steps} without the evidence proxies' held-out "
+                            f"images, the last {unseen.continue_steps} on every image" if unseen else "") + ")",
                          {k: getattr(r, k) for k in ("image_size", "channels", "preset", "gen_steps", "gen_batch_size",
                                                     "gen_lr", "gen_balance_power", "gen_augment_p")}
                          | {"accelerator": "gpu" if on_gpu else "cpu"} | latent_key

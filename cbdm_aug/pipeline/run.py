@@ -193,15 +193,15 @@ class UnseenHoldout:
 def _unseen_holdout(out: Path, data: dict, r: Resolved, opts: RunOptions) -> UnseenHoldout | None:
     """With the evidence on: the images its generator must not see; None where no own proxy is cut (no class under
     ``min_judged`` images, or none large enough to stand in) or nothing would be topped up."""
-    from cbdm_aug.data.npz import load_npz
     from cbdm_aug.evaluate.evidence import unseen_holdout
     from cbdm_aug.pipeline.settings import UNSEEN_CONTINUE
 
     planned = planned_counts(data, r, opts) if opts.arm.evidence and r.gen_steps > 1 else None
     if planned is None:
         return None
-    proxies, mask = unseen_holdout(np.asarray(load_npz(out / "data" / "train.npz", "train").labels), planned,
-                                   opts.arm.min_judged)
+    with np.load(out / "data" / "train.npz") as z:  # the data stage's own file: its labels only, not its images
+        labels = np.asarray(z["y_train"])
+    proxies, mask = unseen_holdout(labels, planned, opts.arm.min_judged)
     if not mask.any():
         return None
     names = data["class_names"]

@@ -71,3 +71,22 @@ def test_a_run_without_the_evidence_fits_one_generator_from_scratch(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert not (out / "generator-unseen").exists()
     assert json.loads((out / "generator" / "generator.json").read_text())["init_from"] is None
+
+
+def test_the_evidence_generators_images_are_written_anew_unless_its_fit_already_started_on_them(tmp_path):
+    """A file left from other data is never trained on: the stage's clean removes ``generator-unseen`` whenever the
+    data or the plan changed, and the file is rewritten unless that fit already began on it (a resume)."""
+    from cbdm_aug.data.npz import write_npz
+    from cbdm_aug.pipeline.run import UNSEEN_RUN, _unseen_npz
+
+    (tmp_path / "data").mkdir()
+    labels = np.repeat(np.arange(2), 5)
+    write_npz(tmp_path / "data" / "train.npz", x_train=np.zeros((10, 4, 4, 1), np.uint8), y_train=labels,
+              class_names=["a", "b"])
+    stale = tmp_path / "data" / "train-unseen.npz"
+    write_npz(stale, x_train=np.zeros((1, 4, 4, 1), np.uint8), y_train=np.zeros(1, np.int64), class_names=["a", "b"])
+    mask = labels == 1
+    assert len(np.load(_unseen_npz(tmp_path, mask))["y_train"]) == 5  # no fit began on it: rewritten
+    (tmp_path / UNSEEN_RUN).mkdir()
+    (tmp_path / UNSEEN_RUN / "run.json").write_text("{}")
+    assert len(np.load(_unseen_npz(tmp_path, np.zeros(10, bool)))["y_train"]) == 5  # a fit began on it: kept

@@ -243,6 +243,7 @@ def unseen_proxy_cache(out: Path, unseen_run: str, cache: str, data: dict, r: Re
     from cbdm_aug.generator.run_dir import load_generator
 
     s, names, command = opts.cache, data["class_names"], f"cbdm-aug run (evidence stage of {out})"
+    held = {}  # the filter's classifier and split, loaded once for every fold
 
     def make(p, path: Path) -> None:
         n = px.unseen_count(p, data["counts"], planned)
@@ -256,7 +257,9 @@ def unseen_proxy_cache(out: Path, unseen_run: str, cache: str, data: dict, r: Re
                            progress=progress, command=command)
         src = raw
         if s.filter:
-            space, train = filter_space(out, r, device, progress)
+            if "space" not in held:
+                held["space"] = filter_space(out, r, device, progress)
+            space, train = held["space"]
             src = raw.with_name(f"unseen-{p.cls}-filtered.h5")
             filter_cache(raw, src, space, train.images, train.labels, confidence=s.filter_confidence,
                          top_share=s.filter_top_share, near_copy_ratio=s.near_copy_ratio,

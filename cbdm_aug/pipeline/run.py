@@ -175,11 +175,9 @@ def _fit_stage(out: Path, r: Resolved, device, echo, progress: bool, autoencoder
 @dataclass(frozen=True)
 class UnseenHoldout:
     """What the evidence's generator must not see (``evaluate.evidence.unseen_holdout``): ``mask`` over the training
-    images, the own proxies' ``classes``; ``planned``: the cache's plan it was made from; ``continue_steps``: the run's
-    generator's steps on every image after it."""
+    images, the own proxies' ``classes``; ``continue_steps``: the run's generator's steps on every image after it."""
     mask: np.ndarray
     classes: list[str]
-    planned: list[int]
     continue_steps: int
 
     def key(self) -> dict:
@@ -205,16 +203,18 @@ def _unseen_holdout(out: Path, data: dict, r: Resolved, opts: RunOptions) -> Uns
     if not mask.any():
         return None
     names = data["class_names"]
-    return UnseenHoldout(mask, [names[p.cls] for p in proxies if p.own], planned,
+    return UnseenHoldout(mask, [names[p.cls] for p in proxies if p.own],
                          min(max(1, round(r.gen_steps * UNSEEN_CONTINUE)), r.gen_steps - 1))
 
 
 def _unseen_npz(out: Path, mask: np.ndarray) -> Path:
-    """The training images less ``mask``'s, written once beside the run's own (the data stage's folder)."""
+    """The training images less ``mask``'s, beside the run's own. Written anew unless ``UNSEEN_RUN`` already started
+    on it (a resume): the stage's clean removes that folder whenever the data or the plan changed, so a file left from
+    other data is never trained on."""
     from cbdm_aug.data.npz import load_npz, write_npz
 
     path = out / "data" / "train-unseen.npz"
-    if not path.is_file():
+    if not (path.is_file() and (out / UNSEEN_RUN / "run.json").is_file()):
         d = load_npz(out / "data" / "train.npz", "train")
         keep = ~mask
         write_npz(path, x_train=np.asarray(d.images)[keep], y_train=np.asarray(d.labels)[keep],

@@ -61,13 +61,13 @@ def few(out: Path, seeds: list[int], few_below: int) -> dict[int, float]:
 
 
 def paired(a: dict[int, float], b: dict[int, float]) -> dict:
-    """b - a over the common seeds: mean and 95% t-interval."""
-    from scipy import stats
+    """b - a over the common seeds (``classify.paired``: mean and 95% t-interval), rounded for the results file."""
+    from cbdm_aug.classify.paired import paired as t_paired
 
-    d = np.array([b[s] - a[s] for s in sorted(set(a) & set(b))])
-    half = float(stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / len(d) ** 0.5) if len(d) > 1 else float("nan")
-    return {"n": len(d), "mean": round(float(d.mean()), 2), "lo": round(float(d.mean()) - half, 2),
-            "hi": round(float(d.mean()) + half, 2), "per_seed": [round(float(x), 2) for x in d]}
+    seeds = sorted(set(a) & set(b))
+    r = t_paired([b[s] for s in seeds], [a[s] for s in seeds])
+    return {"n": r["n"], **{k: round(r[k], 2) for k in ("mean", "lo", "hi")},
+            "per_seed": [round(x, 2) for x in r["per_seed"]]}
 
 
 def main(argv=None):

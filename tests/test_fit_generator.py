@@ -59,7 +59,6 @@ def test_fine_tuning_starts_from_another_run_with_a_uniform_target(folder, tmp_p
 
 
 def test_a_run_started_from_another_generator_resumes_from_its_own_checkpoint(folder, tmp_path, capsys):
-    """``cbdm-aug run`` continues its generator from the evidence's (issue 34): stopped there, it resumes."""
     base, tuned = tmp_path / "base", tmp_path / "tuned"
     assert run_cli(["fit-generator", folder, "--out", base, "--max-steps", 2, *FAST], capsys)[0] == 0
     init = ["--init-from", base, *FAST]
@@ -71,6 +70,66 @@ def test_a_run_started_from_another_generator_resumes_from_its_own_checkpoint(fo
     assert run_cli(["fit-generator", folder, "--out", other, "--max-steps", 2, *FAST], capsys)[0] == 0
     assert "different run" in error_line(["fit-generator", folder, "--out", tuned, "--max-steps", 8, "--resume",
                                           "--init-from", other, *FAST], capsys)
+
+
+def _checkpoint(run):
+    return torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+
+
+def test_a_finished_runs_last_checkpoint_holds_its_last_step_off_the_interval(folder, tmp_path, capsys):
+    out = tmp_path / "run"  # checkpoints every 4 steps (FAST): 5 is off the interval
+    assert run_cli(["fit-generator", folder, "--out", out, "--max-steps", 5, *FAST], capsys)[0] == 0
+    assert _checkpoint(out)["global_step"] == 5
+    assert json.loads((out / "generator.json").read_text())["finished"] is True  # exported after that save
+
+
+def test_continuing_from_a_run_goes_on_with_its_optimiser_ema_and_step_on_other_data(folder, tmp_path, capsys):
+    """``cbdm-aug run`` fits its evidence generator without some images, then goes on on every image (issue 34):
+    one optimisation, so Adam's moments, the learning-rate schedule and the EMA carry on where they were."""
+    import shutil
+
+    part = tmp_path / "part"
+    shutil.copytree(folder, part)
+    for f in sorted((part / "class 0").iterdir())[3:]:
+        f.unlink()  # the first fit sees 3 of class 0's 12 images
+    base, cont = tmp_path / "base", tmp_path / "cont"
+    fast = [*FAST, "--warmup-steps", "3"]
+    assert run_cli(["fit-generator", part, "--out", base, "--max-steps", 5, *fast], capsys)[0] == 0
+    before = _checkpoint(base)
+    code, stdout, err = run_cli(["fit-generator", folder, "--out", cont, "--max-steps", 7, "--continue-from", base,
+                                 *fast], capsys)
+    assert code == 0, err
+    assert "resuming from" in stdout and str(base) in stdout
+    after = _checkpoint(cont)
+    assert after["global_step"] == 7 and after["lr_schedulers"][0]["last_epoch"] == 7  # no second warm-up
+    assert all(int(v["step"]) == 7 for v in after["optimizer_states"][0]["state"].values())  # Adam went on
+    # the EMA went on too: one EMA update of the base's EMA per step
+    ema = {k: v for k, v in after["state_dict"].items() if k.startswith("ema.")}
+    assert ema and not all(torch.equal(v, before["state_dict"][k]) for k, v in ema.items())
+    meta = json.loads((cont / "generator.json").read_text())
+    assert meta["class_counts"] == [12, 6, 3] and meta["step"] == 7 and meta["finished"] is True
+    assert meta["continued_from"]["step"] == 5
+    assert meta["continued_from"]["weights_sha256"] == load_generator(base).weights_sha256
+    # stopped after it began, it resumes from its own checkpoint, not the base's
+    code, stdout, err = run_cli(["fit-generator", folder, "--out", cont, "--max-steps", 9, "--resume",
+                                 "--continue-from", base, *fast], capsys)
+    assert code == 0, err
+    assert str(cont / "checkpoints") in stdout and _checkpoint(cont)["global_step"] == 9
+
+
+def test_continuing_refuses_an_unfinished_run_too_few_steps_other_classes_and_init_from_beside_it(
+        folder, tmp_path, capsys):
+    base = tmp_path / "base"
+    assert run_cli(["fit-generator", folder, "--out", base, "--max-steps", 4, *FAST], capsys)[0] == 0
+    go = ["fit-generator", folder, "--continue-from", base, *FAST]
+    assert "must be more than 4" in error_line([*go, "--out", tmp_path / "a", "--max-steps", 4], capsys)
+    assert "give one" in error_line([*go, "--out", tmp_path / "b", "--max-steps", 6, "--init-from", base], capsys)
+    other = make_folder(tmp_path / "other", counts=(5, 5))
+    assert "classes or model" in error_line(["fit-generator", other, "--continue-from", base, "--out",
+                                             tmp_path / "c", "--max-steps", 6, *FAST], capsys)
+    for f in (base / "checkpoints").iterdir():
+        f.unlink()
+    assert "step 0 of its 4" in error_line([*go, "--out", tmp_path / "d", "--max-steps", 6], capsys)
 
 
 def test_a_missing_path_is_one_clear_line(tmp_path, capsys):

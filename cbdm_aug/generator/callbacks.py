@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 from cbdm_aug.diffusion.sampler_settings import SAMPLING
 from cbdm_aug.diffusion.sampling import sample
@@ -13,21 +14,38 @@ from cbdm_aug.generator.run_dir import save_generator
 
 class ExportCallback(pl.Callback):
     """Writes the EMA weights and generator.json whenever a checkpoint is saved and at the end, so
-    a killed run always leaves a loadable generator that matches its last checkpoint."""
+    a killed run always leaves a loadable generator that matches its last checkpoint. ``finished``: it reached
+    its ``max_steps`` (whichever callback saved last)."""
 
     def __init__(self, out: Path, meta: dict):
         self.out, self.meta = Path(out), meta
 
-    def _export(self, trainer, module, finished: bool):
+    def _export(self, trainer, module):
         if trainer.is_global_zero:
-            save_generator(self.out, module.ema_unet,
-                           {**self.meta, "step": int(trainer.global_step), "finished": finished})
+            save_generator(self.out, module.ema_unet, {**self.meta, "step": int(trainer.global_step),
+                                                       "finished": trainer.global_step >= (trainer.max_steps or 0)})
 
     def on_save_checkpoint(self, trainer, module, checkpoint):
-        self._export(trainer, module, finished=False)
+        self._export(trainer, module)
 
     def on_train_end(self, trainer, module):
-        self._export(trainer, module, finished=trainer.global_step >= (trainer.max_steps or 0))
+        self._export(trainer, module)
+
+
+class FinalStepCheckpoint(ModelCheckpoint):
+    """Lightning's ``ModelCheckpoint`` that also saves ``last.ckpt`` at a finished run's last step where the
+    interval did not land on it (Lightning saves it at the end only where no checkpoint was saved at all). A
+    finished run's ``last.ckpt`` then holds its final state: ``--resume`` with more steps, or ``--continue-from``,
+    goes on from there, not from up to ``--checkpoint-every`` steps before."""
+
+    def on_train_end(self, trainer, module):
+        from cbdm_aug.generator.checkpoints import LAST, checkpoint_step
+
+        super().on_train_end(trainer, module)
+        last = Path(self.dirpath) / LAST
+        if 0 < trainer.global_step >= (trainer.max_steps or 0) and (
+                not last.exists() or checkpoint_step(last) != trainer.global_step):
+            trainer.save_checkpoint(last)
 
 
 GRID_BATCH = 256  # images sampled at once for a progress grid: bounded, whatever the number of classes

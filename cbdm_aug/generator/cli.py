@@ -53,6 +53,9 @@ from cbdm_aug.diffusion.unet import PRESETS
 @click.option("--checkpoint-every", type=int, default=250, show_default=True, help="Steps between resume checkpoints.")
 @click.option("--init-from", type=click.Path(exists=True, file_okay=False), default=None,
               help="Fine-tune an existing generator run with the regulariser.")
+@click.option("--continue-from", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Go on from a finished generator run's last checkpoint (weights, optimiser, EMA and step) on "
+                   "DATA, to --max-steps in all, its steps counted: one optimisation whose data change.")
 @click.option("--compile/--no-compile", "compile_unet", default=None,
               help="torch.compile the UNet for training: minutes of warm-up, then faster steps "
                    "[default: on for CUDA, off on CPU].")
@@ -68,7 +71,7 @@ from cbdm_aug.diffusion.unet import PRESETS
 def fit_generator(data, out, preset, image_size, channels, split, longtail, imbalance, max_per_class,
                   data_seed, skip_bad, tau, gamma, target, p_uncond, max_steps, batch_size, lr,
                   warmup_steps, ema_decay, hflip, balance_power, augment_p, seed, num_workers, accelerator, devices, num_nodes,
-                  strategy, precision, sample_every, checkpoint_every, init_from, compile_unet, device_data,
+                  strategy, precision, sample_every, checkpoint_every, init_from, continue_from, compile_unet, device_data,
                   autoencoder, resume):
     """Train a class-balancing diffusion model on DATA.
 
@@ -88,7 +91,9 @@ def fit_generator(data, out, preset, image_size, channels, split, longtail, imba
                        data_seed, image_size, int(channels) if channels else None, skip_bad),
             TrainConfig(preset, max_steps, batch_size, lr, warmup_steps, 1.0, ema_decay, hflip, seed,
                         num_workers, accelerator, devices, num_nodes, strategy, precision, sample_every,
-                        checkpoint_every, init_from, compile=compile_unet, device_data=device_data,
+                        checkpoint_every, init_from,
+                        continue_from=str(Path(continue_from).resolve()) if continue_from else None,
+                        compile=compile_unet, device_data=device_data,
                         balance_power=balance_power, augment_p=augment_p,
                         autoencoder=str(Path(autoencoder).resolve()) if autoencoder else None),
             CBDMLossConfig(tau, gamma, target or ("uniform" if init_from else "train"), p_uncond),

@@ -66,6 +66,9 @@ class TrainConfig:
     sample_every: int = 500
     checkpoint_every: int = 250
     init_from: str | None = None
+    # a finished generator run to go on from: its last checkpoint (weights, optimiser, EMA, step) trained on, on
+    # this run's data, up to max_steps in all (its own steps counted): one optimisation whose data change
+    continue_from: str | None = None
     compile: bool | None = None        # torch.compile the UNet; default: on for CUDA, off on CPU
     device_data: bool | None = None    # training images on the device; default: on CUDA when they fit
     balance_power: float = 1.0         # draw class c with probability ~ n_c ** balance_power: 1 as the
@@ -87,6 +90,9 @@ class TrainConfig:
             raise ConfigError(f"--balance-power must be in [0, 1] (1: as the data, 0: class-balanced), "
                               f"got {self.balance_power}")
         AugmentConfig(self.augment_p)  # its check and message: "--augment must be a probability in [0, 1]"
+        if self.init_from and self.continue_from:
+            raise ConfigError("--init-from starts afresh from a generator's weights, --continue-from goes on with its "
+                              "optimiser and step: give one")
         if self.autoencoder and self.augment_p > 0:
             raise ConfigError("--augment warps pixels, and a warped image's latent is not the warped latent; "
                               "with --autoencoder only flips apply (from the cached mirrored latents): drop --augment")
@@ -166,7 +172,8 @@ def prepare_run_dir(out: Path, cfg: FitConfig, resume: bool, echo=print) -> Path
                               f"or choose another --out")
         ckpt = resume_checkpoint(out / "checkpoints", echo)
         if ckpt is None:
-            echo(f"{out} has no checkpoint yet: starting from step 0")
+            echo(f"{out} has no checkpoint yet: " + (f"going on from {cfg.train.continue_from}"
+                                                      if cfg.train.continue_from else "starting from step 0"))
         return ckpt
     # a latent cache whose encoding was stopped before run.json was written resumes (generator.latents)
     if out.exists() and any(p.name not in LOCK_FILES and not p.name.lstrip(".").startswith(LATENTS_NAME)
@@ -260,6 +267,12 @@ def _quiet_lightning():
     # A resumed run draws a fresh data order from the checkpointed step on; that is by design
     # (docs/generator.md: Resume), so Lightning's warning about a non-resumable loader is not news either.
     warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
+    # --continue-from restores another run's checkpoint, whose ModelCheckpoint state names that run's folder;
+    # this run keeps only its own last checkpoints, so nothing the warning lists is lost
+    warnings.filterwarnings("ignore", message=".*The dirpath has changed from.*")
+    # ... and its checkpoint callback's settings (the interval) are this run's, not those that wrote it: its state
+    # is not needed to go on, and neither is an older run's (before FinalStepCheckpoint) on --resume
+    warnings.filterwarnings("ignore", message=".*callbacks used to create the checkpoint need to be provided.*")
 
 
 def _disk_full(out: Path, e: OSError) -> RunDirError:
@@ -285,10 +298,15 @@ def fit(cfg: FitConfig, out: str | os.PathLike, resume: bool = False, progress: 
     # refuses a folder whose run started from another generator (or from none).
     first_process = is_first_process()
     ckpt = _checkpoint_to_resume(out, cfg, resume, first_process, echo)  # before the (slow) data load: fail fast
+    source = _continuation(cfg.train) if cfg.train.continue_from else None
+    if ckpt is None and source is not None:
+        ckpt = source["checkpoint"]
     data = load_training_data(cfg.data, progress=progress)
     train = _resolved_train(cfg.train, data.channels, data.images.nbytes)
-    if (out / RUN_CONFIG).exists():  # resuming: keep the schedule the run started with
-        first = json.loads((out / RUN_CONFIG).read_text())["resolved"]["train"]
+    # resuming: keep the schedule the run started with; continuing: the schedule of the run it goes on from
+    started = out / RUN_CONFIG if (out / RUN_CONFIG).exists() else source["run_config"] if source else None
+    if started is not None:
+        first = json.loads(started.read_text())["resolved"]["train"]
         train = replace(train, **{k: first[k] for k in ("warmup_steps", "hflip", "precision")})
     # flips are non-leaking only where the data are mirror-symmetric, which is what hflip says
     augment = AugmentConfig.for_data(train.augment_p, flips=train.hflip)
@@ -301,7 +319,10 @@ def fit(cfg: FitConfig, out: str | os.PathLike, resume: bool = False, progress: 
 
     pl.seed_everything(train.seed, workers=True, verbose=False)
     module, init_meta = _build_module(cfg, train, data, model_config, augment, record)
+    if source is not None:
+        _check_continuation(source, data.class_names, model_config)
     meta = _export_meta(cfg, train, data, model_config, augment, init_meta) | (
+        {"continued_from": source["record"]} if source is not None else {}) | (
         {"autoencoder": record.to_json()} if record is not None else {})
     if first_process and not (out / RUN_CONFIG).exists():
         out.mkdir(parents=True, exist_ok=True)
@@ -323,6 +344,38 @@ def fit(cfg: FitConfig, out: str | os.PathLike, resume: bool = False, progress: 
         log.warning("training stopped at step %d of %d", trainer.global_step, train.max_steps)
     echo(f"generator written to {out} ({CONFIG_NAME}, ema.safetensors); samples in {out / 'samples'}")
     return out
+
+
+def _continuation(train: TrainConfig) -> dict:
+    """What ``--continue-from`` goes on from: the run's final checkpoint, its run.json and a record for
+    generator.json. Refuses a run that has not finished (its last checkpoint short of its steps) or one that
+    already has as many steps as this run asks for."""
+    from cbdm_aug.generator.checkpoints import checkpoint_step, resume_checkpoint
+    from cbdm_aug.generator.run_dir import read_meta
+
+    src = Path(train.continue_from)
+    config = src / RUN_CONFIG
+    if not config.exists():
+        raise RunDirError(f"--continue-from {src}: no generator run there ({RUN_CONFIG} is missing)")
+    total = int(json.loads(config.read_text())["resolved"]["train"]["max_steps"])
+    ckpt = resume_checkpoint(src / "checkpoints", echo=lambda *_: None)
+    step = checkpoint_step(ckpt) if ckpt is not None else None
+    if step != total:
+        raise RunDirError(f"--continue-from {src}: its last checkpoint is at step {step or 0} of its {total}; "
+                          f"finish it first (fit-generator ... --resume)")
+    if train.max_steps <= total:
+        raise RunDirError(f"--continue-from {src}: it already has {total} steps; --max-steps counts them too, "
+                          f"so it must be more than {total}, got {train.max_steps}")
+    meta = read_meta(src)
+    return {"checkpoint": ckpt, "run_config": config, "meta": meta,
+            "record": {"run": str(src), "step": total, "weights_sha256": meta.get("weights_sha256")}}
+
+
+def _check_continuation(source: dict, class_names: list[str], model_config: dict) -> None:
+    meta = source["meta"]
+    if meta.get("class_names") != class_names or meta.get("model") != model_config:
+        raise RunDirError(f"--continue-from {source['record']['run']}: its classes or model "
+                          f"({meta.get('preset')}, {meta.get('image_size')}px) differ from this run's")
 
 
 def _checkpoint_to_resume(out: Path, cfg: FitConfig, resume: bool, first_process: bool, echo) -> Path | None:
@@ -408,15 +461,14 @@ def _export_meta(cfg: FitConfig, train: TrainConfig, data: LabeledImages, model_
 
 def _trainer(train: TrainConfig, out: Path, meta: dict, class_names: list[str], progress: bool, echo, record=None):
     import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.loggers import CSVLogger
 
-    from cbdm_aug.generator.callbacks import ExportCallback, SampleGridCallback
+    from cbdm_aug.generator.callbacks import ExportCallback, FinalStepCheckpoint, SampleGridCallback
     from cbdm_aug.generator.checkpoints import KeepPreviousCheckpointIO
     from cbdm_aug.generator.progress import StepProgress
 
-    checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", every_n_train_steps=train.checkpoint_every,
-                                 save_last=True, save_top_k=0, enable_version_counter=False)
+    checkpoint = FinalStepCheckpoint(dirpath=out / "checkpoints", every_n_train_steps=train.checkpoint_every,
+                                     save_last=True, save_top_k=0, enable_version_counter=False)
     return pl.Trainer(
         max_steps=train.max_steps, max_epochs=-1, accelerator=train.accelerator,
         devices=int(train.devices) if str(train.devices).isdigit() else train.devices,

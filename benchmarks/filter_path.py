@@ -53,7 +53,7 @@ def main(argv=None):
     for path, on in PATHS.items():
         for seed in seeds:
             clf = work / f"{path}-{seed}"
-            with mock.patch.object(device_data, "fits_on_device", lambda *a, **k: on):
+            with mock.patch.object(device_data, "fits_on_device", lambda *a, on=on, **k: on):
                 space = train_classifier_space(train.images, train.labels, names, clf, epochs=s["filter_epochs"],
                                                model=s["filter_model"], progress=False, device="cpu", seed=seed,
                                                image_size=size)

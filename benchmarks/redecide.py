@@ -7,7 +7,9 @@ Variants (``--variants``):
 - current: ``evidence.decide`` as committed;
 - no-bound: without the spill lever (``decide(bound=False)``);
 - proxy-middle: the current decisions, but a class the proxies let use its images gets the middle share at most (a
-  rule that does not trust the proxies' "use", an upper bound: ``results/proxy_leak.md``).
+  rule that does not trust the proxies' "use", an upper bound: ``results/proxy_leak.md``);
+- rare-floor: the current decisions, but a class the proxies refused gets the middle share while another class
+  uses its images (a rare class without images still loses to its neighbours' images).
 
     # a `cbdm-aug run` folder: its RandAugment + synthetic arm, its RandAugment arm the twin
     python benchmarks/redecide.py --run /tmp/g_own/runs/mnist-300-3 --tag redecide_mnist
@@ -34,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _env import commit_text, environment  # noqa: E402
 
 FEW = 20  # the few-shot group: classes under 20 real images
-VARIANTS = ("current", "no-bound", "proxy-middle")
+VARIANTS = ("current", "no-bound", "proxy-middle", "rare-floor")
 
 
 def per_class(arm: Path) -> tuple[list[int], dict[str, list[float]]]:
@@ -76,6 +78,9 @@ def variant(name: str, names, real, synthetic, t) -> dict:
     from cbdm_aug.evaluate import evidence as ev
 
     d = ev.decide(names, real, synthetic, t, bound=name != "no-bound")
+    if name == "rare-floor" and any(e.share > 0 for e in d.values()):
+        d = {n: replace(e, share=ev.MIDDLE_SHARE, used=True, why=e.why + " [redecide.py: the middle share at least]")
+             if e.source == "proxy" and e.share == 0 and e.synthetic else e for n, e in d.items()}
     if name == "proxy-middle":
         d = {n: replace(e, share=ev.MIDDLE_SHARE, why=e.why + " [redecide.py: the middle share at most]")
              if e.source == "proxy" and e.share > ev.MIDDLE_SHARE else e for n, e in d.items()}

@@ -31,11 +31,9 @@ def test_the_evidence_generator_sees_each_own_proxy_only_through_the_images_its_
     assert unseen["proxies"] and all(counts[n] == 3 for n in unseen["proxies"])  # cut to the rare class's size
     assert counts["class 2"] == 3 and sum(counts.values()) == 34 + 31 + 3 - unseen["holdout"]
     final = json.loads((out / "generator" / "generator.json").read_text())
-    assert final["class_counts"] == [34, 31, 3] and final["train"]["max_steps"] == 3  # --gen-steps in all
-    assert first["train"]["max_steps"] + unseen["continue_steps"] == 3 and final["step"] == 3
-    # one optimisation: the run's generator went on from the first's last checkpoint, its optimiser and EMA
-    assert final["init_from"] is None and final["continued_from"]["step"] == first["train"]["max_steps"]
-    assert final["continued_from"]["weights_sha256"] == load_generator(out / "generator-unseen").weights_sha256
+    assert final["class_counts"] == [34, 31, 3] and final["train"]["max_steps"] == unseen["continue_steps"]
+    assert first["train"]["max_steps"] + unseen["continue_steps"] == 3  # --gen-steps in all
+    assert final["init_from"]["weights_sha256"] == load_generator(out / "generator-unseen").weights_sha256
     assert "evidence generator: 2 steps without the" in stdout
 
 

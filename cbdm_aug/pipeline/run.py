@@ -146,17 +146,16 @@ def _fit_stage(out: Path, r: Resolved, device, echo, progress: bool, autoencoder
     from cbdm_aug.generator.fit import DataConfig, FitConfig, TrainConfig, fit
     from cbdm_aug.locking import output_lock
 
-    def one(npz: Path, gen_dir: Path, steps: int, continue_from: str | None = None, start: int = 0) -> None:
-        own = steps - start  # this fit's own steps: the grids and checkpoints come four times in them
+    def one(npz: Path, gen_dir: Path, steps: int, init_from: str | None = None) -> None:
         cfg = FitConfig(DataConfig(str(npz), image_size=r.image_size, channels=r.channels),
                         TrainConfig(r.preset, steps, r.gen_batch_size, r.gen_lr, seed=0,
                                     balance_power=r.gen_balance_power, augment_p=r.gen_augment_p,
-                                    sample_every=max(1, own // 4), checkpoint_every=max(1, min(250, own // 4)),
+                                    sample_every=max(1, steps // 4), checkpoint_every=max(1, min(250, steps // 4)),
                                     # one device: Lightning's 'auto' would start DDP over every GPU and re-run this
                                     # command
                                     accelerator="gpu" if device.type == "cuda" else "cpu",
                                     devices=f"{device.index}," if device.index is not None else "1",
-                                    autoencoder=autoencoder, continue_from=continue_from),
+                                    autoencoder=autoencoder, init_from=init_from),
                         CBDMLossConfig(tau=1.0))
         with output_lock(gen_dir, folder=True, what="generator run folder", echo=echo):
             fit(cfg, gen_dir, resume=(gen_dir / "run.json").exists(), progress=progress, echo=echo)
@@ -167,10 +166,9 @@ def _fit_stage(out: Path, r: Resolved, device, echo, progress: bool, autoencoder
         return {"run": "generator"}  # relative to the run folder, which may move
     first = r.gen_steps - unseen.continue_steps
     echo(f"evidence generator: {first} steps without the {int(unseen.mask.sum())} images the proxies "
-         f"{', '.join(unseen.classes)} are judged on; then {unseen.continue_steps} steps more on every image, "
-         f"going on with its optimiser and EMA")
+         f"{', '.join(unseen.classes)} are judged on; then {unseen.continue_steps} steps more on every image")
     one(_unseen_npz(out, unseen.mask), out / UNSEEN_RUN, first)
-    one(train, out / "generator", r.gen_steps, continue_from=str(out / UNSEEN_RUN), start=first)
+    one(train, out / "generator", unseen.continue_steps, init_from=str(out / UNSEEN_RUN))
     return {"run": "generator", "unseen": UNSEEN_RUN}
 
 
@@ -187,10 +185,7 @@ class UnseenHoldout:
         import hashlib
 
         return {"holdout": int(self.mask.sum()), "holdout_sha1": hashlib.sha1(np.packbits(self.mask)).hexdigest()[:16],
-                "proxies": self.classes, "continue_steps": self.continue_steps,
-                # the run's generator goes on with the evidence generator's optimiser and EMA (--continue-from);
-                # runs before this went on from its weights alone (--init-from), and are fitted again
-                "continue": "optimiser"}
+                "proxies": self.classes, "continue_steps": self.continue_steps}
 
 
 def _unseen_holdout(out: Path, data: dict, r: Resolved, opts: RunOptions) -> UnseenHoldout | None:

@@ -84,8 +84,8 @@ def test_a_finished_runs_last_checkpoint_holds_its_last_step_off_the_interval(fo
 
 
 def test_continuing_from_a_run_goes_on_with_its_optimiser_ema_and_step_on_other_data(folder, tmp_path, capsys):
-    """``cbdm-aug run`` fits its evidence generator without some images, then goes on on every image (issue 34):
-    one optimisation, so Adam's moments, the learning-rate schedule and the EMA carry on where they were."""
+    """A fit on part of the images, then on every image, as one optimisation: Adam's moments, the learning-rate
+    schedule and the EMA carry on where they were."""
     import shutil
 
     part = tmp_path / "part"

@@ -320,7 +320,7 @@ def fit(cfg: FitConfig, out: str | os.PathLike, resume: bool = False, progress: 
     pl.seed_everything(train.seed, workers=True, verbose=False)
     module, init_meta = _build_module(cfg, train, data, model_config, augment, record)
     if source is not None:
-        _check_continuation(source, data.class_names, model_config)
+        _check_same_model("--continue-from", source["record"]["run"], source["meta"], data.class_names, model_config)
     meta = _export_meta(cfg, train, data, model_config, augment, init_meta) | (
         {"continued_from": source["record"]} if source is not None else {}) | (
         {"autoencoder": record.to_json()} if record is not None else {})
@@ -371,10 +371,11 @@ def _continuation(train: TrainConfig) -> dict:
             "record": {"run": str(src), "step": total, "weights_sha256": meta.get("weights_sha256")}}
 
 
-def _check_continuation(source: dict, class_names: list[str], model_config: dict) -> None:
-    meta = source["meta"]
+def _check_same_model(flag: str, run, meta: dict, class_names: list[str], model_config: dict) -> None:
+    """A generator run that ``--init-from`` or ``--continue-from`` starts from must have this run's classes and
+    model (its ``generator.json`` ``meta``)."""
     if meta.get("class_names") != class_names or meta.get("model") != model_config:
-        raise RunDirError(f"--continue-from {source['record']['run']}: its classes or model "
+        raise RunDirError(f"{flag} {run}: its classes or model "
                           f"({meta.get('preset')}, {meta.get('image_size')}px) differ from this run's")
 
 
@@ -428,9 +429,7 @@ def _build_module(cfg: FitConfig, train: TrainConfig, data: LabeledImages, model
     init_meta = base = None
     if train.init_from:
         base = load_generator(train.init_from)
-        if base.class_names != data.class_names or base.meta["model"] != model_config:
-            raise RunDirError(f"--init-from {train.init_from}: its classes or model "
-                              f"({base.meta['preset']}, {base.image_size}px) differ from this run's")
+        _check_same_model("--init-from", train.init_from, base.meta, data.class_names, model_config)
         init_meta = {"run": str(train.init_from), "weights_sha256": base.weights_sha256,
                      "step": base.meta.get("step")}
     module = CBDMModule(model_config, data.counts().tolist(), asdict(cfg.loss), DEFAULT_SCHEDULE, lr=train.lr,

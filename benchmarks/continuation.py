@@ -10,6 +10,12 @@ Per pair: the images the filter kept per class (``cache/filtered.h5``), RandAugm
 RandAugment twin in each run (few-shot and every class under 20 real images), and the second run's RandAugment +
 synthetic against the first's, paired by seed (the real-only twins are the same in both runs: same data, settings
 and seeds; the file says whether they matched). Writes benchmarks/results/<tag>.{json,md}.
+
+Any two runs that share their data, real-only arms and seeds compare the same way: ``--labels`` names the two runs
+and ``--about`` says what differs (the title and the paragraph above the tables):
+
+    python benchmarks/continuation.py --pair cifar=RUN_A,RUN_B --tag first_batch --labels "16 a class,a sixteenth" \
+        --about "The cache stage's first batch: ..."
 """
 from __future__ import annotations
 
@@ -59,6 +65,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pair", action="append", required=True, help="NAME=RUN_INIT_FROM,RUN_CONTINUE_FROM")
     p.add_argument("--tag", default="continuation")
+    p.add_argument("--labels", default="a, weights alone,b, whole state",
+                   help="the two runs' names, comma-separated (each may hold one comma: split at the middle one)")
+    p.add_argument("--about", default=None, help="title and paragraph, separated by '|', for another pair of runs")
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
     args = p.parse_args(argv)
     pairs = {}
@@ -70,23 +79,30 @@ def main(argv=None):
     res = Path(args.results)
     (res / f"{args.tag}.json").write_text(json.dumps({**env, "pairs": pairs}, indent=1))
 
-    lines = ["# The run's generator after the evidence generator: its weights alone, or its whole state", "",
-             f"machine: {env['machine']['cpu']} ({env['machine']['cpu_count']} cores); torch {env['versions']['torch']}; "
+    parts = args.labels.split(",")
+    labels = (",".join(parts[:len(parts) // 2]).strip(), ",".join(parts[len(parts) // 2:]).strip())
+    title, about = (args.about.split("|", 1) if args.about else (None, None))
+    command = ("`python benchmarks/continuation.py " + " ".join(f"--pair {s}" for s in args.pair)
+               + (f" --labels {args.labels!r} --about ..." if args.about else "") + "`. ")
+    lines = ["# " + (title or "The run's generator after the evidence generator: its weights alone, or its whole state"),
+             "", f"machine: {env['machine']['cpu']} ({env['machine']['cpu_count']} cores); torch {env['versions']['torch']}; "
              f"commit {commit_text(env)}", "",
-             "`python benchmarks/continuation.py " + " ".join(f"--pair {s}" for s in args.pair) + "`. Both runs of a "
+             command + (about.strip() + " Points, RandAugment + synthetic minus RandAugment, mean [95% t-interval] over "
+                        "the paired seeds; b - a: the two runs' RandAugment + synthetic arms paired by seed." if about else
+             "Both runs of a "
              "pair share the data, the first 80% of the generator's steps (`generator-unseen/`, the same files) and "
              "the seeds; the last 20% went on from its weights alone (`--init-from`: Adam, warm-up and EMA restarted; "
              "a) or with its optimiser, EMA and step (`--continue-from`; b). Cache, filter, evidence and arms were "
              "made anew by each. Points, RandAugment + synthetic minus RandAugment, mean [95% t-interval] over the "
-             "paired seeds; b - a: the two runs' RandAugment + synthetic arms paired by seed.", ""]
+             "paired seeds; b - a: the two runs' RandAugment + synthetic arms paired by seed."), ""]
     for name, r in pairs.items():
         names = list(r["counts"])
         lines += [f"## {name}", "", f"Real-only twins identical in both runs: {'yes' if r['twins_equal'] else 'no'}.",
                   "", "| images kept by the filter | " + " | ".join(f"{n} ({r['counts'][n]})" for n in names)
                   + " | total |", "| --- | " + " | ".join("---" for _ in names) + " | --- |"]
-        for label, k in zip(("a, weights alone", "b, whole state"), r["kept"]):
+        for label, k in zip(labels, r["kept"]):
             lines.append(f"| {label} | " + " | ".join(str(v) for v in k) + f" | {sum(k)} |")
-        lines += ["", "| | a, weights alone | b, whole state | b - a |", "| --- | --- | --- | --- |",
+        lines += ["", f"| | {labels[0]} | {labels[1]} | b - a |", "| --- | --- | --- | --- |",
                   f"| few-shot vs twin | {interval(r['few_vs_twin'][0])} | {interval(r['few_vs_twin'][1])} | "
                   f"{interval(r['few_b_minus_a'])} |"]
         for n, c in sorted(r["rare"].items(), key=lambda kv: r["counts"][kv[0]]):

@@ -3,7 +3,7 @@ class of 3 images (issue 26's "folders of your own"): what a new user would get,
 
 - mnist-300-3: MNIST, 28x28 grey PNG, 10 classes on the exp profile 300 -> 3 (735 images, like the
   held-out letters folder), the class order shuffled so the rarest class is not digit 9;
-- cifar10-500-3: the CIFAR-10 JPEG copy, 32x32 RGB, 500 -> 3 (1,658 images);
+- cifar10-500-3: the CIFAR-10 JPEG copy, 32x32 RGB, 500 -> 3 (1,146 images);
 - mnist-300-3-alike: MNIST 300 -> 3 as the first, but its 3-image class is the 9 and its two largest are the 4
   and the 7, the digits a 9 is most often taken for: a rare class with visually close, well-fed neighbours;
 each with a balanced test folder (--test-per-class images a class from the official test split).

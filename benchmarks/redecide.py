@@ -9,7 +9,15 @@ Variants (``--variants``):
 - proxy-middle: the current decisions, but a class the proxies let use its images gets the middle share at most (a
   rule that does not trust the proxies' "use", an upper bound: ``results/proxy_leak.md``);
 - rare-floor: the current decisions, but a class the proxies refused gets the middle share while another class
-  uses its images (a rare class without images still loses to its neighbours' images).
+  uses its images (a rare class without images still loses to its neighbours' images);
+- bound-size: the spill lever triggered per rare class by the bare proxies of its own size (the nearest size cut),
+  not by every size pooled: a rare class whose size loses beyond the noise has its neighbours bounded;
+- bound-taken: no trigger; a class whose generated images raised its take of a rare class's held-out images (the
+  "with" probe gave it more of them than the "without" probe) gets at most the middle share;
+- bound-all: no trigger; every class the "with" probe gave a rare class's held-out image to gets at most the middle
+  share (what the lever can do at most);
+- ra-real-only: the current decisions, the arm's RandAugment on its real images only (``data.augment_synthetic``
+  false: the generated images stay as sampled).
 
     # a `cbdm-aug run` folder: its RandAugment + synthetic arm, its RandAugment arm the twin
     python benchmarks/redecide.py --run /tmp/g_own/runs/mnist-300-3 --tag redecide_mnist
@@ -36,7 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _env import commit_text, environment  # noqa: E402
 
 FEW = 20  # the few-shot group: classes under 20 real images
-VARIANTS = ("current", "no-bound", "proxy-middle", "rare-floor")
+VARIANTS = ("current", "no-bound", "proxy-middle", "rare-floor", "bound-size", "bound-taken", "bound-all", "ra-real-only")
+DATA = {"ra-real-only": {"augment_synthetic": False}}  # a variant's changes to the arm recipe's data section
 
 
 def per_class(arm: Path) -> tuple[list[int], dict[str, list[float]]]:
@@ -81,9 +90,37 @@ def variant(name: str, names, real, synthetic, t) -> dict:
     if name == "rare-floor" and any(e.share > 0 for e in d.values()):
         d = {n: replace(e, share=ev.MIDDLE_SHARE, used=True, why=e.why + " [redecide.py: the middle share at least]")
              if e.source == "proxy" and e.share == 0 and e.synthetic else e for n, e in d.items()}
+    if name in ("bound-size", "bound-taken", "bound-all"):
+        d = bound_rare_neighbours(name, d, names, real, t)
     if name == "proxy-middle":
         d = {n: replace(e, share=ev.MIDDLE_SHARE, why=e.why + " [redecide.py: the middle share at most]")
              if e.source == "proxy" and e.share > ev.MIDDLE_SHARE else e for n, e in d.items()}
+    return d
+
+
+def bound_rare_neighbours(name: str, d: dict, names, real, t) -> dict:
+    """The spill lever under another trigger (module docstring): per rare class r, the classes j its held-out images
+    went to in the "with" probe (bound-all), only those whose take rose with the images (bound-taken), or all of them
+    where r's size's bare proxies are below 0 beyond the noise (bound-size), get at most the middle share."""
+    from cbdm_aug.evaluate import evidence as ev
+    from cbdm_aug.evaluate import proxies as px
+
+    sized = ev.ProxyEvidence.by_size(t, ev.noise(t))
+    d = dict(d)
+    for r, rare in enumerate(names):
+        if not 1 <= real[r] < ev.MIN_JUDGED or not t["held"][r]:
+            continue
+        bare = sized[px.nearest(int(real[r]), sized)].bare if sized else None
+        if name == "bound-size" and (bare is None or bare.verdict != "none"):
+            continue
+        took = t["with"][r] > (t["without"][r] if name == "bound-taken" else 0)
+        for j in np.flatnonzero(took):
+            e = d[names[j]]
+            if j != r and e.share > ev.MIDDLE_SHARE:
+                d[names[j]] = replace(e, share=ev.MIDDLE_SHARE, why=(
+                    f"{e.why} [redecide.py {name}: bounded for {rare}: the with probe gave it {int(t['with'][r, j])}, "
+                    f"the without probe {int(t['without'][r, j])} of {rare}'s {int(t['held'][r])} held-out images; "
+                    f"its size's bare proxies {bare.text() if bare else 'none'}]"))
     return d
 
 
@@ -137,22 +174,23 @@ def main(argv=None):
     for name in [v for v in args.variants.split(",") if v]:
         d = variant(name, names, real, synthetic, t)
         changed = {n: [ran_doc[n]["share"], d[n].share] for n in names if abs(d[n].share - ran_doc[n]["share"]) > 1e-9}
-        key = tuple(round(d[n].share, 6) for n in names)
-        same = [v for v, e in res["variants"].items() if e["key"] == key]
+        key = tuple(round(d[n].share, 6) for n in names) + tuple(sorted(DATA.get(name, {}).items()))
+        same = [v for v, e in res["variants"].items() if tuple(e["key"]) == key]
         pc = ran
         if same:  # a variant deciding as another is not retrained
             pc = trained[same[0]]
-        elif changed:
+        elif changed or name in DATA:
             work = Path(f"{arm}-{name}")
             work.mkdir(parents=True, exist_ok=True)
             write_decisions(work / "decisions.json", d)
             for s in seeds:
                 if not (work / f"seed{s}" / "metrics.json").is_file():
-                    r = replace(base, seed=s, sampling=replace(base.sampling, share_file=str(work / "decisions.json")))
+                    r = replace(base, seed=s, sampling=replace(base.sampling, share_file=str(work / "decisions.json")),
+                                data=replace(base.data, **DATA.get(name, {})))
                     train_run(r, work / f"seed{s}", progress=False, command=f"benchmarks/redecide.py ({name})")
             pc = per_class(work)[1]
         trained[name] = pc
-        res["variants"][name] = {"key": key, "same_as": same[0] if same else None, "changed": changed,
+        res["variants"][name] = {"key": list(key), "recipe_data": DATA.get(name, {}), "same_as": same[0] if same else None, "changed": changed,
                                  "why": {n: d[n].why for n in few if n in d},
                                  "few_vs_twin": paired(group(pc), group(real_only)),
                                  "few_vs_as_run": paired(group(pc), group(ran)),
@@ -174,7 +212,8 @@ def main(argv=None):
         worst = min(names, key=lambda c: row["per_class_vs_twin"][c]["mean"])
         lines.append(f"| {name} | " + (", ".join(f"{n} {a:.2f}->{b:.2f}" for n, (a, b) in row["changed"].items())
                                        or ("none" if name != "as run" else ""))
-                     + (f" (the same arm as {row['same_as']})" if row.get("same_as") else "") + " | "
+                     + (f" (the same arm as {row['same_as']})" if row.get("same_as") else "")
+                     + "".join(f"; recipe data.{k}={v}" for k, v in (row.get("recipe_data") or {}).items()) + " | "
                      + ci(row["few_vs_twin"]) + " | " + (ci(row["few_vs_as_run"]) if "few_vs_as_run" in row else "")
                      + " | " + " | ".join(ci(row["per_class_vs_twin"][c]) for c in few)
                      + f" | {worst} ({counts[worst]}) {ci(row['per_class_vs_twin'][worst])} |")

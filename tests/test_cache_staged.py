@@ -11,7 +11,7 @@ from helpers import cache_arrays
 from cbdm_aug.cache.generate import generate_cache, image_seed
 from cbdm_aug.cache.plan import Plan
 from cbdm_aug.cache.reader import SyntheticCache
-from cbdm_aug.cache.staged import generate_staged, replace_classes
+from cbdm_aug.cache.staged import first_sizes, generate_staged, replace_classes
 from cbdm_aug.evaluate.features import FeatureSpace
 from cbdm_aug.pipeline.settings import CacheSettings
 
@@ -84,5 +84,36 @@ def test_the_cache_stage_stops_a_class_none_of_whose_first_images_pass_and_says_
                               lambda: space, said.append, False, tmp_path)
     assert stopped == ["dog"]  # fish has nothing left to make after its first batch
     assert made.counts == (6, 2, 1)
-    assert any("none of the first 2 generated images of 1 of 3 classes passed the filter (dog)" in s
-               and "(4 images not made)" in s for s in said)
+    assert any("none of the first generated images of 1 of 3 classes passed the filter (dog (2): at least 2 a "
+               "class, 6.2% of its plan)" in s and "(4 images not made)" in s for s in said)
+
+
+def test_a_first_batch_grows_with_the_plan_so_a_class_that_would_keep_many_images_is_seldom_stopped():
+    """Issue 34: a fixed 16 stopped our CIFAR folder's 9-image truck, whose images pass at about 3% (4 of 128) and
+    would have kept about 50 of its 1,710: (0.97)^16 = 60% of the time. A sixteenth of the plan stops it 4% of the
+    time, and never costs a stopped class more than a sixteenth of its plan."""
+    assert first_sizes([1710, 216, 40, 10, 0], 16, 1 / 16) == (107, 16, 16, 10, 0)
+    assert first_sizes([1710, 216], 16) == (16, 16)  # share 0: the fixed batch
+    n, = first_sizes([1710], 16, 1 / 16)
+    for kept in (48, 100):  # expected images the rest would keep: stopped by chance at most 5%
+        assert (1 - kept / 1710) ** n <= 0.05
+    assert 0.55 < (1 - 4 / 128) ** 16 < 0.65 and (1 - 4 / 128) ** n < 0.04
+
+
+def test_the_cache_stage_sizes_each_classs_first_batch_from_its_plan(tiny_generator, tmp_path):
+    from cbdm_aug.data.sources import LabeledImages
+    from cbdm_aug.pipeline.cache_stage import _generate
+
+    net = _OnlyCat()
+    space = FeatureSpace("classifier", "only cats", net, lambda x: torch.from_numpy(x).float(), 3,
+                         classifier=net, class_names=NAMES)
+    train = LabeledImages(np.zeros((10, 8, 8, 1), np.uint8), np.array([0] * 6 + [1] * 3 + [2]), NAMES, "test")
+    said = []
+    plan = Plan("file", tuple(NAMES), (6, 12, 3))
+    made, stopped = _generate(tiny_generator, tmp_path / "generated.h5", plan,
+                              CacheSettings(first_batch=2, first_share=0.25), train, lambda: space, said.append, False,
+                              tmp_path)
+    # first batches max(2, ceil(0.25 n)) = (2, 3, 2); only cats pass, so dog stops at 3 and fish at 2 of its 3
+    assert stopped == ["dog", "fish"] and made.counts == (6, 3, 2)
+    assert any("(dog (3), fish (2): at least 2 a class, 25.0% of its plan)" in s and "(10 images not made)" in s
+               for s in said)

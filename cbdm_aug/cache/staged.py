@@ -8,6 +8,7 @@ have made, and a stopped class holds its first batch.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,9 +20,19 @@ from cbdm_aug.cache.plan import Plan
 log = logging.getLogger(__name__)
 
 
-def first_plan(plan: Plan, per_class: int) -> Plan:
-    """The first ``per_class`` images of each class of ``plan`` (all of a smaller class)."""
-    return Plan(plan.policy, plan.class_names, tuple(min(n, per_class) for n in plan.counts), plan.real_counts)
+def first_sizes(counts, at_least: int, share: float = 0.0) -> tuple[int, ...]:
+    """Each class's first batch: ``max(at_least, ceil(share * n))`` of its ``n`` planned images, all of a smaller
+    class. With ``share`` s, a class whose images pass at rate r is stopped by chance with probability
+    (1 - r)^(s n), about exp(-(r n) s): at most 5% where the rest would keep r n >= 3 / s images, and the first batch
+    of a stopped class costs at most a share s of its plan (``cbdm-aug run``: docs/decisions.md)."""
+    return tuple(min(int(n), max(int(at_least), math.ceil(share * n - 1e-9))) for n in counts)
+
+
+def first_plan(plan: Plan, per_class) -> Plan:
+    """The first ``per_class`` images of each class of ``plan`` (an int, or one count a class; all of a smaller
+    class)."""
+    sizes = [per_class] * len(plan.counts) if isinstance(per_class, int) else list(per_class)
+    return Plan(plan.policy, plan.class_names, tuple(min(n, k) for n, k in zip(plan.counts, sizes)), plan.real_counts)
 
 
 def rest_plan(plan: Plan, first: Plan, going: set[str]) -> Plan | None:
@@ -32,9 +43,9 @@ def rest_plan(plan: Plan, first: Plan, going: set[str]) -> Plan | None:
     return Plan(plan.policy, plan.class_names, counts, plan.real_counts, starts=first.counts)
 
 
-def generate_staged(generator, out: str | Path, plan: Plan, settings, per_class: int,
+def generate_staged(generator, out: str | Path, plan: Plan, settings, per_class,
                     keep_going: Callable[[Path], set[str]], **kwargs) -> tuple[Path, Plan]:
-    """Sample ``first_plan(plan, per_class)`` into ``OUT.first.h5``, ask ``keep_going(that path)`` which
+    """Sample ``first_plan(plan, per_class)`` (an int, or one count a class) into ``OUT.first.h5``, ask ``keep_going(that path)`` which
     classes go on, sample the rest of those into ``OUT.rest.h5`` and join both into ``out`` (then the
     two parts go). Returns (``out``, the plan of what it holds). Each step resumes (``generate_cache``),
     and a complete ``out`` is returned as it is; ``kwargs`` go to ``generate_cache``."""

@@ -198,35 +198,36 @@ def _generate(gen, cache: Path, plan, s, train, space, echo, progress: bool, out
     filter's classifier (None: no filter, so no first batch)."""
     from cbdm_aug.cache.generate import generate_cache
     from cbdm_aug.cache.reader import is_complete
-    from cbdm_aug.cache.staged import generate_staged
+    from cbdm_aug.cache.staged import first_sizes, generate_staged
 
     settings = s.sampling
     kwargs = dict(batch_size=256, progress=progress, command=f"cbdm-aug run (synthetic stage of {out})")
-    if space is None or not s.first_batch or max(plan.counts) <= s.first_batch:
+    first = first_sizes(plan.counts, s.first_batch, s.first_share)
+    if space is None or not s.first_batch or tuple(first) == tuple(plan.counts):
         if not is_complete(cache):  # a partial cache resumes
             generate_cache(gen, cache, plan, settings, **kwargs)
         return plan, []
 
-    def keep_going(first: Path) -> set[str]:
-        return set(plan.class_names) - set(_stop_after_first(first, plan, s, train, space, echo))
+    def keep_going(path: Path) -> set[str]:
+        return set(plan.class_names) - set(_stop_after_first(path, plan, first, s, train, space, echo))
 
-    _, made = generate_staged(gen, cache, plan, settings, s.first_batch, keep_going, **kwargs)
+    _, made = generate_staged(gen, cache, plan, settings, first, keep_going, **kwargs)
     return made, [n for n, want, got in zip(plan.class_names, plan.counts, made.counts) if got < want]
 
 
-def _stop_after_first(first: Path, plan, s, train, space, echo) -> list[str]:
-    """The classes with more to generate none of whose ``s.first_batch`` first images pass the filter."""
+def _stop_after_first(path: Path, plan, first, s, train, space, echo) -> list[str]:
+    """The classes with more to generate none of whose first images (``first``: a count a class) pass the filter."""
     from cbdm_aug.evaluate.filter import pass_counts
 
-    passed = pass_counts(first, space(), train.images, train.labels, confidence=s.filter_confidence,
+    passed = pass_counts(path, space(), train.images, train.labels, confidence=s.filter_confidence,
                          top_share=s.filter_top_share, near_copy_ratio=s.near_copy_ratio)
-    stop = [n for n, want in zip(plan.class_names, plan.counts) if want > s.first_batch and not passed[n][1]]
+    stop = [(n, k, want) for n, k, want in zip(plan.class_names, first, plan.counts) if want > k and not passed[n][1]]
     if stop:
-        shown = ", ".join(stop[:8]) + (f" and {len(stop) - 8} more" if len(stop) > 8 else "")
-        echo(f"first batch: none of the first {s.first_batch} generated images of {len(stop)} of "
-             f"{len(plan.class_names)} classes passed the filter ({shown}), so those classes get no more "
-             f"({sum(n - s.first_batch for n, c in zip(plan.counts, plan.class_names) if c in stop):,} images not made)")
-    return stop
+        shown = ", ".join(f"{n} ({k})" for n, k, _ in stop[:8]) + (f" and {len(stop) - 8} more" if len(stop) > 8 else "")
+        echo(f"first batch: none of the first generated images of {len(stop)} of {len(plan.class_names)} classes "
+             f"passed the filter ({shown}: at least {s.first_batch} a class, {100 * s.first_share:.1f}% of its "
+             f"plan), so those classes get no more ({sum(want - k for _, k, want in stop):,} images not made)")
+    return [n for n, _, _ in stop]
 
 
 def unseen_proxy_cache(out: Path, unseen_run: str, cache: str, data: dict, r: Resolved, opts: RunOptions,

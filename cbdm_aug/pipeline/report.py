@@ -214,6 +214,7 @@ class ArmMixing:
     file beside the cache; None, every image; or a path)."""
     sampler: dict
     decisions: str | None = "auto"
+    real_only_policy: bool = False  # the arm RandAugmented its real images only (ArmSettings.randaugment_synthetic)
 
     @classmethod
     def of_run(cls, out: Path, seed: int, n_real: int) -> ArmMixing:
@@ -227,7 +228,8 @@ class ArmMixing:
         if decisions not in (None, "auto") and all(b is not None and b.resolve() == Path(decisions).resolve()
                                                    for b in beside):
             decisions = "auto"  # the file beside the cache: what the dataset finds by itself
-        return cls(sampler_settings(recipe, n_real), decisions)
+        return cls(sampler_settings(recipe, n_real), decisions,
+                   recipe.data.augment == "randaugment" and not recipe.data.augment_synthetic)
 
     def code(self, cache: Path, resize: bool) -> list[str]:
         """The snippet's three lines: the dataset, the sampler, the loader."""
@@ -296,6 +298,9 @@ def next_steps(out: Path, cache: Path, data: dict, mixing: ArmMixing) -> list[st
             "```python", "from torch.utils.data import DataLoader", "",
             "from cbdm_aug import BalancedSyntheticSampler, RealSyntheticDataset", "", *mixing.code(cache, resize),
             "```", "", mixing.prose(cache, counts), "",
+            *(["The run's RandAugment + synthetic arm RandAugmented the real images only: to do the same, put "
+               "RandAugment in `real_train_set`'s own transform (it runs first, on the real images only) and keep it "
+               "out of `train_tf`.", ""] if mixing.real_only_policy else []),
             ("Call `loader.sampler.set_epoch(epoch)` at the start of every epoch (the README: 'Plugging into "
              "your training loop')."), "", other, "", "```bash", export, train, "```", "", after]
 
@@ -436,7 +441,8 @@ def _markdown(out: Path, data: dict, cached: CacheResult, evidence: EvidenceResu
         "Arms: the control trains on the real images with class-balanced re-sampling; RandAugment adds a RandAugment "
         "policy to it (the strongest real-only recipe we know); each '+ synthetic' arm is its real-only twin plus the "
         f"filtered, gated generated images (synthetic loss weight {s.synthetic_weight:g}; RandAugment, where the twin "
-        f"has it, on real and generated images alike). Groups: {thresholds}.", "", arm_table, "",
+        f"has it, on {'real and generated images alike' if s.randaugment_synthetic else 'the real images only'}). "
+        f"Groups: {thresholds}.", "", arm_table, "",
         "## Paired differences (accuracy points)", "",
         f"Per seed, arm minus arm (same seed: same initialisation and real-image draws), mean and 95% t-interval over "
         f"{n} seeds; * marks an interval that excludes 0. The best real-only arm here is {ARM_TITLES[nums.best]}, the "

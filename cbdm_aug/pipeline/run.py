@@ -359,9 +359,11 @@ def arm_recipe(arm: str, out: Path, r: Resolved, opts: RunOptions, device, cache
     s = opts.arm
     data = replace(base.data, train=str(out / "data" / "train.npz"), test=str(out / "data" / "test.npz"),
                    holdout_per_class=0, longtail="none", image_size=r.classifier_size, channels=r.channels,
-                   # on the generated images too, as benchmarks/tail_gain.py measures it
+                   # RandAugment + synthetic augments its real images, and its generated ones only with
+                   # ArmSettings.randaugment_synthetic (docs/decisions.md); the others keep the recipe's key
                    augment="randaugment" if arm.startswith("randaugment") else "none",
-                   augment_synthetic=True if arm.startswith("randaugment") else base.data.augment_synthetic)
+                   augment_synthetic=(s.randaugment_synthetic if arm == "randaugment+synthetic"
+                                      else base.data.augment_synthetic))
     sampling = SamplingConfig(mode="class-balanced")
     loss = base.loss
     if arm in TWINS:

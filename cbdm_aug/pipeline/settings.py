@@ -57,12 +57,14 @@ class CacheSettings:
     near_copy_ratio: float = NEAR_COPY_RATIO  # and near-copies of a training image (filter-cache's criterion)
     max_copy_share: float | None = MAX_COPY_SHARE  # the per-class gate (evaluate/gate.py; None: off; docs/decisions.md)
     seed: int = SAMPLING.seed           # sampling seed of the cache
-    first_batch: int = 16               # images of each class generated and filtered first: a class none of whose
-                                        # first images pass gets no more (0: off; docs/decisions.md)
+    first_batch: int = 16               # images of each class generated and filtered first, at least: a class none
+                                        # of whose first images pass gets no more (0: off; docs/decisions.md)
+    first_share: float = 1 / 16         # and at least this share of the class's planned images (staged.first_sizes)
 
     def __post_init__(self):
         _check(self.top_up >= 1, f"top_up must be >= 1, got {self.top_up}")
         _check(self.first_batch >= 0, f"first_batch must be >= 0, got {self.first_batch}")
+        _check(0 <= self.first_share <= 1, f"first_share must be in [0, 1], got {self.first_share}")
         object.__setattr__(self, "guidance", self.sampling.guidance)  # validated there; w=1 and 1.0 key alike
         check_criteria(self.filter_confidence, self.near_copy_ratio, self.max_copy_share, self.filter_top_share)
 
@@ -79,6 +81,8 @@ class ArmSettings:
     min_real_share: float | None = MIN_REAL_SHARE  # the sampler's real floor per class (None: none; docs/decisions.md)
     evidence: bool = True               # cross-fitted per-class decisions (evaluate/evidence.py); False: every class
     min_judged: int = MIN_JUDGED        # a class with fewer real images is decided from proxies of its size
+    randaugment_synthetic: bool = False  # the RandAugment arm's policy on the generated images too (False: its real
+                                        # images only, the generated ones as sampled; docs/decisions.md)
 
     def __post_init__(self):
         _check(0 <= self.synthetic_weight <= 1e3, f"synthetic_weight must be in [0, 1000], got {self.synthetic_weight}")

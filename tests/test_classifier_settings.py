@@ -53,3 +53,17 @@ def test_randaugment_plus_synthetic_augments_its_real_images_only_unless_told_an
     assert rec["control+synthetic"].data.augment == "none"
     on = replace(opts, arm=ArmSettings(randaugment_synthetic=True))
     assert arm_recipe("randaugment+synthetic", Path("/tmp/out"), r, on, "cpu", "c.h5").data.augment_synthetic
+
+
+def test_run_says_randaugment_real_only_by_default_and_takes_the_other_way_from_its_flag(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    import cbdm_aug.pipeline.run as run_module
+    from cbdm_aug.cli import cli
+
+    seen = []
+    monkeypatch.setattr(run_module, "run_pipeline", lambda opts, out, echo, progress: seen.append(opts.arm))
+    for flags in ([], ["--randaugment-synthetic"]):
+        r = CliRunner().invoke(cli, ["run", "digits", "--out", str(tmp_path / "o"), *flags])
+        assert r.exit_code == 0, r.output
+    assert [a.randaugment_synthetic for a in seen] == [False, True]

@@ -51,11 +51,16 @@ from cbdm_aug.pipeline.settings import CPU_GEN_STEPS, GPU_GEN_STEPS, ArmSettings
 @click.option("--evidence/--no-evidence", default=ArmSettings().evidence, show_default=True,
               help="Judge each class by cross-fitting on the training images and give generated images only to "
                    "the classes they help (--no-evidence: every class the filter and gate passed).")
+@click.option("--randaugment-synthetic/--randaugment-real-only", default=ArmSettings().randaugment_synthetic,
+              show_default=True,
+              help="RandAugment + synthetic: RandAugment the generated images too, or the real images only (the "
+                   "default: on our CIFAR-10 folder RandAugment on generated images cost a 16-image class 4 points; "
+                   "docs/decisions.md).")
 @click.option("--skip-bad", is_flag=True, help="Skip unreadable image files (and report how many) instead of failing.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def run(data, test, holdout_per_class, out, generator, autoencoder, preset, gen_steps, image_size, classifier_size,
         model, pretrained, classifier_recipe, classifier_epochs, seeds, device, augment_p, min_real_share, evidence,
-        skip_bad, no_progress):
+        randaugment_synthetic, skip_bad, no_progress):
     """Will generated images help your rare classes? Fit a CBDM generator on DATA (already
     long-tailed: an image folder, an .npz or `digits`), top every class up with filtered, per-class
     gated generated images, train four classifier arms over --seeds (the control: class-balanced
@@ -78,7 +83,8 @@ def run(data, test, holdout_per_class, out, generator, autoencoder, preset, gen_
                           classifier_recipe=classifier_recipe,
                           classifier_epochs=classifier_epochs, seeds=tuple(seed_list), device=device,
                           fit=GeneratorSettings(augment_p=augment_p),
-                          arm=ArmSettings(evidence=evidence, min_real_share=min_real_share or None))
+                          arm=ArmSettings(evidence=evidence, min_real_share=min_real_share or None,
+                                          randaugment_synthetic=randaugment_synthetic))
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     run_pipeline(opts, out, echo=click.echo, progress=not no_progress)

@@ -203,7 +203,7 @@ def _generate(gen, cache: Path, plan, s, train, space, echo, progress: bool, out
     settings = s.sampling
     kwargs = dict(batch_size=256, progress=progress, command=f"cbdm-aug run (synthetic stage of {out})")
     first = first_sizes(plan.counts, s.first_batch, s.first_share)
-    if space is None or not s.first_batch or tuple(first) == tuple(plan.counts):
+    if space is None or not s.first_batch or first == tuple(plan.counts):
         if not is_complete(cache):  # a partial cache resumes
             generate_cache(gen, cache, plan, settings, **kwargs)
         return plan, []

@@ -140,8 +140,12 @@ def _candidates(C):
         own = p[np.arange(len(p)), d["gen_y"]]
         return (p > own[:, None]).sum(1) < k
 
-    def top_k_chance(d):  # the library's rule (the default)
-        return K.recognised(d["gen_p_full"], d["gen_y"], K.TOP_SHARE, None)
+    def top_k_chance(d):  # the library's rule before the per-class threshold
+        return K.recognised(d["gen_p_full"], d["gen_y"], 0.1, None)
+
+    def false_positive(share):  # the library's rule: above all but ``share`` of the other classes' training scores
+        return lambda d: K.recognised(d["gen_p_full"], d["gen_y"], None, None,
+                                      K.class_thresholds(d["train_p"], d["y"], share))
 
     def quantile_train(q):  # calibrated on the classifier's own training points (no held-out)
         return lambda d: _calibrated_keep(d["gen_p_full"], d["gen_y"], d["train_p"], d["y"], q)
@@ -150,7 +154,9 @@ def _candidates(C):
         return lambda d: _calibrated_keep(d["gen_p"], d["gen_y"], d["held"], d["y"], q)
 
     return {"p >= 0.5 (today)": fixed, "p >= min(0.5, 2/C)": ratio(2), "p >= min(0.5, 5/C)": ratio(5),
-            "c in top ceil(C/10)": top_k, "top ceil(C/10) and p >= 1/C (kept)": top_k_chance,
+            "c in top ceil(C/10)": top_k, "top ceil(C/10) and p >= 1/C (the rule before)": top_k_chance,
+            "above all but 1% of the others' training scores (kept)": false_positive(0.01),
+            "above all but 2% of the others' training scores": false_positive(0.02),
             "max(1/C, min(0.5, q0.25 own training))": lambda d: _calibrated_keep(
                 d["gen_p_full"], d["gen_y"], d["train_p"], d["y"], 0.25, floor=1 / C, ceiling=0.5), "q0.25 of own training scores": quantile_train(0.25),
             "q0.1 of held-out real scores": quantile_held(0.1),
@@ -204,18 +210,22 @@ def cnn_case(source: str, work: Path, epochs: int = 4) -> list[dict]:
     space = train_classifier_space(x, y, names, work / "pairs-classifier", epochs=epochs, progress=False,
                                    device="cpu", seed=0)
     p = space.predict_proba(hx).numpy()
+    thresholds = K.class_thresholds(space.predict_proba(x).numpy(), y, K.FALSE_POSITIVE_SHARE)
     recall = np.array([(p[hy == c].argmax(1) == c).mean() for c in range(100)])
     recognised = recall > 1 / 100
     wrong = (hy + np.random.default_rng(1).integers(1, 100, len(hy))) % 100
-    rules = {"p >= 0.5 (the old rule)": (None, 0.5), "top ceil(C/10) and p >= 1/C (kept)": (K.TOP_SHARE, None)}
+    rare = np.arange(100) >= 90  # the ten smallest classes (the counts fall with the label)
+    rules = {"p >= 0.5 (the old rule)": (None, 0.5, None), "top ceil(C/10) and p >= 1/C (the rule before)":
+             (0.1, None, None), "above all but 1% of the others' training scores (kept)": (None, None, thresholds)}
     what = "MNIST digit" if source == "mnist" else "CIFAR-10 image"
     rows = []
-    for name, (share, conf) in rules.items():
-        good, bad = K.recognised(p, hy, share, conf), K.recognised(p, wrong, share, conf)
+    for name, (share, conf, t) in rules.items():
+        good, bad = K.recognised(p, hy, share, conf, t), K.recognised(p, wrong, share, conf, t)
         keeping = np.bincount(hy[good], minlength=100) > 0
         rows.append({"case": f"100 classes of {what} pairs, resnet8 {epochs} epochs ({len(y):,} images)",
                      "criterion": name, "balanced_accuracy": round(100 * recall.mean(), 1),
                      "good_kept": round(100 * good.mean(), 1), "bad_kept": round(100 * bad.mean(), 1),
+                     "good_kept_rarest": round(100 * good[rare[hy]].mean(), 1),
                      "recognised_classes_keeping": round(100 * (keeping & recognised).sum() / recognised.sum(), 1),
                      "recognised": int(recognised.sum())})
     return rows
@@ -234,13 +244,16 @@ def main() -> None:
             for name, keep_of in _candidates(C).items():
                 keep = keep_of(d)
                 kept_classes = np.bincount(d["gen_y"][keep], minlength=C) > 0
+                rarest = d["gen_y"] >= C - max(1, C // 10)  # the smallest tenth of the classes (counts fall with c)
                 per.setdefault(name, []).append([
                     d["balanced"], keep[d["good"]].mean(), keep[~d["good"]].mean(),
-                    (kept_classes & recognised).sum() / max(1, recognised.sum()), recognised.sum()])
+                    (kept_classes & recognised).sum() / max(1, recognised.sum()), recognised.sum(),
+                    keep[d["good"] & rarest].mean()])
         for name, v in per.items():
             m = np.mean(v, 0)
             rows.append({"case": case, "criterion": name, "balanced_accuracy": round(100 * m[0], 1),
                          "good_kept": round(100 * m[1], 1), "bad_kept": round(100 * m[2], 1),
+                         "good_kept_rarest": round(100 * m[5], 1),
                          "recognised_classes_keeping": round(100 * m[3], 1), "recognised": round(m[4], 1)})
     if "--cnn" in sys.argv:
         import tempfile
@@ -256,9 +269,11 @@ def main() -> None:
     lines = ["# Filter criteria across class counts and classifier strengths (`benchmarks/filter_criteria.py`)", "",
              f"{SEEDS} seeds, {GENERATED} generated points a class (half good, half another class's), "
              f"{FOLDS}-fold cross-fitted held-out scores. Points in %.", "",
-             "| case | classifier balanced acc. | criterion | good kept | bad kept | recognised classes keeping any |",
-             "| --- | --- | --- | --- | --- | --- |"]
+             "| case | classifier balanced acc. | criterion | good kept | bad kept | good kept, the smallest tenth of "
+             "the classes | recognised classes keeping any |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {r['case']} | {r['balanced_accuracy']} | {r['criterion']} | {r['good_kept']} | {r['bad_kept']} | "
+              f"{r['good_kept_rarest']} | "
               f"{r['recognised_classes_keeping']} (of {r['recognised']}) |" for r in rows]
     write_text_atomic(out / "filter_criteria.md", "\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -6,6 +6,9 @@ class of 3 images (issue 26's "folders of your own"): what a new user would get,
 - cifar10-500-3: the CIFAR-10 JPEG copy, 32x32 RGB, 500 -> 3 (1,146 images);
 - mnist-300-3-alike: MNIST 300 -> 3 as the first, but its 3-image class is the 9 and its two largest are the 4
   and the 7, the digits a 9 is most often taken for: a rare class with visually close, well-fed neighbours;
+- mnist-lt-3000, mnist-lt-5000: issue 34's MNIST-LT rows (rho=1000, n_max 3000 and 5000: 3000 ... 13, 6, 3 and
+  5000 ... 10, 5 images, digit 0 the largest, 9 the rarest, as `tail_gain.py` cuts them) as a folder, so the row is
+  measured through `cbdm-aug run` itself, at its default, rather than through `tail_gain.py`'s arms;
 each with a balanced test folder (--test-per-class images a class from the official test split).
 
     python benchmarks/own_folders.py --folders mnist-300-3,cifar10-500-3
@@ -36,8 +39,10 @@ from e2e_quality import cbdm_aug, run  # noqa: E402
 
 SHARED = (ROOT / ".." / "shared" / "datasets").resolve()
 FOLDERS = {"mnist-300-3": ("mnist", 300, 3), "cifar10-500-3": ("cifar10", 500, 3),
-           "mnist-300-3-alike": ("mnist", 300, 3)}
-ORDERS = {"mnist-300-3-alike": (4, 7, 0, 1, 2, 3, 5, 6, 8, 9)}  # largest class first, the middle ones in label order
+           "mnist-300-3-alike": ("mnist", 300, 3), "mnist-lt-3000": ("mnist", 3000, 3),
+           "mnist-lt-5000": ("mnist", 5000, 5)}
+ORDERS = {"mnist-300-3-alike": (4, 7, 0, 1, 2, 3, 5, 6, 8, 9),  # largest class first, the middle ones in label order
+          "mnist-lt-3000": tuple(range(10)), "mnist-lt-5000": tuple(range(10))}  # tail_gain's order
 
 
 def profile(n_max: int, n_min: int, C: int = 10) -> list[int]:
@@ -173,6 +178,7 @@ def main(argv=None):
     p.add_argument("--tag", default="own_folders", help="results file stem")
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
     p.add_argument("--report-only", action="store_true", help="summarise the runs --work holds")
+    p.add_argument("--seeds", default=None, help="`cbdm-aug run --seeds` (default: run's own, 0,1,2)")
     args = p.parse_args(argv)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -191,7 +197,7 @@ def main(argv=None):
                     shutil.copytree(base, out, ignore=shutil.ignore_patterns(".lock*"))  # the same generator and cache
                 t = time.time()
                 run([cbdm_aug(), "run", root / "train", "--test", root / "test", "--out", out, "--no-progress",
-                     *VARIANTS[variant]], work / f"{name}.log", env={**os.environ})
+                     *(["--seeds", args.seeds] if args.seeds else []), *VARIANTS[variant]], work / f"{name}.log", env={**os.environ})
                 print(f"{name}, {variant}: {time.time() - t:.0f} s", flush=True)
             if (out / "report.json").exists():
                 rows.append(summarise(name, variant, json.loads((out / "report.json").read_text())))

@@ -38,7 +38,7 @@ def main(argv=None):
     from cbdm_aug.cache.plan import Plan
     from cbdm_aug.cache.reader import SyntheticCache
     from cbdm_aug.evaluate.features import load_classifier_space
-    from cbdm_aug.evaluate.filter import _score, _TrainingClasses
+    from cbdm_aug.evaluate.filter import _rule, _score, _TrainingClasses
     from cbdm_aug.generator.run_dir import load_generator
     from cbdm_aug.pipeline.cache_stage import load_split
     from cbdm_aug.pipeline.settings import CacheSettings
@@ -58,7 +58,9 @@ def main(argv=None):
         with SyntheticCache(path) as syn:
             train = load_split(run, "train", syn.image_shape[0], syn.image_shape[2])
             training = _TrainingClasses(train.images, train.labels, len(names), syn.image_shape[0], syn.image_shape[2])
-            ok, copy, _ = _score(syn, space, training, (s.filter_top_share, s.filter_confidence), s.near_copy_ratio,
+            rule = _rule(space, training, train.labels, s.filter_top_share, s.filter_confidence,
+                         s.filter_false_positive_share, 512)
+            ok, copy, _ = _score(syn, space, training, rule, s.near_copy_ratio,
                                  512, False, desc="pass rates")
             labels = syn.labels
     for c in classes:

@@ -68,6 +68,10 @@ class _OnlyCat(torch.nn.Module):
         return self.logits.expand(len(x), 3)  # every image is a cat
 
 
+RANK = {"filter_top_share": 0.1, "filter_false_positive_share": None}  # only cats pass: the stub scores all alike, so
+# no class stands above the others' real images, and the per-class threshold would pass none
+
+
 def test_the_cache_stage_stops_a_class_none_of_whose_first_images_pass_and_says_so(tiny_generator, tmp_path):
     from cbdm_aug.data.sources import LabeledImages
     from cbdm_aug.pipeline.cache_stage import _generate
@@ -80,7 +84,7 @@ def test_the_cache_stage_stops_a_class_none_of_whose_first_images_pass_and_says_
                     NAMES, "test")
     said = []
     plan = Plan("file", tuple(NAMES), (6, 6, 1))
-    made, stopped = _generate(tiny_generator, tmp_path / "generated.h5", plan, CacheSettings(first_batch=2), train,
+    made, stopped = _generate(tiny_generator, tmp_path / "generated.h5", plan, CacheSettings(first_batch=2, **RANK), train,
                               lambda: space, said.append, False, tmp_path)
     assert stopped == ["dog"]  # fish has nothing left to make after its first batch
     assert made.counts == (6, 2, 1)
@@ -111,7 +115,7 @@ def test_the_cache_stage_sizes_each_classs_first_batch_from_its_plan(tiny_genera
     said = []
     plan = Plan("file", tuple(NAMES), (6, 12, 3))
     made, stopped = _generate(tiny_generator, tmp_path / "generated.h5", plan,
-                              CacheSettings(first_batch=2, first_share=0.25), train, lambda: space, said.append, False,
+                              CacheSettings(first_batch=2, first_share=0.25, **RANK), train, lambda: space, said.append, False,
                               tmp_path)
     # first batches max(2, ceil(0.25 n)) = (2, 3, 2); only cats pass, so dog stops at 3 and fish at 2 of its 3
     assert stopped == ["dog", "fish"] and made.counts == (6, 3, 2)

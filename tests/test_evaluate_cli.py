@@ -134,7 +134,8 @@ def test_filter_cache_drops_near_copies_and_records_the_counts_and_criteria(data
     write_cache(tmp_path / "syn.h5", images, labels, class_names=NAMES, seeds=np.arange(100, 115))
     out = tmp_path / "filtered.h5"
     code, stdout, err = run_cli(["filter-cache", tmp_path / "syn.h5", "--out", out, "--real", real,
-                                 "--confidence", 0, "--top-share", 0, "--epochs", 1, "--quiet"], capsys)
+                                 "--confidence", 0, "--top-share", 0, "--false-positive-share", 0, "--epochs", 1,
+                                 "--quiet"], capsys)
     assert code == 0, err
     assert "near-copy" in stdout and "kept 12 of 15" in stdout
     with SyntheticCache(out) as syn:
@@ -145,4 +146,5 @@ def test_filter_cache_drops_near_copies_and_records_the_counts_and_criteria(data
         record = json.loads(f.attrs["filter"])
     assert record["removed_near_copy"] == {"a": 2, "b": 1, "c": 0}
     assert record["criteria"]["classifier_confidence_min"] == 0 and record["criteria"]["classifier_top_share"] is None
+    assert record["criteria"]["classifier_false_positive_share"] is None
     assert record["criteria"]["near_copy_ratio"] == 0.5

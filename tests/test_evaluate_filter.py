@@ -109,14 +109,14 @@ def test_near_copies_are_found_per_class_with_shuffled_training_labels_and_more_
 
 def _weak_100_class_case():
     """100 classes of noisy 8x8 patterns (30 -> 5 images a class), a linear classifier trained for 3
-    epochs (about 20% balanced accuracy, softmax peaks near 0.02), held-out real images and generated
-    ones drawn like the real ones."""
+    epochs (about 20% balanced accuracy, softmax peaks near 0.02), held-out real images (20 a class) and
+    generated ones drawn like the real ones (60 a class)."""
     C, rng = 100, np.random.default_rng(0)
     mu = rng.normal(128, 14, (C, 8, 8, 1))
     draw = lambda y: np.clip(mu[y] + rng.normal(0, 40, (len(y), 8, 8, 1)), 0, 255).astype(np.uint8)  # noqa: E731
     counts = np.round(30 * (5 / 30) ** (np.arange(C) / (C - 1))).astype(int)
     train_y = np.repeat(np.arange(C), counts)
-    train_x, held_y, gen_y = draw(train_y), np.repeat(np.arange(C), 20), np.repeat(np.arange(C), 20)
+    train_x, held_y, gen_y = draw(train_y), np.repeat(np.arange(C), 20), np.repeat(np.arange(C), 60)
     held_x, gen_x = draw(held_y), draw(gen_y)
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, C))
@@ -133,22 +133,29 @@ def _weak_100_class_case():
     names = [f"c{i}" for i in range(C)]
     space = FeatureSpace("classifier", "weak linear stub", net, prepare, C, classifier=net, class_names=names)
     recall = (space.predict_proba(held_x).argmax(1).numpy() == held_y).reshape(C, -1).mean(1)
-    return names, space, (train_x, train_y), (gen_x, gen_y), recall
+    return names, space, (train_x, train_y), (gen_x, gen_y), recall, (held_x, held_y)
 
 
 def test_at_100_classes_a_weak_classifier_keeps_images_of_every_class_it_recognises_better_than_chance(tmp_path):
-    names, space, (train_x, train_y), (gen_x, gen_y), recall = _weak_100_class_case()
+    names, space, (train_x, train_y), (gen_x, gen_y), recall, (held_x, held_y) = _weak_100_class_case()
     assert 0.1 < recall.mean() < 0.4  # weak, yet better than chance (1%) on most classes
     write_cache(tmp_path / "syn.h5", gen_x, gen_y, class_names=names)
 
     record = filter_cache(tmp_path / "syn.h5", tmp_path / "out.h5", space, train_x, train_y, progress=False)
     kept = np.array([record["kept"][n] for n in names])
-    assert (kept[recall > 1 / len(names)] > 0).all()
-    assert record["criteria"]["classifier_rank"].startswith("the class among the classifier's top 10 of 100")
-    assert kept_line(record) is None  # most images kept: nothing to explain
+    # recognised better than chance, by the filter's own criterion: at least 5 of a class's 20 held-out real
+    # images score above its threshold, where chance (the 1% false-positive share) passes 1 in 100 (a class
+    # at 3 of 20 can sit just above its threshold and its 60 generated images just below it)
+    t = np.array([record["criteria"]["classifier_thresholds"][n] for n in names])
+    own = space.predict_proba(held_x).numpy()[np.arange(len(held_y)), held_y]
+    seen = np.bincount(held_y[own >= t[held_y]], minlength=len(names)) >= 5
+    assert seen.sum() >= 50 and (kept[seen] > 0).all()
+    assert (kept[recall >= 0.1] > 0).all()  # and every class it puts first for 2 or more of its 20
+    assert record["criteria"]["classifier_threshold_rule"].startswith("its class's probability above all but 1%")
+    assert len(record["criteria"]["classifier_thresholds"]) == 100 and record["criteria"]["classifier_rank"] is None
 
     old = filter_cache(tmp_path / "syn.h5", tmp_path / "old.h5", space, train_x, train_y, confidence=0.5,
-                       top_share=None, progress=False)  # the fixed 0.5 this replaced
+                       top_share=None, false_positive_share=None, progress=False)  # the fixed 0.5 of long ago
     assert sum(old["kept"].values()) < 0.05 * len(gen_y)
     line = kept_line(old, "it recognises 20% of the real training images")
     assert line.startswith(f"the filter kept {sum(old['kept'].values())} of {len(gen_y):,} generated images (")
@@ -165,3 +172,39 @@ def test_pass_counts_measure_a_first_batch_without_writing_anything(tmp_path):
     before = sorted(p.name for p in tmp_path.iterdir())
     assert pass_counts(tmp_path / "first.h5", stub_space(), train_x, train_y) == {"dark": (4, 4), "bright": (3, 0)}
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_each_classs_threshold_lets_through_at_most_its_share_of_the_other_classes_each_weighing_the_same():
+    from cbdm_aug.evaluate.criteria import class_thresholds
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], [1000, 100, 50])  # a head class, a middle one and a small one
+    p = rng.dirichlet(np.ones(3), len(y))
+    for share in (0.01, 0.05, 0.2):
+        t = class_thresholds(p, y, share)
+        for c in range(3):
+            above = [(p[y == k, c] >= t[c]).mean() for k in range(3) if k != c]  # each other class's own share
+            assert np.mean(above) <= share + 1e-12
+            assert np.mean(above) > share - 0.011  # and within one image of it (a 50-image class's image: 1/100)
+    assert class_thresholds(p[y == 0], y[y == 0], 0.01)[0] == 0.0  # no other class's images to compare: all pass
+
+
+def test_a_rare_class_the_classifier_never_puts_first_still_passes_where_it_scores_above_the_others_images():
+    """A class-balanced classifier trained on 3 images seldom puts the class first, even for its real images:
+    the rank rule dropped every image of such a class (on our CIFAR-10 folder it passed 1-2% of the real
+    held-out images of the 3-9-image classes, benchmarks/results/filter_fairness.md). The per-class threshold
+    keeps an image that scores as the class above what the other classes' real images score."""
+    from cbdm_aug.evaluate.criteria import class_thresholds, recognised
+
+    rng = np.random.default_rng(1)
+    head, rare = 0, 1
+    y = np.repeat([head, rare], [500, 3])
+    p_rare_of = lambda n, lo, hi: rng.uniform(lo, hi, n)  # noqa: E731
+    real = np.where(y == rare, p_rare_of(len(y), 0.30, 0.45), p_rare_of(len(y), 0.0, 0.2))
+    p = np.stack([1 - real, real], 1)  # the rare class is never first, for its own images neither
+    gen = p_rare_of(40, 0.10, 0.45)  # generated images of the rare class, some no better than the head's images
+    p_gen, labels = np.stack([1 - gen, gen], 1), np.full(40, rare)
+    assert not recognised(p_gen, labels, 0.1, None).any()  # the rank rule: none
+    kept = recognised(p_gen, labels, None, None, class_thresholds(p, y, 0.01))
+    assert kept[gen > 0.2].all() and not kept[gen < 0.19].any()  # the head's images reach 0.2 at most
+    assert 0 < kept.sum() < len(kept)

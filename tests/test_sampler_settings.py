@@ -87,10 +87,11 @@ def test_the_cache_stage_key_keeps_its_shape():
     from cbdm_aug.pipeline.settings import CacheSettings
 
     key = asdict(CacheSettings())
-    # issue 34 added filter, filter_top_share and first_batch: a cache made before them is made again, on purpose
+    # issue 34 added filter, filter_top_share, first_batch, first_share and filter_false_positive_share: a cache made
+    # before them is made again, on purpose
     # (the filter's criterion and the cap on each class's images changed what the stage makes)
     assert list(key) == ["top_up", "sampler", "sample_steps", "guidance", "filter", "filter_top_share",
                          "filter_confidence", "near_copy_ratio", "max_copy_share", "seed", "first_batch",
-                         "first_share"]
+                         "first_share", "filter_false_positive_share"]
     assert (key["sampler"], key["sample_steps"], key["guidance"], key["seed"]) == \
         (SAMPLING.sampler, SAMPLING.steps, SAMPLING.guidance, SAMPLING.seed)

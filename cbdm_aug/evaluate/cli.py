@@ -10,7 +10,7 @@ import click
 from cbdm_aug.cache.cli import sampler_options
 from cbdm_aug.devices import resolve_device
 from cbdm_aug.diffusion.sampler_settings import SAMPLING
-from cbdm_aug.evaluate.criteria import CONFIDENCE, MAX_COPY_SHARE, NEAR_COPY_RATIO, TOP_SHARE
+from cbdm_aug.evaluate.criteria import CONFIDENCE, FALSE_POSITIVE_SHARE, MAX_COPY_SHARE, NEAR_COPY_RATIO, TOP_SHARE
 
 
 def real_options(f):
@@ -109,9 +109,14 @@ def evaluate_generator(run_dir, real, split, longtail, imbalance, max_per_class,
 @click.option("--classifier", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Classifier run folder (model.pt + metrics.json) [default: train one on --real, class-balanced, "
                    "into OUT.classifier/].")
-@click.option("--top-share", type=click.FloatRange(0, 1), default=TOP_SHARE, show_default=True,
-              help="Keep an image only if its class is among the classifier's top ceil(S x classes) classes for it, "
-                   "at a probability of at least 1/classes (docs/decisions.md); 0: no such criterion.")
+@click.option("--false-positive-share", type=click.FloatRange(0, 1, max_open=True), default=FALSE_POSITIVE_SHARE,
+              show_default=True,
+              help="Keep an image only if the classifier scores it as its class above all but this share of the "
+                   "other classes' real images (a threshold per class, the same false-positive rate for a rare "
+                   "class as for a large one; docs/decisions.md); 0: no such criterion.")
+@click.option("--top-share", type=click.FloatRange(0, 1), default=TOP_SHARE,
+              help="And only if its class is among the classifier's top ceil(S x classes) classes for it, "
+                   "at a probability of at least 1/classes [default: no such criterion].")
 @click.option("--confidence", type=click.FloatRange(0, 1), default=CONFIDENCE,
               help="And only if the classifier gives its class at least this probability [default: no fixed floor].")
 @click.option("--near-copy-ratio", type=click.FloatRange(0, 1), default=NEAR_COPY_RATIO, show_default=True,
@@ -124,8 +129,8 @@ def evaluate_generator(run_dir, real, split, longtail, imbalance, max_per_class,
 @click.option("--overwrite", is_flag=True)
 @click.option("--device", default=None)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def filter_cache(cache, out, real, split, longtail, imbalance, max_per_class, data_seed, classifier, top_share,
-                 confidence, near_copy_ratio, max_copy_share, epochs, overwrite, device, quiet):
+def filter_cache(cache, out, real, split, longtail, imbalance, max_per_class, data_seed, classifier,
+                 false_positive_share, top_share, confidence, near_copy_ratio, max_copy_share, epochs, overwrite, device, quiet):
     """Drop images the classifier does not recognise as their class, and near-copies of training images (and, with --max-copy-share, the
     classes that are mostly near-copies) from CACHE into --out.
 
@@ -159,6 +164,7 @@ def filter_cache(cache, out, real, split, longtail, imbalance, max_per_class, da
                                          progress=not quiet, device=str(dev))
     with output_lock(out, folder=False, what="cache", echo=click.echo):
         record = run(cache, out, space, train.images, train.labels, confidence=confidence, top_share=top_share or None,
+                     false_positive_share=false_positive_share or None,
                      near_copy_ratio=near_copy_ratio, max_copy_share=max_copy_share, overwrite=overwrite,
                      progress=not quiet, command=shlex.join(["cbdm-aug", *sys.argv[1:]]))
     click.echo(removed_table(record))

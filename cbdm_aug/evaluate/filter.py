@@ -1,6 +1,6 @@
 """Filter a synthetic cache: drop images that a classifier trained on the real data does not recognise
-as their class (``criteria.recognised``: the class among its top ceil(0.1 C) and at least chance), and
-near-copies of training images; then, with
+as their class (``criteria.recognised``: scored as their class above all but 1% of the other classes' real
+images, ``criteria.class_thresholds``), and near-copies of training images; then, with
 ``max_copy_share``, every image of a class whose generated images are mostly near-copies
 (``evaluate.gate``).
 
@@ -21,7 +21,16 @@ import torch
 
 from cbdm_aug.atomic import atomic_path
 from cbdm_aug.evaluate import metrics as M
-from cbdm_aug.evaluate.criteria import CONFIDENCE, MOSTLY_FILTERED, TOP_SHARE, check_criteria, recognised, top_k
+from cbdm_aug.evaluate.criteria import (
+    CONFIDENCE,
+    FALSE_POSITIVE_SHARE,
+    MOSTLY_FILTERED,
+    TOP_SHARE,
+    check_criteria,
+    class_thresholds,
+    recognised,
+    top_k,
+)
 from cbdm_aug.evaluate.errors import EvaluateError
 from cbdm_aug.evaluate.features import FeatureSpace
 
@@ -31,12 +40,13 @@ log = logging.getLogger(__name__)
 
 def filter_cache(cache: str | os.PathLike, out: str | os.PathLike, space: FeatureSpace, train_images: np.ndarray,
                  train_labels: np.ndarray, *, confidence: float | None = CONFIDENCE,
-                 top_share: float | None = TOP_SHARE, near_copy_ratio: float = M.NEAR_COPY_RATIO, max_copy_share: float | None = None,
+                 top_share: float | None = TOP_SHARE, false_positive_share: float | None = FALSE_POSITIVE_SHARE,
+                 near_copy_ratio: float = M.NEAR_COPY_RATIO, max_copy_share: float | None = None,
                  overwrite: bool = False, batch_size: int = 512, progress: bool = True, command: str = "") -> dict:
     """Write the images of ``cache`` that pass both criteria to ``out``; returns the ``filter`` record.
 
     An image of class c is kept when the classifier recognises it as c (``criteria.recognised`` with
-    ``top_share`` and ``confidence``) and it is not a near-copy of a training image of class c
+    ``false_positive_share``, ``top_share`` and ``confidence``) and it is not a near-copy of a training image of class c
     (``metrics.memorisation`` with ``near_copy_ratio``). With ``max_copy_share`` s, a class whose unfiltered images are near-copies
     at a share of s or more keeps none (``gate.gate_classes``).
     ``train_images`` are the real training images, uint8 (N, H, W, C).
@@ -45,14 +55,15 @@ def filter_cache(cache: str | os.PathLike, out: str | os.PathLike, space: Featur
     from cbdm_aug.evaluate.gate import gate_classes
 
     cache, out = Path(cache), Path(out)
-    _check_options(cache, out, confidence, top_share, near_copy_ratio, max_copy_share, overwrite)
+    _check_options(cache, out, confidence, top_share, near_copy_ratio, max_copy_share, overwrite, false_positive_share)
     with SyntheticCache(cache) as syn:
         names = list(syn.class_names)
         if space.class_names is not None and space.class_names != names:
             raise EvaluateError(f"the classifier's classes {space.class_names} differ from the cache's {names}")
         C, (size, _, channels) = len(names), syn.image_shape
         training = _TrainingClasses(train_images, train_labels, C, size, channels)
-        confident, copy, spacing = _score(syn, space, training, (top_share, confidence), near_copy_ratio,
+        rule = _rule(space, training, train_labels, top_share, confidence, false_positive_share, batch_size)
+        confident, copy, spacing = _score(syn, space, training, rule, near_copy_ratio,
                                           batch_size, progress, desc=f"filter {cache.name}")
         labels = syn.labels
         gate = gate_classes(names, np.bincount(train_labels, minlength=C), np.bincount(labels, minlength=C),
@@ -62,7 +73,8 @@ def filter_cache(cache: str | os.PathLike, out: str | os.PathLike, space: Featur
         keep = confident & ~copy & gated
         count = lambda m: dict(zip(names, np.bincount(labels[m], minlength=C).tolist()))  # noqa: E731
         record = {
-            "criteria": _criteria(confidence, top_share, C, near_copy_ratio, max_copy_share),
+            "criteria": _criteria(confidence, top_share, C, near_copy_ratio, max_copy_share, false_positive_share,
+                                  None if rule[2] is None else dict(zip(names, map(float, rule[2])))),
             "classifier": space.description, "source": str(cache),
             "before": count(np.ones(len(labels), bool)),
             "kept": count(keep),
@@ -79,19 +91,20 @@ def filter_cache(cache: str | os.PathLike, out: str | os.PathLike, space: Featur
 
 def pass_counts(cache: str | os.PathLike, space: FeatureSpace, train_images: np.ndarray, train_labels: np.ndarray,
                 *, confidence: float | None = CONFIDENCE, top_share: float | None = TOP_SHARE,
+                false_positive_share: float | None = FALSE_POSITIVE_SHARE,
                 near_copy_ratio: float = M.NEAR_COPY_RATIO, batch_size: int = 512) -> dict[str, tuple[int, int]]:
     """``{class name: (images, images that pass)}`` of ``cache`` under the filter's per-image criteria
     (recognised, not a near-copy; the per-class gate is not applied). Writes nothing: the cache stage
     measures a first batch of each class with it."""
     from cbdm_aug.cache.reader import SyntheticCache
 
-    check_criteria(confidence, near_copy_ratio, None, top_share)
+    check_criteria(confidence, near_copy_ratio, None, top_share, false_positive_share)
     with SyntheticCache(cache) as syn:
         names = list(syn.class_names)
         C, (size, _, channels) = len(names), syn.image_shape
         training = _TrainingClasses(train_images, train_labels, C, size, channels)
-        ok, copy, _ = _score(syn, space, training, (top_share, confidence), near_copy_ratio, batch_size,
-                             False, desc="first batch")
+        rule = _rule(space, training, train_labels, top_share, confidence, false_positive_share, batch_size)
+        ok, copy, _ = _score(syn, space, training, rule, near_copy_ratio, batch_size, False, desc="first batch")
         labels = syn.labels
     n, passed = np.bincount(labels, minlength=C), np.bincount(labels[ok & ~copy], minlength=C)
     return {name: (int(a), int(b)) for name, a, b in zip(names, n, passed)}
@@ -115,8 +128,9 @@ def kept_line(record: dict, classifier: str = "") -> str | None:
 
 
 def _check_options(cache: Path, out: Path, confidence: float | None, top_share: float | None,
-                   near_copy_ratio: float, max_copy_share: float | None, overwrite: bool) -> None:
-    check_criteria(confidence, near_copy_ratio, max_copy_share, top_share)
+                   near_copy_ratio: float, max_copy_share: float | None, overwrite: bool,
+                   false_positive_share: float | None = None) -> None:
+    check_criteria(confidence, near_copy_ratio, max_copy_share, top_share, false_positive_share)
     if out.exists() and not overwrite:
         raise EvaluateError(f"{out}: already exists; pass --overwrite to replace it")
     if out.resolve() == cache.resolve():
@@ -145,9 +159,20 @@ class _TrainingClasses:
         return M.pixel_vectors(self.images[self.order[self.bounds[c]:self.bounds[c + 1]]])
 
 
+def _rule(space: FeatureSpace, training: _TrainingClasses, train_labels: np.ndarray, top_share: float | None,
+          confidence: float | None, false_positive_share: float | None, batch_size: int) -> tuple:
+    """``recognised``'s criteria as ``_score`` takes them: (top_share, confidence, per-class thresholds or None).
+    The thresholds come from the classifier's probabilities for the real training images, at the cache's
+    size (``training.images``), as the generated images are scored."""
+    if false_positive_share is None:
+        return top_share, confidence, None
+    p = space.predict_proba(training.images, batch_size=batch_size).numpy()
+    return top_share, confidence, class_thresholds(p, np.asarray(train_labels), false_positive_share)
+
+
 def _score(syn, space: FeatureSpace, training: _TrainingClasses, rule: tuple, near_copy_ratio: float,
            batch_size: int, progress: bool, desc: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per generated image: (recognised, near-copy, spacing); ``rule`` is (top_share, confidence). Spacing
+    """Per generated image: (recognised, near-copy, spacing); ``rule`` is ``_rule``'s. Spacing
     is the distance to the nearest same-class training image over that image's distance to its own nearest same-class neighbour."""
     from tqdm.auto import tqdm
 
@@ -193,8 +218,15 @@ def _class_medians(values: np.ndarray, labels: np.ndarray, num_classes: int) -> 
 
 
 def _criteria(confidence: float | None, top_share: float | None, num_classes: int, near_copy_ratio: float,
-              max_copy_share: float | None) -> dict:
-    return {"classifier_confidence_min": confidence,
+              max_copy_share: float | None, false_positive_share: float | None = None,
+              thresholds: dict | None = None) -> dict:
+    return {"classifier_false_positive_share": false_positive_share,
+            "classifier_thresholds": thresholds,
+            "classifier_threshold_rule": (None if false_positive_share is None else
+                                          f"its class's probability above all but {100 * false_positive_share:g}% "
+                                          "of the other classes' real training images (each class weighing the "
+                                          "same)"),
+            "classifier_confidence_min": confidence,
             "classifier_top_share": top_share,
             "classifier_rank": (None if top_share is None else
                                 f"the class among the classifier's top {top_k(num_classes, top_share)} of "

@@ -89,8 +89,7 @@ def run_cache_stage(out: Path, gen_run: str, data: dict, r: Resolved, opts: RunO
                            minutes=clock.minutes)
     filtered = d / "filtered.h5"
     with output_lock(filtered, folder=False, what="cache", echo=echo):
-        record = filter_cache(cache, filtered, space(), train.images, train.labels, confidence=s.filter_confidence,
-                              top_share=s.filter_top_share, near_copy_ratio=s.near_copy_ratio,
+        record = filter_cache(cache, filtered, space(), train.images, train.labels, **s.criteria,
                               max_copy_share=s.max_copy_share, overwrite=True, progress=progress,
                               command=f"cbdm-aug run (synthetic stage of {out})")
     clock.lap("filter")
@@ -99,8 +98,9 @@ def run_cache_stage(out: Path, gen_run: str, data: dict, r: Resolved, opts: RunO
         if not g["used"]:
             echo(f"gate: {g['why']}")
     note = kept_line(record, _classifier_words(d / "filter-classifier"))
-    if note:
+    if note and sum(record["kept"].values()) < FEW_KEPT * len(train.labels):  # too few to move an arm
         note += "; the + synthetic arms will be close to their real-only twins"
+    if note:
         echo(note)
     echo(clock.line("cache stage"))
     return CacheResult(str(filtered.relative_to(out)), record["kept"], record["before"], record["gate"],
@@ -167,6 +167,9 @@ def planned_counts(data: dict, r: Resolved, opts: RunOptions) -> list[int] | Non
     return [int(top_up[n]) for n in data["class_names"]]
 
 
+FEW_KEPT = 0.1  # the filter's line predicts arms close to their twins only when it kept under a tenth of the real images
+
+
 def filter_space(out: Path, r: Resolved, device, progress: bool):
     """(the cache stage's filter classifier, the training split it scores against), reused from the run folder."""
     train = load_split(out, "train", r.filter_size, r.channels)
@@ -219,8 +222,7 @@ def _stop_after_first(path: Path, plan, first, s, train, space, echo) -> list[st
     """The classes with more to generate none of whose first images (``first``: a count a class) pass the filter."""
     from cbdm_aug.evaluate.filter import pass_counts
 
-    passed = pass_counts(path, space(), train.images, train.labels, confidence=s.filter_confidence,
-                         top_share=s.filter_top_share, near_copy_ratio=s.near_copy_ratio)
+    passed = pass_counts(path, space(), train.images, train.labels, **s.criteria)
     stop = [(n, k, want) for n, k, want in zip(plan.class_names, first, plan.counts) if want > k and not passed[n][1]]
     if stop:
         shown = ", ".join(f"{n} ({k})" for n, k, _ in stop[:8]) + (f" and {len(stop) - 8} more" if len(stop) > 8 else "")
@@ -262,8 +264,7 @@ def unseen_proxy_cache(out: Path, unseen_run: str, cache: str, data: dict, r: Re
                 held["space"] = filter_space(out, r, device, progress)
             space, train = held["space"]
             src = raw.with_name(f"unseen-{p.cls}-filtered.h5")
-            filter_cache(raw, src, space, train.images, train.labels, confidence=s.filter_confidence,
-                         top_share=s.filter_top_share, near_copy_ratio=s.near_copy_ratio,
+            filter_cache(raw, src, space, train.images, train.labels, **s.criteria,
                          max_copy_share=s.max_copy_share, overwrite=True, progress=progress, command=command)
         replace_classes(out / cache, src, {p.cls}, path, command=command)
     return make

@@ -14,7 +14,14 @@ from dataclasses import dataclass, field
 from cbdm_aug.diffusion.sampler_settings import SAMPLING, SamplerSettings
 from cbdm_aug.diffusion.unet import check_image_size
 from cbdm_aug.errors import ConfigError
-from cbdm_aug.evaluate.criteria import CONFIDENCE, MAX_COPY_SHARE, NEAR_COPY_RATIO, TOP_SHARE, check_criteria
+from cbdm_aug.evaluate.criteria import (
+    CONFIDENCE,
+    FALSE_POSITIVE_SHARE,
+    MAX_COPY_SHARE,
+    NEAR_COPY_RATIO,
+    TOP_SHARE,
+    check_criteria,
+)
 from cbdm_aug.evaluate.evidence import MIN_JUDGED
 from cbdm_aug.mixing import MIN_REAL_SHARE
 
@@ -51,8 +58,8 @@ class CacheSettings:
     sample_steps: int = SAMPLING.steps
     guidance: float = SAMPLING.guidance  # classifier-free guidance w
     filter: bool = True                 # False: the arms get every generated image, unfiltered
-    filter_top_share: float | None = TOP_SHARE  # keep an image whose class is in the real-data classifier's top
-                                        # ceil(share x classes), at >= chance (evaluate/criteria.py; docs/decisions.md)
+    filter_top_share: float | None = TOP_SHARE  # if set: keep an image whose class is in the real-data classifier's
+                                        # top ceil(share x classes), at >= chance (the rule before the next one)
     filter_confidence: float | None = CONFIDENCE  # and, if set, at least this probability (None: no fixed floor)
     near_copy_ratio: float = NEAR_COPY_RATIO  # and near-copies of a training image (filter-cache's criterion)
     max_copy_share: float | None = MAX_COPY_SHARE  # the per-class gate (evaluate/gate.py; None: off; docs/decisions.md)
@@ -60,13 +67,23 @@ class CacheSettings:
     first_batch: int = 16               # images of each class generated and filtered first, at least: a class none
                                         # of whose first images pass gets no more (0: off; docs/decisions.md)
     first_share: float = 1 / 16         # and at least this share of the class's planned images (staged.first_sizes)
+    filter_false_positive_share: float | None = FALSE_POSITIVE_SHARE  # keep an image the classifier scores as its
+                                        # class above all but this share of the other classes' real images
+                                        # (evaluate/criteria.py class_thresholds; docs/decisions.md)
 
     def __post_init__(self):
         _check(self.top_up >= 1, f"top_up must be >= 1, got {self.top_up}")
         _check(self.first_batch >= 0, f"first_batch must be >= 0, got {self.first_batch}")
         _check(0 <= self.first_share <= 1, f"first_share must be in [0, 1], got {self.first_share}")
         object.__setattr__(self, "guidance", self.sampling.guidance)  # validated there; w=1 and 1.0 key alike
-        check_criteria(self.filter_confidence, self.near_copy_ratio, self.max_copy_share, self.filter_top_share)
+        check_criteria(self.filter_confidence, self.near_copy_ratio, self.max_copy_share, self.filter_top_share,
+                       self.filter_false_positive_share)
+
+    @property
+    def criteria(self) -> dict:
+        """The filter's per-image criteria, as ``filter_cache`` and ``pass_counts`` take them."""
+        return {"confidence": self.filter_confidence, "top_share": self.filter_top_share,
+                "false_positive_share": self.filter_false_positive_share, "near_copy_ratio": self.near_copy_ratio}
 
     @property
     def sampling(self) -> SamplerSettings:

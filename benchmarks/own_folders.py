@@ -140,12 +140,14 @@ def markdown(rows: list[dict], env: dict) -> str:
              f"machine: {env['machine']['cpu']} ({env['machine']['cpu_count']} cores); torch {env['versions']['torch']}; "
              f"commit {commit_text(env)}", "",
              "`python benchmarks/own_folders.py`: each folder through `cbdm-aug run` at the CPU defaults (16x16, "
-             "1200 generator steps, 3 seeds, test: 500 images a class), then the + synthetic arms retrained on the "
+             "1200 generator steps; the seeds and the test images a class under each folder), then the + synthetic "
+             "arms retrained on the "
              "same cache under each mixing variant. Points of accuracy, + synthetic arm minus its real-only twin, "
              "mean [95% t-interval] over the paired seeds.", ""]
     for r in rows:
         small = sorted(next(iter(r["twins"].values()))["per_class"], key=lambda c: r["counts"][c])
-        lines += [f"## {r['folder']}, {r['variant']}", "",
+        seeds = len(next(iter(r["few_shot"].values())) or []) if r["few_shot"] else 0
+        lines += [f"## {r['folder']}, {r['variant']}", "", f"{seeds} seeds; test: {r.get('test_per_class')} images a class.", "",
                   "| pair | few-shot | " + " | ".join(f"{c} ({r['counts'][c]})" for c in small) + " |",
                   "| --- | --- | " + " | ".join("---" for _ in small) + " |"]
         for pair, t in r["twins"].items():
@@ -200,10 +202,13 @@ def main(argv=None):
                      *(["--seeds", args.seeds] if args.seeds else []), *VARIANTS[variant]], work / f"{name}.log", env={**os.environ})
                 print(f"{name}, {variant}: {time.time() - t:.0f} s", flush=True)
             if (out / "report.json").exists():
-                rows.append(summarise(name, variant, json.loads((out / "report.json").read_text())))
+                rows.append(summarise(name, variant, json.loads((out / "report.json").read_text()))
+                            | {"test_per_class": len(list(next((root / "test").iterdir()).iterdir()))})
     res = Path(args.results)
     env = environment()
-    (res / f"{args.tag}.json").write_text(json.dumps({**env, "rows": rows}, indent=1))
+    from tail_gain import default_arm  # run's default in tail_gain's words: tests/test_tail_gain_script.py reads it
+
+    (res / f"{args.tag}.json").write_text(json.dumps({**env, "default_arm": default_arm(), "rows": rows}, indent=1))
     (res / f"{args.tag}.md").write_text(markdown(rows, env))
     print(markdown(rows, env))
 

@@ -22,12 +22,15 @@ Protocol:
     top1000             top every class up to 1000 (default --top-up)
     w1                  synthetic loss weight 1 (default --synthetic-weight)
     share0.5            sampling.max_synthetic_share 0.5
-    nofilter            the unfiltered cache (default: filter-cache at its defaults: the rank rule and near-copies)
+    nofilter            the unfiltered cache (default: filter-cache at its defaults: the per-class threshold at a
+                        1% false-positive share, and near-copies)
     notail              no synthetic image for the few-shot classes (< --few-below): the ablation that says
                         whether the tail's own generated images carry the gain (a cache's images are fixed
                         by (seed, class, index), so the other classes get the very images of the full arm)
     nora                no RandAugment (default: every synthetic arm adds RandAugment, so the images
                         must beat the strongest real-only augmentation, not replace it)
+    rareal              RandAugment on the real images only, not the generated ones (data.augment_synthetic
+                        false; `cbdm-aug run`'s default, ArmSettings().randaugment_synthetic)
     gate                the per-class gate (filter-cache --max-copy-share --gate-share, default 0.5): a class
                         whose unfiltered samples are near-copies at that share or more gets no synthetic image
     floorF              the sampler's real floor, sampling.min_real_share F (no option: no floor, the rows before
@@ -143,15 +146,16 @@ def default_generator() -> tuple[str, list[str]]:
 def default_arm() -> str:
     """`cbdm-aug run`'s "+ synthetic" arm (RandAugment + synthetic) as a GEN[:OPT...] token, built from
     GeneratorSettings, CacheSettings and ArmSettings, so a changed default changes what this script measures
-    by default: today cbdm-sqrt-a12-1200:w1:gate:floor0.5:evidence. Guidance, top-up and the gate's share
+    by default: today cbdm-sqrt-a12-1200:w1:rareal:gate:floor0.5:evidence. Guidance, top-up and the gate's share
     are this script's --guidance, --top-up and --gate-share, whose defaults are CacheSettings'."""
-    from cbdm_aug.evaluate.criteria import CONFIDENCE, NEAR_COPY_RATIO, TOP_SHARE
+    from cbdm_aug.evaluate.criteria import CONFIDENCE, FALSE_POSITIVE_SHARE, NEAR_COPY_RATIO, TOP_SHARE
 
-    if (CACHE.filter_confidence, CACHE.filter_top_share, CACHE.near_copy_ratio) != (CONFIDENCE, TOP_SHARE,
-                                                                                     NEAR_COPY_RATIO):
+    if (CACHE.filter_confidence, CACHE.filter_top_share, CACHE.filter_false_positive_share,
+            CACHE.near_copy_ratio) != (CONFIDENCE, TOP_SHARE, FALSE_POSITIVE_SHARE, NEAR_COPY_RATIO):
         raise SystemExit("CacheSettings' filter differs from filter-cache's defaults, which no arm option names: "
                          "add one to parse_arm before measuring it")
     opts = [f"w{ARM.synthetic_weight:g}", *(["nofilter"] if not CACHE.filter else []),
+            *(["rareal"] if not ARM.randaugment_synthetic else []),
             *(["gate"] if CACHE.max_copy_share is not None else []),
             *([f"floor{ARM.min_real_share:g}"] if ARM.min_real_share is not None else []),
             *(["evidence"] if ARM.evidence else [])]
@@ -171,7 +175,7 @@ def parse_arm(name: str, args) -> dict:
     tokens keep their meaning; ``default_arm()`` names every lever `cbdm-aug run` turns on."""
     gen, *opts = name.split(":")
     spec = {"gen": gen, "guidance": args.guidance, "top_up": args.top_up, "weight": args.synthetic_weight,
-            "share": None, "filter": True, "randaugment": True, "notail": False, "gate": False, "floor": None,
+            "share": None, "filter": True, "randaugment": True, "ra_real_only": False, "notail": False, "gate": False, "floor": None,
             "evidence": False}
     for o in opts:
         if o == "gate":
@@ -192,6 +196,8 @@ def parse_arm(name: str, args) -> dict:
             spec["filter"] = False
         elif o == "nora":
             spec["randaugment"] = False
+        elif o == "rareal":
+            spec["ra_real_only"] = True
         elif o == "notail":
             spec["notail"] = True
         else:
@@ -377,6 +383,7 @@ class Protocol:
         def own() -> list[str]:
             return [f"sampling.cache={self.cache(s)}", f"loss.synthetic_weight={s['weight']}",
                     "data.augment=" + ("randaugment" if s["randaugment"] else "none"),
+                    *(["data.augment_synthetic=false"] if s["ra_real_only"] else []),
                     "sampling.min_real_share=" + ("null" if s["floor"] is None else f"{s['floor']:g}"),
                     *([f"sampling.max_synthetic_share={s['share']}"] if s["share"] is not None else [])]
         return (self.recipe["synthetic"],

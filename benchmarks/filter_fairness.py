@@ -29,18 +29,14 @@ from _env import commit_text, environment  # noqa: E402
 SHARES = (0.01, 0.02, 0.05)
 
 
-def _held_out(test: Path, names: list[str], size: int, channels: int, per_class: int):
-    """The first ``per_class`` images of each class folder of ``test``, at the cache's size, uint8 (N, H, W, C)."""
-    from PIL import Image
+def _held_out(test: Path, size: int, channels: int, per_class: int):
+    """The first ``per_class`` images of each class of the image folder ``test``, read as `run` reads a test
+    folder (``open_data``) at the cache's size: (uint8 (N, H, W, C), labels)."""
+    from cbdm_aug.data import open_data
 
-    xs, ys = [], []
-    for c, n in enumerate(names):
-        for f in sorted((test / n).iterdir())[:per_class]:
-            im = Image.open(f).convert("RGB" if channels == 3 else "L").resize((size, size), Image.BILINEAR)
-            a = np.asarray(im)
-            xs.append(a[..., None] if a.ndim == 2 else a)
-            ys.append(c)
-    return np.stack(xs), np.array(ys)
+    data = open_data(str(test), split="test", image_size=size, channels=channels)
+    take = np.concatenate([np.flatnonzero(data.labels == c)[:per_class] for c in np.unique(data.labels)])
+    return data.images[take], data.labels[take], list(data.class_names)
 
 
 def measure(run: Path, test: Path, per_class: int) -> dict:
@@ -53,7 +49,9 @@ def measure(run: Path, test: Path, per_class: int) -> dict:
     with SyntheticCache(run / "cache" / "generated.h5") as syn:
         gx, gy, names, shape = syn.batch(slice(0, len(syn))), syn.labels, list(syn.class_names), syn.image_shape
     train = load_split(run, "train", shape[0], shape[2])
-    hx, hy = _held_out(test, names, shape[0], shape[2], per_class)
+    hx, hy, test_names = _held_out(test, shape[0], shape[2], per_class)
+    if test_names != names:
+        raise SystemExit(f"{test}: classes {test_names} differ from the run's {names}")
     pt, pg, ph = (space.predict_proba(x).numpy() for x in (train.images, gx, hx))
     C = len(names)
     rules = {"rank": lambda p, y: recognised(p, y, 0.1, None)}

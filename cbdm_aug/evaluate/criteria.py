@@ -11,9 +11,9 @@ better than chance passes more than that share of them.
 
 Why not the rank it replaced (the class among the classifier's top ceil(C/10), at >= 1/C; still
 ``top_share``): a class-balanced classifier trained on 3-9 images of a class seldom puts that class first,
-even for its real images. On our CIFAR-10 500->3 folder the rank passed 1-2% of the held-out real images of
-the 3-, 5- and 9-image classes and 45-76% of the head classes', so it dropped the rare classes' generated
-images for being rare, not for looking wrong (``benchmarks/results/filter_fairness_cifar.md``). A fixed
+even for its real images. On our CIFAR-10 500->3 folder the rank passed 1-5% of the held-out real images of
+the 3-, 5- and 9-image classes and 47-76% of the head classes', so it dropped the rare classes' generated
+images for being rare, not for looking wrong (``benchmarks/results/filter_fairness.md``). A fixed
 probability of 0.5 among 100 classes, under a classifier with 34% balanced accuracy, kept 90 of 39,153
 images (``benchmarks/results/filter_criteria.md``).
 """

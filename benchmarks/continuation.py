@@ -54,6 +54,9 @@ def one_pair(a: Path, b: Path) -> dict:
     row["rare"] = {n: {"vs_twin": [paired(r["per_class"][ARM][n], r["per_class"][TWIN][n]) for r in (ra, rb)],
                        "b_minus_a": paired(rb["per_class"][ARM][n], ra["per_class"][ARM][n]),
                        "share": [r["decisions"][n]["share"] for r in (ra, rb)]} for n in rare}
+    row["balanced_vs_twin"] = [paired(r["per_seed"][ARM]["balanced"], r["per_seed"][TWIN]["balanced"]) for r in (ra, rb)]
+    row["others"] = {n: [paired(r["per_class"][ARM][n], r["per_class"][TWIN][n]) for r in (ra, rb)]
+                     for n in names if n not in rare}  # the classes of FEW images or more, each against its twin
     row["worst"] = [min(((n, float(np.mean(np.subtract(r["per_class"][ARM][n], r["per_class"][TWIN][n]))))
                          for n in names), key=lambda t: t[1]) for r in (ra, rb)]
     return row
@@ -108,6 +111,11 @@ def main(argv=None):
         for n, c in sorted(r["rare"].items(), key=lambda kv: r["counts"][kv[0]]):
             lines.append(f"| {n} ({r['counts'][n]}) vs twin, share {c['share'][0]:g} / {c['share'][1]:g} | "
                          f"{interval(c['vs_twin'][0])} | {interval(c['vs_twin'][1])} | {interval(c['b_minus_a'])} |")
+        if "others" in r:
+            lines += [f"| {n} ({r['counts'][n]}) vs twin | {interval(v[0])} | {interval(v[1])} | |"
+                      for n, v in sorted(r["others"].items(), key=lambda kv: r["counts"][kv[0]])]
+            lines.append(f"| balanced accuracy vs twin | {interval(r['balanced_vs_twin'][0])} | "
+                         f"{interval(r['balanced_vs_twin'][1])} | |")
         lines.append("| worst class vs twin | " + " | ".join(f"{w[0]} ({r['counts'][w[0]]}) {w[1]:+.1f}"
                                                           for w in r["worst"]) + " | |")
         lines.append("")

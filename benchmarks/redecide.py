@@ -80,7 +80,8 @@ def saved_tally(evidence: Path, images, labels, names, synthetic) -> dict:
 
         def unseen(p, path):
             raise SystemExit(f"redecide: {path} is missing; run the evidence first")
-    return ev.cross_fit(images, labels, names, probe, evidence, synthetic_counts=planned, unseen=unseen)
+    return ev.cross_fit(images, labels, names, probe, evidence, synthetic_counts=planned, unseen=unseen,
+                        withhold_own=any(evidence.glob("fold*-withheld")))  # run folders from before the third probe
 
 
 def variant(name: str, names, real, synthetic, t) -> dict:

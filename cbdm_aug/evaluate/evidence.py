@@ -72,7 +72,7 @@ Z95 = 1.96
 # what cross_fit and decide apply (a change reruns a run's evidence stage)
 RULE = ("95% interval of the net recall points, the churn scaled by the probes' noise pooled over every class and fold: "
         "above 0 used, below 0 none, else the middle share; under min_judged real images from the proxies cut to "
-        "its size (the nearest size cut); when the proxies see a class that small lose to the others' images, "
+        "its size (the nearest size cut), their own images judged on the same proxies with and without them; when the proxies see a class that small lose to the others' images, "
         "neighbours of a rare class bounded")
 SOURCES = ("own", "proxy", "rule")  # its own held-out images, proxies of its size, or a fixed rule
 VERDICTS = {"used": "used", "middle": "the middle rule", "none": "none used"}
@@ -275,14 +275,17 @@ def pooled(values, variances, level: Noise = Noise()) -> Interval | None:
 class ProxyEvidence:
     """What the proxies measured (``evaluate/proxies.py``), pooled over the folds: ``bare``, the recall change of
     a proxy without its images (a: the others' spill onto a class that small); ``own``, a proxy's net with them
-    (b: an upper bound, the generator saw its images); ``effect``, own - bare, the effect of a class's own images at
-    that size (the half-widths added in quadrature). ``sizes``: the sizes cut to; ``held``: images judged on."""
+    (b); ``effect``, the effect of a class's own images at that size: with ``paired``, the own proxies' net with their
+    images against without them, every other class's images in both probes (``cross_fit``'s third probe); else own -
+    bare, two classes' changes (the half-widths added in quadrature). ``sizes``: the sizes cut to; ``held``: images
+    judged on."""
     bare: Interval | None
     own: Interval | None
     effect: Interval | None
     sizes: tuple[int, ...]
     held: int
     unseen: bool = False  # the own proxies' images came from a generator that never saw the images judged on
+    paired: bool = False  # ``effect`` measured on the own proxies with and without their images (``cross_fit``)
 
     @classmethod
     def of(cls, t: dict[str, np.ndarray], level: Noise = Noise(), size: int | None = None) -> ProxyEvidence | None:
@@ -294,16 +297,18 @@ class ProxyEvidence:
         if not keep.any():
             return None
         own = t["proxy_own"].astype(bool)
+        paired = t.get("proxy_paired", np.zeros(len(own), bool)).astype(bool)
         bare = pooled(t["proxy_effect"][~own & keep], t["proxy_var"][~own & keep], level)
-        mine = pooled(t["proxy_effect"][own & keep], t["proxy_var"][own & keep], level)
-        effect = None
-        if bare is not None and mine is not None:
+        mine = pooled(t["proxy_effect"][own & ~paired & keep], t["proxy_var"][own & ~paired & keep], level)
+        effect = pooled(t["proxy_effect"][paired & keep], t["proxy_var"][paired & keep], level)
+        if effect is None and bare is not None and mine is not None:  # no third probe: two classes' changes
             half = math.hypot(mine.hi - mine.estimate, bare.hi - bare.estimate)
             e = mine.estimate - bare.estimate
             effect = Interval(round(e, 2), round(e - half, 2), round(e + half, 2))
-        unseen = t.get("proxy_unseen", np.zeros(len(own), bool)).astype(bool)[own & keep]
+        unseen = t.get("proxy_unseen", np.zeros(len(own), bool)).astype(bool)[own & ~paired & keep]
+        held = t["proxy_held"][keep & ~paired].sum()  # each image judged once per row it is in, not again when paired
         return cls(bare, mine, effect, tuple(sorted({int(x) for x in t["proxy_size"][keep]})),
-                   int(t["proxy_held"][keep].sum()), bool(len(unseen) and unseen.all()))
+                   int(held), bool(len(unseen) and unseen.all()), bool((paired & keep).any()))
 
     @classmethod
     def by_size(cls, t: dict[str, np.ndarray], level: Noise = Noise()) -> dict[int, ProxyEvidence]:
@@ -367,7 +372,8 @@ def _rare(name: str, n: int, s: int, proxy: ProxyEvidence | None, min_judged: in
            f"held-out images): with their own generated images such a class netted {proxy.own.text()} points ("
            + ("from a generator fitted without the images they are judged on" if proxy.unseen else
               "an upper bound: the generator saw the proxies' images") + f"), without them {proxy.bare.text()}; its own images' effect "
-           f"{iv.text()} ({level.text()}): {text}")
+           + ("(the same proxies with and without them, every other class's images in both) " if proxy.paired else
+              "(the two measures' difference) ") + f"{iv.text()} ({level.text()}): {text}")
     return Decision(shares[verdict], shares[verdict] > 0, False, n, s, why, "proxy",
                     estimate=iv.estimate, lo=iv.lo, hi=iv.hi)
 
@@ -403,14 +409,22 @@ def bound_neighbours(out: dict[str, Decision], names: list[str], real_counts, t:
 
 def cross_fit(images: np.ndarray, labels: np.ndarray, names: list[str], probe: Callable, out_dir: str | Path,
               folds: int = FOLDS, seed: int = 0, synthetic_counts=None,
-              min_judged: int = MIN_JUDGED, unseen: Callable | None = None) -> dict[str, np.ndarray]:
+              min_judged: int = MIN_JUDGED, unseen: Callable | None = None,
+              withhold_own: bool = True) -> dict[str, np.ndarray]:
     """Sum of ``tally`` over the folds without the proxies' rows and columns, with ``fold_held`` int64 (folds, C) and
     ``fold_net`` float (folds, C) per fold for ``interval``, and the proxies' measurements (``proxy_fold``,
     ``proxy_class``, ``proxy_size``, ``proxy_own``, ``proxy_held``, ``proxy_effect``, ``proxy_var``: one entry a
     proxy; ``evaluate/proxies.py``), cut when ``synthetic_counts`` is given and a class is under ``min_judged``.
     ``probe(fold_npz, with_synthetic, fold, run_dir)`` trains one probe on the npz's x_train/y_train (with the
-    generated images of every class but the bare proxies named in ``shares_path(fold_npz)``) and returns its int64 (N,)
-    predictions on x_test (the held-out images, in file order). Each fold's npz is written once into ``out_dir``.
+    generated images of every class but the bare proxies named in ``shares_path(fold_npz)``; with ``with_synthetic`` a
+    path, of the classes that shares file allows) and returns its int64 (N,) predictions on x_test (the held-out
+    images, in file order). Each fold's npz is written once into ``out_dir``.
+
+    ``withhold_own``: a fold with an own proxy trains a third probe, with every class's images but the own proxy's
+    (``withheld_path``), so that what its own images do is measured on the same class and held-out images (third
+    probe against "with", ``proxy_paired``) and not as the difference between two classes' changes (the own proxy's
+    (b) minus another class's (a): at MNIST-LT n_max 3000 a bare proxy that happened to gain +12.9 from the others'
+    images made a 3-image class's own images -10.5). The own proxy in the third probe is one more bare proxy.
     ``unseen(proxy, path)``: writes at ``path`` the cache the fold's "with" probe reads instead of the recipe's, its
     own proxy's images from a generator that never saw the images it is judged on (``unseen_holdout``, whose plan
     this then is: ``synthetic_counts`` are the cache's planned counts)."""
@@ -438,8 +452,17 @@ def cross_fit(images: np.ndarray, labels: np.ndarray, names: list[str], probe: C
             unseen(own[0], cache_path(npz))
         preds = [np.asarray(probe(npz, w, k, out_dir / f"fold{k}-{'with' if w else 'without'}")) for w in (False, True)]
         t = tally(labels[held], preds[0], preds[1], C)
-        measured += [(p, *px.measure(t, p, [q.cls for q in mine if q is not p] + rare), unseen is not None)
-                     for p in mine]
+        others = {p: [q.cls for q in mine if q is not p] + rare for p in mine}
+        measured += [(p, *px.measure(t, p, others[p]), unseen is not None, False) for p in mine]
+        if own and withhold_own:  # the third probe: every class's images but the own proxies'
+            share[[p.cls for p in own]] = 0
+            _write_shares(npz, names, share, withheld_path(npz))
+            third = np.asarray(probe(npz, str(withheld_path(npz)), k, out_dir / f"fold{k}-withheld"))
+            bare = tally(labels[held], preds[0], third, C)  # an own proxy without its images: (a) once more
+            paired = tally(labels[held], third, preds[1], C)  # its images alone, on the same class and images
+            measured += [(replace(p, own=False), *px.measure(bare, replace(p, own=False), others[p]), False, False)
+                         for p in own]
+            measured += [(p, *px.measure(paired, p, others[p]), unseen is not None, True) for p in own]
         per_fold.append(px.mask(t, [p.cls for p in mine]))
         log.debug("evidence fold %d/%d: %d held out, proxies %s", k + 1, folds, int(held.sum()), mine)
     total = {key: sum(t[key] for t in per_fold) for key in per_fold[0]}
@@ -449,7 +472,9 @@ def cross_fit(images: np.ndarray, labels: np.ndarray, names: list[str], probe: C
 
 
 def _proxy_arrays(measured: list) -> dict[str, np.ndarray]:
-    """``cross_fit``'s ``proxy_*`` arrays from (Proxy, effect, variance, held, unseen) tuples."""
+    """``cross_fit``'s ``proxy_*`` arrays from (Proxy, effect, variance, held, unseen, paired) tuples: a row with
+    ``proxy_paired`` is an own proxy's images alone (the probe with every class's images against the probe with all
+    but its own), the others (a) for a bare row and (b) for an own one, against the probe without any image."""
     return {"proxy_fold": np.array([p.fold for p, *_ in measured], np.int64),
             "proxy_class": np.array([p.cls for p, *_ in measured], np.int64),
             "proxy_size": np.array([p.size for p, *_ in measured], np.int64),
@@ -457,7 +482,8 @@ def _proxy_arrays(measured: list) -> dict[str, np.ndarray]:
             "proxy_effect": np.array([m[1] for m in measured], float),
             "proxy_var": np.array([m[2] for m in measured], float),
             "proxy_held": np.array([m[3] for m in measured], np.int64),
-            "proxy_unseen": np.array([m[4] and m[0].own for m in measured], bool)}
+            "proxy_unseen": np.array([m[4] and m[0].own for m in measured], bool),
+            "proxy_paired": np.array([m[5] for m in measured], bool)}
 
 
 def recipe_probe(recipe, device: str = "cpu", progress: bool = False, echo=None) -> Callable:
@@ -470,7 +496,8 @@ def recipe_probe(recipe, device: str = "cpu", progress: bool = False, echo=None)
 
     def probe(npz: Path, with_synthetic: bool, fold: int, run_dir: Path) -> np.ndarray:
         smp = recipe.sampling
-        smp = (replace(smp, share_file=_fold_shares(npz),
+        shares = with_synthetic if isinstance(with_synthetic, str) else _fold_shares(npz)
+        smp = (replace(smp, share_file=shares,
                        cache=str(cache_path(npz)) if cache_path(npz).is_file() else smp.cache) if with_synthetic else
                replace(smp, mode="class-balanced", cache=None, share_file=None, max_synthetic_share=None))
         r = replace(recipe, seed=fold, sampling=smp, data=replace(recipe.data, train=str(npz), test=None,
@@ -479,8 +506,9 @@ def recipe_probe(recipe, device: str = "cpu", progress: bool = False, echo=None)
             t = time.time()
             train_run(r, run_dir, progress=progress, command="cross-fitted evidence probe")
             if echo:
-                echo(f"  probe {fold + 1} {'with' if with_synthetic else 'without'} the generated images: "
-                     f"{time.time() - t:.0f} s")
+                which = ("with the generated images but the own proxies'" if isinstance(with_synthetic, str) else
+                         "with the generated images" if with_synthetic else "without the generated images")
+                echo(f"  probe {fold + 1} {which}: {time.time() - t:.0f} s")
         with np.load(npz) as z:
             held = z["x_test"]
         return load_classifier_space(run_dir, device).predict_proba(held).argmax(1).numpy()
@@ -501,9 +529,12 @@ def judge(images: np.ndarray, labels: np.ndarray, names: list[str], synthetic_co
     judged = [c for c in range(len(names)) if synthetic_counts[c] and real_counts[c] >= min_judged]
     if judged or px.plan(real_counts, planned, min_judged, folds, unseen=unseen is not None):
         if echo:
-            echo(f"judging {sum(map(bool, synthetic_counts))} classes by {folds}-fold cross-fitting: {2 * folds} probe "
-                 "classifiers on the training images, with and without the generated images (classes under "
-                 f"{min_judged} images from proxies cut to their size inside the same probes)")
+            third = sum(p.own for p in px.plan(real_counts, planned, min_judged, folds, unseen=unseen is not None))
+            echo(f"judging {sum(map(bool, synthetic_counts))} classes by {folds}-fold cross-fitting: {2 * folds + third} "
+                 "probe classifiers on the training images, with and without the generated images (classes under "
+                 f"{min_judged} images from proxies cut to their size inside the same probes"
+                 + (f"; {third} more, with every class's images but the own proxies', to judge those on the same "
+                    "class" if third else "") + ")")
         t = cross_fit(images, labels, names, recipe_probe(recipe, device, progress, echo), out_dir, folds,
                       synthetic_counts=planned, min_judged=min_judged, unseen=unseen)
     return decide(names, real_counts, synthetic_counts, t, min_judged)
@@ -542,13 +573,19 @@ def cache_path(npz: Path) -> Path:
     return npz.with_name(npz.stem + "-cache.h5")
 
 
-def _write_shares(npz: Path, names: list[str], share: np.ndarray) -> None:
+def withheld_path(npz: Path) -> Path:
+    """The third probe's shares beside the fold's npz (``fold0-withheld.json``): the bare proxies' and the own
+    proxies' images withheld, every other class's used."""
+    return npz.with_name(npz.stem + "-withheld.json")
+
+
+def _write_shares(npz: Path, names: list[str], share: np.ndarray, path: Path | None = None) -> None:
     import json
 
     from cbdm_aug.atomic import write_text_atomic
 
     if (share < 1).any():
-        write_text_atomic(shares_path(npz), json.dumps({n: float(v) for n, v in zip(names, share)}, indent=1))
+        write_text_atomic(path or shares_path(npz), json.dumps({n: float(v) for n, v in zip(names, share)}, indent=1))
 
 
 def _fold_shares(npz: Path) -> str:

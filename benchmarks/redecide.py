@@ -17,7 +17,12 @@ Variants (``--variants``):
 - bound-all: no trigger; every class the "with" probe gave a rare class's held-out image to gets at most the middle
   share (what the lever can do at most);
 - ra-real-only: the current decisions, the arm's RandAugment on its real images only (``data.augment_synthetic``
-  false: the generated images stay as sampled).
+  false: the generated images stay as sampled);
+- middle-floor: the current decisions, but a class the middle rule gave the middle share gets the floor's share
+  (1: as under ``--no-evidence``); only a refusal (an interval below 0) and the spill lever lower a share;
+- contest: the current decisions, but a middle-rule class whose held-out images the "with" probe gave more of to a
+  class of a larger share than the "without" probe did is raised to that class's share (it is not left the weaker
+  side of a border its neighbour's images widen into).
 
     # a `cbdm-aug run` folder: its RandAugment + synthetic arm, its RandAugment arm the twin
     python benchmarks/redecide.py --run /tmp/g_own/runs/mnist-300-3 --tag redecide_mnist
@@ -44,7 +49,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _env import commit_text, environment  # noqa: E402
 
 FEW = 20  # the few-shot group: classes under 20 real images
-VARIANTS = ("current", "no-bound", "proxy-middle", "rare-floor", "bound-size", "bound-taken", "bound-all", "ra-real-only")
+VARIANTS = ("current", "no-bound", "proxy-middle", "rare-floor", "bound-size", "bound-taken", "bound-all", "ra-real-only",
+            "middle-floor", "contest")
 DATA = {"ra-real-only": {"augment_synthetic": False}}  # a variant's changes to the arm recipe's data section
 
 
@@ -93,10 +99,35 @@ def variant(name: str, names, real, synthetic, t) -> dict:
              if e.source == "proxy" and e.share == 0 and e.synthetic else e for n, e in d.items()}
     if name in ("bound-size", "bound-taken", "bound-all"):
         d = bound_rare_neighbours(name, d, names, real, t)
+    if name == "middle-floor":
+        d = {n: replace(e, share=1.0, used=True, why=e.why + " [redecide.py: the floor's share]")
+             if e.synthetic and e.share == ev.MIDDLE_SHARE and "bounded" not in e.why else e for n, e in d.items()}
+    if name == "contest":
+        d = raise_contested(d, names, t)
     if name == "proxy-middle":
         d = {n: replace(e, share=ev.MIDDLE_SHARE, why=e.why + " [redecide.py: the middle share at most]")
              if e.source == "proxy" and e.share > ev.MIDDLE_SHARE else e for n, e in d.items()}
     return d
+
+
+def raise_contested(d: dict, names, t) -> dict:
+    """The contest variant (module docstring): a middle-rule class r is raised to the share of the largest-share class
+    j whose take of r's held-out images rose with the generated images (``with[r, j] > without[r, j]``)."""
+    from cbdm_aug.evaluate import evidence as ev
+
+    out = dict(d)
+    for r, name in enumerate(names):
+        e = d[name]
+        if not e.synthetic or e.share != ev.MIDDLE_SHARE or "bounded" in e.why:
+            continue
+        rose = [j for j in np.flatnonzero(t["with"][r] > t["without"][r]) if j != r and d[names[j]].share > e.share]
+        if rose:
+            j = max(rose, key=lambda j: d[names[j]].share)
+            out[name] = replace(e, share=d[names[j]].share, why=(
+                f"{e.why} [redecide.py contest: raised to {names[j]}'s share {d[names[j]].share:.2f}: the with probe "
+                f"gave it {int(t['with'][r, j])}, the without probe {int(t['without'][r, j])} of {name}'s "
+                f"{int(t['held'][r])} held-out images]"))
+    return out
 
 
 def bound_rare_neighbours(name: str, d: dict, names, real, t) -> dict:

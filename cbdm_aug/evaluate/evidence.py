@@ -24,7 +24,8 @@ of its places (the middle rule: half of what the real floor leaves).
 
 **The rarest classes** (under ``min_judged`` real images) hold out one or two images a fold: their own evidence
 would be noise. They are decided from proxies (``evaluate/proxies.py``: classes with plenty of images cut, inside
-the same probes, to the rare classes' sizes, and judged on every image cut), with ``source="proxy"``: each from
+the same probes, to the rare classes' sizes, and judged on every image cut; their own images' effect on the same
+proxy, with and without them, from a third probe a fold), with ``source="proxy"``: each from
 the proxies cut to its size (``ProxyEvidence.by_size``; the nearest size cut, on a log scale, when up to three
 sizes stand for more). Pooling every size let the smallest sizes decide for the largest: at MNIST-LT n_max 3000
 the pooled effect was +12.3 [+6.3, +18.4], used, and the 13-image class lost -3.0 [-4.7, -1.3] against its twin;

@@ -11,7 +11,11 @@ up to two proxies, cut to the same size:
 - an **own** proxy gets its generated images. Its net (``evidence.effects``' gain minus the recall it takes
   from the other classes) is (b), what a class that small nets with its own images and everybody else's.
 
-``(b) - (a)`` is the effect of giving a class of that size its own images. **The leak:** the generator saw
+The effect of giving a class of that size its own images is measured on the own proxy itself: ``evidence.cross_fit``
+trains a third probe a fold, with every class's images but the own proxy's, and the own proxy's net in the "with"
+probe against that one is the paired effect (``proxy_paired``), on the same class and held-out images. ``(b) - (a)``,
+two different classes' changes, is what a run folder from before the third probe has (at MNIST-LT n_max 3000 it
+refused a 3-image class on a bare proxy's own luck: ``benchmarks/results/paired_proxies.md``). **The leak:** the generator saw
 every real image of the proxy, the held-out and cut ones included, so its images of an "own" proxy carry
 what many images taught it, not what 3 would. (b) is therefore an upper bound on what a truly rare class's
 images do: a proxy that says "no" is believed (even the favoured images lost); one that says "yes"

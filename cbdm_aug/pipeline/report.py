@@ -188,7 +188,8 @@ def _decision_lines(decided: list[str], evidence: EvidenceResult, s) -> list[str
             f"gets its images when the interval is above 0, none when it is below 0, and otherwise the middle rule "
             f"(at most {100 * MIDDLE_SHARE:.0f}% of its places). A class under {evidence.min_judged} real images is "
             "decided from proxies: larger classes cut to its size (or the nearest size cut) inside the same probes, "
-            "judged on every image cut, "
+            "judged on every image cut, their own images' effect measured on the same proxy with and without them "
+            "(a third probe, every other class's images in both), "
             + ("with their own images from a generator fitted without the images they are judged on (then the run's "
                "generator went on from it on every image: docs/evaluate.md, the leak)" if evidence.unseen else
                "with their own images from the run's generator, which saw them, so their gain is an upper bound "

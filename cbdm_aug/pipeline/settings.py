@@ -276,7 +276,7 @@ def _classifier_size(opts: RunOptions, image_size: int, gen_size: int, on_gpu: b
     if on_gpu or opts.pretrained or recipe is not None or gen_size >= image_size:
         return image_size
     why.append(f"classifier size {gen_size}, the generator's (your images are {image_size}x{image_size}): on a CPU "
-               f"each classifier run (4 arms a seed, 6 evidence probes) costs about 3.4x as much at 32 px as at "
+               f"each classifier run (4 arms a seed, 6-9 evidence probes) costs about 3.4x as much at 32 px as at "
                f"16 (docs/decisions.md); "
                f"--classifier-size {image_size} trains them at your size")
     return gen_size

@@ -208,3 +208,19 @@ def test_a_rare_class_the_classifier_never_puts_first_still_passes_where_it_scor
     kept = recognised(p_gen, labels, None, None, class_thresholds(p, y, 0.01))
     assert kept[gen > 0.2].all() and not kept[gen < 0.19].any()  # the head's images reach 0.2 at most
     assert 0 < kept.sum() < len(kept)
+
+
+def test_the_filter_classifier_can_be_trained_with_the_arms_randaugment(tmp_path):
+    """``CacheSettings.filter_augment="randaugment"`` reaches the filter classifier's own recipe."""
+    import yaml
+
+    from cbdm_aug.evaluate.features import train_classifier_space
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (24, 8, 8, 1), dtype=np.uint8)
+    labels = np.repeat(np.arange(3), 8)
+    train_classifier_space(images, labels, ["a", "b", "c"], tmp_path / "ra", epochs=1, progress=False, device="cpu",
+                           augment="randaugment")
+    train_classifier_space(images, labels, ["a", "b", "c"], tmp_path / "none", epochs=1, progress=False, device="cpu")
+    read = lambda d: yaml.safe_load((tmp_path / d / "recipe.yaml").read_text())["data"]["augment"]  # noqa: E731
+    assert (read("ra"), read("none")) == ("randaugment", "none")

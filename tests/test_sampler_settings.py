@@ -86,12 +86,18 @@ def test_the_cache_stage_key_keeps_its_shape():
     # asdict(CacheSettings()) is the key of run's cache stage: a changed shape would redo every run folder's cache
     from cbdm_aug.pipeline.settings import CacheSettings
 
-    key = asdict(CacheSettings())
+    from cbdm_aug.pipeline.run import _cache_key
+
+    key = _cache_key(CacheSettings())
     # issue 34 added filter, filter_top_share, first_batch, first_share and filter_false_positive_share: a cache made
     # before them is made again, on purpose
     # (the filter's criterion and the cap on each class's images changed what the stage makes)
     assert list(key) == ["top_up", "sampler", "sample_steps", "guidance", "filter", "filter_top_share",
                          "filter_confidence", "near_copy_ratio", "max_copy_share", "seed", "first_batch",
                          "first_share", "filter_false_positive_share"]
+    # filter_augment (ninth pass) keys the stage only where it is set, so run folders made before it stay valid
+    assert _cache_key(CacheSettings(filter_augment="randaugment"))["filter_augment"] == "randaugment"
+    with pytest.raises(ConfigError, match="filter_augment must be 'none' or 'randaugment', got 'flip'"):
+        CacheSettings(filter_augment="flip")
     assert (key["sampler"], key["sample_steps"], key["guidance"], key["seed"]) == \
         (SAMPLING.sampler, SAMPLING.steps, SAMPLING.guidance, SAMPLING.seed)

@@ -486,11 +486,12 @@ def train_on_arrays(train_images: np.ndarray, train_labels: np.ndarray, test_ima
                     test_labels: np.ndarray, class_names: list[str], out_dir: str | Path, *, name: str,
                     model: str = "resnet8_cifar", epochs: int = 4, sampling: str = "none", seed: int = 0,
                     device: str = "auto", progress: bool = True, command: str = "", pretrained_file: str | None = None,
-                    image_size: int | None = None) -> dict:
+                    image_size: int | None = None, augment: str = "none") -> dict:
     """Train a classifier on in-memory uint8 (N, H, W, C) arrays with a short SGD + cosine schedule
     (lr 0.1, batch 128, 1-pixel shifts); returns the run's metrics.json content. Used for the
     evaluation's feature network, the Classification Accuracy Score and the cache filter. ``pretrained_file``:
-    start from these local weights; ``image_size``: train at this size (None: the arrays')."""
+    start from these local weights; ``image_size``: train at this size (None: the arrays'); ``augment``: the recipe's
+    ``data.augment`` (``"randaugment"``: RandAugment on every training image, as the arms' RandAugment recipe)."""
     import tempfile
 
     from cbdm_aug.classify.recipe import DataConfig, ModelConfig, OptimConfig, SamplingConfig, ScheduleConfig
@@ -503,7 +504,7 @@ def train_on_arrays(train_images: np.ndarray, train_labels: np.ndarray, test_ima
         recipe = Recipe(
             name=name, seed=seed, device=device,
             data=DataConfig(train=str(npz), longtail="none", crop_padding=1 if train_images.shape[1] >= 8 else 0,
-                            image_size=image_size),
+                            image_size=image_size, augment=augment),
             model=ModelConfig(name=model, pretrained_file=pretrained_file), optim=OptimConfig(name="sgd", lr=0.1, weight_decay=5e-4),
             schedule=ScheduleConfig(epochs=epochs, batch_size=128, kind="cosine", warmup_epochs=0.5, milestones=()),
             sampling=SamplingConfig(mode=sampling),

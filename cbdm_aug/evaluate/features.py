@@ -112,7 +112,7 @@ def train_classifier_space(images: np.ndarray, labels: np.ndarray, class_names: 
                            *, test: tuple[np.ndarray, np.ndarray] | None = None, epochs: int = 4,
                            model: str = "resnet8_cifar", seed: int = 0, progress: bool = True,
                            device: str = "auto", pretrained_file: str | None = None,
-                           image_size: int | None = None) -> FeatureSpace:
+                           image_size: int | None = None, augment: str = "none") -> FeatureSpace:
     """Train a feature classifier on real uint8 (N, H, W, C) images with the recipe trainer.
 
     Class-balanced re-sampling (``sampling.mode=class-balanced``) keeps tail classes from being
@@ -120,6 +120,7 @@ def train_classifier_space(images: np.ndarray, labels: np.ndarray, class_names: 
     ``load_classifier_space``. ``test`` (images, labels) only scores the network; without it the
     training images are scored (training accuracy). ``pretrained_file`` (local weights for ``model``) and
     ``image_size`` (None: the images') make it the user's classifier, as ``cbdm-aug run``'s filter does.
+    ``augment``: ``"randaugment"`` trains it with RandAugment (``CacheSettings.filter_augment``).
     """
     from cbdm_aug.classify.train import train_on_arrays
 
@@ -128,7 +129,7 @@ def train_classifier_space(images: np.ndarray, labels: np.ndarray, class_names: 
     result = train_on_arrays(images, labels, test_x, test_y, class_names, out_dir, name="evaluate-feature-net",
                              model=model, epochs=epochs, sampling="class-balanced", seed=seed, device=device,
                              progress=progress, command="cbdm-aug evaluate-generator (feature net)",
-                             pretrained_file=pretrained_file, image_size=image_size)
+                             pretrained_file=pretrained_file, image_size=image_size, augment=augment)
     log.info("feature classifier: balanced accuracy %.3f on %s", result["metrics"]["balanced"],
              "the test images" if test is not None else "its training images")
     return load_classifier_space(out_dir)

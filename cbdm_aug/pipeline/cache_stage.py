@@ -76,7 +76,7 @@ def run_cache_stage(out: Path, gen_run: str, data: dict, r: Resolved, opts: RunO
     def space():  # trained when first needed: after the first batch is on disk
         if "space" not in held:
             with clock.timed("filter classifier"):
-                held["space"] = _filter_space(d / "filter-classifier", train, r, device, progress)
+                held["space"] = _filter_space(d / "filter-classifier", train, r, device, progress, s.filter_augment)
         return held["space"]
 
     cache = d / "generated.h5"
@@ -170,21 +170,22 @@ def planned_counts(data: dict, r: Resolved, opts: RunOptions) -> list[int] | Non
 FEW_KEPT = 0.1  # the filter's line predicts arms close to their twins only when it kept under a tenth of the real images
 
 
-def filter_space(out: Path, r: Resolved, device, progress: bool):
+def filter_space(out: Path, r: Resolved, device, progress: bool, augment: str = "none"):
     """(the cache stage's filter classifier, the training split it scores against), reused from the run folder."""
     train = load_split(out, "train", r.filter_size, r.channels)
-    return _filter_space(out / "cache" / "filter-classifier", train, r, device, progress), train
+    return _filter_space(out / "cache" / "filter-classifier", train, r, device, progress, augment), train
 
 
-def _filter_space(clf: Path, train, r: Resolved, device, progress: bool):
-    """The filter's classifier: reused from ``clf`` if finished there, else trained on ``train`` into it."""
+def _filter_space(clf: Path, train, r: Resolved, device, progress: bool, augment: str = "none"):
+    """The filter's classifier: reused from ``clf`` if finished there, else trained on ``train`` into it (with
+    ``augment``, ``CacheSettings.filter_augment``)."""
     from cbdm_aug.evaluate.features import load_classifier_space, train_classifier_space
 
     if (clf / "metrics.json").is_file() and (clf / "model.pt").is_file():
         return load_classifier_space(clf, device)
     return train_classifier_space(train.images, train.labels, train.class_names, clf, epochs=r.filter_epochs,
                                   model=r.filter_model, progress=progress, device=str(device), seed=0,
-                                  pretrained_file=r.pretrained, image_size=r.filter_size)
+                                  pretrained_file=r.pretrained, image_size=r.filter_size, augment=augment)
 
 
 def _classifier_words(clf: Path) -> str:
@@ -261,7 +262,7 @@ def unseen_proxy_cache(out: Path, unseen_run: str, cache: str, data: dict, r: Re
         src = raw
         if s.filter:
             if "space" not in held:
-                held["space"] = filter_space(out, r, device, progress)
+                held["space"] = filter_space(out, r, device, progress, s.filter_augment)
             space, train = held["space"]
             src = raw.with_name(f"unseen-{p.cls}-filtered.h5")
             filter_cache(raw, src, space, train.images, train.labels, **s.criteria,

@@ -445,6 +445,15 @@ def run_pipeline(opts: RunOptions, out: str | Path, echo=print, progress: bool =
         return _run(opts, out, echo, progress)
 
 
+def _cache_key(cache) -> dict:
+    """The cache stage's settings as its key: ``CacheSettings``' fields, but ``filter_augment`` only where it is not
+    "none" (added after run folders were made; at "none" they stay valid)."""
+    key = asdict(cache)
+    if key.get("filter_augment") == "none":
+        del key["filter_augment"]
+    return key
+
+
 def _synthetic_stages(stages: Stages, out: Path, gen_run: str, data: dict, r: Resolved, opts: RunOptions, device,
                       echo, progress: bool, base=None, weights: str | None = None, unseen_run: str | None = None
                       ) -> tuple[CacheResult, EvidenceResult | None]:
@@ -453,7 +462,7 @@ def _synthetic_stages(stages: Stages, out: Path, gen_run: str, data: dict, r: Re
     the classifiers' starting weights."""
     cached = CacheResult.from_json(stages.run(
         "cache", "generate the top-up cache and filter it",
-        asdict(opts.cache) | {"image_size": r.image_size, "filter_epochs": r.filter_epochs, "filter_model": r.filter_model,
+        _cache_key(opts.cache) | {"image_size": r.image_size, "filter_epochs": r.filter_epochs, "filter_model": r.filter_model,
                               "epochs": r.epochs, "min_real_share": opts.arm.min_real_share}  # they set the cap
         | ({"filter_size": r.filter_size, "filter_weights": weights} if (r.filter_size, weights) != (r.image_size, None)
            else {}),

@@ -31,6 +31,9 @@ Protocol:
                         must beat the strongest real-only augmentation, not replace it)
     rareal              RandAugment on the real images only, not the generated ones (data.augment_synthetic
                         false; `cbdm-aug run`'s default, ArmSettings().randaugment_synthetic)
+    rajudge             the filter as `cbdm-aug run`'s cache stage has it since issue 34's ninth pass: its classifier
+                        trained with RandAugment (CacheSettings().filter_augment), the rank (the class first among
+                        ceil(C/10), at >= 1/C; filter-cache --top-share 0.1 --false-positive-share 0)
     gate                the per-class gate (filter-cache --max-copy-share --gate-share, default 0.5): a class
                         whose unfiltered samples are near-copies at that share or more gets no synthetic image
     floorF              the sampler's real floor, sampling.min_real_share F (no option: no floor, the rows before
@@ -146,15 +149,18 @@ def default_generator() -> tuple[str, list[str]]:
 def default_arm() -> str:
     """`cbdm-aug run`'s "+ synthetic" arm (RandAugment + synthetic) as a GEN[:OPT...] token, built from
     GeneratorSettings, CacheSettings and ArmSettings, so a changed default changes what this script measures
-    by default: today cbdm-sqrt-a12-1200:w1:rareal:gate:floor0.5:evidence. Guidance, top-up and the gate's share
+    by default: today cbdm-sqrt-a12-1200:w1:rajudge:rareal:gate:floor0.5:evidence. Guidance, top-up and the gate's share
     are this script's --guidance, --top-up and --gate-share, whose defaults are CacheSettings'."""
-    from cbdm_aug.evaluate.criteria import CONFIDENCE, FALSE_POSITIVE_SHARE, NEAR_COPY_RATIO, TOP_SHARE
+    from cbdm_aug.evaluate.criteria import CONFIDENCE, FALSE_POSITIVE_SHARE, NEAR_COPY_RATIO, RUN_TOP_SHARE, TOP_SHARE
 
-    if (CACHE.filter_confidence, CACHE.filter_top_share, CACHE.filter_false_positive_share,
-            CACHE.near_copy_ratio) != (CONFIDENCE, TOP_SHARE, FALSE_POSITIVE_SHARE, NEAR_COPY_RATIO):
-        raise SystemExit("CacheSettings' filter differs from filter-cache's defaults, which no arm option names: "
-                         "add one to parse_arm before measuring it")
+    rule = (CACHE.filter_confidence, CACHE.filter_top_share, CACHE.filter_false_positive_share, CACHE.near_copy_ratio,
+            CACHE.filter_augment)
+    rajudge = rule == (CONFIDENCE, RUN_TOP_SHARE, None, NEAR_COPY_RATIO, "randaugment")
+    if not rajudge and rule != (CONFIDENCE, TOP_SHARE, FALSE_POSITIVE_SHARE, NEAR_COPY_RATIO, "none"):
+        raise SystemExit("CacheSettings' filter is neither filter-cache's defaults nor the rajudge rule, which no arm "
+                         "option names: add one to parse_arm before measuring it")
     opts = [f"w{ARM.synthetic_weight:g}", *(["nofilter"] if not CACHE.filter else []),
+            *(["rajudge"] if CACHE.filter and rajudge else []),
             *(["rareal"] if not ARM.randaugment_synthetic else []),
             *(["gate"] if CACHE.max_copy_share is not None else []),
             *([f"floor{ARM.min_real_share:g}"] if ARM.min_real_share is not None else []),
@@ -176,7 +182,7 @@ def parse_arm(name: str, args) -> dict:
     gen, *opts = name.split(":")
     spec = {"gen": gen, "guidance": args.guidance, "top_up": args.top_up, "weight": args.synthetic_weight,
             "share": None, "filter": True, "randaugment": True, "ra_real_only": False, "notail": False, "gate": False, "floor": None,
-            "evidence": False}
+            "evidence": False, "rajudge": False}
     for o in opts:
         if o == "gate":
             spec["gate"] = True
@@ -198,6 +204,8 @@ def parse_arm(name: str, args) -> dict:
             spec["randaugment"] = False
         elif o == "rareal":
             spec["ra_real_only"] = True
+        elif o == "rajudge":
+            spec["rajudge"] = True
         elif o == "notail":
             spec["notail"] = True
         else:
@@ -294,6 +302,7 @@ class Protocol:
             names += [args.default_arm, *compared_arms(args.default_arm, args.compare_gens).values()]
         self.arm_names = list(dict.fromkeys(names))
         self.filter_classifier = self.work / "filter_classifier"
+        self.filter_classifier_ra = self.work / "filter_classifier_randaugment"  # the rajudge option's
         self.locks: dict[str, threading.Lock] = {}
         self.guard = threading.Lock()
 
@@ -308,12 +317,16 @@ class Protocol:
                 make()
         return path
 
-    def train_filter_classifier(self) -> None:
-        """The shared filter classifier and feature space, trained once on the real long-tailed split."""
-        if not (self.filter_classifier / "model.pt").exists():
-            run([cbdm_aug(), "train-classifier", self.recipe["baseline"], "--out", self.filter_classifier,
-                 "--no-progress", "--overwrite",
-                 *[x for s in self.common + ["sampling.mode=class-balanced"] for x in ("--set", s)]], self.log)
+    def train_filter_classifier(self, randaugment: bool = False) -> None:
+        """The shared filter classifier and feature space, trained once on the real long-tailed split (with
+        ``randaugment``: the rajudge option's, trained with RandAugment)."""
+        out = self.filter_classifier_ra if randaugment else self.filter_classifier
+        with self._lock(out):
+            if not (out / "model.pt").exists():
+                run([cbdm_aug(), "train-classifier", self.recipe["baseline"], "--out", out, "--no-progress",
+                     "--overwrite", *[x for s in self.common + ["sampling.mode=class-balanced"]
+                                      + (["data.augment=randaugment"] if randaugment else []) for x in ("--set", s)]],
+                    self.log)
 
     def counts_file(self, top_up: int, notail: bool = False) -> Path:
         f = self.work / f"topup{top_up}{'_notail' if notail else ''}_counts.json"
@@ -335,10 +348,14 @@ class Protocol:
         if not s["filter"]:
             return made
         gate = f"-gated{args.gate_share:g}" if s["gate"] else ""
-        filt = out.with_name(out.stem + f"-filtered{gate}.h5")
+        judge = "-rajudge" if s["rajudge"] else ""
+        filt = out.with_name(out.stem + f"-filtered{gate}{judge}.h5")
+        if s["rajudge"]:
+            self.train_filter_classifier(randaugment=True)
         return self._once(filt, lambda: run(
             [cbdm_aug(), "filter-cache", made, "--out", filt, "--real", args.data, *self.lt_cli, "--classifier",
-             self.filter_classifier, "--quiet", "--overwrite",
+             self.filter_classifier_ra if s["rajudge"] else self.filter_classifier, "--quiet", "--overwrite",
+             *(["--top-share", 0.1, "--false-positive-share", 0] if s["rajudge"] else []),
              *(["--max-copy-share", args.gate_share] if s["gate"] else [])], self.log))
 
     def decisions(self, name: str, sets: list[str]) -> Path:

@@ -4,7 +4,6 @@ import inspect
 import subprocess
 import sys
 import textwrap
-from dataclasses import asdict
 
 import pytest
 
@@ -84,19 +83,19 @@ def test_bad_sampling_in_runs_cache_settings_and_in_evaluate_options_is_refused_
 
 def test_the_cache_stage_key_keeps_its_shape():
     # asdict(CacheSettings()) is the key of run's cache stage: a changed shape would redo every run folder's cache
+    from cbdm_aug.pipeline.run import _cache_key
     from cbdm_aug.pipeline.settings import CacheSettings
 
-    from cbdm_aug.pipeline.run import _cache_key
-
-    key = _cache_key(CacheSettings())
+    key = _cache_key(CacheSettings(filter_augment="none"))
     # issue 34 added filter, filter_top_share, first_batch, first_share and filter_false_positive_share: a cache made
     # before them is made again, on purpose
     # (the filter's criterion and the cap on each class's images changed what the stage makes)
     assert list(key) == ["top_up", "sampler", "sample_steps", "guidance", "filter", "filter_top_share",
                          "filter_confidence", "near_copy_ratio", "max_copy_share", "seed", "first_batch",
                          "first_share", "filter_false_positive_share"]
-    # filter_augment (ninth pass) keys the stage only where it is set, so run folders made before it stay valid
-    assert _cache_key(CacheSettings(filter_augment="randaugment"))["filter_augment"] == "randaugment"
+    # filter_augment (ninth pass) keys the stage only where it is not "none"; its default, "randaugment", remakes the
+    # cache of a run folder made before it, on purpose (the judge changed what the stage keeps)
+    assert _cache_key(CacheSettings())["filter_augment"] == "randaugment"
     with pytest.raises(ConfigError, match="filter_augment must be 'none' or 'randaugment', got 'flip'"):
         CacheSettings(filter_augment="flip")
     assert (key["sampler"], key["sample_steps"], key["guidance"], key["seed"]) == \

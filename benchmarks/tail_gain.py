@@ -44,7 +44,7 @@ Protocol:
                         given to the arm as sampling.share_file
   a cache is generated with CacheSettings' sampler, steps and seed, and shared by the arms that need it;
 - the default arm (--default-arm) is `cbdm-aug run`'s own, built from its settings classes by default_arm()
-  (today cbdm-sqrt-a12-1200:w1:gate:floor0.5:evidence); `--print-default` prints it and its generator's
+  (today cbdm-sqrt-a12-1200:w1:rajudge:rareal:gate:floor0.5:evidence); `--print-default` prints it and its generator's
   _ladder.py options for the run_tail_gain_*.sh scripts, and 'default' in --arms names it;
 - generator metrics (--eval-gens): `evaluate-generator`, --eval-per-class unfiltered samples a class,
   in the filter classifier's feature space: per-class recall, precision, KID and near-copy share.

@@ -172,6 +172,15 @@ def test_the_noise_is_pooled_over_every_class_so_a_steady_gain_clears_zero_where
     assert d["c1"].spill < 0  # (c1, where c0's mistakes went, is credited with taking fewer: the probes' attribution)
 
 
+def _probe_shares(npz, with_synthetic, num_classes: int) -> np.ndarray:
+    """A fake probe's per-class shares: the shares file it was given (the third probe's), else the fold's "with"
+    shares (the bare proxies withheld), else every class at 1."""
+    path = Path(with_synthetic) if isinstance(with_synthetic, str) else shares_path(npz)
+    if with_synthetic and path.is_file():
+        return np.array(list(json.loads(path.read_text()).values()))
+    return np.ones(num_classes)
+
+
 NAMES = ["big0", "big1", "nbr", "rare"]
 COUNTS = [60, 60, 90, 3]
 SYNTHETIC = [100, 0, 100, 100]  # big1, the largest-to-be, has no generated image
@@ -251,9 +260,7 @@ def test_each_rare_class_is_decided_by_the_proxies_cut_to_its_own_size_not_by_ev
     def probe(npz, with_synthetic, fold, run_dir):
         z = np.load(npz)
         y, n = z["y_test"], np.bincount(z["y_train"], minlength=6)
-        share, path = np.ones(6), Path(with_synthetic) if isinstance(with_synthetic, str) else shares_path(npz)
-        if with_synthetic and path.is_file():
-            share = np.array(list(json.loads(path.read_text()).values()))
+        share = _probe_shares(npz, with_synthetic, 6)
         lost = (n[y] <= 3) & ~(bool(with_synthetic) & (share[y] > 0))
         return np.where(lost, int(np.argmax(n)), y)
 
@@ -421,9 +428,7 @@ def test_a_proxys_own_images_are_judged_on_the_same_class_with_and_without_them_
     def probe(npz, with_synthetic, fold, run_dir):
         z = np.load(npz)
         y, n = z["y_test"], np.bincount(z["y_train"], minlength=5)
-        share, path = np.ones(5), Path(with_synthetic) if isinstance(with_synthetic, str) else shares_path(npz)
-        if with_synthetic and path.is_file():
-            share = np.array(list(json.loads(path.read_text()).values()))
+        share = _probe_shares(npz, with_synthetic, 5)
         helped = bool(with_synthetic) & (((share[y] > 0) & (np.arange(len(y)) % 2 == 0)) | (y == 1))
         return np.where((n[y] <= 3) & (y != 4) & ~helped, int(np.argmax(n)), y)
 

@@ -19,12 +19,12 @@ images (``benchmarks/results/filter_criteria.md``).
 
 ``cbdm-aug run``'s cache stage judges otherwise (``CacheSettings``: ``filter_augment="randaugment"``,
 ``RUN_TOP_SHARE``, no threshold): its filter classifier is trained with the arms' RandAugment, and an image
-passes when that classifier ranks its class first among 10 (at >= 1/C). Issue 34, ninth pass: at MNIST-LT n_max
+passes when its class is among that classifier's top ceil(C/10) (the first of 10 classes; at >= 1/C). Issue 34, ninth pass: at MNIST-LT n_max
 3000 the per-class threshold of the classifier trained without RandAugment passed 93% of the 3-image 9's generated
 images, half of which RandAugment real-only classifiers do not call 9 (many are 7s), and the 13-image 7 lost -6.8
 against its twin to them; under the RandAugment rank the 7 is -1.4, the 9 +6.5. The rank that starved CIFAR's
 rare classes under the classifier without RandAugment keeps images in every class under the one with it
-(``benchmarks/results/judge_filter_*.md``, ``rajudge_*.md``).
+(``benchmarks/results/judge_filter_*.md``, ``rajudge.md``).
 """
 from __future__ import annotations
 

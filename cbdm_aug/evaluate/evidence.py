@@ -495,7 +495,7 @@ def recipe_probe(recipe, device: str = "cpu", progress: bool = False, echo=None)
     from cbdm_aug.classify.train import train_run
     from cbdm_aug.evaluate.features import load_classifier_space
 
-    def probe(npz: Path, with_synthetic: bool, fold: int, run_dir: Path) -> np.ndarray:
+    def probe(npz: Path, with_synthetic: bool | str, fold: int, run_dir: Path) -> np.ndarray:
         smp = recipe.sampling
         shares = with_synthetic if isinstance(with_synthetic, str) else _fold_shares(npz)
         smp = (replace(smp, share_file=shares,
@@ -528,9 +528,10 @@ def judge(images: np.ndarray, labels: np.ndarray, names: list[str], synthetic_co
     planned = synthetic_counts if planned_counts is None else planned_counts
     t = None
     judged = [c for c in range(len(names)) if synthetic_counts[c] and real_counts[c] >= min_judged]
-    if judged or px.plan(real_counts, planned, min_judged, folds, unseen=unseen is not None):
+    plan = px.plan(real_counts, planned, min_judged, folds, unseen=unseen is not None)  # what cross_fit will cut
+    if judged or plan:
         if echo:
-            third = sum(p.own for p in px.plan(real_counts, planned, min_judged, folds, unseen=unseen is not None))
+            third = sum(p.own for p in plan)  # folds with an own proxy train a third probe
             echo(f"judging {sum(map(bool, synthetic_counts))} classes by {folds}-fold cross-fitting: {2 * folds + third} "
                  "probe classifiers on the training images, with and without the generated images (classes under "
                  f"{min_judged} images from proxies cut to their size inside the same probes"
